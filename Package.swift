@@ -1,0 +1,61 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "edge-gateway",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "edge-gateway", targets: ["edge-gateway"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // C libraries, each behind a three-line module map.
+        .systemLibrary(name: "CModbus", pkgConfig: "libmodbus",
+                       providers: [.apt(["libmodbus-dev"])]),
+        .systemLibrary(name: "CMosquitto", pkgConfig: "libmosquitto",
+                       providers: [.apt(["libmosquitto-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+
+        .target(name: "GatewayConfig", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "Modbus", dependencies: [
+            "CModbus", "GatewayConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Outbox", dependencies: [
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "MQTTUplink", dependencies: [
+            "CMosquitto",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Gateway", dependencies: [
+            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .executableTarget(name: "edge-gateway", dependencies: [
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
+        .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus"]),
+        .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
+        .testTarget(name: "GatewayIntegrationTests", dependencies: [
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+        ]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+// libmodbus, found through pkg-config (its include path ends in /modbus).
+#include <modbus.h>

@@ -1,0 +1,5 @@
+// OpenSSL's libcrypto: AEAD (AES-256-GCM), HMAC and the CSPRNG for payload sealing.
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/err.h>

@@ -1,0 +1,1 @@
+// Gateway: sources arrive with the walking-skeleton work.

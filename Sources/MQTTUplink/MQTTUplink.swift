@@ -1,0 +1,1 @@
+// MQTTUplink: sources arrive with the walking-skeleton work.

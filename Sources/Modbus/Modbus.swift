@@ -1,0 +1,1 @@
+// Modbus: sources arrive with the walking-skeleton work.

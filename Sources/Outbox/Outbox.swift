@@ -1,0 +1,1 @@
+// Outbox: sources arrive with the walking-skeleton work.
