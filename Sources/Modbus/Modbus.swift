@@ -1,1 +1,0 @@
-// Modbus: sources arrive with the walking-skeleton work.

@@ -1,0 +1,142 @@
+// The client side of libmodbus: one `modbus_t` per bus, used only on that bus's thread.
+import CModbus
+import GatewayConfig
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything that can go wrong talking to a Modbus device.
+public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The device answered with a Modbus exception code (1 = illegal function, 2 = illegal data address, …).
+        case exception(code: Int)
+        /// No (complete) answer within the response timeout.
+        case timeout
+        /// The connection could not be made or broke.
+        case connection
+        /// The answer was malformed (CRC, wrong length, wrong unit, wrong transaction id).
+        case invalidResponse
+        /// libmodbus refused the call's arguments or could not allocate.
+        case setup
+    }
+
+    public var kind: Kind
+    public var message: String
+
+    public init(kind: Kind, message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
+    public var description: String { message }
+
+    /// True when the device itself is unreachable, as opposed to rejecting one request.
+    public var takesDeviceOffline: Bool {
+        switch kind {
+        case .exception, .invalidResponse: return false
+        case .timeout, .connection, .setup: return true
+        }
+    }
+
+    /// Converts libmodbus' errno right after a failed call.
+    static func fromErrno(_ code: Int32, context: String) -> ModbusError {
+        let text = String(cString: modbus_strerror(code))
+        let base = Int32(MODBUS_ENOBASE)
+        // libmodbus' own codes follow its exception codes; the C macros are
+        // expressions Swift does not import, so they are spelled out here.
+        let lastException = base + Int32(MODBUS_EXCEPTION_GATEWAY_TARGET)
+        let badCRC = lastException + 1, badData = lastException + 2, badException = lastException + 3
+        let unknownException = lastException + 4, tooMuchData = lastException + 5, badSlave = lastException + 6
+        if code > base && code <= lastException {
+            let exception = Int(code - base)
+            return ModbusError(kind: .exception(code: exception),
+                               message: "modbus exception \(exception): \(text.lowercased())")
+        }
+        switch code {
+        case ETIMEDOUT:
+            return ModbusError(kind: .timeout, message: "\(context): timed out waiting for a response")
+        case ECONNREFUSED, ECONNRESET, EPIPE, ENOTCONN, EHOSTUNREACH, ENETUNREACH, EBADF, EINVAL, ECONNABORTED:
+            return ModbusError(kind: .connection, message: "\(context): \(text.lowercased())")
+        case badCRC, badData, badException, unknownException, tooMuchData, badSlave:
+            return ModbusError(kind: .invalidResponse, message: "\(context): invalid response: \(text.lowercased())")
+        default:
+            return ModbusError(kind: .connection, message: "\(context): \(text.lowercased()) (errno \(code))")
+        }
+    }
+}
+
+/// Owns one libmodbus client context. Not thread-safe by design: a bus uses it
+/// from its own thread only (see `BusExecutor`).
+public final class ModbusConnection {
+    private let context: OpaquePointer
+    /// `host:port`, for messages.
+    public let endpoint: String
+    public private(set) var isConnected = false
+
+    public init(transport: ModbusTransport) throws(ModbusError) {
+        switch transport {
+        case let .tcp(host, port):
+            endpoint = "\(host):\(port)"
+            guard let context = modbus_new_tcp_pi(host, String(port)) else {
+                throw ModbusError.fromErrno(errno, context: "modbus tcp \(endpoint)")
+            }
+            self.context = context
+        }
+    }
+
+    deinit {
+        modbus_close(context)
+        modbus_free(context)
+    }
+
+    /// Response timeout for each request (libmodbus also uses it for the TCP connect).
+    public func setResponseTimeout(_ timeout: Duration) {
+        let (seconds, attoseconds) = timeout.components
+        let microseconds = attoseconds / 1_000_000_000_000
+        modbus_set_response_timeout(context, UInt32(clamping: seconds), UInt32(clamping: microseconds))
+    }
+
+    public func connect() throws(ModbusError) {
+        guard !isConnected else { return }
+        if modbus_connect(context) == -1 {
+            let code = errno
+            modbus_close(context)
+            throw ModbusError.fromErrno(code, context: "connect to \(endpoint)")
+        }
+        isConnected = true
+    }
+
+    public func close() {
+        modbus_close(context)
+        isConnected = false
+    }
+
+    /// Drops bytes still on the wire, e.g. a late answer after a timeout.
+    public func flush() {
+        _ = modbus_flush(context)
+    }
+
+    /// Reads `count` registers of `table` starting at `address` from `unit`.
+    public func readRegisters(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
+        guard modbus_set_slave(context, Int32(unit)) == 0 else {
+            throw ModbusError(kind: .setup, message: "unit id \(unit) rejected by libmodbus")
+        }
+        var words = [UInt16](repeating: 0, count: count)
+        let received = words.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            switch table {
+            case .holding: return modbus_read_registers(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .input: return modbus_read_input_registers(context, Int32(address), Int32(count), buffer.baseAddress)
+            }
+        }
+        if received == -1 {
+            let code = errno
+            let error = ModbusError.fromErrno(code, context: "read \(table.rawValue) \(address)+\(count) from unit \(unit) at \(endpoint)")
+            if error.kind == .connection { close() }
+            throw error
+        }
+        guard received == Int32(count) else {
+            throw ModbusError(kind: .invalidResponse, message: "unit \(unit) at \(endpoint) returned \(received) registers, expected \(count)")
+        }
+        return words
+    }
+}
