@@ -1,1 +1,307 @@
-// MQTTUplink: sources arrive with the walking-skeleton work.
+// The MQTT client: libmosquitto behind a Swift API that reports events and never
+// exposes C types.
+import CMosquitto
+import Foundation
+import Logging
+import Synchronization
+
+/// One MQTT application message.
+public struct MQTTMessage: Sendable, Equatable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var qos: Int
+    public var retain: Bool
+
+    public init(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) {
+        self.topic = topic
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+    }
+}
+
+/// Where and how to connect.
+public struct MQTTUplinkSettings: Sendable {
+    public var host: String
+    public var port: Int
+    public var clientID: String
+    public var keepalive: Duration
+    public var maxInflight: Int
+    public var reconnectMin: Duration
+    public var reconnectMax: Duration
+
+    public init(host: String, port: Int, clientID: String, keepalive: Duration = .seconds(30),
+                maxInflight: Int = 100, reconnectMin: Duration = .seconds(1), reconnectMax: Duration = .seconds(30)) {
+        self.host = host
+        self.port = port
+        self.clientID = clientID
+        self.keepalive = keepalive
+        self.maxInflight = maxInflight
+        self.reconnectMin = reconnectMin
+        self.reconnectMax = reconnectMax
+    }
+
+    var endpoint: String { "\(host):\(port)" }
+}
+
+/// What the uplink reports. `session` numbers each connection; events of an
+/// older session are about a connection that is gone.
+public enum MQTTEvent: Sendable {
+    /// CONNACK accepted: the session may publish.
+    case connected(session: Int)
+    /// A connect attempt failed (TCP, DNS, or the broker refused); a retry follows after `retryIn`.
+    case connectFailed(reason: String, retryIn: Duration)
+    /// An established connection ended.
+    case disconnected(session: Int, reason: String)
+    /// The broker acknowledged message `mid` (PUBACK for QoS 1, PUBCOMP for QoS 2),
+    /// or a QoS 0 message was handed to the socket.
+    case published(session: Int, mid: Int32)
+    /// A message arrived on a subscription.
+    case message(MQTTMessage)
+}
+
+/// Why an MQTT call failed.
+public struct MQTTError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+
+    static func mosquitto(_ code: Int32, _ action: String) -> MQTTError {
+        if code == MOSQ_ERR_ERRNO.rawValue {
+            return MQTTError("\(action): \(String(cString: strerror(errno)))")
+        }
+        return MQTTError("\(action): \(String(cString: mosquitto_strerror(code)))")
+    }
+}
+
+private let libraryInitialised: Bool = {
+    mosquitto_lib_init()
+    return true
+}()
+
+/// A long-lived MQTT connection to one broker, kept up by its own network thread.
+///
+/// Each connection attempt uses a fresh libmosquitto handle, so nothing queued
+/// inside libmosquitto outlives a connection: the outbox stays the only queue, and
+/// what was in flight when a link died is sent again from there.
+///
+/// Why not `mosquitto_loop_start`: its thread gives up for good after TLS, auth
+/// or DNS errors; a gateway must retry those forever, with backoff. The thread here
+/// runs `mosquitto_loop` the same way and reconnects on every error.
+public final class MQTTUplink: Sendable {
+    public let settings: MQTTUplinkSettings
+    private let logger: Logger
+    private let onEvent: @Sendable (MQTTEvent) -> Void
+    /// Built before every connection attempt, so its `ts` is fresh.
+    private let makeWill: @Sendable () -> MQTTMessage?
+    private let current = Mutex<ConnectionHandle?>(nil)
+    private let stopRequested = Atomic<Bool>(false)
+    private let wakeUp = DispatchSemaphore(value: 0)
+    private let threadFinished = DispatchSemaphore(value: 0)
+    private let started = Atomic<Bool>(false)
+
+    public init(settings: MQTTUplinkSettings, logger: Logger,
+                will: @escaping @Sendable () -> MQTTMessage? = { nil },
+                onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
+        _ = libraryInitialised
+        self.settings = settings
+        self.logger = logger
+        self.makeWill = will
+        self.onEvent = onEvent
+    }
+
+    /// Starts connecting in the background. Events arrive through `onEvent`.
+    public func start() {
+        guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let thread = Thread { self.networkLoop() }
+        thread.name = "mqtt-\(settings.clientID)"
+        thread.start()
+    }
+
+    /// Queues a message on the live connection. Returns the session and message id
+    /// that a later `.published` event acknowledges.
+    public func publish(_ message: MQTTMessage) throws(MQTTError) -> (session: Int, mid: Int32) {
+        try current.withLock { handle throws(MQTTError) in
+            guard let handle, handle.context.isConnected.load(ordering: .acquiring) else {
+                throw MQTTError("not connected to \(settings.endpoint)")
+            }
+            var mid: Int32 = 0
+            let rc = message.payload.withUnsafeBytes { bytes in
+                mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                  Int32(message.qos), message.retain)
+            }
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                throw MQTTError.mosquitto(rc, "publish to \(message.topic)")
+            }
+            return (handle.context.session, mid)
+        }
+    }
+
+    /// Subscribes on the live connection (used by monitors and tests).
+    public func subscribe(_ filter: String, qos: Int = 1) throws(MQTTError) {
+        try current.withLock { handle throws(MQTTError) in
+            guard let handle, handle.context.isConnected.load(ordering: .acquiring) else {
+                throw MQTTError("not connected to \(settings.endpoint)")
+            }
+            let rc = mosquitto_subscribe(handle.raw, nil, filter, Int32(qos))
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.mosquitto(rc, "subscribe to \(filter)") }
+        }
+    }
+
+    /// Sends DISCONNECT (so the broker discards the Last Will), stops the network
+    /// thread and waits for it, at most `timeout`.
+    public func stop(timeout: Duration = .seconds(2)) {
+        guard !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        current.withLock { handle in
+            if let handle { _ = mosquitto_disconnect(handle.raw) }
+        }
+        wakeUp.signal()
+        if started.load(ordering: .acquiring) {
+            _ = threadFinished.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000)))
+        }
+    }
+
+    // MARK: - Network thread
+
+    private func networkLoop() {
+        defer { threadFinished.signal() }
+        var session = 0
+        var delay = settings.reconnectMin
+        while !stopRequested.load(ordering: .acquiring) {
+            session += 1
+            let outcome = runSession(session)
+            if stopRequested.load(ordering: .acquiring) { break }
+            switch outcome {
+            case let .failedToConnect(reason):
+                logger.warning("cannot connect to broker", metadata: [
+                    "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                ])
+                onEvent(.connectFailed(reason: reason, retryIn: delay))
+            case let .lost(reason):
+                delay = settings.reconnectMin
+                logger.warning("connection to broker lost", metadata: [
+                    "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                ])
+                onEvent(.disconnected(session: session, reason: reason))
+            }
+            _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
+            delay = min(delay * 2, settings.reconnectMax)
+        }
+    }
+
+    private enum SessionOutcome {
+        case failedToConnect(String)
+        case lost(String)
+    }
+
+    private func runSession(_ session: Int) -> SessionOutcome {
+        let context = CallbackContext(session: session, onEvent: onEvent)
+        let retained = Unmanaged.passRetained(context)
+        guard let raw = mosquitto_new(settings.clientID, true, retained.toOpaque()) else {
+            _ = retained.takeRetainedValue()
+            return .failedToConnect("cannot create an MQTT client: \(String(cString: strerror(errno)))")
+        }
+        let handle = ConnectionHandle(raw: raw, context: context)
+        defer {
+            current.withLock { $0 = nil }
+            mosquitto_destroy(raw)
+            _ = retained.takeRetainedValue()
+        }
+        mosquitto_threaded_set(raw, true)
+        _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        _ = mosquitto_max_inflight_messages_set(raw, UInt32(settings.maxInflight))
+        mosquitto_connect_callback_set(raw, onConnectCallback)
+        mosquitto_publish_callback_set(raw, onPublishCallback)
+        mosquitto_message_callback_set(raw, onMessageCallback)
+        if let will = makeWill() {
+            let rc = will.payload.withUnsafeBytes { bytes in
+                mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain)
+            }
+            if rc != MOSQ_ERR_SUCCESS.rawValue {
+                return .failedToConnect(MQTTError.mosquitto(rc, "set the Last Will on \(will.topic)").message)
+            }
+        }
+        let keepalive = Int32(clamping: settings.keepalive.components.seconds)
+        let rc = mosquitto_connect(raw, settings.host, Int32(settings.port), keepalive)
+        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+            return .failedToConnect(MQTTError.mosquitto(rc, "connect to \(settings.endpoint)").message)
+        }
+        current.withLock { $0 = handle }
+        var loopRC = MOSQ_ERR_SUCCESS.rawValue
+        while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
+            loopRC = mosquitto_loop(raw, 1000, 1)
+            if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
+            if stopRequested.load(ordering: .acquiring) && !context.isConnected.load(ordering: .acquiring) { break }
+        }
+        let wasConnected = context.everConnected.load(ordering: .acquiring)
+        context.isConnected.store(false, ordering: .releasing)
+        if let refusal = context.refusal.withLock({ $0 }) {
+            return .failedToConnect("broker \(settings.endpoint) refused the connection: \(refusal)")
+        }
+        let reason = MQTTError.mosquitto(loopRC, "connection to \(settings.endpoint)").message
+        return wasConnected ? .lost(reason) : .failedToConnect(reason)
+    }
+}
+
+/// A libmosquitto handle and the context its callbacks see. Only used under
+/// `MQTTUplink.current`'s lock or on the network thread that owns it.
+private final class ConnectionHandle: @unchecked Sendable {
+    let raw: OpaquePointer
+    let context: CallbackContext
+    init(raw: OpaquePointer, context: CallbackContext) {
+        self.raw = raw
+        self.context = context
+    }
+}
+
+/// What a connection's C callbacks need. Passed to libmosquitto as user data
+/// (retained for the handle's lifetime, released after `mosquitto_destroy`).
+private final class CallbackContext: Sendable {
+    let session: Int
+    let onEvent: @Sendable (MQTTEvent) -> Void
+    let isConnected = Atomic<Bool>(false)
+    let everConnected = Atomic<Bool>(false)
+    let refusal = Mutex<String?>(nil)
+
+    init(session: Int, onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
+        self.session = session
+        self.onEvent = onEvent
+    }
+
+    static func from(_ pointer: UnsafeMutableRawPointer?) -> CallbackContext {
+        Unmanaged<CallbackContext>.fromOpaque(pointer!).takeUnretainedValue()
+    }
+}
+
+// The callbacks run on the network thread inside mosquitto_loop; they only hand
+// events on.
+
+private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32) {
+    let context = CallbackContext.from(user)
+    if rc == 0 {
+        context.isConnected.store(true, ordering: .releasing)
+        context.everConnected.store(true, ordering: .releasing)
+        context.onEvent(.connected(session: context.session))
+    } else {
+        context.refusal.withLock { $0 = String(cString: mosquitto_connack_string(rc)) }
+    }
+}
+
+private func onPublishCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32) {
+    let context = CallbackContext.from(user)
+    context.onEvent(.published(session: context.session, mid: mid))
+}
+
+private func onMessageCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?,
+                               _ message: UnsafePointer<mosquitto_message>?) {
+    guard let message = message?.pointee else { return }
+    let context = CallbackContext.from(user)
+    let payload: [UInt8]
+    if let bytes = message.payload, message.payloadlen > 0 {
+        payload = Array(UnsafeRawBufferPointer(start: bytes, count: Int(message.payloadlen)))
+    } else {
+        payload = []
+    }
+    let topic = String(cString: message.topic)
+    context.onEvent(.message(MQTTMessage(topic: topic, payload: payload, qos: Int(message.qos), retain: message.retain)))
+}
