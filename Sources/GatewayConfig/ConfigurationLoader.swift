@@ -1,0 +1,497 @@
+// Reads gateway.yaml into a GatewayConfiguration, reporting every problem with
+// its YAML path, line and column. The schema lives here, in one place.
+
+import Foundation
+import Yams
+
+/// Loads and validates `gateway.yaml`.
+public enum ConfigurationLoader {
+    /// Reads and validates the file at `path`.
+    ///
+    /// - Throws: `ConfigurationError` listing every problem found (not just the
+    ///   first); a missing or unreadable file is one problem naming the file.
+    public static func load(file path: String) throws -> GatewayConfiguration {
+        let yaml: String
+        do {
+            yaml = try readText(path)
+        } catch let problem as FileProblem {
+            throw ConfigurationError(file: path, problems: [
+                ConfigProblem(path: "", message: problem.message, hint: problem.hint, file: path),
+            ])
+        }
+        return try parse(yaml: yaml, file: path)
+    }
+
+    /// Validates `yaml`; `file` names it in problems.
+    ///
+    /// - Throws: `ConfigurationError` listing every problem found; malformed
+    ///   YAML is one problem with the line and column the YAML parser reported.
+    public static func parse(yaml: String, file: String = "gateway.yaml") throws -> GatewayConfiguration {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch {
+            throw ConfigurationError(file: file, problems: [syntaxProblem(error, yaml: yaml, file: file)])
+        }
+        let log = ProblemLog(file: file)
+        guard let root else {
+            log.report("", at: nil, "the configuration is empty",
+                       hint: "write at least gateway: { id: ... }, mqtt: { host: ... } and devices:")
+            throw ConfigurationError(file: file, problems: log.problems)
+        }
+        let configuration = SchemaReader(log: log)
+            .configuration(YAMLValue(node: root, path: "", name: "document", log: log))
+        guard let configuration, log.problems.isEmpty else {
+            if log.problems.isEmpty {
+                // Every nil above comes with a problem; this is a loader bug.
+                log.report("", at: nil, "the configuration could not be read", hint: "report this as a bug")
+            }
+            throw ConfigurationError(file: file, problems: log.problemsInFileOrder)
+        }
+        return configuration
+    }
+
+    private struct FileProblem: Error {
+        var message: String
+        var hint: String
+    }
+
+    private static func readText(_ path: String) throws -> String {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw FileProblem(
+                message: "configuration file '\(path)' does not exist",
+                hint: "check the path, or create the file from the example gateway.yaml")
+        }
+        guard !isDirectory.boolValue else {
+            throw FileProblem(
+                message: "'\(path)' is a directory, not a configuration file",
+                hint: "name the YAML file itself, e.g. \(path)/gateway.yaml")
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw FileProblem(
+                message: "cannot read configuration file '\(path)': \(error.localizedDescription)",
+                hint: "check that the gateway's user may read it (ls -l \(path))")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw FileProblem(
+                message: "configuration file '\(path)' is not UTF-8 text",
+                hint: "save it as UTF-8")
+        }
+        return text
+    }
+
+    /// One problem for YAML that cannot be parsed, placed where Yams saw it.
+    private static func syntaxProblem(_ error: any Error, yaml: String, file: String) -> ConfigProblem {
+        let generalHint = "check the indentation and quote values that contain ': ', ' #', '[' or '{'"
+        guard let error = error as? YamlError else {
+            return ConfigProblem(path: "", message: "malformed YAML: \(error)", hint: generalHint, file: file)
+        }
+        func located(_ problem: String, _ context: YamlError.Context?, _ mark: Mark) -> ConfigProblem {
+            let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+            let indentedWithTab = lines.indices.contains(mark.line - 1)
+                && lines[mark.line - 1].prefix(while: \.isWhitespace).contains("\t")
+            let hint = if problem.contains("tab") || indentedWithTab {
+                "indent with spaces; YAML does not allow tabs for indentation"
+            } else if problem.contains("alias") {
+                "define the anchor (&name) before referring to it (*name)"
+            } else if problem.contains("document") {
+                "keep one YAML document per file: remove the extra '---'"
+            } else {
+                generalHint
+            }
+            var message = "malformed YAML: \(problem)"
+            if let context {
+                message += " (\(context.text) at line \(context.mark.line), column \(context.mark.column))"
+            }
+            return ConfigProblem(path: "", line: mark.line, column: mark.column,
+                                 message: message, hint: hint, file: file)
+        }
+        switch error {
+        case let .scanner(context, problem, mark, _),
+             let .parser(context, problem, mark, _),
+             let .composer(context, problem, mark, _):
+            return located(problem, context, mark)
+        case let .duplicatedKeysInMapping(duplicates, context):
+            let keys = duplicates.map { "'\($0)'" }.joined(separator: ", ")
+            return ConfigProblem(
+                path: "", line: context.mark.line, column: context.mark.column,
+                message: "key \(keys) appears more than once in the same mapping",
+                hint: "keep one of them", file: file)
+        case let .reader(problem, offset, _, _):
+            let (line, column) = offset.map { position(ofUTF8Offset: $0, in: yaml) } ?? (nil, nil)
+            return ConfigProblem(path: "", line: line, column: column,
+                                 message: "unreadable text: \(problem)",
+                                 hint: "remove control characters and save the file as UTF-8", file: file)
+        default:
+            return ConfigProblem(path: "", message: "malformed YAML: \(error)", hint: generalHint, file: file)
+        }
+    }
+
+    private static func position(ofUTF8Offset offset: Int, in text: String) -> (Int?, Int?) {
+        let prefix = text.utf8.prefix(offset)
+        let line = prefix.reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+        let column = prefix.reversed().prefix { $0 != UInt8(ascii: "\n") }.count + 1
+        return (line, column)
+    }
+}
+
+/// The schema of gateway.yaml, read in one pass that reports every problem.
+private struct SchemaReader {
+    let log: ProblemLog
+
+    func configuration(_ document: YAMLValue) -> GatewayConfiguration? {
+        guard var root = MappingReader(document, hint: "the file must be a mapping with gateway:, mqtt: and devices:")
+        else { return nil }
+
+        let gateway = root.required(
+            "gateway", hint: "add a gateway: section with at least id: <gateway id>"
+        ).flatMap(identity)
+        let mqtt = root.required(
+            "mqtt", message: "missing broker: there is no mqtt section",
+            hint: "add mqtt: with at least host: <broker address>"
+        ).flatMap { mqttSettings($0, gatewayID: gateway?.id) }
+        let buffer = root.optional("buffer").map(bufferSettings) ?? BufferSettings()
+        let logLevel = root.optional("log_level").map { $0.choice(LogLevel.self) } ?? .info
+        let devices = root.required(
+            "devices", hint: "add devices: with at least one device and its tags"
+        ).flatMap(devices)
+        root.finish()
+
+        guard let gateway, let mqtt, let buffer, let logLevel, let devices else { return nil }
+        return GatewayConfiguration(
+            gateway: gateway, mqtt: mqtt, buffer: buffer, devices: devices, logLevel: logLevel)
+    }
+
+    // MARK: gateway
+
+    private func identity(_ value: YAMLValue) -> GatewayIdentity? {
+        guard var section = MappingReader(value, hint: "write gateway: as a mapping, e.g. gateway: { id: gw-01 }")
+        else { return nil }
+        let id = section.required(
+            "id", hint: "add id: <name of this gateway>; it becomes a topic level <prefix>/<id>/..."
+        ).flatMap { topicLevel($0, what: "gateway id") }
+        let prefix = section.optional("topic_prefix").map(topicPrefix) ?? "edge"
+        let statsInterval = section.optional("stats_interval")
+            .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(60)
+        section.finish()
+
+        guard let id, let prefix, let statsInterval else { return nil }
+        return GatewayIdentity(id: id, topicPrefix: prefix, statsInterval: statsInterval)
+    }
+
+    private func topicLevel(_ value: YAMLValue, what: String) -> String? {
+        guard let name = value.string() else { return nil }
+        guard TopicSyntax.isLevelName(name) else {
+            value.report("\(what) '\(name)' is not a valid MQTT topic level",
+                         hint: "use only \(TopicSyntax.levelCharacters); no '/', '+', '#' or spaces")
+            return nil
+        }
+        return name
+    }
+
+    private func topicPrefix(_ value: YAMLValue) -> String? {
+        guard let prefix = value.string() else { return nil }
+        if let problem = TopicSyntax.prefixProblem(prefix) {
+            value.report(problem, hint: "write topic levels separated by single '/', e.g. edge or plant-a/edge")
+            return nil
+        }
+        return prefix
+    }
+
+    // MARK: mqtt
+
+    private func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
+        guard var section = MappingReader(value, hint: "write mqtt: as a mapping with host:, port:, ...")
+        else { return nil }
+        let host = section.required(
+            "host", message: "missing broker: mqtt has no host",
+            hint: "add host: <broker address>, e.g. host: 10.8.0.1"
+        ).flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
+        let port = section.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
+        let clientID = section.optional("client_id").map { value -> String? in
+            guard let id = value.string() else { return nil }
+            guard (1...65535).contains(id.utf8.count) else {
+                value.report("client_id must be 1...65535 bytes long", hint: "remove client_id to use the gateway id")
+                return nil
+            }
+            return id
+        } ?? gatewayID
+        let keepalive = section.optional("keepalive").map(keepalive) ?? .seconds(30)
+        let qos = section.optional("qos").map {
+            $0.integer(in: 0...2, rangeHint: "QoS is 0 (at most once), 1 (at least once) or 2 (exactly once)")
+        } ?? 1
+        let maxInflight = section.optional("max_inflight").map { $0.integer(in: 1...65535) } ?? 100
+        let reconnectMin = section.optional("reconnect_min")
+            .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(1)
+        let reconnectMaxValue = section.optional("reconnect_max")
+        var reconnectMax = reconnectMaxValue
+            .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(30)
+        if let low = reconnectMin, let high = reconnectMax, high < low {
+            let message = "reconnect_max \(DurationSyntax.format(high)) is shorter than reconnect_min \(DurationSyntax.format(low))"
+            let hint = "make reconnect_max at least reconnect_min"
+            if let reconnectMaxValue {
+                reconnectMaxValue.report(message, hint: hint)
+            } else {
+                log.report(value.path + ".reconnect_max", at: value.keyMark ?? value.mark, message, hint: hint)
+            }
+            reconnectMax = nil
+        }
+        section.finish()
+
+        guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
+              let reconnectMin, let reconnectMax
+        else { return nil }
+        return MQTTSettings(
+            host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
+            maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
+    }
+
+    private func keepalive(_ value: YAMLValue) -> Duration? {
+        guard let keepalive = value.duration(in: .seconds(5) ... .seconds(65535),
+                                             rangeHint: "MQTT keepalive is 5s...65535s")
+        else { return nil }
+        guard keepalive.components.attoseconds == 0 else {
+            value.report("keepalive must be a whole number of seconds", hint: "MQTT counts keepalive in seconds, e.g. 30s")
+            return nil
+        }
+        return keepalive
+    }
+
+    private func nonEmptyString(_ value: YAMLValue, hint: String) -> String? {
+        guard let text = value.string(hint: hint) else { return nil }
+        guard !text.trimmingSpaces.isEmpty else {
+            value.report("\(value.name) is empty", hint: hint)
+            return nil
+        }
+        return text
+    }
+
+    // MARK: buffer
+
+    private func bufferSettings(_ value: YAMLValue) -> BufferSettings? {
+        guard var section = MappingReader(value, hint: "write buffer: as a mapping with path:, max_bytes:, ...")
+        else { return nil }
+        let defaults = BufferSettings()
+        let path = section.optional("path")
+            .map { nonEmptyString($0, hint: "write the path of the SQLite outbox file") } ?? defaults.path
+        let sync = section.optional("sync").map { $0.choice(BufferSettings.Sync.self) } ?? defaults.sync
+        let maxMessages = nullable(section.optional("max_messages"), absent: defaults.maxMessages) {
+            $0.integer(in: 1...Int.max, rangeHint: "use a positive count, or none for no limit")
+        }
+        let maxBytes = nullable(section.optional("max_bytes"), absent: defaults.maxBytes) { $0.byteSize() }
+        let maxAge = nullable(section.optional("max_age"), absent: defaults.maxAge) {
+            $0.duration(in: .seconds(1) ... .seconds(Int64.max / 2))
+        }
+        let dropPolicy = section.optional("drop_policy").map { $0.choice(BufferSettings.DropPolicy.self) }
+            ?? defaults.dropPolicy
+        section.finish()
+
+        guard let path, let sync, let maxMessages, let maxBytes, let maxAge, let dropPolicy else { return nil }
+        return BufferSettings(
+            path: path, sync: sync, maxMessages: maxMessages, maxBytes: maxBytes,
+            maxAge: maxAge, dropPolicy: dropPolicy)
+    }
+
+    /// A setting where null (or `none`) means "not set": `.some(nil)` then and
+    /// when absent without a default; `nil` after a problem.
+    private func nullable<T>(_ value: YAMLValue?, absent: T?, _ read: (YAMLValue) -> T?) -> T?? {
+        guard let value else { return .some(absent) }
+        if value.meansNone { return .some(nil) }
+        guard let setting = read(value) else { return nil }
+        return .some(setting)
+    }
+
+    // MARK: devices
+
+    /// What the cross-device checks need, read even when the rest of a device is wrong.
+    private struct DeviceKey {
+        var index: Int
+        var name: YAMLValue?
+        var nameText: String?
+        var bus: String?
+        var unitID: Int?
+        var unitValue: YAMLValue?
+        var device: YAMLValue
+    }
+
+    private func devices(_ value: YAMLValue) -> [DeviceConfiguration]? {
+        guard let items = value.list(
+            itemName: "device", hint: "write each device as a list item starting with '- name: ...'")
+        else { return nil }
+        guard !items.isEmpty else {
+            value.report("no devices are configured", hint: "add at least one device with tcp:, unit_id: and tags:")
+            return nil
+        }
+        var keys: [DeviceKey] = []
+        let devices = items.enumerated().map { index, item in device(item, index: index, keys: &keys) }
+        checkUniqueNames(keys)
+        checkDistinctUnits(keys)
+        let read = devices.compactMap { $0 }
+        return read.count == devices.count ? read : nil
+    }
+
+    private func checkUniqueNames(_ keys: [DeviceKey]) {
+        var first: [String: DeviceKey] = [:]
+        for key in keys {
+            guard let name = key.nameText, let value = key.name else { continue }
+            if let earlier = first[name] {
+                value.report("device name '\(name)' is already used by devices[\(earlier.index)]",
+                             hint: "give each device a unique name; it is the topic level <prefix>/<gw>/<device>/data")
+            } else {
+                first[name] = key
+            }
+        }
+    }
+
+    private func checkDistinctUnits(_ keys: [DeviceKey]) {
+        struct Address: Hashable { var bus: String; var unitID: Int }
+        var first: [Address: DeviceKey] = [:]
+        for key in keys {
+            guard let bus = key.bus, let unitID = key.unitID else { continue }
+            let address = Address(bus: bus, unitID: unitID)
+            if let earlier = first[address] {
+                let message = "devices[\(earlier.index)] and devices[\(key.index)] both use unit id \(unitID) on \(bus)"
+                let hint = "give each device a distinct unit_id (devices on one bus share its connection)"
+                if let unitValue = key.unitValue {
+                    unitValue.report(message, hint: hint)
+                } else {
+                    log.report(key.device.path + ".unit_id", at: key.device.mark, message, hint: hint)
+                }
+            } else {
+                first[address] = key
+            }
+        }
+    }
+
+    private func device(_ value: YAMLValue, index: Int, keys: inout [DeviceKey]) -> DeviceConfiguration? {
+        guard var section = MappingReader(value, hint: "write each device as a mapping with name:, tcp:, tags:")
+        else { return nil }
+        let nameValue = section.required(
+            "name", hint: "add name: <device>; it becomes the topic level <prefix>/<gw>/<device>/data")
+        let name = nameValue.flatMap { topicLevel($0, what: "device name") }
+
+        let tcp = section.optional("tcp")
+        let rtu = section.claim("rtu")
+        var transport: ModbusTransport?
+        if let rtu {
+            rtu.report("unsupported transport 'rtu'", hint: "Modbus RTU is not supported yet; use tcp")
+        }
+        if let tcp {
+            transport = tcpTransport(tcp)
+        } else if rtu == nil {
+            log.report(value.path + ".tcp", at: value.mark, "missing required key 'tcp'",
+                       hint: "add tcp: { host: <device address>, port: 502 }")
+        }
+
+        let unitValue = section.optional("unit_id")
+        let unitID = unitValue.map {
+            $0.integer(in: 0...255, rangeHint: "Modbus TCP unit ids are 0...255 (usually 1; 255 or 0 when the device ignores it)")
+        } ?? 1
+        let pollInterval = section.optional("poll_interval")
+            .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(1)
+        let timeout = section.optional("timeout")
+            .map { $0.duration(in: .milliseconds(10) ... .seconds(3_600)) } ?? .milliseconds(500)
+        let byteOrder = section.optional("byte_order").map { $0.choice(ByteOrder.self) } ?? .abcd
+        let tags = section.required(
+            "tags", hint: "add tags: with at least one register to read"
+        ).flatMap(tags)
+        section.finish()
+
+        keys.append(DeviceKey(index: index, name: nameValue, nameText: name, bus: transport?.busKey,
+                              unitID: unitID, unitValue: unitValue, device: value))
+        guard let name, let transport, let unitID, let pollInterval, let timeout, let byteOrder, let tags
+        else { return nil }
+        return DeviceConfiguration(
+            name: name, transport: transport, unitID: unitID, pollInterval: pollInterval,
+            timeout: timeout, byteOrder: byteOrder, tags: tags)
+    }
+
+    private func tcpTransport(_ value: YAMLValue) -> ModbusTransport? {
+        guard var section = MappingReader(value, hint: "write tcp: { host: <device address>, port: 502 }")
+        else { return nil }
+        let host = section.required("host", hint: "add host: <the device's (or Modbus gateway's) address>")
+            .flatMap { nonEmptyString($0, hint: "write the device's host name or IP address") }
+        let port = section.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 502
+        section.finish()
+        guard let host, let port else { return nil }
+        return .tcp(host: host, port: port)
+    }
+
+    // MARK: tags
+
+    private func tags(_ value: YAMLValue) -> [TagConfiguration]? {
+        guard let items = value.list(
+            itemName: "tag", hint: "write each tag as a list item starting with '- name: ...'")
+        else { return nil }
+        guard !items.isEmpty else {
+            value.report("the device has no tags", hint: "add at least one tag with name:, table:, address: and type:")
+            return nil
+        }
+        var firstIndex: [String: Int] = [:]
+        var tags: [TagConfiguration?] = []
+        for (index, item) in items.enumerated() {
+            let (tag, nameValue) = self.tag(item)
+            tags.append(tag)
+            guard let nameValue, let name = nameValue.text else { continue }
+            if let earlier = firstIndex[name] {
+                nameValue.report("tag name '\(name)' is already used by tags[\(earlier)] of this device",
+                                 hint: "give each tag of a device a unique name; it is the key in the data message")
+            } else {
+                firstIndex[name] = index
+            }
+        }
+        let read = tags.compactMap { $0 }
+        return read.count == tags.count ? read : nil
+    }
+
+    /// The tag, and its name value when the name itself is valid (for the uniqueness check).
+    private func tag(_ value: YAMLValue) -> (TagConfiguration?, YAMLValue?) {
+        guard var section = MappingReader(value, hint: "write each tag as a mapping with name:, table:, address:, type:")
+        else { return (nil, nil) }
+        let nameValue = section.required("name", hint: "add name: <tag>; it is the key of the value in the data message")
+        let name: String? = nameValue.flatMap { value -> String? in
+            guard let name = value.string() else { return nil }
+            guard TopicSyntax.isLevelName(name) else {
+                value.report("tag name '\(name)' contains characters that are not allowed",
+                             hint: "use only \(TopicSyntax.levelCharacters)")
+                return nil
+            }
+            return name
+        }
+        let table = section.required("table", hint: "add table: holding or table: input").flatMap {
+            $0.choice(RegisterTable.self, aliases: ["holding_register": .holding, "input_register": .input])
+        }
+        let addressValue = section.required("address", hint: "add address: <zero-based register address>")
+        let address = addressValue.flatMap { $0.integer(in: 0...65535, rangeHint: "Modbus addresses are 0...65535") }
+        let type = section.required("type", hint: "add type: int16, uint16, int32, uint32 or float32")
+            .flatMap { $0.choice(ValueType.self) }
+        let byteOrder = nullable(section.optional("byte_order"), absent: nil) { $0.choice(ByteOrder.self) }
+        let scale = section.optional("scale").map { value -> Double? in
+            guard let scale = value.finiteNumber() else { return nil }
+            guard scale != 0 else {
+                value.report("scale must not be 0", hint: "use 1 for raw values; value = raw × scale + offset")
+                return nil
+            }
+            return scale
+        } ?? 1
+        let offset = section.optional("offset").map { $0.finiteNumber() } ?? 0
+        section.finish()
+
+        let validName = name == nil ? nil : nameValue
+        if let address, let type, let addressValue, address + type.registerCount - 1 > 65535 {
+            addressValue.report(
+                "a \(type.rawValue) at address \(address) runs past the last register",
+                hint: "a \(type.rawValue) occupies \(type.registerCount) registers; the last address is 65535")
+            return (nil, validName)
+        }
+        guard let name, let table, let address, let type, let byteOrder, let scale, let offset
+        else { return (nil, validName) }
+        return (TagConfiguration(name: name, table: table, address: address, type: type,
+                                 byteOrder: byteOrder, scale: scale, offset: offset),
+                nameValue)
+    }
+}
