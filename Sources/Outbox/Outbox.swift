@@ -1,1 +1,544 @@
-// Outbox: sources arrive with the walking-skeleton work.
+import Foundation
+import GRDB
+import Logging
+
+/// The store-and-forward buffer of the gateway: an SQLite file (WAL) holding every data
+/// message from the moment it is committed until the broker acknowledged it.
+///
+/// Promises:
+/// - A message exists once ``append(_:)`` returned it; it is deleted only by
+///   ``acknowledge(_:)`` or by a counted drop that is recorded as an ``OutboxGap``.
+/// - `boot` goes up by one at every open; `seq` starts at 1 in each boot, is assigned in
+///   the committing transaction and is consecutive: a missing seq is always either a
+///   recorded gap or a message still in the outbox.
+/// - All SQLite work runs on GRDB's serial dispatch queue, never on Swift's
+///   cooperative thread pool.
+public final class Outbox: Sendable {
+    /// The boot counter of this run (1 at the first start of a new file).
+    public let boot: Int64
+    /// Path the corrupt file was moved to at open, if that happened (the gateway announces it).
+    public let quarantinedPath: String?
+    /// The settings the outbox was opened with.
+    public let settings: OutboxSettings
+
+    private let database: DatabaseQueue
+    private let logger: Logger
+    private let now: @Sendable () -> Date
+    private let state = Locked(MemoryState())
+
+    /// The little state kept in memory: the current drop episode (for logging once per
+    /// episode) and losses that could not yet be written to the file (disk full).
+    private struct MemoryState {
+        struct Episode {
+            var started: Date
+            var dropped: Int64
+            var reasons: [DropReason]
+        }
+        var episode: Episode?
+        /// Messages lost while even the bookkeeping could not be written. They get their seqs
+        /// and gap record in the next transaction that succeeds.
+        var unrecordedLoss: [(reason: DropReason, count: Int64)] = []
+    }
+
+    /// Opens (creating if needed) the outbox at `settings.path`.
+    ///
+    /// WAL journal, `synchronous` per settings, `PRAGMA quick_check`. A file that is corrupt or
+    /// not a database is renamed aside to `<path>.corrupt-<UTC timestamp>` (with its `-wal` and
+    /// `-shm`), ``quarantinedPath`` says where, and a fresh outbox starts. Runs the named
+    /// migrations, then increments the persisted boot counter; seq starts at 1.
+    ///
+    /// - Parameter now: the wall clock used for `createdAt`, `max_age` and ages (tests pass their own).
+    /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory, …).
+    public init(
+        settings: OutboxSettings,
+        logger: Logger,
+        now: @escaping @Sendable () -> Date = { Date() }
+    ) throws {
+        var logger = logger
+        logger[metadataKey: "outbox"] = "\(settings.path)"
+        self.settings = settings
+        self.logger = logger
+        self.now = now
+
+        let path = settings.path
+        try Self.prepareDirectory(of: path)
+        try Self.checkAccess(path)
+        do {
+            (database, boot) = try Self.openChecked(settings)
+            quarantinedPath = nil
+        } catch let error where Self.isCorruption(error) {
+            let aside = try Self.quarantine(path, at: now())
+            logger.error("outbox file is corrupt or not a database; moved it aside and starting a fresh outbox", metadata: [
+                "problem": "\(error)", "moved_to": "\(aside)",
+            ])
+            do {
+                (database, boot) = try Self.openChecked(settings)
+            } catch {
+                throw Self.openError(error, path: path)
+            }
+            quarantinedPath = aside
+        } catch {
+            throw Self.openError(error, path: path)
+        }
+        logger.info("outbox open", metadata: [
+            "boot": "\(boot)", "synchronous": "\(settings.synchronous.rawValue)",
+            "policy": "\(settings.dropPolicy.rawValue)",
+        ])
+    }
+
+    // MARK: - Append
+
+    /// Commits all drafts in one transaction (group commit: the caller batches), assigning
+    /// consecutive seqs of this boot in order, then enforces the capacity limits.
+    ///
+    /// Returns the messages that are in the outbox now, in id order. With `drop_newest` a full
+    /// outbox rejects drafts; with `drop_oldest` a batch larger than the limits pushes out its own
+    /// first messages. Either way every dropped message is counted, its seq stays consumed and
+    /// a gap is recorded. Messages older than `maxAge` are dropped here too.
+    ///
+    /// On a full disk or an I/O error the outbox checkpoints the WAL and, with `drop_oldest`,
+    /// drops the oldest messages (reason `disk_full`) until the batch fits. It throws only when
+    /// nothing of the batch could be committed; that loss is counted and recorded as a gap
+    /// (in the next transaction that succeeds, if the disk has no room even for that).
+    public func append(_ drafts: [OutboxDraft]) async throws -> [OutboxMessage] {
+        guard !drafts.isEmpty else { return [] }
+        var dropRounds = 0
+        var rowsToFree = max(drafts.count, 64)
+        var checkpointed = false
+        while true {
+            let loss = takeUnrecordedLoss()
+            do {
+                let (committed, ledger) = try await database.write { db in
+                    try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
+                }
+                noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
+                return committed
+            } catch {
+                putBackUnrecordedLoss(loss)
+                guard let reason = Self.storageFailure(error) else {
+                    throw Self.operationError(error, path: settings.path, doing: "committing \(drafts.count) messages")
+                }
+                if !checkpointed {
+                    // A checkpoint lets the next transaction reuse the WAL from its start.
+                    checkpointed = true
+                    await checkpoint()
+                    continue
+                }
+                if settings.dropPolicy == .dropOldest, dropRounds < 16,
+                   await makeRoom(droppingOldest: rowsToFree, reason: reason) > 0
+                {
+                    dropRounds += 1
+                    rowsToFree *= 2
+                    continue
+                }
+                await recordLoss(Int64(drafts.count), reason: reason)
+                let kind: OutboxError.Kind = reason == .diskFull ? .diskFull : .ioError
+                throw OutboxError(
+                    kind, path: settings.path,
+                    what: "could not commit \(drafts.count) messages; they are counted as dropped (\(reason.rawValue))",
+                    remedy: reason == .diskFull
+                        ? "Free space on the filesystem holding the outbox, or lower buffer.max_bytes; the outbox recovers by itself."
+                        : "Check the storage device (dmesg, SMART); the outbox retries with the next batch.",
+                    underlying: "\(error)")
+            }
+        }
+    }
+
+    private func appendTransaction(
+        _ db: Database, drafts: [OutboxDraft], unrecordedLoss: [(reason: DropReason, count: Int64)]
+    ) throws -> ([OutboxMessage], DropLedger) {
+        var meta = try Meta.fetch(db)
+        let createdAt = now().outboxMilliseconds
+        var ledger = DropLedger()
+        Self.consumeSeqs(for: unrecordedLoss, meta: &meta, ledger: &ledger)
+
+        if let maxAge = settings.maxAge {
+            let cutoff = createdAt - Self.milliseconds(maxAge)
+            _ = try OutboxStore.dropOldest(db, meta: &meta, ledger: &ledger) { _, row in
+                row.createdAt < cutoff ? .maxAge : nil
+            }
+        }
+
+        var committed: [OutboxMessage] = []
+        committed.reserveCapacity(drafts.count)
+        for draft in drafts {
+            let seq = meta.nextSeq
+            meta.nextSeq += 1
+            let payload = draft.render(meta.boot, seq)
+            let size = Int64(payload.count + draft.topic.utf8.count)
+            if let reason = rejection(size: size, meta: meta) {
+                ledger.add(boot: meta.boot, seq: seq, reason: reason)
+                meta.countDropped(1)
+                continue
+            }
+            let id = try OutboxStore.insert(
+                db, boot: meta.boot, seq: seq, topic: draft.topic, qos: draft.qos,
+                createdAt: createdAt, size: size, payload: payload)
+            meta.bufferedMessages += 1
+            meta.bufferedBytes += size
+            meta.committedTotal += 1
+            meta.committedThisBoot += 1
+            committed.append(OutboxMessage(
+                id: id, boot: meta.boot, seq: seq, topic: draft.topic, qos: draft.qos,
+                payload: payload, createdAt: Date(outboxMilliseconds: createdAt)))
+        }
+
+        if settings.dropPolicy == .dropOldest, overLimit(meta) != nil {
+            let lastDropped = try OutboxStore.dropOldest(db, meta: &meta, ledger: &ledger) { meta, _ in
+                self.overLimit(meta)
+            }
+            if let lastDropped {
+                committed.removeAll { $0.id <= lastDropped }
+            }
+        }
+
+        try OutboxStore.recordGaps(db, ledger: ledger, now: createdAt)
+        try meta.save(db)
+        return (committed, ledger)
+    }
+
+    /// Why an incoming message of `size` bytes cannot be stored, if it cannot.
+    private func rejection(size: Int64, meta: Meta) -> DropReason? {
+        if let maxBytes = settings.maxBytes, size > maxBytes {
+            return .maxBytes  // could never fit, whatever the policy
+        }
+        guard settings.dropPolicy == .dropNewest else { return nil }
+        if let maxMessages = settings.maxMessages, meta.bufferedMessages + 1 > maxMessages {
+            return .maxMessages
+        }
+        if let maxBytes = settings.maxBytes, meta.bufferedBytes + size > maxBytes {
+            return .maxBytes
+        }
+        return nil
+    }
+
+    /// The limit the outbox is over, if any.
+    private func overLimit(_ meta: Meta) -> DropReason? {
+        if let maxMessages = settings.maxMessages, meta.bufferedMessages > maxMessages {
+            return .maxMessages
+        }
+        if let maxBytes = settings.maxBytes, meta.bufferedBytes > maxBytes {
+            return .maxBytes
+        }
+        return nil
+    }
+
+    private static func consumeSeqs(
+        for loss: [(reason: DropReason, count: Int64)], meta: inout Meta, ledger: inout DropLedger
+    ) {
+        for (reason, count) in loss where count > 0 {
+            let first = meta.nextSeq
+            meta.nextSeq += count
+            ledger.add(boot: meta.boot, firstSeq: first, lastSeq: meta.nextSeq - 1, reason: reason)
+            meta.countDropped(count)
+        }
+    }
+
+    // MARK: - Disk full
+
+    private static func storageFailure(_ error: any Error) -> DropReason? {
+        guard let error = error as? DatabaseError else { return nil }
+        switch error.resultCode {
+        case .SQLITE_FULL: return .diskFull
+        case .SQLITE_IOERR: return .ioError
+        default: return nil
+        }
+    }
+
+    private func checkpoint() async {
+        do {
+            try await database.writeWithoutTransaction { db in
+                _ = try db.checkpoint(.restart)
+            }
+        } catch {
+            logger.debug("outbox checkpoint failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Drops up to `rows` oldest messages to free space in the file; returns how many went.
+    private func makeRoom(droppingOldest rows: Int, reason: DropReason) async -> Int64 {
+        await checkpoint()
+        let loss = takeUnrecordedLoss()
+        do {
+            let ledger = try await database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+                var remaining = rows
+                _ = try OutboxStore.dropOldest(db, meta: &meta, ledger: &ledger) { _, _ in
+                    guard remaining > 0 else { return nil }
+                    remaining -= 1
+                    return reason
+                }
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+                try meta.save(db)
+                return ledger
+            }
+            noteDrops(ledger, alreadyNoted: loss, appendSucceeded: false)
+            await checkpoint()
+            return ledger.total - Self.total(loss)
+        } catch {
+            putBackUnrecordedLoss(loss)
+            logger.debug("outbox could not drop messages to make room", metadata: ["error": "\(error)"])
+            return 0
+        }
+    }
+
+    /// Counts `count` messages that could not be committed: they get seqs and a gap record
+    /// now if the file takes it, else in the next transaction that succeeds.
+    private func recordLoss(_ count: Int64, reason: DropReason) async {
+        noteDrops(total: count, reasons: [reason], appendSucceeded: false)
+        state.withLock { state in
+            if let last = state.unrecordedLoss.last, last.reason == reason {
+                state.unrecordedLoss[state.unrecordedLoss.count - 1].count += count
+            } else {
+                state.unrecordedLoss.append((reason, count))
+            }
+        }
+        let loss = takeUnrecordedLoss()
+        do {
+            try await database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+                try meta.save(db)
+            }
+        } catch {
+            // The gap record follows in the next transaction that succeeds.
+            putBackUnrecordedLoss(loss)
+        }
+    }
+
+    private static func total(_ loss: [(reason: DropReason, count: Int64)]) -> Int64 {
+        loss.reduce(0) { $0 + $1.count }
+    }
+
+    private func takeUnrecordedLoss() -> [(reason: DropReason, count: Int64)] {
+        state.withLock { state in
+            defer { state.unrecordedLoss = [] }
+            return state.unrecordedLoss
+        }
+    }
+
+    private func putBackUnrecordedLoss(_ loss: [(reason: DropReason, count: Int64)]) {
+        guard !loss.isEmpty else { return }
+        state.withLock { state in
+            state.unrecordedLoss = loss + state.unrecordedLoss
+        }
+    }
+
+    /// Logs drops once per episode: a warning when dropping starts, an info with the count
+    /// when an append succeeds without dropping.
+    private func noteDrops(
+        _ ledger: DropLedger, alreadyNoted: [(reason: DropReason, count: Int64)], appendSucceeded: Bool
+    ) {
+        noteDrops(total: ledger.total - Self.total(alreadyNoted), reasons: ledger.reasons, appendSucceeded: appendSucceeded)
+    }
+
+    private func noteDrops(total: Int64, reasons: [DropReason], appendSucceeded: Bool) {
+        let clock = now()
+        enum Note { case started([DropReason], Int64), ended(MemoryState.Episode), none }
+        let note: Note = state.withLock { state in
+            if total > 0 {
+                if var episode = state.episode {
+                    episode.dropped += total
+                    for reason in reasons where !episode.reasons.contains(reason) {
+                        episode.reasons.append(reason)
+                    }
+                    state.episode = episode
+                    return .none
+                }
+                state.episode = .init(started: clock, dropped: total, reasons: reasons)
+                return .started(reasons, total)
+            }
+            if appendSucceeded, let episode = state.episode {
+                state.episode = nil
+                return .ended(episode)
+            }
+            return .none
+        }
+        switch note {
+        case .started(let reasons, let count):
+            logger.warning("outbox is dropping messages", metadata: [
+                "reason": "\(reasons.map(\.rawValue).joined(separator: ","))",
+                "policy": "\(settings.dropPolicy.rawValue)", "dropped": "\(count)",
+            ])
+        case .ended(let episode):
+            let seconds = max(0, clock.timeIntervalSince(episode.started))
+            logger.info("outbox stopped dropping messages", metadata: [
+                "dropped": "\(episode.dropped)",
+                "reason": "\(episode.reasons.map(\.rawValue).joined(separator: ","))",
+                "duration_s": "\(String(format: "%.1f", seconds))",
+            ])
+        case .none:
+            break
+        }
+    }
+
+    // MARK: - Lease, acknowledge
+
+    /// Up to `max` oldest messages with id greater than `id`, in id order. Deletes nothing.
+    public func lease(after id: Int64, max: Int) async throws -> [OutboxMessage] {
+        guard max > 0 else { return [] }
+        do {
+            return try await database.read { db in
+                let statement = try db.cachedStatement(sql: """
+                    SELECT id, boot, seq, topic, qos, created_at, payload FROM message
+                    WHERE id > ? ORDER BY id LIMIT ?
+                    """)
+                var messages: [OutboxMessage] = []
+                messages.reserveCapacity(Swift.min(max, 4096))
+                let rows = try Row.fetchCursor(statement, arguments: [id, max])
+                while let row = try rows.next() {
+                    let payload = try row.withUnsafeData(atIndex: 6) { data in data.map { [UInt8]($0) } ?? [] }
+                    messages.append(OutboxMessage(
+                        id: row[0], boot: row[1], seq: row[2], topic: row[3],
+                        qos: UInt8(clamping: row[4] as Int64),
+                        payload: payload, createdAt: Date(outboxMilliseconds: row[5])))
+                }
+                return messages
+            }
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "reading messages to publish")
+        }
+    }
+
+    /// Deletes acknowledged messages, in one transaction. Unknown ids are ignored: duplicate
+    /// acks and acks of messages dropped meanwhile are normal.
+    public func acknowledge(_ ids: [Int64]) async throws {
+        guard !ids.isEmpty else { return }
+        let ranges = Self.contiguousRanges(ids)
+        do {
+            try await database.write { db in
+                var meta = try Meta.fetch(db)
+                let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id BETWEEN ? AND ? RETURNING size")
+                var count: Int64 = 0
+                var bytes: Int64 = 0
+                for range in ranges {
+                    let sizes = try Int64.fetchCursor(delete, arguments: [range.lowerBound, range.upperBound])
+                    while let size = try sizes.next() {
+                        count += 1
+                        bytes += size
+                    }
+                }
+                guard count > 0 else { return }
+                meta.bufferedMessages -= count
+                meta.bufferedBytes -= bytes
+                meta.acknowledgedTotal += count
+                meta.acknowledgedThisBoot += count
+                try meta.save(db)
+            }
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "deleting \(ids.count) acknowledged messages")
+        }
+    }
+
+    /// Sorted, de-duplicated ids as closed ranges of consecutive ids.
+    static func contiguousRanges(_ ids: [Int64]) -> [ClosedRange<Int64>] {
+        let sorted = ids.sorted()
+        var ranges: [ClosedRange<Int64>] = []
+        var start = sorted[0]
+        var end = sorted[0]
+        for id in sorted.dropFirst() where id != end {
+            if id == end + 1 {
+                end = id
+            } else {
+                ranges.append(start...end)
+                start = id
+                end = id
+            }
+        }
+        ranges.append(start...end)
+        return ranges
+    }
+
+    // MARK: - Gaps, statistics
+
+    /// Gaps recorded but not yet reported upstream, oldest first.
+    public func pendingGaps() async throws -> [OutboxGap] {
+        do {
+            return try await database.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT id, boot, first_seq, last_seq, count, reason FROM gap ORDER BY id
+                    """).map { row in
+                    OutboxGap(id: row[0], boot: row[1], firstSeq: row[2], lastSeq: row[3], count: row[4], reason: row[5])
+                }
+            }
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "reading gap records")
+        }
+    }
+
+    /// Removes gaps once their report was published and acknowledged. A gap that grew since
+    /// it was read (the drop episode went on) keeps its unreported tail.
+    public func markGapsReported(_ gaps: [OutboxGap]) async throws {
+        guard !gaps.isEmpty else { return }
+        do {
+            try await database.write { db in
+                let current = try db.cachedStatement(sql: "SELECT first_seq, last_seq FROM gap WHERE id = ?")
+                let delete = try db.cachedStatement(sql: "DELETE FROM gap WHERE id = ?")
+                let shrink = try db.cachedStatement(sql: """
+                    UPDATE gap SET first_seq = ?, count = last_seq - ? + 1 WHERE id = ?
+                    """)
+                for gap in gaps {
+                    guard let row = try Row.fetchOne(current, arguments: [gap.id]) else { continue }
+                    let lastSeq: Int64 = row[1]
+                    if lastSeq > gap.lastSeq {
+                        try shrink.execute(arguments: [gap.lastSeq + 1, gap.lastSeq + 1, gap.id])
+                    } else {
+                        try delete.execute(arguments: [gap.id])
+                    }
+                }
+            }
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "removing reported gap records")
+        }
+    }
+
+    /// The counters, read from the file (exact, including this boot's).
+    public func statistics() async throws -> OutboxStatistics {
+        let now = now().outboxMilliseconds
+        do {
+            return try await database.read { db in try OutboxStore.statistics(db, now: now) }
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "reading statistics")
+        }
+    }
+
+    /// Reads the counters of an existing outbox read-only, without bumping boot: for
+    /// `edge-gateway status`, also while the gateway runs. The "this boot" counters are
+    /// those of the running (or last) boot.
+    public static func readStatistics(path: String) throws -> OutboxStatistics {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw OutboxError(
+                .notFound, path: path, what: "there is no outbox file",
+                remedy: "Check buffer.path in gateway.yaml; the gateway creates the file on its first run.")
+        }
+        var configuration = Configuration()
+        configuration.readonly = true
+        configuration.busyMode = .timeout(5)
+        configuration.label = "outbox-status"
+        do {
+            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            defer { try? queue.close() }
+            return try queue.read { db in
+                guard try db.tableExists("meta"), try db.tableExists("message") else {
+                    throw OutboxError(
+                        .notAnOutbox, path: path, what: "the file is an SQLite database but not an outbox",
+                        remedy: "Check buffer.path in gateway.yaml.")
+                }
+                return try OutboxStore.statistics(db, now: Date().outboxMilliseconds)
+            }
+        } catch let error as OutboxError {
+            throw error
+        } catch {
+            throw operationError(error, path: path, doing: "reading statistics")
+        }
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

@@ -1,0 +1,120 @@
+// The values that go in and out of the outbox.
+
+import Foundation
+
+/// A message about to be committed.
+///
+/// `render` builds the payload bytes once `boot` and `seq` are known (they are embedded
+/// in the JSON payload). It is called exactly once, inside the committing transaction,
+/// so it must be quick and must not touch the outbox.
+public struct OutboxDraft: Sendable {
+    /// MQTT topic the message is published to.
+    public var topic: String
+    /// MQTT QoS the message is published with (0, 1 or 2).
+    public var qos: UInt8
+    /// Builds the payload from the boot and seq the outbox assigns.
+    public var render: @Sendable (_ boot: Int64, _ seq: Int64) -> [UInt8]
+
+    /// A draft for `topic` whose payload `render` builds.
+    public init(topic: String, qos: UInt8, render: @escaping @Sendable (Int64, Int64) -> [UInt8]) {
+        self.topic = topic
+        self.qos = qos
+        self.render = render
+    }
+}
+
+/// A committed message, as stored until the broker acknowledges it.
+public struct OutboxMessage: Sendable, Equatable {
+    /// Row id: strictly increasing in commit order and never reused, also after deletes.
+    public var id: Int64
+    /// Boot counter of the gateway run that committed the message.
+    public var boot: Int64
+    /// Sequence number within `boot`, consecutive from 1.
+    public var seq: Int64
+    /// MQTT topic.
+    public var topic: String
+    /// MQTT QoS.
+    public var qos: UInt8
+    /// The payload as rendered at commit.
+    public var payload: [UInt8]
+    /// Commit time, stored with millisecond precision (milliseconds since 1970, UTC).
+    public var createdAt: Date
+
+    /// A message value; the outbox creates these, tests and callers may too.
+    public init(id: Int64, boot: Int64, seq: Int64, topic: String, qos: UInt8, payload: [UInt8], createdAt: Date) {
+        self.id = id
+        self.boot = boot
+        self.seq = seq
+        self.topic = topic
+        self.qos = qos
+        self.payload = payload
+        self.createdAt = createdAt
+    }
+
+    /// Bytes the message counts against `maxBytes`: payload plus UTF-8 topic.
+    public var accountedBytes: Int64 { Int64(payload.count + topic.utf8.count) }
+}
+
+/// The counters of an outbox, as shown in the stats topic and by `edge-gateway status`.
+///
+/// All counters are stored in the outbox file and updated in the same transaction as the
+/// change they count, so they are exact and survive a crash. The "this boot" counters
+/// belong to the boot in `boot` (the running one, or the last one if read while stopped).
+public struct OutboxStatistics: Sendable, Equatable {
+    /// Messages committed and not yet acknowledged or dropped.
+    public var bufferedMessages: Int
+    /// Payload plus topic bytes of the buffered messages.
+    public var bufferedBytes: Int64
+    /// Age of the oldest buffered message; `nil` when the outbox is empty.
+    public var oldestAge: Duration?
+    /// Messages dropped since the file was created (capacity, age, disk full).
+    public var dropped: Int64
+    /// Messages dropped during `boot`.
+    public var droppedThisBoot: Int64
+    /// Messages committed during `boot`.
+    public var committedThisBoot: Int64
+    /// Messages acknowledged by the broker (published) during `boot`.
+    public var acknowledgedThisBoot: Int64
+    /// Messages acknowledged by the broker since the file was created.
+    public var acknowledged: Int64
+    /// The boot the "this boot" counters belong to.
+    public var boot: Int64
+}
+
+/// A range of messages that was dropped, to be reported upstream so consumers can tell a
+/// known, counted loss from an unexplained gap in `seq`.
+///
+/// Every seq in `firstSeq...lastSeq` of `boot` was dropped (`count == lastSeq - firstSeq + 1`).
+public struct OutboxGap: Sendable, Equatable {
+    /// Row id of the gap record, used by ``Outbox/markGapsReported(_:)``.
+    public var id: Int64
+    /// Boot of the dropped messages.
+    public var boot: Int64
+    /// First dropped seq.
+    public var firstSeq: Int64
+    /// Last dropped seq.
+    public var lastSeq: Int64
+    /// Number of dropped messages.
+    public var count: Int64
+    /// Why they were dropped: `max_messages`, `max_bytes`, `max_age`, `disk_full` or `io_error`.
+    public var reason: String
+
+    /// A gap value; the outbox creates these.
+    public init(id: Int64, boot: Int64, firstSeq: Int64, lastSeq: Int64, count: Int64, reason: String) {
+        self.id = id
+        self.boot = boot
+        self.firstSeq = firstSeq
+        self.lastSeq = lastSeq
+        self.count = count
+        self.reason = reason
+    }
+}
+
+/// Why messages were dropped; the raw value is what ``OutboxGap/reason`` carries.
+enum DropReason: String, Sendable {
+    case maxMessages = "max_messages"
+    case maxBytes = "max_bytes"
+    case maxAge = "max_age"
+    case diskFull = "disk_full"
+    case ioError = "io_error"
+}

@@ -1,0 +1,108 @@
+// The outbox file format: named migrations and the meta row that carries counters.
+//
+// Migrations are never edited once landed; a schema change is a new named migration.
+
+import GRDB
+
+enum OutboxSchema {
+    /// All migrations of the outbox file, in order.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: message, gap, meta") { db in
+            // One row holding the boot counter, the next seq of this boot and every
+            // counter. Updated in the same transaction as the change it counts, so
+            // capacity checks never need COUNT(*) or SUM() over the message table.
+            try db.execute(sql: """
+                CREATE TABLE meta (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    boot INTEGER NOT NULL,
+                    next_seq INTEGER NOT NULL,
+                    buffered_messages INTEGER NOT NULL,
+                    buffered_bytes INTEGER NOT NULL,
+                    dropped_total INTEGER NOT NULL,
+                    committed_total INTEGER NOT NULL,
+                    acknowledged_total INTEGER NOT NULL,
+                    dropped_this_boot INTEGER NOT NULL,
+                    committed_this_boot INTEGER NOT NULL,
+                    acknowledged_this_boot INTEGER NOT NULL
+                );
+                INSERT INTO meta VALUES (1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+                """)
+            // AUTOINCREMENT: an id is never reused, even after the newest rows were
+            // deleted, so a forwarder leasing "after id" never skips a new message.
+            // `size` is payload + topic bytes, kept so deletes can update the meta row.
+            // No secondary index: rows are appended and consumed in id order.
+            try db.execute(sql: """
+                CREATE TABLE message (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    boot INTEGER NOT NULL,
+                    seq INTEGER NOT NULL,
+                    topic TEXT NOT NULL,
+                    qos INTEGER NOT NULL,
+                    created_at INTEGER NOT NULL, -- milliseconds since 1970, UTC
+                    size INTEGER NOT NULL,
+                    payload BLOB NOT NULL
+                );
+                CREATE TABLE gap (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    boot INTEGER NOT NULL,
+                    first_seq INTEGER NOT NULL,
+                    last_seq INTEGER NOT NULL,
+                    count INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    recorded_at INTEGER NOT NULL -- milliseconds since 1970, UTC
+                );
+                """)
+        }
+        return migrator
+    }
+}
+
+/// The meta row: boot, next seq and all counters.
+struct Meta: Sendable {
+    var boot: Int64
+    var nextSeq: Int64
+    var bufferedMessages: Int64
+    var bufferedBytes: Int64
+    var droppedTotal: Int64
+    var committedTotal: Int64
+    var acknowledgedTotal: Int64
+    var droppedThisBoot: Int64
+    var committedThisBoot: Int64
+    var acknowledgedThisBoot: Int64
+
+    static func fetch(_ db: Database) throws -> Meta {
+        let statement = try db.cachedStatement(sql: """
+            SELECT boot, next_seq, buffered_messages, buffered_bytes, dropped_total, committed_total,
+                   acknowledged_total, dropped_this_boot, committed_this_boot, acknowledged_this_boot
+            FROM meta WHERE id = 1
+            """)
+        guard let row = try Row.fetchOne(statement) else {
+            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "outbox meta row is missing")
+        }
+        return Meta(
+            boot: row[0], nextSeq: row[1], bufferedMessages: row[2], bufferedBytes: row[3],
+            droppedTotal: row[4], committedTotal: row[5], acknowledgedTotal: row[6],
+            droppedThisBoot: row[7], committedThisBoot: row[8], acknowledgedThisBoot: row[9])
+    }
+
+    func save(_ db: Database) throws {
+        let statement = try db.cachedStatement(sql: """
+            UPDATE meta SET boot = ?, next_seq = ?, buffered_messages = ?, buffered_bytes = ?,
+                dropped_total = ?, committed_total = ?, acknowledged_total = ?,
+                dropped_this_boot = ?, committed_this_boot = ?, acknowledged_this_boot = ?
+            WHERE id = 1
+            """)
+        statement.setUncheckedArguments([
+            boot, nextSeq, bufferedMessages, bufferedBytes, droppedTotal, committedTotal,
+            acknowledgedTotal, droppedThisBoot, committedThisBoot, acknowledgedThisBoot,
+        ])
+        try statement.execute()
+    }
+
+    /// Counts `count` dropped messages.
+    mutating func countDropped(_ count: Int64) {
+        droppedTotal += count
+        droppedThisBoot += count
+    }
+}

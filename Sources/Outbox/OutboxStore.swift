@@ -1,0 +1,176 @@
+// The SQL work of the outbox, one function per transaction step. Everything here runs
+// inside a write transaction opened by `Outbox`; nothing here commits or logs.
+
+import Foundation
+import GRDB
+
+/// Collects dropped (boot, seq) pairs, in the order they were dropped, as runs of
+/// consecutive seqs with one reason: the gap records to be written.
+struct DropLedger: Sendable {
+    struct Run: Sendable, Equatable {
+        var boot: Int64
+        var firstSeq: Int64
+        var lastSeq: Int64
+        var reason: DropReason
+        var count: Int64 { lastSeq - firstSeq + 1 }
+    }
+
+    private(set) var runs: [Run] = []
+    private(set) var total: Int64 = 0
+
+    mutating func add(boot: Int64, seq: Int64, reason: DropReason) {
+        add(boot: boot, firstSeq: seq, lastSeq: seq, reason: reason)
+    }
+
+    mutating func add(boot: Int64, firstSeq: Int64, lastSeq: Int64, reason: DropReason) {
+        total += lastSeq - firstSeq + 1
+        if var last = runs.last, last.boot == boot, last.reason == reason, last.lastSeq + 1 == firstSeq {
+            last.lastSeq = lastSeq
+            runs[runs.count - 1] = last
+        } else {
+            runs.append(Run(boot: boot, firstSeq: firstSeq, lastSeq: lastSeq, reason: reason))
+        }
+    }
+
+    var reasons: [DropReason] {
+        var seen: [DropReason] = []
+        for run in runs where !seen.contains(run.reason) { seen.append(run.reason) }
+        return seen
+    }
+}
+
+enum OutboxStore {
+    /// Sets up a fresh boot: boot + 1, seq restarts at 1, per-boot counters at zero.
+    static func startBoot(_ db: Database) throws -> Meta {
+        var meta = try Meta.fetch(db)
+        meta.boot += 1
+        meta.nextSeq = 1
+        meta.droppedThisBoot = 0
+        meta.committedThisBoot = 0
+        meta.acknowledgedThisBoot = 0
+        try meta.save(db)
+        return meta
+    }
+
+    /// Inserts one message and returns its id.
+    static func insert(
+        _ db: Database, boot: Int64, seq: Int64, topic: String, qos: UInt8,
+        createdAt: Int64, size: Int64, payload: [UInt8]
+    ) throws -> Int64 {
+        let statement = try db.cachedStatement(sql: """
+            INSERT INTO message (boot, seq, topic, qos, created_at, size, payload) VALUES (?, ?, ?, ?, ?, ?, ?)
+            """)
+        statement.setUncheckedArguments([boot, seq, topic, Int64(qos), createdAt, size, Data(payload)])
+        try statement.execute()
+        return db.lastInsertedRowID
+    }
+
+    /// The oldest rows as seen by the drop logic (no payload).
+    struct OldRow {
+        var id: Int64
+        var boot: Int64
+        var seq: Int64
+        var size: Int64
+        var createdAt: Int64
+    }
+
+    /// Deletes the oldest messages, oldest first, as long as `reason` names a reason to drop
+    /// the next one; updates the meta counts and records each drop in `ledger`.
+    /// Returns the highest deleted id, or nil if nothing was deleted.
+    static func dropOldest(
+        _ db: Database, meta: inout Meta, ledger: inout DropLedger,
+        reason: (Meta, OldRow) -> DropReason?
+    ) throws -> Int64? {
+        // Start small: usually nothing or only a few rows are due (an age check on
+        // every append), then grow so a large trim does few round trips.
+        var chunkSize = 16
+        let select = try db.cachedStatement(sql: """
+            SELECT id, boot, seq, size, created_at FROM message WHERE id > ? ORDER BY id LIMIT ?
+            """)
+        var lastDeleted: Int64?
+        var cursorID: Int64 = 0
+        scan: while true {
+            let rows = try Row.fetchAll(select, arguments: [cursorID, chunkSize])
+            for row in rows {
+                let old = OldRow(id: row[0], boot: row[1], seq: row[2], size: row[3], createdAt: row[4])
+                guard let why = reason(meta, old) else { break scan }
+                ledger.add(boot: old.boot, seq: old.seq, reason: why)
+                meta.bufferedMessages -= 1
+                meta.bufferedBytes -= old.size
+                meta.countDropped(1)
+                lastDeleted = old.id
+                cursorID = old.id
+            }
+            if rows.count < chunkSize { break }
+            chunkSize = min(chunkSize * 4, 4096)
+        }
+        if let lastDeleted {
+            let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id <= ?")
+            try delete.execute(arguments: [lastDeleted])
+        }
+        if meta.bufferedMessages <= 0 {
+            // The table is empty now or was already: keep the meta row honest.
+            let any = try db.cachedStatement(sql: "SELECT 1 FROM message LIMIT 1")
+            if try Int64.fetchOne(any) == nil {
+                meta.bufferedMessages = 0
+                meta.bufferedBytes = 0
+            }
+        }
+        return lastDeleted
+    }
+
+    /// Writes the runs of `ledger` as gap records, extending the newest unreported gap when
+    /// a run continues it (same boot and reason, next seq), so a long drop episode stays one record.
+    static func recordGaps(_ db: Database, ledger: DropLedger, now: Int64) throws {
+        guard !ledger.runs.isEmpty else { return }
+        let newest = try db.cachedStatement(sql: """
+            SELECT id, boot, last_seq, reason FROM gap ORDER BY id DESC LIMIT 1
+            """)
+        let extend = try db.cachedStatement(sql: """
+            UPDATE gap SET last_seq = ?, count = count + ?, recorded_at = ? WHERE id = ?
+            """)
+        let insert = try db.cachedStatement(sql: """
+            INSERT INTO gap (boot, first_seq, last_seq, count, reason, recorded_at) VALUES (?, ?, ?, ?, ?, ?)
+            """)
+        for run in ledger.runs {
+            if let row = try Row.fetchOne(newest),
+               row[1] as Int64 == run.boot, row[2] as Int64 + 1 == run.firstSeq,
+               row[3] as String == run.reason.rawValue
+            {
+                try extend.execute(arguments: [run.lastSeq, run.count, now, row[0] as Int64])
+            } else {
+                try insert.execute(arguments: [run.boot, run.firstSeq, run.lastSeq, run.count, run.reason.rawValue, now])
+            }
+        }
+    }
+
+    /// The oldest message's commit time, or nil when empty.
+    static func oldestCreatedAt(_ db: Database) throws -> Int64? {
+        let statement = try db.cachedStatement(sql: "SELECT created_at FROM message ORDER BY id LIMIT 1")
+        return try Int64.fetchOne(statement)
+    }
+
+    static func statistics(_ db: Database, now: Int64) throws -> OutboxStatistics {
+        let meta = try Meta.fetch(db)
+        let oldest = try oldestCreatedAt(db)
+        return OutboxStatistics(
+            bufferedMessages: Int(meta.bufferedMessages),
+            bufferedBytes: meta.bufferedBytes,
+            oldestAge: oldest.map { .milliseconds(max(0, now - $0)) },
+            dropped: meta.droppedTotal,
+            droppedThisBoot: meta.droppedThisBoot,
+            committedThisBoot: meta.committedThisBoot,
+            acknowledgedThisBoot: meta.acknowledgedThisBoot,
+            acknowledged: meta.acknowledgedTotal,
+            boot: meta.boot)
+    }
+}
+
+extension Date {
+    /// Milliseconds since 1970, the unit the outbox stores times in.
+    var outboxMilliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    init(outboxMilliseconds ms: Int64) {
+        self.init(timeIntervalSince1970: Double(ms) / 1000)
+    }
+}
