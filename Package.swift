@@ -46,15 +46,21 @@ let package = Package(
         .executableTarget(name: "edge-gateway", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // Real brokers, processes and ports for the integration tests.
+        .target(name: "TestSupport", dependencies: [
+            "MQTTUplink",
+            .product(name: "Logging", package: "swift-log"),
+        ], path: "Tests/TestSupport"),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
-        .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus"]),
+        .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -155,15 +155,16 @@ private struct SchemaReader {
             hint: "add mqtt: with at least host: <broker address>"
         ).flatMap { mqttSettings($0, gatewayID: gateway?.id) }
         let buffer = root.optional("buffer").map(bufferSettings) ?? BufferSettings()
+        let replay = root.optional("replay").map(replaySettings) ?? ReplaySettings()
         let logLevel = root.optional("log_level").map { $0.choice(LogLevel.self) } ?? .info
         let devices = root.required(
             "devices", hint: "add devices: with at least one device and its tags"
         ).flatMap(devices)
         root.finish()
 
-        guard let gateway, let mqtt, let buffer, let logLevel, let devices else { return nil }
+        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices else { return nil }
         return GatewayConfiguration(
-            gateway: gateway, mqtt: mqtt, buffer: buffer, devices: devices, logLevel: logLevel)
+            gateway: gateway, mqtt: mqtt, buffer: buffer, replay: replay, devices: devices, logLevel: logLevel)
     }
 
     // MARK: gateway
@@ -294,6 +295,21 @@ private struct SchemaReader {
         return BufferSettings(
             path: path, sync: sync, maxMessages: maxMessages, maxBytes: maxBytes,
             maxAge: maxAge, dropPolicy: dropPolicy)
+    }
+
+    // MARK: replay
+
+    private func replaySettings(_ value: YAMLValue) -> ReplaySettings? {
+        guard var section = MappingReader(value, hint: "write replay: as a mapping with order: and max_rate:")
+        else { return nil }
+        let defaults = ReplaySettings()
+        let order = section.optional("order").map { $0.choice(ReplaySettings.Order.self) } ?? defaults.order
+        let maxRate = section.optional("max_rate").map {
+            $0.integer(in: 0...1_000_000, rangeHint: "messages per second, 0 for unlimited")
+        } ?? defaults.maxRate
+        section.finish()
+        guard let order, let maxRate else { return nil }
+        return ReplaySettings(order: order, maxRate: maxRate)
     }
 
     /// A setting where null (or `none`) means "not set": `.some(nil)` then and

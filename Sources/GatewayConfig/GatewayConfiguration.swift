@@ -7,6 +7,7 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var gateway: GatewayIdentity
     public var mqtt: MQTTSettings
     public var buffer: BufferSettings
+    public var replay: ReplaySettings
     public var devices: [DeviceConfiguration]
     public var logLevel: LogLevel
 
@@ -14,12 +15,14 @@ public struct GatewayConfiguration: Sendable, Equatable {
         gateway: GatewayIdentity,
         mqtt: MQTTSettings,
         buffer: BufferSettings = BufferSettings(),
+        replay: ReplaySettings = ReplaySettings(),
         devices: [DeviceConfiguration],
         logLevel: LogLevel = .info
     ) {
         self.gateway = gateway
         self.mqtt = mqtt
         self.buffer = buffer
+        self.replay = replay
         self.devices = devices
         self.logLevel = logLevel
     }
@@ -43,6 +46,8 @@ public struct GatewayIdentity: Sendable, Equatable {
     public var statusTopic: String { "\(topicPrefix)/\(id)/status" }
     /// `<prefix>/<gw>/stats`: periodic counters.
     public var statsTopic: String { "\(topicPrefix)/\(id)/stats" }
+    /// `<prefix>/<gw>/gaps`: records of data the outbox had to drop.
+    public var gapsTopic: String { "\(topicPrefix)/\(id)/gaps" }
     /// `<prefix>/<gw>/<device>/data`
     public func dataTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/data" }
     /// `<prefix>/<gw>/<device>/status`
@@ -122,6 +127,26 @@ public struct BufferSettings: Sendable, Equatable {
         self.maxBytes = maxBytes
         self.maxAge = maxAge
         self.dropPolicy = dropPolicy
+    }
+}
+
+/// How a backlog is sent once the link is back.
+public struct ReplaySettings: Sendable, Equatable {
+    public enum Order: String, Sendable, Equatable, CaseIterable {
+        /// Everything in commit order: the backlog first, then what is new.
+        case oldestFirst = "oldest_first"
+        /// What is polled now goes first; the backlog drains behind it.
+        case liveFirst = "live_first"
+    }
+
+    public var order: Order
+    /// Most data messages per second while sending; 0 means unlimited (only the
+    /// inflight window bounds the burst).
+    public var maxRate: Int
+
+    public init(order: Order = .oldestFirst, maxRate: Int = 0) {
+        self.order = order
+        self.maxRate = maxRate
     }
 }
 

@@ -29,9 +29,13 @@ public struct MQTTUplinkSettings: Sendable {
     public var maxInflight: Int
     public var reconnectMin: Duration
     public var reconnectMax: Duration
+    /// The gateway always starts clean: its outbox, not the broker, holds what is unsent.
+    public var cleanSession: Bool
 
     public init(host: String, port: Int, clientID: String, keepalive: Duration = .seconds(30),
-                maxInflight: Int = 100, reconnectMin: Duration = .seconds(1), reconnectMax: Duration = .seconds(30)) {
+                maxInflight: Int = 100, reconnectMin: Duration = .seconds(1), reconnectMax: Duration = .seconds(30),
+                cleanSession: Bool = true) {
+        self.cleanSession = cleanSession
         self.host = host
         self.port = port
         self.clientID = clientID
@@ -41,7 +45,7 @@ public struct MQTTUplinkSettings: Sendable {
         self.reconnectMax = reconnectMax
     }
 
-    var endpoint: String { "\(host):\(port)" }
+    public var endpoint: String { "\(host):\(port)" }
 }
 
 /// What the uplink reports. `session` numbers each connection; events of an
@@ -197,7 +201,7 @@ public final class MQTTUplink: Sendable {
     private func runSession(_ session: Int) -> SessionOutcome {
         let context = CallbackContext(session: session, onEvent: onEvent)
         let retained = Unmanaged.passRetained(context)
-        guard let raw = mosquitto_new(settings.clientID, true, retained.toOpaque()) else {
+        guard let raw = mosquitto_new(settings.clientID, settings.cleanSession, retained.toOpaque()) else {
             _ = retained.takeRetainedValue()
             return .failedToConnect("cannot create an MQTT client: \(String(cString: strerror(errno)))")
         }

@@ -22,6 +22,7 @@ public final class ModbusSimulator: @unchecked Sendable {
     private let requests = Atomic<Int>(0)
     private let finished = DispatchSemaphore(value: 0)
     private let animate: Bool
+    private let silent = Mutex<Set<Int>>([])
 
     /// - Parameter animate: change the demo registers over time (see `demoRegisterMap`).
     public init(host: String = "127.0.0.1", port: Int, animate: Bool = false) throws(ModbusError) {
@@ -38,6 +39,11 @@ public final class ModbusSimulator: @unchecked Sendable {
     deinit {
         stop()
         modbus_mapping_free(mapping)
+    }
+
+    /// Unit ids that get no answer at all, like a dead slave behind a TCP gateway.
+    public func silence(units: Set<Int>) {
+        silent.withLock { $0 = units }
     }
 
     /// Modbus requests answered so far.
@@ -107,6 +113,10 @@ public final class ModbusSimulator: @unchecked Sendable {
             for entry in pollFDs.dropFirst() where entry.revents != 0 {
                 modbus_set_socket(server.context, entry.fd)
                 let length = query.withUnsafeMutableBufferPointer { modbus_receive(server.context, $0.baseAddress) }
+                // Byte 6 of a Modbus TCP request (after the MBAP header's first 6) is the unit id.
+                if length > 6, silent.withLock({ $0.contains(Int(query[6])) }) {
+                    continue
+                }
                 if length > 0 {
                     lock.withLock { _ = modbus_reply(server.context, query, length, mapping) }
                     requests.add(1, ordering: .relaxed)

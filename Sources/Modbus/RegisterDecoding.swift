@@ -1,4 +1,5 @@
 // Turning raw Modbus register words into tag values: types, byte orders, scale and offset.
+import Foundation
 import GatewayConfig
 
 /// A decoded tag value as it appears in a data message.
@@ -58,9 +59,19 @@ public enum RegisterDecoding {
         case .uint16: raw = .integer(Int64(UInt16(truncatingIfNeeded: bits)))
         case .int32: raw = .integer(Int64(Int32(bitPattern: UInt32(truncatingIfNeeded: bits))))
         case .uint32: raw = .integer(Int64(UInt32(truncatingIfNeeded: bits)))
-        case .float32: raw = .number(Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))))
+        case .float32:
+            // Through the float's shortest decimal form, so 12.9f reads 12.9, not 12.899999618530273.
+            let float = Float(bitPattern: UInt32(truncatingIfNeeded: bits))
+            raw = .number(float.isFinite ? Double("\(float)")! : Double(float))
         }
         return scaled(raw, scale: scale, offset: offset)
+    }
+
+    /// Drops binary noise of scaling (715 × 0.1 = 71.50000000000001) by keeping
+    /// 15 significant digits, more than any register carries.
+    static func roundedToSignificantDigits(_ value: Double) -> Double {
+        guard value != 0 else { return 0 }
+        return Double(String(format: "%.15g", value)) ?? value
     }
 
     static func scaled(_ raw: TagValue, scale: Double, offset: Double) -> Result<TagValue, TagError> {
@@ -76,6 +87,6 @@ public enum RegisterDecoding {
         guard value.isFinite else {
             return .failure(TagError(value.isNaN ? "value is NaN" : "value is infinite"))
         }
-        return .success(.number(value))
+        return .success(.number(roundedToSignificantDigits(value)))
     }
 }

@@ -404,6 +404,18 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The highest id ever committed (0 for a new file). Ids are never reused, so
+    /// everything committed later has a greater id.
+    public func newestID() async throws -> Int64 {
+        do {
+            return try await database.read { db in
+                try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'message'") ?? 0
+            }
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "reading the newest message id")
+        }
+    }
+
     /// Deletes acknowledged messages, in one transaction. Unknown ids are ignored: duplicate
     /// acks and acks of messages dropped meanwhile are normal.
     public func acknowledge(_ ids: [Int64]) async throws {

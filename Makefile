@@ -1,0 +1,38 @@
+# edge-gateway: build, demo, tests, benchmarks. Run `make help`.
+SHELL := /bin/bash
+SWIFT ?= swift
+APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
+                mosquitto mosquitto-clients socat openssl iproute2 procps
+
+.PHONY: help deps build release demo test bench clean
+
+help:
+	@echo "make demo   - local broker + simulated device + gateway, prints what is published (Ctrl-C stops all)"
+	@echo "make test   - install what the tests need and run the whole suite"
+	@echo "make bench  - benchmarks with figures and ratios against in-run baselines"
+	@echo "make build  - debug build; make release - optimised build"
+
+# Installs the Debian packages the build, the demo and the tests need (only the missing ones).
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+demo: build
+	bash scripts/demo.sh
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+clean:
+	rm -rf .build state

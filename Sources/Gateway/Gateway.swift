@@ -1,1 +1,0 @@
-// Gateway: sources arrive with the walking-skeleton work.

@@ -1,0 +1,82 @@
+// Wiring: one function from a configuration to the running system, so tests can
+// build a gateway without the CLI.
+import GatewayConfig
+import Logging
+import Modbus
+import MQTTUplink
+import Outbox
+import ServiceLifecycle
+
+/// The gateway's services, wired from one configuration.
+///
+/// Start order: forwarder, ingest, pollers. Graceful shutdown runs in reverse:
+/// pollers stop, ingest commits what is in hand, the forwarder publishes the
+/// offline status and disconnects.
+public struct GatewayRuntime: Sendable {
+    public let configuration: GatewayConfiguration
+    public let outbox: Outbox
+    public let forwarder: ForwarderService
+    public let ingest: IngestService
+    public let pollers: [PollingService]
+    public let pollCounters: PollCounters
+    private let logger: Logger
+
+    /// Opens the outbox (bumping the boot counter) and builds every service. Nothing runs yet.
+    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        let buffer = configuration.buffer
+        outbox = try Outbox(
+            settings: OutboxSettings(path: buffer.path, synchronous: buffer.sync == .full ? .full : .normal,
+                                     maxMessages: buffer.maxMessages, maxBytes: buffer.maxBytes,
+                                     maxAge: buffer.maxAge,
+                                     dropPolicy: buffer.dropPolicy == .dropOldest ? .dropOldest : .dropNewest),
+            logger: logger)
+        let pollCounters = PollCounters()
+        self.pollCounters = pollCounters
+        let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
+                                         replay: configuration.replay, outbox: outbox,
+                                         pollCounters: pollCounters, logger: logger)
+        let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
+                                   logger: logger, onCommit: { forwarder.outboxCommitted(newestID: $0) })
+        self.forwarder = forwarder
+        self.ingest = ingest
+
+        // One bus per transport endpoint, in the order devices first name it.
+        var buses: [String: [DeviceConfiguration]] = [:]
+        var order: [String] = []
+        for device in configuration.devices {
+            let key = device.transport.busKey
+            if buses[key] == nil { order.append(key) }
+            buses[key, default: []].append(device)
+        }
+        pollers = order.map { key in
+            var busLogger = logger
+            busLogger[metadataKey: "bus"] = "\(key)"
+            return PollingService(poller: BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
+                switch event {
+                case let .poll(poll): ingest.submit(poll)
+                case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
+                case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
+                }
+            })
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT (when `handleSignals`) or until the task is cancelled.
+    public func run(handleSignals: Bool = true) async throws {
+        let services: [any Service] = [forwarder, ingest] + pollers.map { $0 as any Service }
+        var group = ServiceGroupConfiguration(services: services.map { .init(service: $0) },
+                                              gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+                                              logger: logger)
+        group.maximumGracefulShutdownDuration = .seconds(4)
+        group.maximumCancellationDuration = .milliseconds(500)
+        logger.info("gateway starting", metadata: [
+            "gateway": "\(configuration.gateway.id)", "boot": "\(outbox.boot)",
+            "devices": "\(configuration.devices.count)", "buses": "\(pollers.count)",
+            "broker": "\(configuration.mqtt.host):\(configuration.mqtt.port)",
+        ])
+        try await ServiceGroup(configuration: group).run()
+        logger.info("gateway stopped", metadata: ["gateway": "\(configuration.gateway.id)"])
+    }
+}

@@ -1,0 +1,171 @@
+// The JSON payloads of DESIGN.md's wire contract, written by hand so the key
+// order is fixed and encoding a poll costs one pass.
+import Foundation
+import Modbus
+
+/// Builds the payloads this gateway publishes.
+public enum MessageEncoding {
+    /// A data message: one poll of one device.
+    public static func dataMessage(gateway: String, poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("gateway"); json.string(gateway)
+        json.key("device"); json.string(poll.device)
+        json.key("ts"); json.string(timestamp(poll.timestamp))
+        json.key("boot"); json.integer(boot)
+        json.key("seq"); json.integer(seq)
+        json.key("values"); json.beginObject()
+        for reading in poll.readings {
+            guard case let .success(value) = reading.value else { continue }
+            json.key(reading.tag)
+            switch value {
+            case let .integer(integer): json.integer(integer)
+            case let .number(number): json.number(number)
+            case let .bool(bool): json.bool(bool)
+            }
+        }
+        json.endObject()
+        json.key("errors"); json.beginObject()
+        for reading in poll.readings {
+            guard case let .failure(error) = reading.value else { continue }
+            json.key(reading.tag); json.string(error.message)
+        }
+        json.endObject()
+        json.endObject()
+        return json.bytes
+    }
+
+    /// A status payload: `{"state":…,"gateway":…,"boot":…,"ts":…, extra…}`.
+    public static func status(state: String, gateway: String, boot: Int64, at date: Date,
+                              extra: KeyValuePairs<String, String> = [:]) -> [UInt8] {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("state"); json.string(state)
+        for (key, value) in extra {
+            json.key(key); json.string(value)
+        }
+        json.key("gateway"); json.string(gateway)
+        json.key("boot"); json.integer(boot)
+        json.key("ts"); json.string(timestamp(date))
+        json.endObject()
+        return json.bytes
+    }
+
+    /// A gap record: messages `firstSeq...lastSeq` of `boot` were dropped for `reason`.
+    public static func gap(gateway: String, boot: Int64, firstSeq: Int64, lastSeq: Int64, count: Int64,
+                           reason: String, at date: Date) -> [UInt8] {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("gateway"); json.string(gateway)
+        json.key("boot"); json.integer(boot)
+        json.key("first_seq"); json.integer(firstSeq)
+        json.key("last_seq"); json.integer(lastSeq)
+        json.key("count"); json.integer(count)
+        json.key("reason"); json.string(reason)
+        json.key("ts"); json.string(timestamp(date))
+        json.endObject()
+        return json.bytes
+    }
+
+    /// A flat object of integer counters (the stats topic), keys in the given order.
+    public static func counters(_ fields: [(String, Int64?)], gateway: String, boot: Int64, at date: Date) -> [UInt8] {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("gateway"); json.string(gateway)
+        json.key("boot"); json.integer(boot)
+        json.key("ts"); json.string(timestamp(date))
+        for (key, value) in fields {
+            json.key(key)
+            if let value { json.integer(value) } else { json.null() }
+        }
+        json.endObject()
+        return json.bytes
+    }
+
+    /// UTC with milliseconds: `2026-11-21T19:00:00.123Z`.
+    public static func timestamp(_ date: Date) -> String {
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(milliseconds / 1000)
+        let millis = Int(milliseconds % 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    }
+}
+
+/// A minimal streaming JSON writer (objects, strings, numbers).
+struct JSONWriter {
+    private(set) var bytes: [UInt8] = []
+    private var needsComma = false
+
+    init() { bytes.reserveCapacity(256) }
+
+    mutating func beginObject() {
+        separate()
+        bytes.append(UInt8(ascii: "{"))
+        needsComma = false
+    }
+
+    mutating func endObject() {
+        bytes.append(UInt8(ascii: "}"))
+        needsComma = true
+    }
+
+    mutating func key(_ name: String) {
+        separate()
+        appendQuoted(name)
+        bytes.append(UInt8(ascii: ":"))
+        needsComma = false
+    }
+
+    mutating func string(_ value: String) {
+        separate()
+        appendQuoted(value)
+        needsComma = true
+    }
+
+    mutating func integer(_ value: Int64) { raw(String(value)) }
+    mutating func bool(_ value: Bool) { raw(value ? "true" : "false") }
+    mutating func null() { raw("null") }
+
+    /// Finite numbers only (callers turn NaN and infinities into tag errors).
+    mutating func number(_ value: Double) {
+        precondition(value.isFinite, "JSON has no NaN or infinity")
+        raw("\(value)")
+    }
+
+    private mutating func raw(_ text: String) {
+        separate()
+        bytes.append(contentsOf: text.utf8)
+        needsComma = true
+    }
+
+    private mutating func separate() {
+        if needsComma { bytes.append(UInt8(ascii: ",")) }
+        needsComma = false
+    }
+
+    private mutating func appendQuoted(_ text: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                          hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
+            default: bytes.append(byte)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

@@ -1,0 +1,108 @@
+import ArgumentParser
+import Foundation
+import Gateway
+import GatewayConfig
+import Logging
+import Modbus
+import Outbox
+import UnixSignals
+
+@main
+struct EdgeGateway: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "edge-gateway",
+        abstract: "Polls Modbus devices and forwards their readings to MQTT, buffered in a local outbox.",
+        version: "0.1.0",
+        subcommands: [Run.self, CheckConfig.self, Simulate.self],
+        defaultSubcommand: Run.self)
+}
+
+/// EX_CONFIG from sysexits.h: the configuration is wrong.
+let exitConfigurationError: Int32 = 78
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: [.short, .long], help: "Path of gateway.yaml.")
+    var config: String = "/etc/edge-gateway/gateway.yaml"
+}
+
+/// Loads the configuration or prints every problem and exits with EX_CONFIG.
+func loadConfiguration(_ path: String) throws -> GatewayConfiguration {
+    do {
+        return try ConfigurationLoader.load(file: path)
+    } catch let error as ConfigurationError {
+        FileHandle.standardError.write(Data("\(error)\n".utf8))
+        throw ExitCode(exitConfigurationError)
+    }
+}
+
+extension Logger.Level {
+    init(_ level: LogLevel) {
+        self = Logger.Level(rawValue: level.rawValue) ?? .info
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the gateway until SIGTERM or SIGINT.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let configuration = try loadConfiguration(options.config)
+        let logger = Logging.makeLogger(level: Logger.Level(configuration.logLevel))
+        let runtime: GatewayRuntime
+        do {
+            runtime = try GatewayRuntime(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        try await runtime.run()
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate gateway.yaml and print every problem with its place; exit 78 on error.")
+
+    @Argument(help: "Path of gateway.yaml.")
+    var file: String = "/etc/edge-gateway/gateway.yaml"
+
+    func run() throws {
+        let configuration = try loadConfiguration(file)
+        let tags = configuration.devices.reduce(0) { $0 + $1.tags.count }
+        let buses = Set(configuration.devices.map(\.transport.busKey)).count
+        print("\(file): OK")
+        print("  gateway \(configuration.gateway.id), topics under \(configuration.gateway.topicPrefix)/\(configuration.gateway.id)/")
+        print("  broker \(configuration.mqtt.host):\(configuration.mqtt.port) as \(configuration.mqtt.clientID), QoS \(configuration.mqtt.qos)")
+        print("  \(configuration.devices.count) device(s) on \(buses) bus(es), \(tags) tag(s)")
+        for device in configuration.devices {
+            let requests = RegisterPlan(tags: device.tags).blocks.count
+            print("    \(device.name): \(device.transport.busKey) unit \(device.unitID), every \(device.pollInterval), "
+                  + "\(device.tags.count) tag(s) in \(requests) request(s)")
+        }
+        print("  outbox \(configuration.buffer.path) (sync \(configuration.buffer.sync.rawValue))")
+    }
+}
+
+struct Simulate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a simulated Modbus TCP device whose registers change over time.",
+        discussion: "Register map:\n" + ModbusSimulator.demoRegisterMap)
+
+    @Option(help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "TCP port to listen on.")
+    var port: Int = 1502
+
+    func run() async throws {
+        let simulator = try ModbusSimulator(host: host, port: port, animate: true)
+        try simulator.start()
+        FileHandle.standardError.write(Data("simulated Modbus TCP device on \(host):\(port) (any unit id)\n".utf8))
+        for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) { break }
+        simulator.stop()
+        FileHandle.standardError.write(Data("simulator stopped after \(simulator.requestCount) requests\n".utf8))
+    }
+}

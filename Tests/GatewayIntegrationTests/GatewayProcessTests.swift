@@ -1,0 +1,214 @@
+// The gateway binary end to end: a real mosquitto, a real libmodbus server, the
+// real process with its signals.
+import Foundation
+import Modbus
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything one end-to-end scenario runs: broker, device, gateway, subscriber.
+final class EndToEnd: @unchecked Sendable {
+    let directory: TemporaryDirectory
+    let broker: MosquittoBroker
+    let modbusPort = freeLoopbackPort()
+    var simulator: ModbusSimulator?
+    var gateway: ChildProcess?
+    let subscriber: RecordingSubscriber
+    let gatewayID = "gw-test"
+
+    init(pollInterval: String = "100ms") async throws {
+        directory = try TemporaryDirectory("e2e")
+        // Persistent broker and subscriber session: nothing routed while the
+        // subscriber reconnects after a broker restart is lost to the test.
+        broker = try MosquittoBroker(persistent: true)
+        try await broker.start()
+        subscriber = RecordingSubscriber(port: broker.port, filter: "edge/#", persistentSession: true)
+        try await subscriber.waitConnected()
+        try startDevice()
+        try """
+        gateway:
+          id: \(gatewayID)
+          stats_interval: 1s
+        mqtt:
+          host: 127.0.0.1
+          port: \(broker.port)
+          keepalive: 5s
+          reconnect_min: 100ms
+          reconnect_max: 1s
+        buffer:
+          path: \(directory.file("outbox.sqlite"))
+        log_level: debug
+        devices:
+          - name: boiler-1
+            tcp: { host: 127.0.0.1, port: \(modbusPort) }
+            unit_id: 1
+            poll_interval: \(pollInterval)
+            timeout: 200ms
+            tags:
+              - { name: temperature, table: holding, address: 0, type: int16, scale: 0.1 }
+              - { name: flow, table: holding, address: 2, type: float32 }
+              - { name: energy, table: input, address: 0, type: uint32, byte_order: cdab }
+        """.write(toFile: configPath, atomically: true, encoding: .utf8)
+    }
+
+    deinit {
+        gateway = nil
+        simulator?.stop()
+        directory.remove()
+    }
+
+    var configPath: String { directory.file("gateway.yaml") }
+    var statusTopic: String { "edge/\(gatewayID)/status" }
+    var deviceStatusTopic: String { "edge/\(gatewayID)/boiler-1/status" }
+    var dataTopic: String { "edge/\(gatewayID)/boiler-1/data" }
+
+    func startDevice() throws {
+        let simulator = try ModbusSimulator(port: modbusPort)
+        simulator.setHoldingRegisters(0, [715, 0, 0x4148, 0x0000])  // 71.5 °C, flow 12.5
+        simulator.setInputRegisters(0, [0x5678, 0x1234])            // energy 0x12345678 in CDAB
+        try simulator.start()
+        self.simulator = simulator
+    }
+
+    func startGateway() throws {
+        gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", configPath],
+                                   log: directory.file("gateway-\(UUID().uuidString.prefix(6)).log"))
+    }
+
+    func statuses(_ topic: String) -> [String] {
+        subscriber.messages(on: topic).map { $0.json["state"] as? String ?? "?" }
+    }
+
+    var dataMessages: [[String: Any]] { subscriber.messages(on: dataTopic).map(\.json) }
+
+    /// Explains a failure: the gateway's log and what arrived.
+    var diagnostics: String {
+        "gateway log:\n\(gateway?.output ?? "-")\nreceived:\n"
+            + subscriber.messages.suffix(30).map { "\($0.topic) \($0.text)" }.joined(separator: "\n")
+    }
+}
+
+@Suite(.serialized) struct GatewayProcessTests {
+    @Test func publishesBirthDecodedValuesAndCleanOfflineOnSIGTERM() async throws {
+        let e2e = try await EndToEnd()
+        try e2e.startGateway()
+        try await waitUntil("birth and three data messages") {
+            e2e.statuses(e2e.statusTopic).contains("online") && e2e.dataMessages.count >= 3
+        }
+        let birth = try #require(e2e.subscriber.messages(on: e2e.statusTopic).first { $0.json["state"] as? String == "online" })
+        #expect(birth.json["gateway"] as? String == "gw-test")
+        #expect(birth.json["boot"] as? Int == 1)
+        #expect(e2e.statuses(e2e.deviceStatusTopic).first == "online")
+
+        let first = e2e.dataMessages[0]
+        #expect(first["gateway"] as? String == "gw-test")
+        #expect(first["device"] as? String == "boiler-1")
+        #expect(first["boot"] as? Int == 1)
+        let values = try #require(first["values"] as? [String: Any], "\(e2e.diagnostics)")
+        #expect(values["temperature"] as? Double == 71.5)
+        #expect(values["flow"] as? Double == 12.5)
+        #expect(values["energy"] as? Int == 0x1234_5678)
+        #expect((first["errors"] as? [String: Any])?.isEmpty == true)
+        let ts = try #require(first["ts"] as? String)
+        #expect(ts.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil, "ts \(ts)")
+        let seqs = e2e.dataMessages.compactMap { $0["seq"] as? Int }
+        #expect(seqs == Array(1...seqs.count), "seq must count up from 1 without gaps: \(seqs)")
+
+        // SIGTERM: a retained offline status saying why, exit 0 within 5 s, and no Last Will.
+        e2e.gateway!.signal(SIGTERM)
+        let status = try await e2e.gateway!.waitForExit(timeout: .seconds(5))
+        #expect(status == 0, "\(e2e.diagnostics)")
+        try await e2e.subscriber.roundTrip()
+        let offline = e2e.subscriber.messages(on: e2e.statusTopic).filter { $0.json["state"] as? String == "offline" }
+        #expect(offline.count == 1, "exactly one offline status, no Last Will after it: \(offline.map(\.text))")
+        #expect(offline.first?.json["reason"] as? String == "shutdown")
+
+        // The retained status a monitor sees when it connects later.
+        let late = RecordingSubscriber(port: e2e.broker.port, filter: e2e.statusTopic)
+        try await late.waitConnected()
+        #expect(late.messages(on: e2e.statusTopic).last?.json["reason"] as? String == "shutdown")
+        #expect(late.messages(on: e2e.statusTopic).last?.retained == true)
+    }
+
+    @Test func lastWillArrivesWhenTheGatewayIsKilled() async throws {
+        let e2e = try await EndToEnd()
+        try e2e.startGateway()
+        try await waitUntil("birth") { e2e.statuses(e2e.statusTopic).contains("online") }
+        e2e.gateway!.signal(SIGKILL)
+        _ = try await e2e.gateway!.waitForExit()
+        try await waitUntil("the Last Will") { e2e.statuses(e2e.statusTopic).last == "offline" }
+        let will = try #require(e2e.subscriber.messages(on: e2e.statusTopic).last)
+        #expect(will.json["reason"] as? String == "connection lost")
+        #expect(will.json["boot"] as? Int == 1)
+    }
+
+    @Test func deviceGoesOfflineWhenItsServerStopsAndOnlineWhenItReturns() async throws {
+        let e2e = try await EndToEnd()
+        try e2e.startGateway()
+        try await waitUntil("device online") { e2e.statuses(e2e.deviceStatusTopic) == ["online"] }
+        e2e.simulator?.stop()
+        try await waitUntil("device offline") { e2e.statuses(e2e.deviceStatusTopic).last == "offline" }
+        let offline = try #require(e2e.subscriber.messages(on: e2e.deviceStatusTopic).last)
+        let error = try #require(offline.json["error"] as? String)
+        #expect(error.contains("127.0.0.1:\(e2e.modbusPort)"), "error names the device endpoint: \(error)")
+        try e2e.startDevice()
+        try await waitUntil("device online again", timeout: .seconds(20)) {
+            e2e.statuses(e2e.deviceStatusTopic) == ["online", "offline", "online"]
+        }
+        // Data flows again after the outage; seq never repeats or skips within the boot.
+        let countBefore = e2e.dataMessages.count
+        try await waitUntil("data after recovery") { e2e.dataMessages.count > countBefore + 2 }
+        let seqs = e2e.dataMessages.compactMap { $0["seq"] as? Int }
+        #expect(seqs == Array(1...seqs.count), "\(seqs)")
+    }
+
+    @Test func reconnectsAfterTheBrokerRestartsAndReplaysWithoutGaps() async throws {
+        let e2e = try await EndToEnd()
+        try e2e.startGateway()
+        try await waitUntil("data flowing") { e2e.dataMessages.count >= 3 }
+        let outageStart = Date()
+        try await e2e.broker.stop(graceful: true)  // keeps the subscriber's session for the restart
+        // While the broker is down the gateway keeps polling into its outbox.
+        try await waitUntil("the outage to be noticed and two reconnects to fail", timeout: .seconds(10)) {
+            e2e.gateway!.output.contains("connection to broker lost")
+                && e2e.gateway!.output.components(separatedBy: "cannot connect to broker").count > 2
+        }
+        let outageEnd = Date()
+        try await e2e.broker.start()
+        let seqsBefore = Set(e2e.dataMessages.compactMap { $0["seq"] as? Int })
+        try await waitUntil("second birth and replay", timeout: .seconds(20)) {
+            e2e.statuses(e2e.statusTopic).filter { $0 == "online" }.count >= 2
+                && (e2e.dataMessages.compactMap { $0["seq"] as? Int }.max() ?? 0) > (seqsBefore.max() ?? 0) + 10
+        }
+        let seqs = Set(e2e.dataMessages.compactMap { $0["seq"] as? Int })
+        let highest = seqs.max() ?? 0
+        let missing = Set(1...highest).subtracting(seqs)
+        #expect(missing.isEmpty, "seq missing after the broker outage: \(missing.sorted()) \(e2e.diagnostics)")
+        #expect(e2e.dataMessages.allSatisfy { $0["boot"] as? Int == 1 })
+        // Polls taken while the broker was down arrive, with the time they were measured.
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let polledDuringOutage = e2e.dataMessages.filter { message in
+            guard let ts = (message["ts"] as? String).flatMap(formatter.date(from:)) else { return false }
+            return ts > outageStart && ts < outageEnd
+        }
+        #expect(polledDuringOutage.count >= 5, "\(e2e.diagnostics)")
+    }
+
+    @Test func refusesToStartOnABadConfigWithExitCode78() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.file("gateway.yaml")
+        try "gateway:\n  id: gw\nmqtt:\n  host: 127.0.0.1\n  prot: 1883\ndevices: []\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        for arguments in [["run", "--config", path], ["check-config", path]] {
+            let child = try ChildProcess(try builtProduct("edge-gateway"), arguments, log: directory.file("out-\(arguments[0]).log"))
+            let status = try await child.waitForExit()
+            #expect(status == 78, "\(arguments[0]) exit status")
+            #expect(child.output.contains("mqtt.prot"), "names the unknown key: \(child.output)")
+            #expect(child.output.contains("devices"), "names the empty device list: \(child.output)")
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import GatewayConfig
+import Logging
+import Synchronization
+import Testing
+@testable import Modbus
+
+/// A poller against a real libmodbus TCP server on loopback.
+@Suite struct BusPollerTests {
+    final class Recorder: Sendable {
+        let events = Mutex<[PollEvent]>([])
+        func record(_ event: PollEvent) { events.withLock { $0.append(event) } }
+
+        /// Waits (polling the recorded events) until `predicate` holds, at most `timeout`.
+        func wait(for what: String, timeout: Duration = .seconds(10),
+                  until predicate: ([PollEvent]) -> Bool) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while !events.withLock({ predicate($0) }) {
+                guard ContinuousClock.now < deadline else {
+                    Issue.record("timed out waiting for \(what)")
+                    throw CancellationError()
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func device(port: Int, name: String = "boiler", interval: Duration = .milliseconds(50)) -> DeviceConfiguration {
+        DeviceConfiguration(
+            name: name, transport: .tcp(host: "127.0.0.1", port: port), unitID: 1,
+            pollInterval: interval, timeout: .milliseconds(200),
+            tags: [
+                TagConfiguration(name: "temperature", table: .holding, address: 0, type: .int16, scale: 0.1),
+                TagConfiguration(name: "flow", table: .holding, address: 2, type: .float32, byteOrder: .cdab),
+                TagConfiguration(name: "energy", table: .input, address: 5, type: .uint32),
+                TagConfiguration(name: "missing", table: .input, address: 20_000, type: .uint16),
+            ])
+    }
+
+    @Test func pollsDecodesAndReportsOutagesAndReturns() async throws {
+        let port = Self.freePort()
+        let simulator = try ModbusSimulator(port: port)
+        simulator.setHoldingRegisters(0, [UInt16(bitPattern: -123), 0, 0x0000, 0x428F])
+        simulator.setInputRegisters(5, [0x0001, 0x0002])
+        try simulator.start()
+
+        let recorder = Recorder()
+        var poller = BusPoller(devices: [device(port: port)], counters: PollCounters(),
+                               logger: Logger(label: "test")) { recorder.record($0) }
+        poller.maxBackoff = .milliseconds(200)
+        let executor = BusExecutor(name: "test bus")
+        defer { executor.shutdown() }
+        let task = Task(executorPreference: executor) { [poller] in await poller.run() }
+        defer { task.cancel() }
+
+        try await recorder.wait(for: "a poll") { $0.contains { if case .poll = $0 { true } else { false } } }
+        let first = recorder.events.withLock { events in
+            events.compactMap { if case let .poll(poll) = $0 { poll } else { nil } }.first!
+        }
+        let values = Dictionary(uniqueKeysWithValues: first.readings.map { ($0.tag, $0.value) })
+        #expect(values["temperature"] == .success(.number(-12.3)))
+        #expect(values["flow"] == .success(.number(71.5)))
+        #expect(values["energy"] == .success(.integer(0x0001_0002)))
+        #expect(values["missing"] == .failure(TagError("modbus exception 2: illegal data address")))
+        #expect(recorder.events.withLock { events in
+            if case .deviceOnline("boiler") = events.first { true } else { false }
+        })
+
+        // The device goes away: offline with the reason, once.
+        simulator.stop()
+        try await recorder.wait(for: "offline") { events in
+            events.contains { if case .deviceOffline("boiler", _) = $0 { true } else { false } }
+        }
+        // It comes back on the same port: online again and polls resume.
+        let revived = try ModbusSimulator(port: port)
+        revived.setHoldingRegisters(0, [200])
+        try revived.start()
+        defer { revived.stop() }
+        try await recorder.wait(for: "online again") { events in
+            guard let offline = events.firstIndex(where: { if case .deviceOffline = $0 { true } else { false } }) else { return false }
+            return events[offline...].contains { if case let .poll(poll) = $0 {
+                poll.readings[0].value == .success(.number(20)) } else { false } }
+        }
+        let statusChanges = recorder.events.withLock { events in
+            events.compactMap { event -> String? in
+                switch event {
+                case .deviceOnline: return "online"
+                case .deviceOffline: return "offline"
+                case .poll: return nil
+                }
+            }
+        }
+        #expect(statusChanges == ["online", "offline", "online"])
+    }
+
+    @Test func aDeadUnitDoesNotStopTheOtherUnitOnItsBus() async throws {
+        let port = Self.freePort()
+        let simulator = try ModbusSimulator(port: port)
+        simulator.silence(units: [2])
+        try simulator.start()
+        defer { simulator.stop() }
+        var live = device(port: port, name: "live")
+        live.tags.removeLast()
+        var dead = device(port: port, name: "dead")
+        dead.unitID = 2
+        let recorder = Recorder()
+        let poller = BusPoller(devices: [live, dead], counters: PollCounters(), logger: Logger(label: "test")) {
+            recorder.record($0)
+        }
+        #expect(poller.busKey == "tcp://127.0.0.1:\(port)")
+        let executor = BusExecutor(name: "test bus")
+        defer { executor.shutdown() }
+        let task = Task(executorPreference: executor) { [poller] in await poller.run() }
+        defer { task.cancel() }
+        try await recorder.wait(for: "the dead unit to go offline, then 20 polls of the live one") { events in
+            guard let offline = events.firstIndex(where: { if case .deviceOffline("dead", _) = $0 { true } else { false } })
+            else { return false }
+            return events[offline...].count { if case .poll(let poll) = $0 { poll.device == "live" } else { false } } >= 20
+        }
+        let deadPolls = recorder.events.withLock { events in
+            events.count { if case .poll(let poll) = $0 { poll.device == "dead" } else { false } }
+        }
+        #expect(deadPolls == 0)
+        let error = recorder.events.withLock { events in
+            events.compactMap { if case let .deviceOffline("dead", error) = $0 { error } else { nil } }.first
+        }
+        #expect(error?.contains("timed out") == true, "\(error ?? "-")")
+    }
+}
