@@ -13,7 +13,7 @@ struct EdgeGateway: AsyncParsableCommand {
         commandName: "edge-gateway",
         abstract: "Polls Modbus devices and forwards their readings to MQTT, buffered in a local outbox.",
         version: "0.1.0",
-        subcommands: [Run.self, CheckConfig.self, Simulate.self],
+        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self],
         defaultSubcommand: Run.self)
 }
 
@@ -104,5 +104,54 @@ struct Simulate: AsyncParsableCommand {
         for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) { break }
         simulator.stop()
         FileHandle.standardError.write(Data("simulator stopped after \(simulator.requestCount) requests\n".utf8))
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what the outbox holds (read-only; safe while the gateway runs).")
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(help: "Read this outbox file instead of buffer.path from the configuration.")
+    var outbox: String?
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    func run() throws {
+        let path = try outbox ?? loadConfiguration(options.config).buffer.path
+        let statistics: OutboxStatistics
+        do {
+            statistics = try Outbox.readStatistics(path: path)
+        } catch {
+            FileHandle.standardError.write(Data("\(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let oldest = statistics.oldestAge.map { Int64($0 / .milliseconds(1)) }
+        if json {
+            struct Report: Encodable {
+                var outbox: String, boot: Int64, buffered_messages: Int, buffered_bytes: Int64
+                var oldest_age_ms: Int64?, dropped: Int64, dropped_this_boot: Int64
+                var published: Int64, published_this_boot: Int64, committed_this_boot: Int64
+            }
+            let report = Report(
+                outbox: path, boot: statistics.boot, buffered_messages: statistics.bufferedMessages,
+                buffered_bytes: statistics.bufferedBytes, oldest_age_ms: oldest, dropped: statistics.dropped,
+                dropped_this_boot: statistics.droppedThisBoot, published: statistics.acknowledged,
+                published_this_boot: statistics.acknowledgedThisBoot, committed_this_boot: statistics.committedThisBoot)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        print("outbox \(path)")
+        print("  boot                \(statistics.boot)")
+        print("  buffered messages   \(statistics.bufferedMessages)")
+        print("  buffered bytes      \(statistics.bufferedBytes)")
+        print("  oldest message age  \(statistics.oldestAge.map { "\($0)" } ?? "-")")
+        print("  dropped             \(statistics.dropped) (this boot \(statistics.droppedThisBoot))")
+        print("  published (acked)   \(statistics.acknowledged) (this boot \(statistics.acknowledgedThisBoot))")
+        print("  committed this boot \(statistics.committedThisBoot)")
     }
 }
