@@ -211,13 +211,17 @@ private final class ForwardingLoop {
             }
 
         case .shutdown:
-            stopping = true
             guard session != nil else {
+                stopping = true
                 await flushAcks()
                 return .stop
             }
-            // One connection delivers in order: once this status is acknowledged,
-            // every data message sent before it has been too.
+            // The ingest service has committed its last polls: send what the window
+            // takes (the rest waits in the outbox for the next start), then the
+            // offline status. One connection delivers in order: once the status is
+            // acknowledged, every data message sent before it has been too.
+            await fill()
+            stopping = true
             offlineStatusMid = publishRetained(
                 identity.statusTopic,
                 MessageEncoding.status(state: "offline", gateway: identity.id, boot: outbox.boot, at: Date(),

@@ -5,12 +5,14 @@ import Modbus
 import ServiceLifecycle
 
 /// Runs a `BusPoller` on a dedicated `BusExecutor` until graceful shutdown.
-public struct PollingService: Service {
+public struct PollingService: Service, CustomStringConvertible {
     public let poller: BusPoller
 
     public init(poller: BusPoller) {
         self.poller = poller
     }
+
+    public var description: String { "PollingService(\(poller.busKey))" }
 
     public func run() async {
         let executor = BusExecutor(name: "bus \(poller.busKey)")
