@@ -25,6 +25,7 @@ public final class Outbox: Sendable {
     private let logger: Logger
     private let now: @Sendable () -> Date
     private let state = Locked(MemoryState())
+    private let reserve: ReserveFile
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -38,6 +39,9 @@ public final class Outbox: Sendable {
         /// Messages lost while even the bookkeeping could not be written. They get their seqs
         /// and gap record in the next transaction that succeeds.
         var unrecordedLoss: [(reason: DropReason, count: Int64)] = []
+        /// Set while the disk is full: the outbox holds at most this many bytes, so that it
+        /// reuses its own free pages instead of growing the file (reason `disk_full`).
+        var diskFullCeiling: Int64?
     }
 
     /// Opens (creating if needed) the outbox at `settings.path`.
@@ -63,8 +67,10 @@ public final class Outbox: Sendable {
         let path = settings.path
         try Self.prepareDirectory(of: path)
         try Self.checkAccess(path)
+        let reserve = ReserveFile(besides: path)
+        self.reserve = reserve
         do {
-            (database, boot) = try Self.openChecked(settings)
+            (database, boot) = try Self.openChecked(settings, reserve: reserve)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
             let aside = try Self.quarantine(path, at: now())
@@ -72,13 +78,21 @@ public final class Outbox: Sendable {
                 "problem": "\(error)", "moved_to": "\(aside)",
             ])
             do {
-                (database, boot) = try Self.openChecked(settings)
+                (database, boot) = try Self.openChecked(settings, reserve: reserve)
             } catch {
                 throw Self.openError(error, path: path)
             }
             quarantinedPath = aside
         } catch {
             throw Self.openError(error, path: path)
+        }
+        reserve.ensure()
+        if !reserve.exists, let meta = try? database.read({ db in try Meta.fetch(db) }) {
+            // A previous run filled the disk: stay at the current size until there is room.
+            state.withLock { $0.diskFullCeiling = meta.bufferedBytes }
+            logger.warning("outbox: the disk is full; holding the outbox at its current size", metadata: [
+                "bytes": "\(meta.bufferedBytes)",
+            ])
         }
         logger.info("outbox open", metadata: [
             "boot": "\(boot)", "synchronous": "\(settings.synchronous.rawValue)",
@@ -104,7 +118,8 @@ public final class Outbox: Sendable {
         guard !drafts.isEmpty else { return [] }
         var dropRounds = 0
         var rowsToFree = max(drafts.count, 64)
-        var checkpointed = false
+        var truncatedWAL = false
+        liftDiskFullCeilingIfRoom()
         while true {
             let loss = takeUnrecordedLoss()
             do {
@@ -112,16 +127,20 @@ public final class Outbox: Sendable {
                     try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
+                if walSize() > reserve.walLimitBytes {
+                    // SQLite's own checkpoints are failing: the disk is filling up.
+                    await truncateWAL(releasingReserveIfNeeded: true)
+                }
                 return committed
             } catch {
                 putBackUnrecordedLoss(loss)
                 guard let reason = Self.storageFailure(error) else {
                     throw Self.operationError(error, path: settings.path, doing: "committing \(drafts.count) messages")
                 }
-                if !checkpointed {
-                    // A checkpoint lets the next transaction reuse the WAL from its start.
-                    checkpointed = true
-                    await checkpoint()
+                if !truncatedWAL {
+                    truncatedWAL = true
+                    await setDiskFullCeiling(margin: Self.estimatedBytes(drafts))
+                    await truncateWAL(releasingReserveIfNeeded: true)
                     continue
                 }
                 if settings.dropPolicy == .dropOldest, dropRounds < 16,
@@ -149,6 +168,7 @@ public final class Outbox: Sendable {
     ) throws -> ([OutboxMessage], DropLedger) {
         var meta = try Meta.fetch(db)
         let createdAt = now().outboxMilliseconds
+        let ceiling = state.withLock { $0.diskFullCeiling }
         var ledger = DropLedger()
         Self.consumeSeqs(for: unrecordedLoss, meta: &meta, ledger: &ledger)
 
@@ -166,7 +186,7 @@ public final class Outbox: Sendable {
             meta.nextSeq += 1
             let payload = draft.render(meta.boot, seq)
             let size = Int64(payload.count + draft.topic.utf8.count)
-            if let reason = rejection(size: size, meta: meta) {
+            if let reason = rejection(size: size, meta: meta, ceiling: ceiling) {
                 ledger.add(boot: meta.boot, seq: seq, reason: reason)
                 meta.countDropped(1)
                 continue
@@ -183,9 +203,9 @@ public final class Outbox: Sendable {
                 payload: payload, createdAt: Date(outboxMilliseconds: createdAt)))
         }
 
-        if settings.dropPolicy == .dropOldest, overLimit(meta) != nil {
+        if settings.dropPolicy == .dropOldest, overLimit(meta, ceiling: ceiling) != nil {
             let lastDropped = try OutboxStore.dropOldest(db, meta: &meta, ledger: &ledger) { meta, _ in
-                self.overLimit(meta)
+                self.overLimit(meta, ceiling: ceiling)
             }
             if let lastDropped {
                 committed.removeAll { $0.id <= lastDropped }
@@ -198,7 +218,7 @@ public final class Outbox: Sendable {
     }
 
     /// Why an incoming message of `size` bytes cannot be stored, if it cannot.
-    private func rejection(size: Int64, meta: Meta) -> DropReason? {
+    private func rejection(size: Int64, meta: Meta, ceiling: Int64?) -> DropReason? {
         if let maxBytes = settings.maxBytes, size > maxBytes {
             return .maxBytes  // could never fit, whatever the policy
         }
@@ -209,16 +229,22 @@ public final class Outbox: Sendable {
         if let maxBytes = settings.maxBytes, meta.bufferedBytes + size > maxBytes {
             return .maxBytes
         }
+        if let ceiling, meta.bufferedBytes + size > ceiling {
+            return .diskFull
+        }
         return nil
     }
 
     /// The limit the outbox is over, if any.
-    private func overLimit(_ meta: Meta) -> DropReason? {
+    private func overLimit(_ meta: Meta, ceiling: Int64?) -> DropReason? {
         if let maxMessages = settings.maxMessages, meta.bufferedMessages > maxMessages {
             return .maxMessages
         }
         if let maxBytes = settings.maxBytes, meta.bufferedBytes > maxBytes {
             return .maxBytes
+        }
+        if let ceiling, meta.bufferedBytes > ceiling {
+            return .diskFull
         }
         return nil
     }
@@ -245,10 +271,66 @@ public final class Outbox: Sendable {
         }
     }
 
+    private static func estimatedBytes(_ drafts: [OutboxDraft]) -> Int64 {
+        // Payloads are not rendered yet; the topic and a typical payload are a fair guess.
+        drafts.reduce(0) { $0 + Int64($1.topic.utf8.count + 256) }
+    }
+
+    /// The disk is full: from now on hold the outbox below its current size (minus room for
+    /// this batch), so drops reuse free pages inside the file instead of growing it.
+    private func setDiskFullCeiling(margin: Int64) async {
+        guard state.withLock({ $0.diskFullCeiling == nil }) else { return }
+        guard let meta = try? await database.read({ db in try Meta.fetch(db) }) else { return }
+        let ceiling = max(0, meta.bufferedBytes - margin)
+        state.withLock { $0.diskFullCeiling = ceiling }
+        logger.warning("outbox: the disk is full; holding the outbox below its current size", metadata: [
+            "bytes": "\(ceiling)", "policy": "\(settings.dropPolicy.rawValue)",
+        ])
+    }
+
+    /// Lifts the disk-full ceiling once the reserve file could be made again.
+    private func liftDiskFullCeilingIfRoom() {
+        guard state.withLock({ $0.diskFullCeiling != nil }) || !reserve.exists else { return }
+        reserve.ensure()
+        guard reserve.exists else { return }
+        let lifted = state.withLock { state in
+            defer { state.diskFullCeiling = nil }
+            return state.diskFullCeiling != nil
+        }
+        if lifted {
+            logger.info("outbox: the disk has room again; capacity limits are back to the configured ones")
+        }
+    }
+
+    private func walSize() -> Int64 {
+        var info = stat()
+        return stat(settings.path + "-wal", &info) == 0 ? Int64(info.st_size) : 0
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it. When the disk has no room
+    /// for that, gives back the reserve file first (see `ReserveFile`).
+    private func truncateWAL(releasingReserveIfNeeded: Bool) async {
+        do {
+            try await database.writeWithoutTransaction { db in
+                _ = try db.checkpoint(.truncate)
+            }
+        } catch {
+            guard releasingReserveIfNeeded, Self.storageFailure(error) != nil, reserve.release() else {
+                logger.debug("outbox checkpoint failed", metadata: ["error": "\(error)"])
+                return
+            }
+            await setDiskFullCeiling(margin: reserve.size / 4)
+            logger.warning("outbox: disk full, released the reserve file to checkpoint the WAL", metadata: [
+                "reserve": "\(reserve.path)", "error": "\(error)",
+            ])
+            await checkpoint()
+        }
+    }
+
     private func checkpoint() async {
         do {
             try await database.writeWithoutTransaction { db in
-                _ = try db.checkpoint(.restart)
+                _ = try db.checkpoint(.truncate)
             }
         } catch {
             logger.debug("outbox checkpoint failed", metadata: ["error": "\(error)"])
@@ -511,8 +593,13 @@ public final class Outbox: Sendable {
     /// The counters, read from the file (exact, including this boot's).
     public func statistics() async throws -> OutboxStatistics {
         let now = now().outboxMilliseconds
+        let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         do {
-            return try await database.read { db in try OutboxStore.statistics(db, now: now) }
+            var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
+            // Losses the full disk did not let us write down yet still count.
+            statistics.dropped += unrecorded
+            statistics.droppedThisBoot += unrecorded
+            return statistics
         } catch {
             throw Self.operationError(error, path: settings.path, doing: "reading statistics")
         }
@@ -532,7 +619,17 @@ public final class Outbox: Sendable {
         configuration.busyMode = .timeout(5)
         configuration.label = "outbox-status"
         do {
-            let queue = try DatabaseQueue(path: path, configuration: configuration)
+            var queue: DatabaseQueue
+            do {
+                let plain = try DatabaseQueue(path: path, configuration: configuration)
+                _ = try plain.read { db in try Int.fetchOne(db, sql: "PRAGMA schema_version") }
+                queue = plain
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CANTOPEN {
+                // A read-only directory without -shm: the file cannot change under us, so
+                // SQLite may read it as immutable.
+                let encoded = path.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? path
+                queue = try DatabaseQueue(path: "file:\(encoded)?immutable=1", configuration: configuration)
+            }
             defer { try? queue.close() }
             return try queue.read { db in
                 guard try db.tableExists("meta"), try db.tableExists("message") else {

@@ -63,11 +63,13 @@ extension Outbox {
     }
 
     /// Opens the queue, checks integrity, migrates, starts a new boot.
-    static func openChecked(_ settings: OutboxSettings) throws -> (DatabaseQueue, Int64) {
+    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile) throws -> (DatabaseQueue, Int64) {
         var configuration = Configuration()
         configuration.label = "outbox"
         configuration.busyMode = .timeout(5)
         let synchronous = settings.synchronous == .full ? "FULL" : "NORMAL"
+        let autocheckpoint = reserve.walAutocheckpointPages
+        let walLimit = reserve.walLimitBytes
         configuration.prepareDatabase { db in
             // Set here rather than with `journalMode = .wal`, which forces synchronous=NORMAL.
             let mode = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL")
@@ -75,11 +77,12 @@ extension Outbox {
                 throw DatabaseError(resultCode: .SQLITE_ERROR, message: "could not switch to WAL (journal_mode is \(mode ?? "?"))")
             }
             // A modest page cache (4 MiB) keeps the process small with a million buffered
-            // messages; a WAL above 16 MiB is truncated back after a checkpoint.
+            // messages. WAL size limits: see ReserveFile.
             try db.execute(sql: """
                 PRAGMA synchronous = \(synchronous);
                 PRAGMA cache_size = -4096;
-                PRAGMA journal_size_limit = 16777216;
+                PRAGMA journal_size_limit = \(walLimit);
+                PRAGMA wal_autocheckpoint = \(autocheckpoint);
                 PRAGMA temp_store = MEMORY;
                 """)
         }

@@ -1,0 +1,66 @@
+// The reserve file: a little disk space the outbox sets aside so it can get out of a full
+// disk on its own.
+//
+// In WAL mode a full disk is a trap: deleting rows needs WAL space, and a checkpoint (which
+// lets the WAL be reused) needs the database file to grow. When the disk is full the outbox
+// deletes `<path>-reserve`, which gives the checkpoint room, and then drops what its policy
+// says. The WAL is kept below half the reserve, so the reserve always covers a checkpoint:
+// SQLite checkpoints every quarter reserve (`wal_autocheckpoint`), and when those
+// checkpoints fail (the disk is filling up) the outbox notices the WAL growing past half the
+// reserve after an append and truncates it then. The reserve is recreated once the
+// filesystem has room again.
+
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+struct ReserveFile: Sendable {
+    let path: String
+    let size: Int64
+
+    /// A reserve beside `outboxPath`: 1/8 of the filesystem, between 64 KiB and 8 MiB.
+    init(besides outboxPath: String) {
+        path = outboxPath + "-reserve"
+        let directory = (outboxPath as NSString).deletingLastPathComponent
+        var stats = statvfs()
+        var size: Int64 = 8 << 20
+        if statvfs(directory.isEmpty ? "." : directory, &stats) == 0 {
+            let total = Int64(stats.f_blocks) * Int64(stats.f_frsize)
+            size = min(max(total / 8, 64 << 10), 8 << 20)
+        }
+        self.size = size / 4096 * 4096
+    }
+
+    /// WAL pages after which SQLite checkpoints: a quarter of the reserve, at most SQLite's default 1000.
+    var walAutocheckpointPages: Int { Int(max(4, min(1000, size / 4096 / 4))) }
+
+    /// Largest WAL the outbox lets stand after an append (also `journal_size_limit`).
+    var walLimitBytes: Int64 { size / 2 }
+
+    /// Creates the reserve if it is missing and the filesystem has room for it twice over.
+    func ensure() {
+        guard !FileManager.default.fileExists(atPath: path) else { return }
+        let directory = (path as NSString).deletingLastPathComponent
+        var stats = statvfs()
+        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0,
+              Int64(stats.f_bavail) * Int64(stats.f_frsize) >= 2 * size
+        else { return }
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else { return }
+        let allocated = posix_fallocate(descriptor, 0, off_t(size)) == 0
+        close(descriptor)
+        if !allocated { unlink(path) }
+    }
+
+    var exists: Bool { FileManager.default.fileExists(atPath: path) }
+
+    /// Gives the reserved space back to the filesystem; true if there was a reserve.
+    @discardableResult
+    func release() -> Bool {
+        unlink(path) == 0
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+@testable import Outbox
+
+/// Disk full for real: the outbox lives on a small tmpfs. Needs root to mount it; skipped
+/// with that reason otherwise, except in CI (`CI=true`), where the test runs and fails.
+@Suite(
+    "disk full on a tmpfs",
+    .enabled(if: isRoot || isCI, "needs root to mount a tmpfs (mount -t tmpfs -o size=512k)"))
+struct OutboxDiskFullTests {
+    func requireRoot() -> Bool {
+        if !isRoot {
+            Issue.record("CI=true but not running as root: the disk-full tests need root to mount a tmpfs")
+        }
+        return isRoot
+    }
+
+    /// Fills the filesystem holding `path` with a file until the kernel says ENOSPC.
+    func fill(_ path: String) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard descriptor >= 0 else { throw Tmpfs.MountFailed(description: "cannot create \(path)") }
+        defer { close(descriptor) }
+        let chunk = [UInt8](repeating: 0x5A, count: 4096)
+        while chunk.withUnsafeBytes({ write(descriptor, $0.baseAddress, $0.count) }) > 0 {}
+        // Then single bytes, so not even a partial page is left.
+        var byte: UInt8 = 0
+        while write(descriptor, &byte, 1) > 0 {}
+    }
+
+    /// Every seq of the boot from 1 to the highest is either buffered or in exactly one gap.
+    func expectEverySeqAccountedFor(_ outbox: Outbox, upTo lastSeq: Int64) async throws {
+        let buffered = try await outbox.lease(after: 0, max: 1_000_000).filter { $0.boot == outbox.boot }.map(\.seq)
+        var seen = Set(buffered)
+        #expect(seen.count == buffered.count, "no seq buffered twice")
+        for gap in try await outbox.pendingGaps() where gap.boot == outbox.boot {
+            #expect(gap.count == gap.lastSeq - gap.firstSeq + 1)
+            for seq in gap.firstSeq...gap.lastSeq {
+                #expect(seen.insert(seq).inserted, "seq \(seq) both buffered and in a gap, or in two gaps")
+            }
+        }
+        let missing = Set(1...lastSeq).subtracting(seen)
+        #expect(missing.isEmpty, "seqs neither buffered nor reported as a gap: \(missing.sorted().prefix(20))")
+        #expect(seen.allSatisfy { $0 <= lastSeq })
+    }
+
+    @Test func dropOldestKeepsCommittingOnAFullDisk() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            do {
+                let outbox = try Outbox(settings: .init(path: mount.path + "/outbox.sqlite"), logger: quietLogger)
+                var lastSeq: Int64 = 0
+                var failures = 0
+                // 600 KB of payload into 512 KB: the disk fills up long before the end.
+                for _ in 0..<60 {
+                    do {
+                        let committed = try await outbox.append(drafts(50))
+                        lastSeq = max(lastSeq, committed.last?.seq ?? lastSeq)
+                    } catch let error as OutboxError {
+                        #expect(error.kind == .diskFull)
+                        failures += 1
+                    }
+                }
+                let stats = try await outbox.statistics()
+                #expect(failures == 0, "drop_oldest makes room instead of failing")
+                #expect(stats.dropped > 0)
+                #expect(try await outbox.pendingGaps().contains { $0.reason == "disk_full" })
+                #expect(Int64(stats.bufferedMessages) + stats.droppedThisBoot == 3000)
+                try await expectEverySeqAccountedFor(outbox, upTo: 3000)
+                #expect(lastSeq == 3000)
+            }
+        }
+    }
+
+    @Test(arguments: [OutboxSettings.DropPolicy.dropNewest, .dropOldest])
+    func theOutboxRecoversWhenSpaceReturns(policy: OutboxSettings.DropPolicy) async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            do {
+                let path = mount.path + "/outbox.sqlite"
+                let filler = mount.path + "/filler"
+                let outbox = try Outbox(settings: .init(path: path, dropPolicy: policy), logger: quietLogger)
+                var drafted: Int64 = 0
+                _ = try await outbox.append(drafts(100))
+                drafted += 100
+                try fill(filler)
+
+                // Keep polling into the full disk.
+                var failures = 0
+                for _ in 0..<40 {
+                    do {
+                        _ = try await outbox.append(drafts(50))
+                    } catch let error as OutboxError {
+                        #expect(error.kind == .diskFull)
+                        #expect(error.description.contains(path))
+                        failures += 1
+                    }
+                    drafted += 50
+                }
+                let duringOutage = try await outbox.statistics()
+                #expect(duringOutage.droppedThisBoot > 0, "a full disk loses messages, counted")
+                if policy == .dropNewest {
+                    #expect(failures > 0, "drop_newest rejects batches it cannot store")
+                }
+
+                // Space returns: the outbox works again by itself.
+                try FileManager.default.removeItem(atPath: filler)
+                let afterwards = try await outbox.append(drafts(50))
+                drafted += 50
+                #expect(afterwards.count == 50)
+                #expect(afterwards.last?.seq == drafted)
+                #expect(try await outbox.append(drafts(50)).count == 50)
+                drafted += 50
+
+                let stats = try await outbox.statistics()
+                #expect(Int64(stats.bufferedMessages) + stats.droppedThisBoot == drafted)
+                #expect(try await outbox.pendingGaps().contains { $0.reason == "disk_full" })
+                try await expectEverySeqAccountedFor(outbox, upTo: drafted)
+
+                // Draining works too.
+                let leased = try await outbox.lease(after: 0, max: 100_000)
+                try await outbox.acknowledge(leased.map(\.id))
+                #expect(try await outbox.statistics().bufferedMessages == 0)
+            }
+            // And the file is sound after all that.
+            let reopened = try Outbox(settings: .init(path: mount.path + "/outbox.sqlite"), logger: quietLogger)
+            #expect(reopened.quarantinedPath == nil)
+            #expect(reopened.boot == 2)
+        }
+    }
+}
