@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // C libraries, each behind a three-line module map.
@@ -40,6 +41,7 @@ let package = Package(
         ]),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+            .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -51,7 +53,14 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
-        // Real brokers, processes and ports for the integration tests.
+        // `make bench`: figures and ratios against baselines measured in the same run.
+        .executableTarget(name: "edge-gateway-bench", dependencies: [
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Real brokers, processes and ports for the integration tests and benchmarks.
         .target(name: "TestSupport", dependencies: [
             "MQTTUplink",
             .product(name: "Logging", package: "swift-log"),

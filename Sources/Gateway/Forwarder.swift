@@ -1,5 +1,6 @@
 // From the outbox to the broker: leases in replay order, keeps an inflight window,
 // deletes only what the broker acknowledged, announces the gateway's state.
+import DequeModule
 import Foundation
 import GatewayConfig
 import Logging
@@ -11,7 +12,12 @@ import Synchronization
 
 /// Everything the forwarder reacts to, in one stream.
 enum ForwarderEvent: Sendable {
+    /// Any MQTT event but PUBACKs, which arrive through `PubackQueue`.
     case mqtt(MQTTEvent)
+    /// `PubackQueue` went from empty to not empty.
+    case pubacks
+    /// The reader's answer to a `LeaseRequest`.
+    case leased(LeaseResult)
     /// Rows up to this outbox id are committed.
     case outboxCommitted(newestID: Int64)
     case deviceStatus(device: String, error: String?)
@@ -19,6 +25,46 @@ enum ForwarderEvent: Sendable {
     /// rate limiting, shutdown deadline.
     case tick
     case shutdown
+}
+
+/// What to read next from the outbox, for one session.
+struct LeaseRequest: Sendable {
+    var session: Int
+    /// The newest id known committed when asking: if nothing is found, every row
+    /// up to it is gone (acknowledged or dropped) and the cursor may move past it.
+    var newestCommitted: Int64
+    var liveCursor: Int64
+    var backlogCursor: Int64
+    var backlogEnd: Int64
+    var max: Int
+}
+
+/// Rows read for a `LeaseRequest`, with the cursors moved past them.
+struct LeaseResult: Sendable {
+    var session: Int
+    var rows: [OutboxMessage]
+    var liveCursor: Int64
+    var backlogCursor: Int64
+}
+
+/// Acknowledgements from the network thread, waiting for the forwarder.
+final class PubackQueue: Sendable {
+    private let queued = Mutex<[(session: Int, mid: Int32)]>([])
+
+    /// Returns true when the queue was empty: the caller wakes the forwarder.
+    func append(session: Int, mid: Int32) -> Bool {
+        queued.withLock { queue in
+            queue.append((session, mid))
+            return queue.count == 1
+        }
+    }
+
+    func takeAll() -> [(session: Int, mid: Int32)] {
+        queued.withLock { queue in
+            defer { queue.removeAll(keepingCapacity: true) }
+            return queue
+        }
+    }
 }
 
 /// Counters the forwarder keeps for the stats topic.
@@ -34,7 +80,7 @@ public struct ForwarderCounters: Sendable, Equatable {
 /// and deletes them once acknowledged, reports gaps, publishes stats.
 public final class ForwarderService: Service, Sendable {
     /// Acks are applied to the outbox in batches of at most this many.
-    static let ackBatch = 256
+    static let ackBatch = 1024
     static let tickInterval = Duration.milliseconds(250)
 
     let identity: GatewayIdentity
@@ -48,6 +94,11 @@ public final class ForwarderService: Service, Sendable {
     let shutdownGrace: Duration
     private let events: AsyncStream<ForwarderEvent>
     private let eventSink: AsyncStream<ForwarderEvent>.Continuation
+    private let acks: AsyncStream<[Int64]>
+    let ackSink: AsyncStream<[Int64]>.Continuation
+    private let leaseRequests: AsyncStream<LeaseRequest>
+    let leaseSink: AsyncStream<LeaseRequest>.Continuation
+    let pubacks = PubackQueue()
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
@@ -61,6 +112,8 @@ public final class ForwarderService: Service, Sendable {
         let (events, sink) = AsyncStream.makeStream(of: ForwarderEvent.self)
         self.events = events
         self.eventSink = sink
+        (acks, ackSink) = AsyncStream.makeStream(of: [Int64].self)
+        (leaseRequests, leaseSink) = AsyncStream.makeStream(of: LeaseRequest.self)
         let boot = outbox.boot
         let gateway = identity.id
         let statusTopic = identity.statusTopic
@@ -75,7 +128,15 @@ public final class ForwarderService: Service, Sendable {
                                                             extra: ["reason": "connection lost"]),
                             qos: 1, retain: true)
             },
-            onEvent: { sink.yield(.mqtt($0)) })
+            onEvent: { [pubacks] event in
+                // PUBACKs come in bursts: queue them and wake the forwarder once per
+                // burst instead of once per message.
+                guard case let .published(session, mid) = event else {
+                    sink.yield(.mqtt(event))
+                    return
+                }
+                if pubacks.append(session: session, mid: mid) { sink.yield(.pubacks) }
+            })
     }
 
     public var counters: ForwarderCounters { countersState.withLock { $0 } }
@@ -100,9 +161,16 @@ public final class ForwarderService: Service, Sendable {
                         sink.yield(.tick)
                     }
                 }
+                // Rows are read ahead and acknowledged rows deleted beside the
+                // forwarding, so neither a read nor an fsync stalls the window.
+                group.addTask { await self.readAhead() }
+                async let acksWritten: Void = deleteAcknowledged()
                 for await event in events {
                     if await loop.handle(event) == .stop { break }
                 }
+                ackSink.finish()
+                await acksWritten
+                leaseSink.finish()
                 group.cancelAll()
             }
         } onGracefulShutdown: {
@@ -111,9 +179,53 @@ public final class ForwarderService: Service, Sendable {
     }
 }
 
+extension ForwarderService {
+    /// Answers lease requests: for `live_first` what is newer than the backlog
+    /// first, then the backlog; otherwise simply the oldest unsent rows.
+    private func readAhead() async {
+        for await request in leaseRequests {
+            var result = LeaseResult(session: request.session, rows: [], liveCursor: request.liveCursor,
+                                     backlogCursor: request.backlogCursor)
+            do {
+                result.rows = try await outbox.lease(after: request.liveCursor, max: request.max)
+                if let last = result.rows.last {
+                    result.liveCursor = last.id
+                } else {
+                    result.liveCursor = max(request.liveCursor, request.newestCommitted)
+                }
+                if result.rows.isEmpty && request.backlogCursor < request.backlogEnd {
+                    result.rows = Array(try await outbox.lease(after: request.backlogCursor, max: request.max)
+                        .prefix { $0.id <= request.backlogEnd })
+                    result.backlogCursor = result.rows.last?.id ?? request.backlogEnd
+                }
+            } catch {
+                logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
+            }
+            eventSink.yield(.leased(result))
+        }
+    }
+
+    /// Deletes acknowledged rows, batch by batch, until the forwarder stops.
+    private func deleteAcknowledged() async {
+        for await ids in acks {
+            do {
+                try await outbox.acknowledge(ids)
+            } catch {
+                // Not deleted means sent again later: a duplicate, never a loss.
+                logger.error("cannot delete acknowledged messages", metadata: [
+                    "count": "\(ids.count)", "error": "\(error)",
+                ])
+            }
+        }
+    }
+}
+
 /// The forwarder's state, owned by its `run()` task alone.
 private final class ForwardingLoop {
     enum Next { case go, stop }
+
+    /// Rows read from the outbox per lease: fewer reads than one per window slot.
+    static let leaseAhead = 512
 
     /// One MQTT connection as the forwarder sees it.
     struct Session {
@@ -128,6 +240,10 @@ private final class ForwardingLoop {
         var inflight: [Int32: Int64] = [:]
         /// mid → gap record awaiting PUBACK.
         var gapsInflight: [Int32: OutboxGap] = [:]
+        /// Rows leased ahead, not yet published (the cursors are past them).
+        var leased: Deque<OutboxMessage> = []
+        /// A lease request is out; its answer comes as `.leased`.
+        var leasing = false
         /// True when the last lease found nothing to send.
         var drained = false
     }
@@ -135,6 +251,8 @@ private final class ForwardingLoop {
     let service: ForwarderService
     var session: Session?
     var pendingAcks: [Int64] = []
+    /// Gap records the broker acknowledged, to be marked reported.
+    var reportedGaps: [OutboxGap] = []
     var deviceErrors: [String: String?] = [:]
     var newestCommittedID: Int64
     var stopping = false
@@ -166,19 +284,38 @@ private final class ForwardingLoop {
             // What was in flight stays in the outbox and goes again next session.
             session = nil
             service.countersState.withLock { $0.connected = false; $0.inflight = 0 }
-            await flushAcks()
+            flushAcks()
             if stopping { return .stop }
 
         case .mqtt(.connectFailed):
             if stopping { return .stop }
 
-        case let .mqtt(.published(id, mid)):
-            guard session?.id == id else { break }
-            if mid == offlineStatusMid {
-                await flushAcks()
-                return .stop
+        case .pubacks:
+            for (id, mid) in service.pubacks.takeAll() where session?.id == id {
+                if mid == offlineStatusMid {
+                    flushAcks()
+                    return .stop
+                }
+                acknowledged(mid: mid)
             }
-            await acknowledged(mid: mid)
+            if let current = session,
+               pendingAcks.count >= ForwarderService.ackBatch || (current.drained && current.inflight.isEmpty) {
+                flushAcks()
+            }
+            await fill()
+
+        case .mqtt(.published):
+            break  // delivered through `.pubacks`
+
+        case let .leased(result):
+            guard session?.id == result.session else { break }
+            session!.leasing = false
+            session!.liveCursor = result.liveCursor
+            session!.backlogCursor = result.backlogCursor
+            session!.leased.append(contentsOf: result.rows)
+            // Drained only if nothing was committed since the request went out.
+            if result.rows.isEmpty && newestCommittedID <= result.liveCursor { session!.drained = true }
+            await fill()
 
         case .mqtt(.message):
             break
@@ -199,10 +336,10 @@ private final class ForwardingLoop {
         case .tick:
             if let stopDeadline, ContinuousClock.now >= stopDeadline {
                 logger.warning("the broker did not acknowledge the offline status in time; stopping anyway")
-                await flushAcks()
+                flushAcks()
                 return .stop
             }
-            await flushAcks()
+            flushAcks()
             await reportGaps()
             await fill()
             if ContinuousClock.now >= nextStats {
@@ -213,7 +350,7 @@ private final class ForwardingLoop {
         case .shutdown:
             guard session != nil else {
                 stopping = true
-                await flushAcks()
+                flushAcks()
                 return .stop
             }
             // The ingest service has committed its last polls: send what the window
@@ -227,7 +364,7 @@ private final class ForwardingLoop {
                 MessageEncoding.status(state: "offline", gateway: identity.id, boot: outbox.boot, at: Date(),
                                        extra: ["reason": "shutdown"]))
             if offlineStatusMid == nil {
-                await flushAcks()
+                flushAcks()
                 return .stop
             }
             stopDeadline = ContinuousClock.now + service.shutdownGrace
@@ -262,38 +399,24 @@ private final class ForwardingLoop {
         await fill()
     }
 
-    private func acknowledged(mid: Int32) async {
-        guard session != nil else { return }
+    /// Books one PUBACK: a gap record is marked reported later (on the tick), a
+    /// data message goes to the next ack batch.
+    private func acknowledged(mid: Int32) {
         if let gap = session!.gapsInflight.removeValue(forKey: mid) {
-            do {
-                try await outbox.markGapsReported([gap])
-            } catch {
-                logger.error("cannot mark a gap record reported", metadata: ["error": "\(error)"])
-            }
+            reportedGaps.append(gap)
             return
         }
         guard let outboxID = session!.inflight.removeValue(forKey: mid) else { return }
         pendingAcks.append(outboxID)
         let inflight = session!.inflight.count
         service.countersState.withLock { $0.published += 1; $0.inflight = inflight }
-        if pendingAcks.count >= ForwarderService.ackBatch || (session!.drained && inflight == 0) {
-            await flushAcks()
-        }
-        if inflight <= service.maxInflight / 2 {
-            await fill()
-        }
     }
 
-    private func flushAcks() async {
+    /// Hands the acknowledged ids to the deleting task.
+    private func flushAcks() {
         guard !pendingAcks.isEmpty else { return }
-        let ids = pendingAcks
+        service.ackSink.yield(pendingAcks)
         pendingAcks.removeAll(keepingCapacity: true)
-        do {
-            try await outbox.acknowledge(ids)
-        } catch {
-            // Not deleted means sent again later: a duplicate, never a loss.
-            logger.error("cannot delete acknowledged messages", metadata: ["count": "\(ids.count)", "error": "\(error)"])
-        }
     }
 
     /// How many messages the rate limit allows now (all of `wanted` when unlimited).
@@ -308,57 +431,47 @@ private final class ForwardingLoop {
         return min(wanted, Int(tokens))
     }
 
-    /// Sends as much as the window and the rate allow, in replay order.
+    /// Sends as much as the window and the rate allow, one message per free slot,
+    /// from rows leased ahead; asks for more while half a batch is still in hand.
     private func fill() async {
-        guard !stopping, var current = session else { return }
+        // Moved out, not copied: a copy would duplicate the window and the leased
+        // rows on every call (copy-on-write).
+        guard !stopping, var current = session.take() else { return }
         defer {
             session = current
             service.countersState.withLock { $0.inflight = current.inflight.count }
         }
-        while current.inflight.count < service.maxInflight {
-            let room = allowance(service.maxInflight - current.inflight.count)
-            if room == 0 { return }
-            let batch: [OutboxMessage]
-            var fromBacklog = false
+        var room = allowance(service.maxInflight - current.inflight.count)
+        while room > 0, let message = current.leased.popFirst() {
+            let sent: (session: Int, mid: Int32)
             do {
-                batch = try await nextBatch(&current, room: room, fromBacklog: &fromBacklog)
+                sent = try service.uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
+                                                              qos: Int(message.qos)))
             } catch {
-                logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
-                return
+                return  // the connection went; its disconnect event follows
             }
-            if batch.isEmpty {
-                current.drained = true
-                return
-            }
-            for message in batch {
-                let sent: (session: Int, mid: Int32)
-                do {
-                    sent = try service.uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
-                                                                  qos: Int(message.qos)))
-                } catch {
-                    return  // the connection went; its disconnect event follows
-                }
-                guard sent.session == current.id else { return }
-                tokens -= 1
-                current.inflight[sent.mid] = message.id
-                if fromBacklog { current.backlogCursor = message.id } else { current.liveCursor = message.id }
-            }
+            guard sent.session == current.id else { return }
+            tokens -= 1
+            room -= 1
+            current.inflight[sent.mid] = message.id
+        }
+        if !current.leasing, !current.drained, current.leased.count < Self.leaseAhead / 2 {
+            current.leasing = true
+            service.leaseSink.yield(LeaseRequest(
+                session: current.id, newestCommitted: newestCommittedID, liveCursor: current.liveCursor, backlogCursor: current.backlogCursor,
+                backlogEnd: current.backlogEnd, max: Self.leaseAhead))
         }
     }
 
-    /// The next rows to send: for `live_first` what is newer than the backlog
-    /// first, then the backlog; otherwise simply the oldest unsent.
-    private func nextBatch(_ current: inout Session, room: Int, fromBacklog: inout Bool) async throws -> [OutboxMessage] {
-        let live = try await outbox.lease(after: current.liveCursor, max: room)
-        if !live.isEmpty || current.backlogCursor >= current.backlogEnd { return live }
-        fromBacklog = true
-        let backlog = try await outbox.lease(after: current.backlogCursor, max: room)
-            .prefix { $0.id <= current.backlogEnd }
-        if backlog.isEmpty { current.backlogCursor = current.backlogEnd }
-        return Array(backlog)
-    }
-
     private func reportGaps() async {
+        if !reportedGaps.isEmpty {
+            do {
+                try await outbox.markGapsReported(reportedGaps)
+                reportedGaps.removeAll()
+            } catch {
+                logger.error("cannot mark gap records reported", metadata: ["error": "\(error)"])
+            }
+        }
         guard var current = session, current.gapsInflight.isEmpty, ContinuousClock.now >= nextGapCheck else { return }
         nextGapCheck = ContinuousClock.now + .seconds(1)
         let gaps: [OutboxGap]

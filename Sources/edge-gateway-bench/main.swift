@@ -1,0 +1,231 @@
+// `make bench`: the figures the issues ask for, each next to a baseline measured
+// in the same run on the same machine. Prints; asserts nothing.
+//
+//   append   outbox appends (sync full, 200-byte payloads, group commits of 1000)
+//            vs raw SQLite inserts of the same rows in the same transactions
+//   replay   draining a 200,000-message backlog through the forwarder at QoS 1
+//            vs publishing the same messages from memory through libmosquitto
+//            with the same inflight window
+//   rss      peak RSS of the gateway process holding 1,000,000 buffered messages
+import Foundation
+import Gateway
+import GatewayConfig
+import Logging
+import Modbus
+import MQTTUplink
+import Outbox
+import ServiceLifecycle
+import Synchronization
+import TestSupport
+
+let arguments = Set(CommandLine.arguments.dropFirst())
+let selected = arguments.isEmpty ? ["append", "replay", "rss"] : arguments
+nonisolated let quiet: Logger = {
+    var logger = Logger(label: "bench")
+    logger.logLevel = .error
+    return logger
+}()
+
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+}
+
+func figure(_ name: String, _ value: Double, _ unit: String) {
+    let padded = name.padding(toLength: 56, withPad: " ", startingAt: 0)
+    print("  \(padded) \(String(format: "%12.1f", value)) \(unit)")
+}
+
+nonisolated let payload = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
+
+func drafts(_ count: Int) -> [OutboxDraft] {
+    (0..<count).map { _ in OutboxDraft(topic: "edge/bench/device/data", qos: 1) { _, _ in payload } }
+}
+
+/// Fills a new outbox with `count` messages (sync normal: setup, not the figure).
+func prefilledOutbox(_ path: String, count: Int) async throws -> Outbox {
+    let outbox = try Outbox(settings: OutboxSettings(path: path, synchronous: .normal, maxMessages: nil, maxBytes: nil),
+                            logger: quiet)
+    let batch = drafts(1000)
+    for _ in 0..<(count / 1000) { _ = try await outbox.append(batch) }
+    return outbox
+}
+
+// MARK: - append
+
+func benchAppend(directory: TemporaryDirectory) async throws {
+    print("append: 200,000 messages of 200 bytes, group commits of 1,000, synchronous=FULL, WAL")
+    let total = 200_000
+    let clock = ContinuousClock()
+    let outbox = try Outbox(settings: OutboxSettings(path: directory.file("append.sqlite"), synchronous: .full),
+                            logger: quiet)
+    let batch = drafts(1000)
+    let outboxTime = try await clock.measure {
+        for _ in 0..<(total / 1000) { _ = try await outbox.append(batch) }
+    }
+    let baselineTime = try RawSQLite.insertBenchmark(path: directory.file("raw.sqlite"), total: total, batch: 1000,
+                                                     payload: payload)
+    let outboxRate = Double(total) / seconds(outboxTime)
+    let baselineRate = Double(total) / seconds(baselineTime)
+    figure("outbox append (target >= 100,000)", outboxRate, "msg/s")
+    figure("baseline: raw sqlite3 INSERT, same rows and commits", baselineRate, "msg/s")
+    print(String(format: "  ratio outbox / raw sqlite3: %.2f", outboxRate / baselineRate))
+}
+
+// MARK: - replay
+
+final class AckCounter: Sendable {
+    let acked = Atomic<Int>(0)
+    let connected = Atomic<Bool>(false)
+}
+
+func benchReplay(directory: TemporaryDirectory) async throws {
+    let total = 200_000
+    let window = 100
+    let rounds = 3
+    print("replay: 200,000 buffered messages at QoS 1 to a local mosquitto, inflight window \(window),")
+    print("        \(rounds) alternating rounds, medians (the machine's noise is large)")
+    let broker = try MosquittoBroker()
+    try await broker.start()
+    var baselineRates: [Double] = []
+    var forwarderRates: [Double] = []
+    for round in 1...rounds {
+        let baseline = try await replayBaseline(port: broker.port, total: total, window: window)
+        let (forwarder, left) = try await replayForwarder(port: broker.port, total: total, window: window,
+                                                          path: directory.file("replay-\(round).sqlite"))
+        baselineRates.append(Double(total) / seconds(baseline))
+        forwarderRates.append(Double(total) / seconds(forwarder))
+        print(String(format: "  round %d: forwarder %.0f msg/s, baseline %.0f msg/s, left in the outbox %d",
+                     round, forwarderRates.last!, baselineRates.last!, left))
+    }
+    try await broker.stop()
+    func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+    figure("forwarder drain from the outbox (median)", median(forwarderRates), "msg/s")
+    figure("baseline: publish from memory, same window (median)", median(baselineRates), "msg/s")
+    print(String(format: "  ratio forwarder / baseline (target >= 0.7): %.2f", median(forwarderRates) / median(baselineRates)))
+}
+
+/// Publishes `total` messages from memory with at most `window` unacknowledged.
+func replayBaseline(port: Int, total: Int, window: Int) async throws -> Duration {
+    let clock = ContinuousClock()
+    // The same messages from memory, same window, straight through libmosquitto;
+    // a plain thread blocks on a semaphore of `window` permits that
+    // each PUBACK gives back.
+    let counter = AckCounter()
+    let permits = DispatchSemaphore(value: window)
+    let uplink = MQTTUplink(
+        settings: MQTTUplinkSettings(host: "127.0.0.1", port: port, clientID: "bench-baseline",
+                                     maxInflight: window),
+        logger: quiet,
+        onEvent: { event in
+            switch event {
+            case .connected: counter.connected.store(true, ordering: .releasing)
+            case .published:
+                counter.acked.add(1, ordering: .relaxed)
+                permits.signal()
+            default: break
+            }
+        })
+    uplink.start()
+    try await waitUntil("the baseline client to connect") { counter.connected.load(ordering: .acquiring) }
+    let message = MQTTMessage(topic: "edge/bench/device/data", payload: payload, qos: 1)
+    let baselineStart = clock.now
+    let publisher = Thread {
+        for _ in 0..<total {
+            permits.wait()
+            _ = try? uplink.publish(message)
+        }
+    }
+    publisher.start()
+    try await waitUntil("the baseline to be acknowledged", timeout: .seconds(300)) {
+        counter.acked.load(ordering: .relaxed) >= total
+    }
+    let baselineTime = clock.now - baselineStart
+    uplink.stop()
+    return baselineTime
+}
+
+/// Drains an outbox of `total` messages through a real `ForwarderService`.
+func replayForwarder(port: Int, total: Int, window: Int, path replayPath: String) async throws -> (Duration, Int) {
+    let clock = ContinuousClock()
+    // The forwarder draining a real outbox, reopened with synchronous=FULL as deployed.
+    do { _ = try await prefilledOutbox(replayPath, count: total) }
+    let outbox = try Outbox(settings: OutboxSettings(path: replayPath, synchronous: ProcessInfo.processInfo.environment["BENCH_SYNC"] == "normal" ? .normal : .full, maxMessages: nil,
+                                                     maxBytes: nil), logger: quiet)
+    let identity = GatewayIdentity(id: "bench", statsInterval: .seconds(3600))
+    let forwarder = ForwarderService(
+        identity: identity,
+        mqtt: MQTTSettings(host: "127.0.0.1", port: port, clientID: "bench-forwarder", maxInflight: window),
+        outbox: outbox, pollCounters: PollCounters(), logger: quiet)
+    let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+        services: [.init(service: forwarder)], gracefulShutdownSignals: [], logger: quiet))
+    let forwarderTime: Duration = try await withThrowingTaskGroup(of: Duration?.self) { tasks in
+        tasks.addTask { try await group.run(); return nil }
+        tasks.addTask {
+            try await waitUntil("the forwarder to connect", timeout: .seconds(30)) { forwarder.counters.connected }
+            let start = clock.now
+            try await waitUntil("the forwarder to drain the backlog", timeout: .seconds(300)) {
+                forwarder.counters.published >= Int64(total)
+            }
+            let elapsed = clock.now - start
+            await group.triggerGracefulShutdown()
+            return elapsed
+        }
+        var result: Duration?
+        for try await value in tasks { if let value { result = value } }
+        return result!
+    }
+    return (forwarderTime, try await outbox.statistics().bufferedMessages)
+}
+
+// MARK: - rss
+
+func benchRSS(directory: TemporaryDirectory) async throws {
+    let total = 1_000_000
+    print("rss: the gateway process holding \(total) buffered messages (broker unreachable, one device polled)")
+    let path = directory.file("rss.sqlite")
+    do { _ = try await prefilledOutbox(path, count: total) }
+    let modbusPort = freeLoopbackPort()
+    let simulator = try ModbusSimulator(port: modbusPort, animate: true)
+    try simulator.start()
+    defer { simulator.stop() }
+    let deadBroker = freeLoopbackPort()
+    let config = directory.file("rss.yaml")
+    try """
+    gateway: { id: bench }
+    mqtt: { host: 127.0.0.1, port: \(deadBroker), reconnect_max: 1s }
+    buffer: { path: \(path), max_messages: 2000000, max_bytes: none }
+    devices:
+      - name: boiler
+        tcp: { host: 127.0.0.1, port: \(modbusPort) }
+        poll_interval: 10ms
+        tags:
+          - { name: temperature, table: holding, address: 0, type: int16, scale: 0.1 }
+          - { name: flow, table: holding, address: 2, type: float32 }
+    """.write(toFile: config, atomically: true, encoding: .utf8)
+    let gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", config],
+                                   log: directory.file("rss.log"))
+    // Let it poll (100 polls/s into the outbox) and retry the broker for a while.
+    let start = ContinuousClock.now
+    try await waitUntil("the gateway to buffer 500 more polls", timeout: .seconds(60)) {
+        let statistics = try? Outbox.readStatistics(path: path)
+        return (statistics?.bufferedMessages ?? 0) >= total + 500 || !gateway.isRunning
+    }
+    let status = (try? String(contentsOfFile: "/proc/\(gateway.pid)/status", encoding: .utf8)) ?? ""
+    gateway.signal(SIGTERM)
+    _ = try await gateway.waitForExit()
+    func kilobytes(_ field: String) -> Double {
+        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
+        return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
+    }
+    print(String(format: "  ran %.1f s, buffered %d", seconds(ContinuousClock.now - start),
+                 (try? Outbox.readStatistics(path: path).bufferedMessages) ?? -1))
+    figure("peak RSS, VmHWM (target <= 40 MB)", kilobytes("VmHWM") / 1024, "MB")
+    figure("RSS now, VmRSS", kilobytes("VmRSS") / 1024, "MB")
+}
+
+let directory = try TemporaryDirectory("bench")
+defer { directory.remove() }
+print("edge-gateway benchmarks (\(ProcessInfo.processInfo.activeProcessorCount) cores)")
+if selected.contains("append") { try await benchAppend(directory: directory) }
+if selected.contains("replay") { try await benchReplay(directory: directory) }
+if selected.contains("rss") { try await benchRSS(directory: directory) }
