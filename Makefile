@@ -34,5 +34,10 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# Figures and ratios against baselines measured in the same run (release build).
+bench: deps
+	$(SWIFT) build -c release
+	.build/release/edge-gateway-bench
+
 clean:
 	rm -rf .build state
