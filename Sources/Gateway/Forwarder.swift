@@ -29,22 +29,25 @@ enum ForwarderEvent: Sendable {
 
 /// What to read next from the outbox, for one session.
 struct LeaseRequest: Sendable {
+    enum Side: Sendable { case live, backlog }
+
     var session: Int
-    /// The newest id known committed when asking: if nothing is found, every row
-    /// up to it is gone (acknowledged or dropped) and the cursor may move past it.
-    var newestCommitted: Int64
-    var liveCursor: Int64
-    var backlogCursor: Int64
-    var backlogEnd: Int64
+    var side: Side
+    /// Rows with a greater id are wanted.
+    var cursor: Int64
+    /// `.live`: the newest id known committed when asking; when nothing is found,
+    /// every row up to it is gone (acknowledged or dropped) and the cursor moves
+    /// past it. `.backlog`: the backlog's last id; nothing beyond it is wanted.
+    var limit: Int64
     var max: Int
 }
 
-/// Rows read for a `LeaseRequest`, with the cursors moved past them.
+/// Rows read for a `LeaseRequest`, and where its side's cursor goes next.
 struct LeaseResult: Sendable {
     var session: Int
+    var side: LeaseRequest.Side
     var rows: [OutboxMessage]
-    var liveCursor: Int64
-    var backlogCursor: Int64
+    var cursor: Int64
 }
 
 /// Acknowledgements from the network thread, waiting for the forwarder.
@@ -180,23 +183,21 @@ public final class ForwarderService: Service, Sendable {
 }
 
 extension ForwarderService {
-    /// Answers lease requests: for `live_first` what is newer than the backlog
-    /// first, then the backlog; otherwise simply the oldest unsent rows.
+    /// Answers lease requests, one at a time.
     private func readAhead() async {
         for await request in leaseRequests {
-            var result = LeaseResult(session: request.session, rows: [], liveCursor: request.liveCursor,
-                                     backlogCursor: request.backlogCursor)
+            var result = LeaseResult(session: request.session, side: request.side, rows: [], cursor: request.cursor)
             do {
-                result.rows = try await outbox.lease(after: request.liveCursor, max: request.max)
-                if let last = result.rows.last {
-                    result.liveCursor = last.id
-                } else {
-                    result.liveCursor = max(request.liveCursor, request.newestCommitted)
-                }
-                if result.rows.isEmpty && request.backlogCursor < request.backlogEnd {
-                    result.rows = Array(try await outbox.lease(after: request.backlogCursor, max: request.max)
-                        .prefix { $0.id <= request.backlogEnd })
-                    result.backlogCursor = result.rows.last?.id ?? request.backlogEnd
+                let rows = try await outbox.lease(after: request.cursor, max: request.max)
+                switch request.side {
+                case .live:
+                    result.rows = rows
+                    result.cursor = rows.last?.id ?? max(request.cursor, request.limit)
+                case .backlog:
+                    result.rows = rows.filter { $0.id <= request.limit }
+                    // Short of what was asked, or cut at the limit: the backlog is done.
+                    let done = rows.count < request.max || result.rows.count < rows.count
+                    result.cursor = done ? request.limit : result.rows.last?.id ?? request.limit
                 }
             } catch {
                 logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
@@ -240,12 +241,18 @@ private final class ForwardingLoop {
         var inflight: [Int32: Int64] = [:]
         /// mid → gap record awaiting PUBACK.
         var gapsInflight: [Int32: OutboxGap] = [:]
-        /// Rows leased ahead, not yet published (the cursors are past them).
-        var leased: Deque<OutboxMessage> = []
+        /// Rows leased ahead, not yet published (the cursors are past them);
+        /// `live` goes first.
+        var live: Deque<OutboxMessage> = []
+        var backlog: Deque<OutboxMessage> = []
         /// A lease request is out; its answer comes as `.leased`.
         var leasing = false
-        /// True when the last lease found nothing to send.
-        var drained = false
+
+        /// Nothing leased is waiting and nothing more is known to be committed.
+        func drained(newestCommitted: Int64) -> Bool {
+            live.isEmpty && backlog.isEmpty && !leasing && liveCursor >= newestCommitted
+                && backlogCursor >= backlogEnd
+        }
     }
 
     let service: ForwarderService
@@ -298,8 +305,8 @@ private final class ForwardingLoop {
                 }
                 acknowledged(mid: mid)
             }
-            if let current = session,
-               pendingAcks.count >= ForwarderService.ackBatch || (current.drained && current.inflight.isEmpty) {
+            if let current = session, pendingAcks.count >= ForwarderService.ackBatch
+                || (current.inflight.isEmpty && current.drained(newestCommitted: newestCommittedID)) {
                 flushAcks()
             }
             await fill()
@@ -310,11 +317,14 @@ private final class ForwardingLoop {
         case let .leased(result):
             guard session?.id == result.session else { break }
             session!.leasing = false
-            session!.liveCursor = result.liveCursor
-            session!.backlogCursor = result.backlogCursor
-            session!.leased.append(contentsOf: result.rows)
-            // Drained only if nothing was committed since the request went out.
-            if result.rows.isEmpty && newestCommittedID <= result.liveCursor { session!.drained = true }
+            switch result.side {
+            case .live:
+                session!.liveCursor = result.cursor
+                session!.live.append(contentsOf: result.rows)
+            case .backlog:
+                session!.backlogCursor = result.cursor
+                session!.backlog.append(contentsOf: result.rows)
+            }
             await fill()
 
         case .mqtt(.message):
@@ -322,10 +332,7 @@ private final class ForwardingLoop {
 
         case let .outboxCommitted(newestID):
             newestCommittedID = max(newestCommittedID, newestID)
-            if session != nil {
-                session?.drained = false
-                await fill()
-            }
+            await fill()
 
         case let .deviceStatus(device, error):
             deviceErrors[device] = .some(error)
@@ -357,6 +364,7 @@ private final class ForwardingLoop {
             // takes (the rest waits in the outbox for the next start), then the
             // offline status. One connection delivers in order: once the status is
             // acknowledged, every data message sent before it has been too.
+            await leaseForShutdown()
             await fill()
             stopping = true
             offlineStatusMid = publishRetained(
@@ -431,6 +439,22 @@ private final class ForwardingLoop {
         return min(wanted, Int(tokens))
     }
 
+    /// At shutdown, reads what the window can still take right now instead of
+    /// through the reader (its answer would come too late).
+    private func leaseForShutdown() async {
+        guard var current = session.take() else { return }
+        defer { session = current }
+        let room = service.maxInflight - current.inflight.count - current.live.count
+        guard room > 0 else { return }
+        do {
+            let rows = try await outbox.lease(after: current.liveCursor, max: room)
+            current.live.append(contentsOf: rows)
+            current.liveCursor = rows.last?.id ?? current.liveCursor
+        } catch {
+            logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
+        }
+    }
+
     /// Sends as much as the window and the rate allow, one message per free slot,
     /// from rows leased ahead; asks for more while half a batch is still in hand.
     private func fill() async {
@@ -442,7 +466,7 @@ private final class ForwardingLoop {
             service.countersState.withLock { $0.inflight = current.inflight.count }
         }
         var room = allowance(service.maxInflight - current.inflight.count)
-        while room > 0, let message = current.leased.popFirst() {
+        while room > 0, let message = current.live.popFirst() ?? current.backlog.popFirst() {
             let sent: (session: Int, mid: Int32)
             do {
                 sent = try service.uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
@@ -455,11 +479,15 @@ private final class ForwardingLoop {
             room -= 1
             current.inflight[sent.mid] = message.id
         }
-        if !current.leasing, !current.drained, current.leased.count < Self.leaseAhead / 2 {
+        guard !current.leasing else { return }
+        if current.liveCursor < newestCommittedID && current.live.count < Self.leaseAhead / 2 {
             current.leasing = true
-            service.leaseSink.yield(LeaseRequest(
-                session: current.id, newestCommitted: newestCommittedID, liveCursor: current.liveCursor, backlogCursor: current.backlogCursor,
-                backlogEnd: current.backlogEnd, max: Self.leaseAhead))
+            service.leaseSink.yield(LeaseRequest(session: current.id, side: .live, cursor: current.liveCursor,
+                                                 limit: newestCommittedID, max: Self.leaseAhead))
+        } else if current.backlogCursor < current.backlogEnd && current.backlog.count < Self.leaseAhead / 2 {
+            current.leasing = true
+            service.leaseSink.yield(LeaseRequest(session: current.id, side: .backlog, cursor: current.backlogCursor,
+                                                 limit: current.backlogEnd, max: Self.leaseAhead))
         }
     }
 
