@@ -18,10 +18,13 @@ final class EndToEnd: @unchecked Sendable {
     var gateway: ChildProcess?
     let subscriber: RecordingSubscriber
     let gatewayID = "gw-test"
+    let outboxPath: String
 
     /// - Parameter buffer: extra `buffer:` keys, e.g. `max_messages: 50`.
-    init(pollInterval: String = "100ms", buffer extraBuffer: String = "", replay: String = "") async throws {
+    init(pollInterval: String = "100ms", buffer extraBuffer: String = "", replay: String = "",
+         outboxPath: String? = nil) async throws {
         directory = try TemporaryDirectory("e2e")
+        self.outboxPath = outboxPath ?? directory.file("outbox.sqlite")
         // Persistent broker and subscriber session: nothing routed while the
         // subscriber reconnects after a broker restart is lost to the test.
         broker = try MosquittoBroker(persistent: true)
@@ -40,7 +43,7 @@ final class EndToEnd: @unchecked Sendable {
           reconnect_min: 100ms
           reconnect_max: 1s
         buffer:
-          path: \(directory.file("outbox.sqlite"))
+          path: \(self.outboxPath)
           \(extraBuffer)
         \(replay)
         log_level: debug

@@ -19,8 +19,10 @@ import Glibc
         }
         try await e2e.broker.start()
         let gapsTopic = "edge/\(e2e.gatewayID)/gaps"
-        try await waitUntil("a gap record and the replay", timeout: .seconds(20)) {
-            !e2e.subscriber.messages(on: gapsTopic).isEmpty && e2e.dataMessages.count >= 40
+        try await waitUntil("gap records for every drop, and the replay", timeout: .seconds(20)) {
+            let reported = e2e.subscriber.messages(on: gapsTopic).reduce(0) { $0 + ($1.json["count"] as? Int ?? 0) }
+            let dropped = (try? Outbox.readStatistics(path: outbox))?.dropped ?? -1
+            return Int64(reported) == dropped && e2e.dataMessages.count >= 40
         }
         e2e.gateway!.signal(SIGTERM)
         #expect(try await e2e.gateway!.waitForExit() == 0)
@@ -102,5 +104,83 @@ import Glibc
             let all = Set(e2e.dataMessages.compactMap { $0["seq"] as? Int })
             return all.count == all.max()
         }
+    }
+}
+
+@Suite(.serialized) struct DiskFullTests {
+    /// Mounts a tmpfs of `size` at `path` (needs root); `unmount()` removes it.
+    struct Tmpfs {
+        let path: String
+
+        init(at path: String, size: String) async throws {
+            self.path = path
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            let mount = try ChildProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", path],
+                                         log: path + ".mount.log")
+            guard try await mount.waitForExit() == 0 else {
+                throw MissingTool(description: "mount -t tmpfs failed (the test needs root): \(mount.output)")
+            }
+        }
+
+        var freeBytes: Int {
+            var stats = statvfs()
+            statvfs(path, &stats)
+            return Int(stats.f_bavail) * Int(stats.f_frsize)
+        }
+
+        func unmount() {
+            (try? ChildProcess("/bin/umount", ["-l", path], log: path + ".umount.log"))?.waitBlocking()
+        }
+    }
+
+    @Test func aFullDiskCostsCountedDropsNotTheProcessAndItRecovers() async throws {
+        let scratch = try TemporaryDirectory("diskfull")
+        defer { scratch.remove() }
+        let disk = try await Tmpfs(at: scratch.file("disk"), size: "4m")
+        defer { disk.unmount() }
+        let outbox = disk.path + "/outbox.sqlite"
+        let e2e = try await EndToEnd(pollInterval: "10ms", buffer: "max_messages: none\n  max_bytes: none",
+                                     outboxPath: outbox)
+        try await e2e.broker.stop(graceful: true)
+        try e2e.startGateway()
+        try await waitUntil("the outbox to be created") { FileManager.default.fileExists(atPath: outbox) }
+
+        // Leave the outbox some 100 KB, then let it run into the wall.
+        let filler = disk.path + "/filler"
+        try Data(count: max(0, disk.freeBytes - 100_000)).write(to: URL(fileURLWithPath: filler))
+        try await waitUntil("drops on the full disk", timeout: .seconds(60)) {
+            ((try? Outbox.readStatistics(path: outbox))?.dropped ?? 0) > 0
+        }
+        #expect(e2e.gateway!.isRunning, "the gateway survives a full disk: \(e2e.diagnostics)")
+
+        // Space returns: the gateway carries on by itself, drops stop.
+        try FileManager.default.removeItem(atPath: filler)
+        try await e2e.broker.start()
+        let gapsTopic = "edge/\(e2e.gatewayID)/gaps"
+        try await waitUntil("a disk_full gap record and the replay", timeout: .seconds(30)) {
+            e2e.subscriber.messages(on: gapsTopic).contains { $0.json["reason"] as? String == "disk_full" }
+                && e2e.dataMessages.count > 100
+        }
+        let droppedAfterRecovery = try Outbox.readStatistics(path: outbox).dropped
+        let deliveredBefore = e2e.dataMessages.count
+        try await waitUntil("200 more messages delivered", timeout: .seconds(30)) {
+            e2e.dataMessages.count > deliveredBefore + 200
+        }
+        #expect(try Outbox.readStatistics(path: outbox).dropped == droppedAfterRecovery, "no drops once space returned")
+
+        e2e.gateway!.signal(SIGTERM)
+        #expect(try await e2e.gateway!.waitForExit() == 0)
+        try await e2e.subscriber.roundTrip()
+        // Every seq is delivered or inside a reported gap.
+        try await waitUntil("all gap records") {
+            let gaps = e2e.subscriber.messages(on: gapsTopic).map(\.json)
+            let inGaps = gaps.reduce(0) { $0 + ($1["count"] as? Int ?? 0) }
+            return Int64(inGaps) == droppedAfterRecovery
+        }
+        var explained = Set(e2e.dataMessages.compactMap { $0["seq"] as? Int })
+        for gap in e2e.subscriber.messages(on: gapsTopic).map(\.json) {
+            if let first = gap["first_seq"] as? Int, let last = gap["last_seq"] as? Int { explained.formUnion(first...last) }
+        }
+        #expect(Set(1...(explained.max() ?? 0)) == explained)
     }
 }

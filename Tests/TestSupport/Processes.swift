@@ -6,6 +6,7 @@ import Glibc
 
 public struct MissingTool: Error, CustomStringConvertible {
     public var description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Finds an executable on PATH or in the sbin directories; fails naming the Debian package.
@@ -93,6 +94,20 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     public func signal(_ signal: Int32) { kill(pid, signal) }
+
+    /// Blocks the calling thread until the child exits (for short commands in
+    /// synchronous cleanup code); returns its status like `waitForExit`.
+    @discardableResult
+    public func waitBlocking() -> Int32 {
+        lock.withLock {
+            if let exitStatus { return exitStatus }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            let signal = status & 0x7F
+            exitStatus = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+            return exitStatus!
+        }
+    }
 
     /// Waits for the exit and returns its status (128 + signal for a killed process).
     public func waitForExit(timeout: Duration = .seconds(10)) async throws -> Int32 {
