@@ -464,15 +464,6 @@ func sizesParse(text: String, expected: Int64) {
     #expect(noHost.line == 3)  // at the key `mqtt:`
 }
 
-@Test func rtuIsRefusedWithAHint() throws {
-    let found = try #require(problem(at: "devices[0].rtu", in: withDevices("""
-      - name: d
-        rtu: { port: /dev/ttyUSB0 }
-        tags: [{ name: t, table: input, address: 0, type: int16 }]
-    """)))
-    #expect(found.hint == "Modbus RTU is not supported yet; use tcp")
-}
-
 @Test func reconnectMaxBelowMin() throws {
     let found = try #require(problem(at: "mqtt.reconnect_max", in: withTags("""
           - { name: t, table: input, address: 0, type: int16 }
