@@ -22,6 +22,7 @@ public enum MessageEncoding {
             case let .integer(integer): json.integer(integer)
             case let .number(number): json.number(number)
             case let .bool(bool): json.bool(bool)
+            case let .string(text): json.string(text)
             }
         }
         json.endObject()
