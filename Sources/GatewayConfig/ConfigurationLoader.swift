@@ -411,7 +411,7 @@ private struct SchemaReader {
 
         let unitValue = section.optional("unit_id")
         let unitID = unitValue.map { value -> Int? in
-            if case .rtu = transport {
+            if rtu != nil, tcp == nil {
                 return value.integer(in: 1...247, rangeHint: "Modbus RTU slave addresses are 1...247 (0 is broadcast)")
             }
             return value.integer(in: 0...255, rangeHint: "Modbus TCP unit ids are 0...255 (usually 1; 255 or 0 when the device ignores it)")

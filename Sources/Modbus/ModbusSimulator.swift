@@ -210,23 +210,33 @@ public final class ModbusSimulator: @unchecked Sendable {
         finished.signal()
     }
 
+    /// Serves the serial line. Frames are cut by silence on the line and checked
+    /// here rather than by `modbus_receive`: after a request for another unit id,
+    /// libmodbus' RTU server expects that unit's answer next and swallows the
+    /// following frame, so a dead slave on the line would take this one down too.
     private func serveSerial(_ server: ServerContext) {
-        var query = [UInt8](repeating: 0, count: Int(MODBUS_RTU_MAX_ADU_LENGTH))
-        modbus_set_indication_timeout(server.context, 0, 200_000)
         let fd = modbus_get_socket(server.context)
+        var buffer = [UInt8](repeating: 0, count: Int(MODBUS_RTU_MAX_ADU_LENGTH))
         while running.load(ordering: .acquiring) {
             var pollFD = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = Glibc.poll(&pollFD, 1, 100)
             if animate { updateDemoRegisters(at: Date()) }
             guard ready > 0 else { continue }
-            let length = query.withUnsafeMutableBufferPointer { modbus_receive(server.context, $0.baseAddress) }
-            if length > 0 {
-                answer(query, length: Int(length), headerLength: 1, context: server.context, fd: fd)
-            } else if length == -1 {
-                // A broken frame (or our own echo): drop what is on the line.
-                modbus_flush(server.context)
+            var frame: [UInt8] = []
+            // A frame ends with a silence (3.5 characters; 5 ms covers 9600 baud).
+            repeat {
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                guard count > 0 else { break }
+                frame += buffer[..<count]
+                pollFD.revents = 0
+            } while Glibc.poll(&pollFD, 1, 5) > 0 && frame.count < buffer.count
+            guard frame.count >= 4 else { continue }
+            let crc = Self.crc16(Array(frame.dropLast(2)))
+            guard frame[frame.count - 2] == UInt8(crc & 0xFF), frame[frame.count - 1] == UInt8(crc >> 8) else {
+                continue  // a broken frame: a real slave ignores it
             }
-            // 0: a frame for another unit id; a real slave stays quiet.
+            guard Int(frame[0]) == rtuUnit else { continue }  // for another slave on the line
+            answer(frame, length: frame.count, headerLength: 1, context: server.context, fd: fd)
         }
         modbus_close(server.context)
         modbus_free(server.context)

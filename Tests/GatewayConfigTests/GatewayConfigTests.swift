@@ -371,7 +371,7 @@ func sizesParse(text: String, expected: Int64) {
           - { name: t, table: holdng, address: 0, type: int16 }
     """)))
     #expect(found.message == "'holdng' is not a valid table")
-    #expect(found.hint == "did you mean 'holding'? use one of: holding, input")
+    #expect(found.hint == "did you mean 'holding'? use one of: holding, input, coils, discrete_inputs")
     let level = try #require(problem(at: "log_level", in: withTags("""
           - { name: t, table: input, address: 0, type: int16 }
     """) + "\nlog_level: verbose"))
