@@ -52,6 +52,8 @@ public struct GatewayIdentity: Sendable, Equatable {
     public func dataTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/data" }
     /// `<prefix>/<gw>/<device>/status`
     public func deviceStatusTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/status" }
+    /// `<prefix>/<gw>/<device>/meta`: retained description of the device's tags (types, units).
+    public func deviceMetaTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/meta" }
 }
 
 public struct MQTTSettings: Sendable, Equatable {
