@@ -21,6 +21,8 @@ public final class ModbusSimulator: @unchecked Sendable {
         case normal
         /// Answers every request with a well-framed response of the wrong length.
         case garbage
+        /// Answers every read with a well-formed response from another unit id (unit + 1).
+        case wrongUnit
     }
 
     public let host: String
@@ -252,9 +254,15 @@ public final class ModbusSimulator: @unchecked Sendable {
         let count = length > headerLength + 4 ? Int(query[headerLength + 3]) << 8 | Int(query[headerLength + 4]) : 1
         requests.add(1, ordering: .relaxed)
         perFunction.withLock { $0[function, default: 0] += 1 }
-        if behaviour.withLock({ $0 }) == .garbage, (1...4).contains(function) {
-            sendWrongLength(query, headerLength: headerLength, count: count, fd: fd)
+        switch behaviour.withLock({ $0 }) {
+        case .garbage where (1...4).contains(function):
+            sendFrame(query, headerLength: headerLength, count: count, extraBytes: 2, unitOffset: 0, fd: fd)
             return
+        case .wrongUnit where (1...4).contains(function):
+            sendFrame(query, headerLength: headerLength, count: count, extraBytes: 0, unitOffset: 1, fd: fd)
+            return
+        default:
+            break
         }
         let touched = address..<(address + max(count, 1))
         if let rejection = rejections.withLock({ $0.first { $0.functionCode == function && $0.addresses.overlaps(touched) } }) {
@@ -264,19 +272,21 @@ public final class ModbusSimulator: @unchecked Sendable {
         lock.withLock { _ = modbus_reply(context, query, Int32(length), mapping) }
     }
 
-    /// A response framed like the real one (same transaction, unit and function)
-    /// but carrying two bytes more than asked for: libmodbus' client must reject it.
-    private func sendWrongLength(_ query: [UInt8], headerLength: Int, count: Int, fd: Int32) {
+    /// A response framed like the real one (same transaction and function) but
+    /// with `extraBytes` more data than asked for, or from unit id + `unitOffset`:
+    /// libmodbus' client must reject it.
+    private func sendFrame(_ query: [UInt8], headerLength: Int, count: Int, extraBytes: Int, unitOffset: UInt8, fd: Int32) {
         let function = query[headerLength]
-        let dataBytes = (function <= 2 ? (count + 7) / 8 : count * 2) + 2
+        let unit = query[headerLength - 1] &+ unitOffset
+        let dataBytes = (function <= 2 ? (count + 7) / 8 : count * 2) + extraBytes
         var pdu: [UInt8] = [function, UInt8(min(dataBytes, 255))]
         pdu += [UInt8](repeating: 0xA5, count: Int(pdu[1]))
         var frame: [UInt8]
         if headerLength == 7 {
             let length = pdu.count + 1
-            frame = [query[0], query[1], 0, 0, UInt8(length >> 8), UInt8(length & 0xFF), query[6]] + pdu
+            frame = [query[0], query[1], 0, 0, UInt8(length >> 8), UInt8(length & 0xFF), unit] + pdu
         } else {
-            frame = [query[0]] + pdu
+            frame = [unit] + pdu
             let crc = Self.crc16(frame)
             frame += [UInt8(crc & 0xFF), UInt8(crc >> 8)]
         }

@@ -82,11 +82,12 @@ final class PtyPair {
         #expect(error?.contains("timed out") == true, "\(error ?? "-")")
     }
 
-    @Test func garbageOnTheLineBecomesTagErrorsAndTheLineRecovers() async throws {
+    @Test(arguments: [ModbusSimulator.Behaviour.garbage, .wrongUnit])
+    func malformedAnswersBecomeTagErrorsAndTheLineRecovers(_ behaviour: ModbusSimulator.Behaviour) async throws {
         let pty = try await PtyPair()
         let simulator = try ModbusSimulator(rtuPath: pty.deviceEnd, unit: 5)
         simulator.setInputRegisters(7, [1234])
-        simulator.setBehaviour(.garbage)
+        simulator.setBehaviour(behaviour)
         try simulator.start()
         let device = pty.device("meter", unit: 5, interval: .milliseconds(20), tags: [
             TagConfiguration(name: "value", table: .input, address: 7, type: .uint16),
