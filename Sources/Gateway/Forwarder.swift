@@ -102,6 +102,8 @@ public final class ForwarderService: Service, Sendable {
     private let leaseRequests: AsyncStream<LeaseRequest>
     let leaseSink: AsyncStream<LeaseRequest>.Continuation
     let pubacks = PubackQueue()
+    /// Devices whose retained meta topic is published after every connect.
+    let announcedDevices = Mutex<[DeviceConfiguration]>([])
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
@@ -143,6 +145,11 @@ public final class ForwarderService: Service, Sendable {
     }
 
     public var counters: ForwarderCounters { countersState.withLock { $0 } }
+
+    /// Publishes (retained, after every connect) `<prefix>/<gw>/<device>/meta` for each device.
+    public func announce(devices: [DeviceConfiguration]) {
+        announcedDevices.withLock { $0 = devices }
+    }
 
     /// Rows up to `newestID` are committed: lease them if the window allows.
     public func outboxCommitted(newestID: Int64) { eventSink.yield(.outboxCommitted(newestID: newestID)) }
@@ -402,6 +409,10 @@ private final class ForwardingLoop {
         for (device, error) in deviceErrors.sorted(by: { $0.key < $1.key }) {
             publishRetained(identity.deviceStatusTopic(device: device), devicePayload(error))
         }
+        for device in service.announcedDevices.withLock({ $0 }) {
+            publishRetained(identity.deviceMetaTopic(device: device.name),
+                            MessageEncoding.deviceMeta(device, gateway: identity.id, boot: outbox.boot, at: Date()))
+        }
         nextGapCheck = ContinuousClock.now
         await reportGaps()
         await fill()
@@ -557,6 +568,8 @@ private final class ForwardingLoop {
             ("polls_ok", polls.pollsOK),
             ("polls_failed", polls.pollsFailed),
             ("poll_overruns", polls.overruns),
+            ("polls_unchanged", polls.pollsUnchanged),
+            ("modbus_requests", polls.requests),
         ], gateway: identity.id, boot: outbox.boot, at: Date())
         _ = try? service.uplink.publish(MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0))
     }

@@ -41,6 +41,7 @@ public struct GatewayRuntime: Sendable {
                                    logger: logger, onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest
+        forwarder.announce(devices: configuration.devices)
 
         // One bus per transport endpoint, in the order devices first name it.
         var buses: [String: [DeviceConfiguration]] = [:]

@@ -1,6 +1,7 @@
 // The JSON payloads of DESIGN.md's wire contract, written by hand so the key
 // order is fixed and encoding a poll costs one pass.
 import Foundation
+import GatewayConfig
 import Modbus
 
 /// Builds the payloads this gateway publishes.
@@ -22,6 +23,7 @@ public enum MessageEncoding {
             case let .integer(integer): json.integer(integer)
             case let .number(number): json.number(number)
             case let .bool(bool): json.bool(bool)
+            case let .string(text): json.string(text)
             }
         }
         json.endObject()
@@ -31,6 +33,48 @@ public enum MessageEncoding {
             json.key(reading.tag); json.string(error.message)
         }
         json.endObject()
+        json.endObject()
+        return json.bytes
+    }
+
+    /// The retained meta payload of a device: where it is and, per tag, what it
+    /// is (`{"tags":{"temperature":{"type":"int16","table":"holding","address":0,"unit":"°C"}}}`).
+    public static func deviceMeta(_ device: DeviceConfiguration, gateway: String, boot: Int64, at date: Date) -> [UInt8] {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("gateway"); json.string(gateway)
+        json.key("device"); json.string(device.name)
+        json.key("bus"); json.string(device.transport.busKey)
+        json.key("unit_id"); json.integer(Int64(device.unitID))
+        json.key("poll_interval_ms"); json.integer(Int64(device.pollInterval / .milliseconds(1)))
+        switch device.publish {
+        case .always:
+            json.key("publish"); json.string("always")
+        case let .onChange(maxInterval):
+            json.key("publish"); json.string("on_change")
+            json.key("max_interval_ms"); json.integer(Int64(maxInterval / .milliseconds(1)))
+        }
+        json.key("tags"); json.beginObject()
+        for tag in device.tags {
+            json.key(tag.name); json.beginObject()
+            json.key("type"); json.string(tag.type.rawValue)
+            json.key("table"); json.string(tag.table.rawValue)
+            json.key("address"); json.integer(Int64(tag.address))
+            if let bit = tag.bit { json.key("bit"); json.integer(Int64(bit)) }
+            if let unit = tag.unit { json.key("unit"); json.string(unit) }
+            if let interval = tag.pollInterval {
+                json.key("poll_interval_ms"); json.integer(Int64(interval / .milliseconds(1)))
+            }
+            switch tag.deadband {
+            case .none: break
+            case let .absolute(amount): json.key("deadband"); json.number(amount)
+            case let .percent(percent): json.key("deadband_percent"); json.number(percent)
+            }
+            json.endObject()
+        }
+        json.endObject()
+        json.key("boot"); json.integer(boot)
+        json.key("ts"); json.string(timestamp(date))
         json.endObject()
         return json.bytes
     }

@@ -332,6 +332,7 @@ private struct SchemaReader {
         var unitID: Int?
         var unitValue: YAMLValue?
         var device: YAMLValue
+        var transport: ModbusTransport?
     }
 
     private func devices(_ value: YAMLValue) -> [DeviceConfiguration]? {
@@ -346,6 +347,7 @@ private struct SchemaReader {
         let devices = items.enumerated().map { index, item in device(item, index: index, keys: &keys) }
         checkUniqueNames(keys)
         checkDistinctUnits(keys)
+        checkSerialLines(keys)
         let read = devices.compactMap { $0 }
         return read.count == devices.count ? read : nil
     }
@@ -391,21 +393,28 @@ private struct SchemaReader {
         let name = nameValue.flatMap { topicLevel($0, what: "device name") }
 
         let tcp = section.optional("tcp")
-        let rtu = section.claim("rtu")
+        let rtu = section.optional("rtu")
         var transport: ModbusTransport?
-        if let rtu {
-            rtu.report("unsupported transport 'rtu'", hint: "Modbus RTU is not supported yet; use tcp")
-        }
-        if let tcp {
+        if let tcp, let rtu {
+            rtu.report("a device has either tcp: or rtu:, not both",
+                       hint: "keep tcp: for Modbus TCP or rtu: for a serial line")
+            _ = tcpTransport(tcp)
+            _ = rtuTransport(rtu)
+        } else if let tcp {
             transport = tcpTransport(tcp)
-        } else if rtu == nil {
-            log.report(value.path + ".tcp", at: value.mark, "missing required key 'tcp'",
-                       hint: "add tcp: { host: <device address>, port: 502 }")
+        } else if let rtu {
+            transport = rtuTransport(rtu)
+        } else {
+            log.report(value.path + ".tcp", at: value.mark, "missing required key 'tcp' (or 'rtu')",
+                       hint: "add tcp: { host: <device address>, port: 502 } or rtu: { port: /dev/ttyUSB0, baud: 9600 }")
         }
 
         let unitValue = section.optional("unit_id")
-        let unitID = unitValue.map {
-            $0.integer(in: 0...255, rangeHint: "Modbus TCP unit ids are 0...255 (usually 1; 255 or 0 when the device ignores it)")
+        let unitID = unitValue.map { value -> Int? in
+            if rtu != nil, tcp == nil {
+                return value.integer(in: 1...247, rangeHint: "Modbus RTU slave addresses are 1...247 (0 is broadcast)")
+            }
+            return value.integer(in: 0...255, rangeHint: "Modbus TCP unit ids are 0...255 (usually 1; 255 or 0 when the device ignores it)")
         } ?? 1
         let pollInterval = section.optional("poll_interval")
             .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(1)
@@ -415,15 +424,91 @@ private struct SchemaReader {
         let tags = section.required(
             "tags", hint: "add tags: with at least one register to read"
         ).flatMap(tags)
+        let maxGap = section.optional("max_gap").map {
+            $0.integer(in: 0...1999, rangeHint: "unused registers (or bits) a merged read may span, e.g. 0...10; 0 merges only touching tags")
+        } ?? 0
+        let byteTimeout = nullable(section.optional("byte_timeout"), absent: nil) {
+            $0.duration(in: .milliseconds(1) ... .seconds(60))
+        }
+        let retries = section.optional("retries").map {
+            $0.integer(in: 0...10, rangeHint: "extra attempts after a timeout, 0...10 (each costs up to timeout on the bus)")
+        } ?? 0
+        let publishValue = section.optional("publish")
+        let publishMode = publishValue.map { $0.choice(PublishMode.self) } ?? .always
+        let maxIntervalValue = section.optional("max_interval")
+        var maxInterval = maxIntervalValue.map { $0.duration(in: .milliseconds(10) ... .seconds(86_400 * 7)) } ?? .seconds(60)
+        if let maxIntervalValue, publishMode == .always {
+            maxIntervalValue.report("max_interval only applies with publish: on_change",
+                                    hint: "add publish: on_change, or remove max_interval (every poll is published)")
+            maxInterval = nil
+        }
         section.finish()
 
         keys.append(DeviceKey(index: index, name: nameValue, nameText: name, bus: transport?.busKey,
-                              unitID: unitID, unitValue: unitValue, device: value))
-        guard let name, let transport, let unitID, let pollInterval, let timeout, let byteOrder, let tags
+                              unitID: unitID, unitValue: unitValue, device: value, transport: transport))
+        guard let name, let transport, let unitID, let pollInterval, let timeout, let byteOrder, let tags,
+              let maxGap, let byteTimeout, let retries, let publishMode, let maxInterval
         else { return nil }
         return DeviceConfiguration(
             name: name, transport: transport, unitID: unitID, pollInterval: pollInterval,
-            timeout: timeout, byteOrder: byteOrder, tags: tags)
+            timeout: timeout, byteOrder: byteOrder, tags: tags, maxGap: maxGap, byteTimeout: byteTimeout,
+            retries: retries, publish: publishMode == .always ? .always : .onChange(maxInterval: maxInterval))
+    }
+
+    private enum PublishMode: String, CaseIterable {
+        case always
+        case onChange = "on_change"
+    }
+
+    private func rtuTransport(_ value: YAMLValue) -> ModbusTransport? {
+        guard var section = MappingReader(
+            value, hint: "write rtu: { port: /dev/ttyUSB0, baud: 9600, parity: none, data_bits: 8, stop_bits: 1 }")
+        else { return nil }
+        let port = section.required("port", hint: "add port: <serial device>, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+            .flatMap { nonEmptyString($0, hint: "write the serial device's path, e.g. /dev/ttyUSB0") }
+        let baud = section.optional("baud").map {
+            $0.integer(in: 50...4_000_000, rangeHint: "a baud rate such as 9600, 19200, 38400 or 115200")
+        } ?? 9600
+        let parity = section.optional("parity").map {
+            $0.choice(SerialSettings.Parity.self, aliases: ["n": .none, "e": .even, "o": .odd])
+        } ?? SerialSettings.Parity.none
+        let dataBits = section.optional("data_bits").map {
+            $0.integer(in: 5...8, rangeHint: "Modbus RTU uses 8 data bits")
+        } ?? 8
+        let stopBits = section.optional("stop_bits").map {
+            $0.integer(in: 1...2, rangeHint: "1 or 2 (Modbus RTU: 1 with parity, 2 without)")
+        } ?? 1
+        let rs485 = section.optional("rs485").map { boolean($0, hint: "write rs485: true to switch the port to RS-485 mode") } ?? false
+        let rts = section.optional("rts").map { $0.choice(SerialSettings.RTS.self) } ?? SerialSettings.RTS.none
+        section.finish()
+        guard let port, let baud, let parity, let dataBits, let stopBits, let rs485, let rts else { return nil }
+        return .rtu(SerialSettings(port: port, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits,
+                                   rs485: rs485, rts: rts))
+    }
+
+    private func boolean(_ value: YAMLValue, hint: String) -> Bool? {
+        guard value.kind == .bool, let text = value.text?.lowercased() else {
+            value.reportWrongType(expected: "true or false", hint: hint)
+            return nil
+        }
+        return ["true", "yes", "on", "y"].contains(text)
+    }
+
+    /// Devices on one serial port share the line: their settings must agree.
+    private func checkSerialLines(_ keys: [DeviceKey]) {
+        var first: [String: (key: DeviceKey, serial: SerialSettings)] = [:]
+        for key in keys {
+            guard case let .rtu(serial) = key.transport else { continue }
+            if let earlier = first[serial.port] {
+                if earlier.serial != serial {
+                    log.report(key.device.path + ".rtu", at: key.device.mark,
+                               "devices[\(earlier.key.index)] and devices[\(key.index)] share \(serial.port) with different line settings (\(earlier.serial.summary) vs \(serial.summary))",
+                               hint: "devices on one serial port share the line: give them the same baud, parity, data_bits, stop_bits, rs485 and rts")
+                }
+            } else {
+                first[serial.port] = (key, serial)
+            }
+        }
     }
 
     private func tcpTransport(_ value: YAMLValue) -> ModbusTransport? {
@@ -478,15 +563,24 @@ private struct SchemaReader {
             }
             return name
         }
-        let table = section.required("table", hint: "add table: holding or table: input").flatMap {
-            $0.choice(RegisterTable.self, aliases: ["holding_register": .holding, "input_register": .input])
+        let table = section.required("table", hint: "add table: holding, input, coils or discrete_inputs").flatMap {
+            $0.choice(RegisterTable.self, aliases: [
+                "holding_register": .holding, "holding_registers": .holding, "input_register": .input,
+                "input_registers": .input, "coil": .coils, "discrete_input": .discreteInputs, "discrete": .discreteInputs,
+            ])
         }
         let addressValue = section.required("address", hint: "add address: <zero-based register address>")
         let address = addressValue.flatMap { $0.integer(in: 0...65535, rangeHint: "Modbus addresses are 0...65535") }
-        let type = section.required("type", hint: "add type: int16, uint16, int32, uint32 or float32")
-            .flatMap { $0.choice(ValueType.self) }
+        let typeValue = section.optional("type")
+        var type = typeValue.map { $0.choice(ValueType.self) }
+            ?? (table?.holdsBits == true ? .bool : nil)
+        if typeValue == nil, table?.holdsBits != true {
+            log.report(value.path + ".type", at: value.keyMark ?? value.mark, "missing required key 'type'",
+                       hint: "add type: int16, uint16, int32, uint32, int64, uint64, float32, float64, bool (with bit:) or string (with length:)")
+        }
         let byteOrder = nullable(section.optional("byte_order"), absent: nil) { $0.choice(ByteOrder.self) }
-        let scale = section.optional("scale").map { value -> Double? in
+        let scaleValue = section.optional("scale")
+        let scale = scaleValue.map { value -> Double? in
             guard let scale = value.finiteNumber() else { return nil }
             guard scale != 0 else {
                 value.report("scale must not be 0", hint: "use 1 for raw values; value = raw × scale + offset")
@@ -494,20 +588,100 @@ private struct SchemaReader {
             }
             return scale
         } ?? 1
-        let offset = section.optional("offset").map { $0.finiteNumber() } ?? 0
+        let offsetValue = section.optional("offset")
+        let offset = offsetValue.map { $0.finiteNumber() } ?? 0
+        let bitValue = section.optional("bit")
+        var bit: Int? = bitValue.flatMap { $0.integer(in: 0...15, rangeHint: "bits of a register are 0 (least significant) ... 15") }
+        let lengthValue = section.optional("length")
+        var length: Int? = lengthValue.flatMap { $0.integer(in: 1...125, rangeHint: "registers of text, 1...125 (two ASCII characters each)") }
+        let unit = section.optional("unit").map { nonEmptyString($0, hint: "write the engineering unit, e.g. °C or m³/h") }
+        let pollInterval = section.optional("poll_interval")
+            .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) }
+        let deadbandValue = section.optional("deadband")
+        let percentValue = section.optional("deadband_percent")
+        var deadband: Deadband? = Deadband.none
+        if deadbandValue != nil, let percentValue {
+            percentValue.report("a tag has deadband or deadband_percent, not both",
+                                hint: "keep deadband: for an absolute change or deadband_percent: for a relative one")
+            deadband = nil
+        } else if let deadbandValue {
+            deadband = nonNegative(deadbandValue).map { .absolute($0) }
+        } else if let percentValue {
+            deadband = nonNegative(percentValue).map { .percent($0) }
+        }
         section.finish()
 
-        let validName = name == nil ? nil : nameValue
-        if let address, let type, let addressValue, address + type.registerCount - 1 > 65535 {
-            addressValue.report(
-                "a \(type.rawValue) at address \(address) runs past the last register",
-                hint: "a \(type.rawValue) occupies \(type.registerCount) registers; the last address is 65535")
-            return (nil, validName)
+        // Combinations of table, type, bit and length.
+        if let table, let typeValue, table.holdsBits, let chosen = type, chosen != .bool {
+            typeValue.report("\(table.rawValue) hold single bits, not \(chosen.rawValue)",
+                             hint: "use type: bool (or leave type out) for \(table.rawValue)")
+            type = nil
         }
-        guard let name, let table, let address, let type, let byteOrder, let scale, let offset
+        if let type, let table {
+            if type == .bool, !table.holdsBits, bitValue == nil {
+                log.report(value.path + ".bit", at: value.keyMark ?? value.mark,
+                           "a bool tag of \(table.rawValue) registers needs bit:",
+                           hint: "add bit: 0...15 (0 is the least significant bit), or use table: coils / discrete_inputs")
+                bit = nil
+            }
+            if let bitValue, type != .bool || table.holdsBits {
+                bitValue.report("bit: applies only to bool tags of holding or input registers",
+                                hint: type != .bool ? "use type: bool to read one bit of a register" : "remove bit: (a coil is a single bit)")
+                bit = nil
+            }
+            if type == .string, lengthValue == nil {
+                log.report(value.path + ".length", at: value.keyMark ?? value.mark,
+                           "a string tag needs length:", hint: "add length: <registers>, two ASCII characters per register")
+                length = nil
+            }
+            if let lengthValue, type != .string {
+                lengthValue.report("length: applies only to string tags",
+                                   hint: "remove length: (a \(type.rawValue) occupies \(type.registerCount) register(s))")
+                length = nil
+            }
+            if type == .string || type == .bool {
+                for (key, given) in [("scale", scaleValue), ("offset", offsetValue)] {
+                    given?.report("\(key): applies only to numbers, not \(type.rawValue) tags", hint: "remove \(key):")
+                }
+                if let deadbandValue = deadbandValue ?? percentValue {
+                    deadbandValue.report("a deadband applies only to numbers, not \(type.rawValue) tags",
+                                         hint: "remove it: any change of a \(type.rawValue) is published")
+                    deadband = nil
+                }
+            }
+        }
+
+        let validName = name == nil ? nil : nameValue
+        if let address, let table, let type, let addressValue {
+            let width = table.holdsBits ? 1 : (type == .string ? (length ?? 1) : type.registerCount)
+            if address + width - 1 > 65535 {
+                addressValue.report(
+                    "a \(type.rawValue) at address \(address) runs past the last register",
+                    hint: "a \(type.rawValue) occupies \(width) registers; the last address is 65535")
+                return (nil, validName)
+            }
+        }
+        guard let name, let table, let address, let type, let byteOrder, let scale, let offset,
+              let deadband
         else { return (nil, validName) }
+        if bitValue != nil && bit == nil { return (nil, validName) }
+        if lengthValue != nil && length == nil || type == .string && length == nil { return (nil, validName) }
+        if case .some(.none) = pollInterval { return (nil, validName) }
+        if case .some(.none) = unit { return (nil, validName) }
+        if type == .bool, !table.holdsBits, bit == nil { return (nil, validName) }
         return (TagConfiguration(name: name, table: table, address: address, type: type,
-                                 byteOrder: byteOrder, scale: scale, offset: offset),
+                                 byteOrder: byteOrder, scale: scale, offset: offset, bit: bit,
+                                 length: type == .string ? length ?? 1 : 1, unit: unit ?? nil,
+                                 pollInterval: pollInterval ?? nil, deadband: deadband),
                 nameValue)
+    }
+
+    private func nonNegative(_ value: YAMLValue) -> Double? {
+        guard let number = value.finiteNumber() else { return nil }
+        guard number >= 0 else {
+            value.report("\(value.name) must not be negative", hint: "write the smallest change to publish, e.g. 0.5")
+            return nil
+        }
+        return number
     }
 }

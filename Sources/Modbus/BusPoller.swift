@@ -1,26 +1,38 @@
-// The polling loop of one field bus: a drift-free schedule over the devices that
-// share the bus, with backoff for unreachable ones.
+// The polling loop of one field bus: a drift-free schedule over the poll groups
+// of the devices that share the bus, with backoff for unreachable devices.
 import Foundation
 import GatewayConfig
 import Logging
 import Synchronization
 
-/// The outcome of one poll of one device.
+/// The outcome of one poll of one device (one poll group of it).
 public struct DevicePoll: Sendable {
     public struct Reading: Sendable {
         public var tag: String
         public var value: Result<TagValue, TagError>
+
+        public init(tag: String, value: Result<TagValue, TagError>) {
+            self.tag = tag
+            self.value = value
+        }
     }
 
     public var device: String
     /// When the poll started (wall clock): the `ts` of the data message.
     public var timestamp: Date
-    /// In the order of the device's tags.
+    /// The tags of the poll group, in the order of the device's tags.
     public var readings: [Reading]
+
+    public init(device: String, timestamp: Date, readings: [Reading]) {
+        self.device = device
+        self.timestamp = timestamp
+        self.readings = readings
+    }
 }
 
 /// What pollers report to the rest of the gateway.
 public enum PollEvent: Sendable {
+    /// A poll to publish (with `publish: on_change`, only polls that changed).
     case poll(DevicePoll)
     /// The device answered again after being offline (or for the first time).
     case deviceOnline(device: String)
@@ -35,6 +47,10 @@ public final class PollCounters: Sendable {
         public var pollsFailed: Int64 = 0
         /// Poll slots skipped because a poll (or the bus) ran late.
         public var overruns: Int64 = 0
+        /// Polls not published because nothing changed (`publish: on_change`).
+        public var pollsUnchanged: Int64 = 0
+        /// Modbus requests sent (retries included).
+        public var requests: Int64 = 0
     }
 
     private let state = Mutex(Snapshot())
@@ -50,10 +66,18 @@ public final class PollCounters: Sendable {
     func recordOverruns(_ count: Int64) {
         state.withLock { $0.overruns += count }
     }
+
+    func recordUnchanged() {
+        state.withLock { $0.pollsUnchanged += 1 }
+    }
+
+    func recordRequests(_ count: Int64) {
+        state.withLock { $0.requests += count }
+    }
 }
 
-/// Polls every device of one bus in turn. Run it with a `BusExecutor` as task
-/// executor preference: its libmodbus calls block.
+/// Polls every device of one bus in turn, one request at a time. Run it with a
+/// `BusExecutor` as task executor preference: its libmodbus calls block.
 public struct BusPoller: Sendable {
     public let busKey: String
     public let devices: [DeviceConfiguration]
@@ -77,13 +101,28 @@ public struct BusPoller: Sendable {
         self.emit = emit
     }
 
-    private struct Schedule {
-        var device: DeviceConfiguration
-        var plan: RegisterPlan
-        var nextDue: ContinuousClock.Instant
+    /// Reachability of one device, shared by its poll groups.
+    private struct DeviceState {
         var online: Bool?
         var lastError: String?
         var failures = 0
+    }
+
+    /// One poll group of one device on the schedule.
+    private struct Slot {
+        var device: Int
+        var interval: Duration
+        var tagIndices: [Int]
+        var plan: RegisterPlan
+        var filter: ChangeFilter
+        var nextDue: ContinuousClock.Instant
+    }
+
+    /// The plans the poller starts with: per device, per poll group (shortest interval first).
+    public static func plans(for device: DeviceConfiguration) -> [(interval: Duration, plan: RegisterPlan)] {
+        device.pollGroups.map { group in
+            (group.interval, RegisterPlan(tags: device.tags, maxGap: device.maxGap, indices: group.tagIndices))
+        }
     }
 
     /// Polls until the task is cancelled.
@@ -100,50 +139,73 @@ public struct BusPoller: Sendable {
             return
         }
         let start = clock.now
-        var schedules = devices.map { Schedule(device: $0, plan: RegisterPlan(tags: $0.tags), nextDue: start) }
+        var states = [DeviceState](repeating: DeviceState(), count: devices.count)
+        var slots: [Slot] = []
+        for (deviceIndex, device) in devices.enumerated() {
+            for group in device.pollGroups {
+                slots.append(Slot(
+                    device: deviceIndex, interval: group.interval, tagIndices: group.tagIndices,
+                    plan: RegisterPlan(tags: device.tags, maxGap: device.maxGap, indices: group.tagIndices),
+                    filter: ChangeFilter(policy: device.publish, deadbands: group.tagIndices.map { device.tags[$0].deadband }),
+                    nextDue: start))
+            }
+        }
 
         while !Task.isCancelled {
-            let index = schedules.indices.min { schedules[$0].nextDue < schedules[$1].nextDue }!
+            let index = slots.indices.min { slots[$0].nextDue < slots[$1].nextDue }!
             do {
-                try await Task.sleep(until: schedules[index].nextDue, clock: clock)
+                try await Task.sleep(until: slots[index].nextDue, clock: clock)
             } catch {
                 return  // cancelled: shutdown
             }
-            let device = schedules[index].device
+            let deviceIndex = slots[index].device
+            let device = devices[deviceIndex]
             connection.setResponseTimeout(device.timeout)
+            if let byteTimeout = device.byteTimeout { connection.setByteTimeout(byteTimeout) }
             let timestamp = Date()
-            switch poll(device, plan: schedules[index].plan, connection: connection) {
+            switch poll(device, slot: &slots[index], connection: connection) {
             case let .success(readings):
                 counters.record(ok: true)
-                if schedules[index].online != true {
+                if states[deviceIndex].online != true {
                     logger.info("device online", metadata: ["device": "\(device.name)", "bus": "\(busKey)"])
                     emit(.deviceOnline(device: device.name))
                 }
-                schedules[index].online = true
-                schedules[index].lastError = nil
-                emit(.poll(DevicePoll(device: device.name, timestamp: timestamp, readings: readings)))
-                if schedules[index].failures > 0 {
-                    // Back from an outage: a new phase starting now.
-                    schedules[index].failures = 0
-                    schedules[index].nextDue = clock.now + device.pollInterval
+                states[deviceIndex].online = true
+                states[deviceIndex].lastError = nil
+                if slots[index].filter.admit(readings, at: clock.now) {
+                    emit(.poll(DevicePoll(device: device.name, timestamp: timestamp, readings: readings)))
                 } else {
-                    schedules[index].nextDue = nextSlot(after: schedules[index].nextDue,
-                                                        interval: device.pollInterval, now: clock.now)
+                    counters.recordUnchanged()
+                }
+                if states[deviceIndex].failures > 0 {
+                    // Back from an outage: every group of the device on a new phase starting now.
+                    states[deviceIndex].failures = 0
+                    let now = clock.now
+                    for other in slots.indices where slots[other].device == deviceIndex {
+                        slots[other].nextDue = other == index ? now + slots[other].interval : now
+                    }
+                } else {
+                    slots[index].nextDue = nextSlot(after: slots[index].nextDue,
+                                                    interval: slots[index].interval, now: clock.now)
                 }
             case let .failure(error):
                 counters.record(ok: false)
-                schedules[index].failures += 1
-                let backoff = backoff(failures: schedules[index].failures, interval: device.pollInterval)
-                if schedules[index].online != false || schedules[index].lastError != error.message {
+                states[deviceIndex].failures += 1
+                let backoff = backoff(failures: states[deviceIndex].failures, interval: device.pollInterval)
+                if states[deviceIndex].online != false || states[deviceIndex].lastError != error.message {
                     logger.warning("device offline", metadata: [
                         "device": "\(device.name)", "bus": "\(busKey)", "error": "\(error.message)",
                         "retry_in": "\(backoff)",
                     ])
                     emit(.deviceOffline(device: device.name, error: error.message))
                 }
-                schedules[index].online = false
-                schedules[index].lastError = error.message
-                schedules[index].nextDue = clock.now + backoff
+                states[deviceIndex].online = false
+                states[deviceIndex].lastError = error.message
+                // Out of the rotation: no group of this device is due before the backoff ends.
+                let retry = clock.now + backoff
+                for other in slots.indices where slots[other].device == deviceIndex {
+                    slots[other].nextDue = retry
+                }
             }
         }
     }
@@ -165,41 +227,86 @@ public struct BusPoller: Sendable {
         return min(max(doubled, interval), max(maxBackoff, interval))
     }
 
-    /// One poll: every block of the plan, decoded per tag. Fails as a whole only
-    /// when the device is unreachable; request-level errors become tag errors.
-    private func poll(_ device: DeviceConfiguration, plan: RegisterPlan,
-                      connection: ModbusConnection) -> Result<[DevicePoll.Reading], ModbusError> {
-        do {
-            try connection.connect()
-        } catch {
-            return .failure(error)
-        }
-        var results = [Result<TagValue, TagError>?](repeating: nil, count: device.tags.count)
-        for block in plan.blocks {
-            let words: [UInt16]
+    private enum Answer {
+        case registers([UInt16])
+        case bits([Bool])
+    }
+
+    /// One request with the device's retries after timeouts.
+    private func read(_ block: RegisterBlock, device: DeviceConfiguration,
+                      connection: ModbusConnection) -> Result<Answer, ModbusError> {
+        var attempt = 0
+        while true {
+            attempt += 1
+            counters.recordRequests(1)
             do {
-                words = try connection.readRegisters(unit: device.unitID, table: block.table,
-                                                     address: block.address, count: block.count)
-            } catch {
-                if error.takesDeviceOffline {
-                    // A late answer would be taken for the next request's: start clean.
-                    connection.close()
-                    return .failure(error)
+                try connection.connect()
+                if block.table.holdsBits {
+                    return .success(.bits(try connection.readBits(
+                        unit: device.unitID, table: block.table, address: block.address, count: block.count)))
                 }
-                for index in block.tagIndices { results[index] = .failure(TagError(error.message)) }
-                continue
-            }
-            for index in block.tagIndices {
-                let tag = device.tags[index]
-                let first = tag.address - block.address
-                results[index] = RegisterDecoding.decode(
-                    words[first..<first + tag.type.registerCount], type: tag.type,
-                    order: tag.byteOrder ?? device.byteOrder, scale: tag.scale, offset: tag.offset)
+                return .success(.registers(try connection.readRegisters(
+                    unit: device.unitID, table: block.table, address: block.address, count: block.count)))
+            } catch {
+                switch error.kind {
+                case .timeout, .invalidResponse:
+                    // A late or partial answer would be taken for the next request's: start clean.
+                    connection.resynchronise()
+                case .exception, .connection, .setup:
+                    break
+                }
+                if error.kind == .timeout, attempt <= device.retries { continue }
+                return .failure(error)
             }
         }
-        return .success(device.tags.indices.map { index in
-            DevicePoll.Reading(tag: device.tags[index].name,
-                               value: results[index] ?? .failure(TagError("not read")))
+    }
+
+    /// One poll of a group: every block of its plan, decoded per tag. Fails as a
+    /// whole only when the device is unreachable; request-level errors become tag
+    /// errors. A merged block the device rejects with exception 2 is split
+    /// (remembered in the slot's plan) and read again at once.
+    private func poll(_ device: DeviceConfiguration, slot: inout Slot,
+                      connection: ModbusConnection) -> Result<[DevicePoll.Reading], ModbusError> {
+        var results: [Int: Result<TagValue, TagError>] = [:]
+        var queue = slot.plan.blocks[...]
+        var plan: [RegisterBlock] = []
+        var replanned = false
+        while let block = queue.popFirst() {
+            switch read(block, device: device, connection: connection) {
+            case let .failure(error):
+                if error.takesDeviceOffline { return .failure(error) }
+                if error.kind == .exception(code: 2) {
+                    let parts = RegisterPlan.split(block, tags: device.tags)
+                    if !parts.isEmpty {
+                        logger.notice("device rejected a merged read; splitting it", metadata: [
+                            "device": "\(device.name)", "table": "\(block.table.rawValue)",
+                            "address": "\(block.address)", "count": "\(block.count)", "into": "\(parts.count)",
+                        ])
+                        replanned = true
+                        queue = (parts + queue)[...]
+                        continue
+                    }
+                }
+                plan.append(block)
+                for index in block.tagIndices { results[index] = .failure(TagError(error.message)) }
+            case let .success(answer):
+                plan.append(block)
+                for index in block.tagIndices {
+                    let tag = device.tags[index]
+                    let first = tag.address - block.address
+                    switch answer {
+                    case let .bits(bits):
+                        results[index] = .success(.bool(bits[first]))
+                    case let .registers(words):
+                        results[index] = RegisterDecoding.decode(words[first..<first + tag.width], tag: tag,
+                                                                 deviceOrder: device.byteOrder)
+                    }
+                }
+            }
+        }
+        if replanned { slot.plan = RegisterPlan(blocks: plan) }
+        return .success(slot.tagIndices.map { index in
+            DevicePoll.Reading(tag: device.tags[index].name, value: results[index] ?? .failure(TagError("not read")))
         })
     }
 }

@@ -69,18 +69,77 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
 /// from its own thread only (see `BusExecutor`).
 public final class ModbusConnection {
     private let context: OpaquePointer
-    /// `host:port`, for messages.
+    /// `host:port` or the serial port, for messages.
     public let endpoint: String
     public private(set) var isConnected = false
+    private let serial: SerialSettings?
 
     public init(transport: ModbusTransport) throws(ModbusError) {
         switch transport {
         case let .tcp(host, port):
             endpoint = "\(host):\(port)"
+            serial = nil
             guard let context = modbus_new_tcp_pi(host, String(port)) else {
                 throw ModbusError.fromErrno(errno, context: "modbus tcp \(endpoint)")
             }
             self.context = context
+        case let .rtu(settings):
+            endpoint = settings.port
+            serial = settings
+            let parity: CChar = switch settings.parity {
+            case .none: CChar(UInt8(ascii: "N"))
+            case .even: CChar(UInt8(ascii: "E"))
+            case .odd: CChar(UInt8(ascii: "O"))
+            }
+            guard let context = modbus_new_rtu(settings.port, Int32(settings.baud), parity,
+                                               Int32(settings.dataBits), Int32(settings.stopBits)) else {
+                throw ModbusError.fromErrno(errno, context: "modbus rtu \(settings.port) \(settings.summary)")
+            }
+            self.context = context
+        }
+    }
+
+    /// True for a serial line (Modbus RTU).
+    public var isSerial: Bool { serial != nil }
+
+    /// Longest silence between two bytes of one answer.
+    public func setByteTimeout(_ timeout: Duration) {
+        let (seconds, attoseconds) = timeout.components
+        modbus_set_byte_timeout(context, UInt32(clamping: seconds), UInt32(clamping: attoseconds / 1_000_000_000_000))
+    }
+
+    /// After a malformed answer: bytes of it may still be on the wire. A serial
+    /// line is flushed; a TCP connection is closed (reopened by the next request).
+    public func resynchronise() {
+        if isSerial { flush() } else { close() }
+    }
+
+    /// Reads `count` coils or discrete inputs of `table` starting at `address` from `unit`.
+    public func readBits(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [Bool] {
+        guard modbus_set_slave(context, Int32(unit)) == 0 else {
+            throw ModbusError(kind: .setup, message: "unit id \(unit) rejected by libmodbus")
+        }
+        var bits = [UInt8](repeating: 0, count: count)
+        let received = bits.withUnsafeMutableBufferPointer { buffer -> Int32 in
+            switch table {
+            case .coils: return modbus_read_bits(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .discreteInputs: return modbus_read_input_bits(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .holding, .input: errno = EINVAL; return -1
+            }
+        }
+        try check(received, expected: count, what: "read \(table.rawValue) \(address)+\(count) from unit \(unit)")
+        return bits.map { $0 != 0 }
+    }
+
+    private func check(_ received: Int32, expected: Int, what: String) throws(ModbusError) {
+        if received == -1 {
+            let code = errno
+            let error = ModbusError.fromErrno(code, context: "\(what) at \(endpoint)")
+            if error.kind == .connection { close() }
+            throw error
+        }
+        guard received == Int32(expected) else {
+            throw ModbusError(kind: .invalidResponse, message: "\(what) at \(endpoint): got \(received), expected \(expected)")
         }
     }
 
@@ -101,7 +160,29 @@ public final class ModbusConnection {
         if modbus_connect(context) == -1 {
             let code = errno
             modbus_close(context)
+            if let serial {
+                throw ModbusError(kind: .connection,
+                                  message: "cannot open \(serial.port): \(String(cString: modbus_strerror(code)).lowercased())")
+            }
             throw ModbusError.fromErrno(code, context: "connect to \(endpoint)")
+        }
+        if let serial {
+            // Both need the open port (they are ioctls on it).
+            if serial.rs485, modbus_rtu_set_serial_mode(context, Int32(MODBUS_RTU_RS485)) == -1 {
+                let code = errno
+                modbus_close(context)
+                throw ModbusError(kind: .setup, message: "\(serial.port) refused RS-485 mode: "
+                    + "\(String(cString: modbus_strerror(code)).lowercased()); remove rs485: true if the adapter switches direction itself")
+            }
+            if serial.rts != .none {
+                let mode = serial.rts == .up ? MODBUS_RTU_RTS_UP : MODBUS_RTU_RTS_DOWN
+                if modbus_rtu_set_rts(context, Int32(mode)) == -1 {
+                    let code = errno
+                    modbus_close(context)
+                    throw ModbusError(kind: .setup, message: "\(serial.port) refused RTS control: "
+                        + "\(String(cString: modbus_strerror(code)).lowercased()); try rts: none")
+                }
+            }
         }
         isConnected = true
     }
@@ -126,17 +207,10 @@ public final class ModbusConnection {
             switch table {
             case .holding: return modbus_read_registers(context, Int32(address), Int32(count), buffer.baseAddress)
             case .input: return modbus_read_input_registers(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .coils, .discreteInputs: errno = EINVAL; return -1
             }
         }
-        if received == -1 {
-            let code = errno
-            let error = ModbusError.fromErrno(code, context: "read \(table.rawValue) \(address)+\(count) from unit \(unit) at \(endpoint)")
-            if error.kind == .connection { close() }
-            throw error
-        }
-        guard received == Int32(count) else {
-            throw ModbusError(kind: .invalidResponse, message: "unit \(unit) at \(endpoint) returned \(received) registers, expected \(count)")
-        }
+        try check(received, expected: count, what: "read \(table.rawValue) \(address)+\(count) from unit \(unit)")
         return words
     }
 }

@@ -1,5 +1,6 @@
-// A Modbus TCP server on libmodbus' own server side: the demo device behind
-// `edge-gateway simulate`, and the device the integration tests talk to.
+// A Modbus slave on libmodbus' own server side (TCP, or RTU on a serial port or
+// pty): the demo device behind `edge-gateway simulate`, and the device the
+// integration tests and benchmarks talk to.
 import CModbus
 import Foundation
 import Synchronization
@@ -7,33 +8,72 @@ import Synchronization
 import Glibc
 #endif
 
-/// A Modbus TCP slave serving holding and input registers from memory. It answers
-/// every unit id. Its loop runs on its own thread until `stop()`.
+/// A Modbus slave serving coils, discrete inputs, holding and input registers
+/// from memory. Over TCP it answers every unit id (except silenced ones); over
+/// RTU it answers one unit id and ignores frames for the others, like a real
+/// slave on a shared line. Its loop runs on its own thread until `stop()`.
 public final class ModbusSimulator: @unchecked Sendable {
     public static let registerCount = 10_000
 
+    /// How the simulator misbehaves, for fault tests.
+    public enum Behaviour: Sendable, Equatable {
+        /// Answers correctly.
+        case normal
+        /// Answers every request with a well-framed response of the wrong length.
+        case garbage
+        /// Answers every read with a well-formed response from another unit id (unit + 1).
+        case wrongUnit
+    }
+
     public let host: String
+    /// The TCP port (0 in RTU mode).
     public let port: Int
+    /// The serial device in RTU mode.
+    public let rtuPath: String?
+    /// The unit id answered in RTU mode.
+    public let rtuUnit: Int
     // Invariant: `mapping` is only read or written while holding `lock`; the
     // server thread replies under the lock, setters write under it.
     private let lock = NSLock()
     private let mapping: UnsafeMutablePointer<modbus_mapping_t>
     private let running = Atomic<Bool>(false)
     private let requests = Atomic<Int>(0)
+    private let perFunction = Mutex<[Int: Int]>([:])
     private let finished = DispatchSemaphore(value: 0)
     private let animate: Bool
     private let silent = Mutex<Set<Int>>([])
+    private let behaviour = Mutex(Behaviour.normal)
+    private let rejections = Mutex<[(functionCode: Int, addresses: Range<Int>, exception: Int)]>([])
 
+    /// A Modbus TCP slave on `host:port`.
     /// - Parameter animate: change the demo registers over time (see `demoRegisterMap`).
     public init(host: String = "127.0.0.1", port: Int, animate: Bool = false) throws(ModbusError) {
-        guard let mapping = modbus_mapping_new(0, 0, Int32(Self.registerCount), Int32(Self.registerCount)) else {
-            throw ModbusError(kind: .setup, message: "cannot allocate the simulator's register map")
-        }
         self.host = host
         self.port = port
-        self.mapping = mapping
+        self.rtuPath = nil
+        self.rtuUnit = 0
         self.animate = animate
+        self.mapping = try Self.newMapping()
         if animate { updateDemoRegisters(at: Date()) }
+    }
+
+    /// A Modbus RTU slave with unit id `unit` on the serial device (or pty) at `rtuPath`.
+    public init(rtuPath: String, unit: Int = 1, animate: Bool = false) throws(ModbusError) {
+        self.host = ""
+        self.port = 0
+        self.rtuPath = rtuPath
+        self.rtuUnit = unit
+        self.animate = animate
+        self.mapping = try Self.newMapping()
+        if animate { updateDemoRegisters(at: Date()) }
+    }
+
+    private static func newMapping() throws(ModbusError) -> UnsafeMutablePointer<modbus_mapping_t> {
+        let count = Int32(registerCount)
+        guard let mapping = modbus_mapping_new(count, count, count, count) else {
+            throw ModbusError(kind: .setup, message: "cannot allocate the simulator's register map")
+        }
+        return mapping
     }
 
     deinit {
@@ -46,8 +86,24 @@ public final class ModbusSimulator: @unchecked Sendable {
         silent.withLock { $0 = units }
     }
 
-    /// Modbus requests answered so far.
+    /// Switches between correct and malformed answers.
+    public func setBehaviour(_ new: Behaviour) {
+        behaviour.withLock { $0 = new }
+    }
+
+    /// Reads with function code `functionCode` that touch `addresses` get exception
+    /// `exception` (2 = illegal data address), like a device with unmapped holes.
+    public func reject(functionCode: Int, addresses: Range<Int>, exception: Int = 2) {
+        rejections.withLock { $0.append((functionCode, addresses, exception)) }
+    }
+
+    /// Modbus requests answered so far (exceptions and garbage included).
     public var requestCount: Int { requests.load(ordering: .relaxed) }
+
+    /// Requests answered so far with function code `functionCode` (1...4 for the reads).
+    public func requestCount(functionCode: Int) -> Int {
+        perFunction.withLock { $0[functionCode, default: 0] }
+    }
 
     public func setHoldingRegisters(_ address: Int, _ words: [UInt16]) {
         lock.withLock {
@@ -61,26 +117,55 @@ public final class ModbusSimulator: @unchecked Sendable {
         }
     }
 
-    /// Binds and starts serving. Throws when the port cannot be bound.
-    public func start() throws(ModbusError) {
-        guard let context = modbus_new_tcp(host, Int32(port)) else {
-            throw ModbusError.fromErrno(errno, context: "simulator on \(host):\(port)")
+    public func setCoils(_ address: Int, _ bits: [Bool]) {
+        lock.withLock {
+            for (offset, bit) in bits.enumerated() { mapping.pointee.tab_bits[address + offset] = bit ? 1 : 0 }
         }
-        let listener = modbus_tcp_listen(context, 16)
-        if listener == -1 {
-            let code = errno
-            modbus_free(context)
-            throw ModbusError(kind: .setup,
-                              message: "cannot listen on \(host):\(port): \(String(cString: strerror(code))); pick another --port")
+    }
+
+    public func setDiscreteInputs(_ address: Int, _ bits: [Bool]) {
+        lock.withLock {
+            for (offset, bit) in bits.enumerated() { mapping.pointee.tab_input_bits[address + offset] = bit ? 1 : 0 }
+        }
+    }
+
+    /// Binds (TCP) or opens the serial device (RTU) and starts serving.
+    public func start() throws(ModbusError) {
+        let server: ServerContext
+        if let rtuPath {
+            guard let context = modbus_new_rtu(rtuPath, 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
+                throw ModbusError.fromErrno(errno, context: "simulator on \(rtuPath)")
+            }
+            modbus_set_slave(context, Int32(rtuUnit))
+            if modbus_connect(context) == -1 {
+                let code = errno
+                modbus_free(context)
+                throw ModbusError(kind: .setup,
+                                  message: "cannot open \(rtuPath): \(String(cString: modbus_strerror(code)))")
+            }
+            server = ServerContext(context: context, listener: -1)
+        } else {
+            guard let context = modbus_new_tcp(host, Int32(port)) else {
+                throw ModbusError.fromErrno(errno, context: "simulator on \(host):\(port)")
+            }
+            let listener = modbus_tcp_listen(context, 16)
+            if listener == -1 {
+                let code = errno
+                modbus_free(context)
+                throw ModbusError(kind: .setup,
+                                  message: "cannot listen on \(host):\(port): \(String(cString: strerror(code))); pick another --port")
+            }
+            server = ServerContext(context: context, listener: listener)
         }
         running.store(true, ordering: .releasing)
-        let server = ServerContext(context: context, listener: listener)
-        let thread = Thread { self.serve(server) }
-        thread.name = "modbus-simulator-\(port)"
+        let thread = Thread { [self] in
+            if rtuPath != nil { serveSerial(server) } else { serveTCP(server) }
+        }
+        thread.name = "modbus-simulator-\(rtuPath ?? String(port))"
         thread.start()
     }
 
-    /// Stops serving and closes every connection; returns once the port is free.
+    /// Stops serving and closes every connection (or the serial device); returns once it is free.
     public func stop() {
         guard running.exchange(false, ordering: .acquiringAndReleasing) else { return }
         finished.wait()
@@ -96,7 +181,7 @@ public final class ModbusSimulator: @unchecked Sendable {
         }
     }
 
-    private func serve(_ server: ServerContext) {
+    private func serveTCP(_ server: ServerContext) {
         var clients: [Int32] = []
         var query = [UInt8](repeating: 0, count: Int(MODBUS_TCP_MAX_ADU_LENGTH))
         modbus_set_indication_timeout(server.context, 1, 0)
@@ -113,13 +198,8 @@ public final class ModbusSimulator: @unchecked Sendable {
             for entry in pollFDs.dropFirst() where entry.revents != 0 {
                 modbus_set_socket(server.context, entry.fd)
                 let length = query.withUnsafeMutableBufferPointer { modbus_receive(server.context, $0.baseAddress) }
-                // Byte 6 of a Modbus TCP request (after the MBAP header's first 6) is the unit id.
-                if length > 6, silent.withLock({ $0.contains(Int(query[6])) }) {
-                    continue
-                }
                 if length > 0 {
-                    lock.withLock { _ = modbus_reply(server.context, query, length, mapping) }
-                    requests.add(1, ordering: .relaxed)
+                    answer(query, length: Int(length), headerLength: 7, context: server.context, fd: entry.fd)
                 } else if length == -1 {
                     Glibc.close(entry.fd)
                     clients.removeAll { $0 == entry.fd }
@@ -132,13 +212,109 @@ public final class ModbusSimulator: @unchecked Sendable {
         finished.signal()
     }
 
+    /// Serves the serial line. Frames are cut by silence on the line and checked
+    /// here rather than by `modbus_receive`: after a request for another unit id,
+    /// libmodbus' RTU server expects that unit's answer next and swallows the
+    /// following frame, so a dead slave on the line would take this one down too.
+    private func serveSerial(_ server: ServerContext) {
+        let fd = modbus_get_socket(server.context)
+        var buffer = [UInt8](repeating: 0, count: Int(MODBUS_RTU_MAX_ADU_LENGTH))
+        while running.load(ordering: .acquiring) {
+            var pollFD = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = Glibc.poll(&pollFD, 1, 100)
+            if animate { updateDemoRegisters(at: Date()) }
+            guard ready > 0 else { continue }
+            var frame: [UInt8] = []
+            // A frame ends with a silence (3.5 characters; 5 ms covers 9600 baud).
+            repeat {
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+                guard count > 0 else { break }
+                frame += buffer[..<count]
+                pollFD.revents = 0
+            } while Glibc.poll(&pollFD, 1, 5) > 0 && frame.count < buffer.count
+            guard frame.count >= 4 else { continue }
+            let crc = Self.crc16(Array(frame.dropLast(2)))
+            guard frame[frame.count - 2] == UInt8(crc & 0xFF), frame[frame.count - 1] == UInt8(crc >> 8) else {
+                continue  // a broken frame: a real slave ignores it
+            }
+            guard Int(frame[0]) == rtuUnit else { continue }  // for another slave on the line
+            answer(frame, length: frame.count, headerLength: 1, context: server.context, fd: fd)
+        }
+        modbus_close(server.context)
+        modbus_free(server.context)
+        finished.signal()
+    }
+
+    /// Answers one received request (`headerLength` 7 for TCP's MBAP header, 1 for RTU's address).
+    private func answer(_ query: [UInt8], length: Int, headerLength: Int, context: OpaquePointer, fd: Int32) {
+        let unit = Int(query[headerLength - 1])
+        if headerLength == 7, silent.withLock({ $0.contains(unit) }) { return }
+        let function = Int(query[headerLength])
+        let address = length > headerLength + 2 ? Int(query[headerLength + 1]) << 8 | Int(query[headerLength + 2]) : 0
+        let count = length > headerLength + 4 ? Int(query[headerLength + 3]) << 8 | Int(query[headerLength + 4]) : 1
+        requests.add(1, ordering: .relaxed)
+        perFunction.withLock { $0[function, default: 0] += 1 }
+        switch behaviour.withLock({ $0 }) {
+        case .garbage where (1...4).contains(function):
+            sendFrame(query, headerLength: headerLength, count: count, extraBytes: 2, unitOffset: 0, fd: fd)
+            return
+        case .wrongUnit where (1...4).contains(function):
+            sendFrame(query, headerLength: headerLength, count: count, extraBytes: 0, unitOffset: 1, fd: fd)
+            return
+        default:
+            break
+        }
+        let touched = address..<(address + max(count, 1))
+        if let rejection = rejections.withLock({ $0.first { $0.functionCode == function && $0.addresses.overlaps(touched) } }) {
+            _ = query.withUnsafeBufferPointer { modbus_reply_exception(context, $0.baseAddress, UInt32(rejection.exception)) }
+            return
+        }
+        lock.withLock { _ = modbus_reply(context, query, Int32(length), mapping) }
+    }
+
+    /// A response framed like the real one (same transaction and function) but
+    /// with `extraBytes` more data than asked for, or from unit id + `unitOffset`:
+    /// libmodbus' client must reject it.
+    private func sendFrame(_ query: [UInt8], headerLength: Int, count: Int, extraBytes: Int, unitOffset: UInt8, fd: Int32) {
+        let function = query[headerLength]
+        let unit = query[headerLength - 1] &+ unitOffset
+        let dataBytes = (function <= 2 ? (count + 7) / 8 : count * 2) + extraBytes
+        var pdu: [UInt8] = [function, UInt8(min(dataBytes, 255))]
+        pdu += [UInt8](repeating: 0xA5, count: Int(pdu[1]))
+        var frame: [UInt8]
+        if headerLength == 7 {
+            let length = pdu.count + 1
+            frame = [query[0], query[1], 0, 0, UInt8(length >> 8), UInt8(length & 0xFF), unit] + pdu
+        } else {
+            frame = [unit] + pdu
+            let crc = Self.crc16(frame)
+            frame += [UInt8(crc & 0xFF), UInt8(crc >> 8)]
+        }
+        _ = frame.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+    }
+
+    /// CRC-16/MODBUS, low byte first on the wire.
+    static func crc16(_ bytes: [UInt8]) -> UInt16 {
+        var crc: UInt16 = 0xFFFF
+        for byte in bytes {
+            crc ^= UInt16(byte)
+            for _ in 0..<8 {
+                crc = crc & 1 == 1 ? (crc >> 1) ^ 0xA001 : crc >> 1
+            }
+        }
+        return crc
+    }
+
     /// The registers of the demo device, as mapped in the repository's gateway.yaml.
     public static let demoRegisterMap = """
         holding 0      int16    temperature ×0.1 °C, a slow sine around 70 °C
         holding 1      uint16   pump_on, 0/1, toggles every 30 s
         holding 2..3   float32  flow m³/h (ABCD)
         holding 4..5   uint32   energy counter, +1 per second
+        holding 10..17 string   "EG-SIM-01" (8 registers)
         input   0      uint16   pressure ×0.01 bar
+        coils   0      bool     pump_on (same as holding 1)
+        discrete_inputs 0 bool  door_open, toggles every 45 s
         """
 
     private func updateDemoRegisters(at date: Date) {
@@ -147,6 +323,7 @@ public final class ModbusSimulator: @unchecked Sendable {
         let flow = Float(12.5 + 2 * sin(t / 7))
         let energy = UInt32(truncatingIfNeeded: Int(t) % 1_000_000)
         let pressure = UInt16(250 + Int(10 * cos(t / 11)))
+        let name = Array("EG-SIM-01".utf8) + [0]
         lock.withLock {
             let holding = mapping.pointee.tab_registers!
             holding[0] = UInt16(bitPattern: temperature)
@@ -155,7 +332,14 @@ public final class ModbusSimulator: @unchecked Sendable {
             holding[3] = UInt16(flow.bitPattern & 0xFFFF)
             holding[4] = UInt16(energy >> 16)
             holding[5] = UInt16(energy & 0xFFFF)
+            for register in 0..<8 {
+                let high = register * 2 < name.count ? name[register * 2] : 0
+                let low = register * 2 + 1 < name.count ? name[register * 2 + 1] : 0
+                holding[10 + register] = UInt16(high) << 8 | UInt16(low)
+            }
             mapping.pointee.tab_input_registers[0] = pressure
+            mapping.pointee.tab_bits[0] = UInt8(holding[1])
+            mapping.pointee.tab_input_bits[0] = (Int(t) / 45) % 2 == 0 ? 0 : 1
         }
     }
 }

@@ -7,6 +7,7 @@ public enum TagValue: Sendable, Equatable {
     case integer(Int64)
     case number(Double)
     case bool(Bool)
+    case string(String)
 }
 
 /// Why one tag has no value in this poll.
@@ -48,13 +49,23 @@ public enum RegisterDecoding {
         scale: Double = 1,
         offset: Double = 0
     ) -> Result<TagValue, TagError> {
-        guard words.count == type.registerCount else {
+        guard type == .string || words.count == type.registerCount else {
             return .failure(TagError("expected \(type.registerCount) registers for \(type.rawValue), got \(words.count)"))
         }
+        if type == .string { return .success(.string(text(words, order: order))) }
+        if type == .bool { return .success(.bool(words.first! != 0)) }
         let bytes = bigEndianBytes(words, order: order)
         let bits = bytes.reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
         let raw: TagValue
         switch type {
+        case .bool, .string: preconditionFailure("handled above")
+        case .int64: raw = .integer(Int64(bitPattern: bits))
+        case .uint64:
+            guard bits <= UInt64(Int64.max) || scale != 1 || offset != 0 else {
+                return .failure(TagError("value \(bits) is out of range (above \(Int64.max))"))
+            }
+            raw = bits <= UInt64(Int64.max) ? .integer(Int64(bits)) : .number(Double(bits))
+        case .float64: raw = .number(Double(bitPattern: bits))
         case .int16: raw = .integer(Int64(Int16(bitPattern: UInt16(truncatingIfNeeded: bits))))
         case .uint16: raw = .integer(Int64(UInt16(truncatingIfNeeded: bits)))
         case .int32: raw = .integer(Int64(Int32(bitPattern: UInt32(truncatingIfNeeded: bits))))
@@ -67,6 +78,37 @@ public enum RegisterDecoding {
         return scaled(raw, scale: scale, offset: offset)
     }
 
+    /// One bit of a register (`bit` 0 = least significant).
+    public static func bit(_ bit: Int, of word: UInt16) -> TagValue {
+        .bool((word >> UInt16(bit)) & 1 == 1)
+    }
+
+    /// Decodes the tag's registers (or its bit) as configured.
+    public static func decode(_ words: ArraySlice<UInt16>, tag: TagConfiguration,
+                              deviceOrder: ByteOrder) -> Result<TagValue, TagError> {
+        if tag.type == .bool, let bit = tag.bit, let word = words.first {
+            return .success(Self.bit(bit, of: word))
+        }
+        return decode(words, type: tag.type, order: tag.byteOrder ?? deviceOrder, scale: tag.scale, offset: tag.offset)
+    }
+
+    /// ASCII text, two characters per register, high byte first (`badc`/`dcba`:
+    /// low byte first). Ends at the first NUL; trailing spaces are dropped;
+    /// bytes outside printable ASCII read as `?`.
+    static func text(_ words: ArraySlice<UInt16>, order: ByteOrder) -> String {
+        let swap = order == .badc || order == .dcba
+        var characters: [UInt8] = []
+        characters.reserveCapacity(words.count * 2)
+        loop: for word in words {
+            for byte in swap ? [UInt8(word & 0xFF), UInt8(word >> 8)] : [UInt8(word >> 8), UInt8(word & 0xFF)] {
+                if byte == 0 { break loop }
+                characters.append((0x20..<0x7F).contains(byte) ? byte : UInt8(ascii: "?"))
+            }
+        }
+        while characters.last == UInt8(ascii: " ") { characters.removeLast() }
+        return String(decoding: characters, as: UTF8.self)
+    }
+
     /// Drops binary noise of scaling (715 × 0.1 = 71.50000000000001) by keeping
     /// 15 significant digits, more than any register carries.
     static func roundedToSignificantDigits(_ value: Double) -> Double {
@@ -77,7 +119,7 @@ public enum RegisterDecoding {
     static func scaled(_ raw: TagValue, scale: Double, offset: Double) -> Result<TagValue, TagError> {
         let value: Double
         switch raw {
-        case .bool: return .success(raw)
+        case .bool, .string: return .success(raw)
         case let .integer(integer):
             if scale == 1 && offset == 0 { return .success(raw) }
             value = Double(integer) * scale + offset

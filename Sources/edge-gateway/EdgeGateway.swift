@@ -69,6 +69,9 @@ struct CheckConfig: ParsableCommand {
     @Argument(help: "Path of gateway.yaml.")
     var file: String = "/etc/edge-gateway/gateway.yaml"
 
+    @Flag(help: "Print the request plan of every device: each read with its table, address, count and tags.")
+    var explain = false
+
     func run() throws {
         let configuration = try loadConfiguration(file)
         let tags = configuration.devices.reduce(0) { $0 + $1.tags.count }
@@ -78,9 +81,16 @@ struct CheckConfig: ParsableCommand {
         print("  broker \(configuration.mqtt.host):\(configuration.mqtt.port) as \(configuration.mqtt.clientID), QoS \(configuration.mqtt.qos)")
         print("  \(configuration.devices.count) device(s) on \(buses) bus(es), \(tags) tag(s)")
         for device in configuration.devices {
-            let requests = RegisterPlan(tags: device.tags).blocks.count
+            let plans = BusPoller.plans(for: device)
+            let requests = plans.reduce(0) { $0 + $1.plan.blocks.count }
             print("    \(device.name): \(device.transport.busKey) unit \(device.unitID), every \(device.pollInterval), "
                   + "\(device.tags.count) tag(s) in \(requests) request(s)")
+            guard explain else { continue }
+            for (interval, plan) in plans {
+                let per = plan.blocks.count == 1 ? "request" : "requests"
+                print("      every \(interval): \(plan.blocks.count) \(per) (max_gap \(device.maxGap))")
+                for line in plan.explain(tags: device.tags) { print("        \(line)") }
+            }
         }
         print("  outbox \(configuration.buffer.path) (sync \(configuration.buffer.sync.rawValue))")
     }
@@ -88,7 +98,7 @@ struct CheckConfig: ParsableCommand {
 
 struct Simulate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve a simulated Modbus TCP device whose registers change over time.",
+        abstract: "Serve a simulated Modbus TCP (or RTU) device whose registers change over time.",
         discussion: "Register map:\n" + ModbusSimulator.demoRegisterMap)
 
     @Option(help: "Address to listen on.")
@@ -97,10 +107,26 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "TCP port to listen on.")
     var port: Int = 1502
 
+    @Option(help: "Serve Modbus RTU on this serial device or pty (e.g. /dev/pts/3) instead of TCP.")
+    var rtu: String?
+
+    @Option(help: "With --rtu: the unit id to answer (others on the line get no answer).")
+    var unit: Int = 1
+
+    @Flag(help: "Answer every read with a malformed (wrong-length) response.")
+    var garbage = false
+
     func run() async throws {
-        let simulator = try ModbusSimulator(host: host, port: port, animate: true)
+        let simulator: ModbusSimulator
+        if let rtu {
+            simulator = try ModbusSimulator(rtuPath: rtu, unit: unit, animate: true)
+        } else {
+            simulator = try ModbusSimulator(host: host, port: port, animate: true)
+        }
+        if garbage { simulator.setBehaviour(.garbage) }
         try simulator.start()
-        FileHandle.standardError.write(Data("simulated Modbus TCP device on \(host):\(port) (any unit id)\n".utf8))
+        let place = rtu.map { "Modbus RTU device on \($0) (unit \(unit))" } ?? "Modbus TCP device on \(host):\(port) (any unit id)"
+        FileHandle.standardError.write(Data("simulated \(place)\n".utf8))
         for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) { break }
         simulator.stop()
         FileHandle.standardError.write(Data("simulator stopped after \(simulator.requestCount) requests\n".utf8))

@@ -371,7 +371,7 @@ func sizesParse(text: String, expected: Int64) {
           - { name: t, table: holdng, address: 0, type: int16 }
     """)))
     #expect(found.message == "'holdng' is not a valid table")
-    #expect(found.hint == "did you mean 'holding'? use one of: holding, input")
+    #expect(found.hint == "did you mean 'holding'? use one of: holding, input, coils, discrete_inputs")
     let level = try #require(problem(at: "log_level", in: withTags("""
           - { name: t, table: input, address: 0, type: int16 }
     """) + "\nlog_level: verbose"))
@@ -462,15 +462,6 @@ func sizesParse(text: String, expected: Int64) {
     """).replacingOccurrences(of: "host: broker", with: "port: 1883")))
     #expect(noHost.message == "missing broker: mqtt has no host")
     #expect(noHost.line == 3)  // at the key `mqtt:`
-}
-
-@Test func rtuIsRefusedWithAHint() throws {
-    let found = try #require(problem(at: "devices[0].rtu", in: withDevices("""
-      - name: d
-        rtu: { port: /dev/ttyUSB0 }
-        tags: [{ name: t, table: input, address: 0, type: int16 }]
-    """)))
-    #expect(found.hint == "Modbus RTU is not supported yet; use tcp")
 }
 
 @Test func reconnectMaxBelowMin() throws {
