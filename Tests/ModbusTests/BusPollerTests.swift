@@ -3,6 +3,7 @@ import GatewayConfig
 import Logging
 import Synchronization
 import Testing
+import TestSupport
 @testable import Modbus
 
 /// A poller against a real libmodbus TCP server on loopback.
@@ -11,31 +12,11 @@ import Testing
         let events = Mutex<[PollEvent]>([])
         func record(_ event: PollEvent) { events.withLock { $0.append(event) } }
 
-        /// Waits (polling the recorded events) until `predicate` holds, at most `timeout`.
+        /// Waits until `predicate` holds for the recorded events, at most `timeout`.
         func wait(for what: String, timeout: Duration = .seconds(10),
                   until predicate: ([PollEvent]) -> Bool) async throws {
-            let deadline = ContinuousClock.now + timeout
-            while !events.withLock({ predicate($0) }) {
-                guard ContinuousClock.now < deadline else {
-                    Issue.record("timed out waiting for \(what)")
-                    throw CancellationError()
-                }
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await waitUntil(what, timeout: timeout) { events.withLock { predicate($0) } }
         }
-    }
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     func device(port: Int, name: String = "boiler", interval: Duration = .milliseconds(50)) -> DeviceConfiguration {
@@ -51,7 +32,7 @@ import Testing
     }
 
     @Test func pollsDecodesAndReportsOutagesAndReturns() async throws {
-        let port = Self.freePort()
+        let port = freeLoopbackPort()
         let simulator = try ModbusSimulator(port: port)
         simulator.setHoldingRegisters(0, [UInt16(bitPattern: -123), 0, 0x0000, 0x428F])
         simulator.setInputRegisters(5, [0x0001, 0x0002])
@@ -107,7 +88,7 @@ import Testing
     }
 
     @Test func aDeadUnitDoesNotStopTheOtherUnitOnItsBus() async throws {
-        let port = Self.freePort()
+        let port = freeLoopbackPort()
         let simulator = try ModbusSimulator(port: port)
         simulator.silence(units: [2])
         try simulator.start()
