@@ -191,3 +191,121 @@ extension Result where Success == Void, Failure == UplinkFailure {
         #expect(outcome.failureReason == nil, "\(outcome)")
     }
 }
+
+@Suite(.serialized) struct TLSGatewayProcessTests {
+    /// A gateway config for the mutual-TLS listener with `tls` as its `tls:` mapping and sealing on.
+    static func configuration(_ tls: TLSBroker, modbusPort: Int, outbox: String, keyFile: String, tlsLines: String) -> String {
+        """
+        gateway: { id: gw-tls }
+        mqtt:
+          host: localhost
+          port: \(tls.mutualPort)
+          keepalive: 5s
+          reconnect_min: 100ms
+          reconnect_max: 500ms
+          tls:
+        \(tlsLines.split(separator: "\n").map { "    " + $0 }.joined(separator: "\n"))
+        buffer: { path: \(outbox) }
+        payload:
+          seal: aes-256-gcm
+          keys: [{ id: site-k1, file: \(keyFile) }]
+        log_level: debug
+        devices:
+          - name: boiler-1
+            tcp: { host: 127.0.0.1, port: \(modbusPort) }
+            poll_interval: 100ms
+            timeout: 200ms
+            tags:
+              - { name: temperature, table: holding, address: 0, type: int16, scale: 0.1 }
+        """
+    }
+
+    @Test func dataStaysBufferedUntilACorrectTLSSetupConnectsAndArrivesSealed() async throws {
+        let tls = try await TLSBroker()
+        let c = tls.certificates
+        let modbusPort = freeLoopbackPort()
+        let simulator = try ModbusSimulator(port: modbusPort)
+        simulator.setHoldingRegisters(0, [715])
+        try simulator.start()
+        defer { simulator.stop() }
+        let subscriber = RecordingSubscriber(port: tls.plainPort, filter: "edge/#")
+        try await subscriber.waitConnected()
+        let keyFile = tls.directory.file("site-k1.key")
+        let key = try SealingKey.generate(id: "site-k1", file: keyFile)
+        let outbox = tls.directory.file("outbox.sqlite")
+        let config = tls.directory.file("gateway.yaml")
+        let gatewayBinary = try builtProduct("edge-gateway")
+
+        // 1. The wrong CA: refused with its reason, polls pile up in the outbox, nothing arrives.
+        try Self.configuration(tls, modbusPort: modbusPort, outbox: outbox, keyFile: keyFile, tlsLines: """
+        ca_file: \(c.otherCACertificate)
+        cert_file: \(c.clientCertificate)
+        key_file: \(c.clientKey)
+        """).write(toFile: config, atomically: true, encoding: .utf8)
+        let refused = try ChildProcess(gatewayBinary, ["run", "--config", config], log: tls.directory.file("refused.log"))
+        try await waitUntil("a refusal naming the CA check and 5 buffered polls") {
+            refused.output.contains("unknown CA")
+                && ((try? Outbox.readStatistics(path: outbox))?.bufferedMessages ?? 0) >= 5
+        }
+        #expect(refused.output.contains("localhost:\(tls.mutualPort)"), "\(refused.output)")
+        refused.signal(SIGTERM)
+        #expect(try await refused.waitForExit() == 0, "\(refused.output)")
+        let buffered = try Outbox.readStatistics(path: outbox)
+        #expect(buffered.acknowledged == 0)
+        try await subscriber.roundTrip()
+        #expect(subscriber.messages(on: "edge/gw-tls/boiler-1/data").isEmpty)
+
+        // 2. The right CA and an encrypted client key: everything buffered is delivered, sealed.
+        try Self.configuration(tls, modbusPort: modbusPort, outbox: outbox, keyFile: keyFile, tlsLines: """
+        ca_file: \(c.caCertificate)
+        cert_file: \(c.clientCertificate)
+        key_file: \(c.clientEncryptedKey)
+        key_password_file: \(c.passphraseFile)
+        min_version: tls1.2
+        """).write(toFile: config, atomically: true, encoding: .utf8)
+        let gateway = try ChildProcess(gatewayBinary, ["run", "--config", config], log: tls.directory.file("gateway.log"))
+        let topic = "edge/gw-tls/boiler-1/data"
+        try await waitUntil("the buffered boot-1 polls to arrive", timeout: .seconds(20)) {
+            subscriber.messages(on: topic).count >= buffered.bufferedMessages + 2
+        }
+        gateway.signal(SIGTERM)
+        #expect(try await gateway.waitForExit() == 0, "\(gateway.output)")
+        let opener = try Opener(keys: [key])
+        let opened = try subscriber.messages(on: topic).map { message in
+            #expect(message.json["alg"] as? String == "A256GCM" && message.json["kid"] as? String == "site-k1")
+            #expect(!message.text.contains("temperature"), "the payload on the wire is encrypted")
+            let plain = try opener.open(message.payload, topic: topic)
+            return try #require(try JSONSerialization.jsonObject(with: Data(plain)) as? [String: Any])
+        }
+        let bootOne = opened.filter { $0["boot"] as? Int == 1 }.compactMap { $0["seq"] as? Int }
+        #expect(bootOne == Array(1...buffered.bufferedMessages), "every poll buffered in boot 1 arrives once, in order")
+        #expect((opened.first?["values"] as? [String: Any])?["temperature"] as? Double == 71.5)
+    }
+
+    @Test func badKeyFilesStopStartupWithAClearError() async throws {
+        let directory = try TemporaryDirectory("badkey")
+        defer { directory.remove() }
+        let gatewayBinary = try builtProduct("edge-gateway")
+        let shortKey = directory.file("short.key")
+        try Data(repeating: 7, count: 16).write(to: URL(fileURLWithPath: shortKey))
+        chmod(shortKey, 0o600)
+        let openKey = directory.file("open.key")
+        try String(repeating: "ab", count: 32).write(toFile: openKey, atomically: true, encoding: .utf8)
+        chmod(openKey, 0o644)
+        for (file, expected) in [(shortKey, "not a 32-byte key"), (openKey, "chmod 600 \(openKey)"),
+                                 (directory.file("missing.key"), "does not exist"), (directory.path, "is a directory")] {
+            let config = directory.file("gateway.yaml")
+            try """
+            gateway: { id: gw }
+            mqtt: { host: 127.0.0.1, port: \(freeLoopbackPort()) }
+            buffer: { path: \(directory.file("outbox.sqlite")) }
+            payload: { seal: hmac-sha256, keys: [{ id: k1, file: \(file) }] }
+            devices: [{ name: d, tcp: { host: 127.0.0.1, port: \(freeLoopbackPort()) }, tags: [{ name: t, table: input, address: 0, type: int16 }] }]
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let gateway = try ChildProcess(gatewayBinary, ["run", "--config", config], log: directory.file("run.log"))
+            let status = try await gateway.waitForExit()
+            #expect(status != 0, "\(gateway.output)")
+            #expect(gateway.output.contains(expected), "expected '\(expected)' in: \(gateway.output)")
+        }
+    }
+}
