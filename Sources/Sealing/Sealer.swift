@@ -13,14 +13,18 @@ public enum SealAlgorithm: String, Sendable, CaseIterable {
 
 /// Seals payloads with one key into the JSON envelope of docs/SEALING.md.
 ///
-/// Thread-safe: every call uses its own OpenSSL context.
+/// Thread-safe. The keyed OpenSSL context is prepared once and reused under a
+/// lock (the ingest seals on one thread, inside its transaction), so a seal
+/// costs the cipher or MAC itself, not a key schedule.
 public struct Sealer: Sendable {
     public let algorithm: SealAlgorithm
     public let key: SealingKey
+    private let engine: KeyedContext
 
     public init(algorithm: SealAlgorithm, key: SealingKey) {
         self.algorithm = algorithm
         self.key = key
+        engine = KeyedContext(algorithm: algorithm, key: key.bytes)
     }
 
     /// The envelope of `payload` for `topic`. AES-256-GCM takes a fresh 12-byte
@@ -31,7 +35,7 @@ public struct Sealer: Sendable {
     public func seal(_ payload: [UInt8], topic: String) throws(SealingError) -> [UInt8] {
         switch algorithm {
         case .aes256GCM:
-            return try seal(payload, topic: topic, nonce: randomBytes(GCM.nonceLength))
+            return try seal(payload, topic: topic, nonce: engine.freshNonce())
         case .hmacSHA256:
             return try seal(payload, topic: topic, nonce: [])
         }
@@ -43,12 +47,12 @@ public struct Sealer: Sendable {
         var envelope = Envelope.Writer(algorithm: algorithm, kid: key.id)
         switch algorithm {
         case .aes256GCM:
-            let sealed = try GCM.seal(payload, key: key.bytes, nonce: nonce, aad: Array(topic.utf8))
+            let sealed = try engine.encrypt(payload, nonce: nonce, aad: topic)
             envelope.field("iv", nonce)
             envelope.field("ct", sealed)
         case .hmacSHA256:
             envelope.field("msg", payload)
-            envelope.field("sig", try HMACSHA256.signature(key: key.bytes, topic: topic, payload: payload))
+            envelope.field("sig", try engine.sign(topic: topic, payload: payload))
         }
         return envelope.finish()
     }
@@ -135,7 +139,10 @@ enum Envelope {
             bytes.append(UInt8(ascii: "\""))
         }
 
-        func finish() -> [UInt8] { bytes + [UInt8(ascii: "}")] }
+        consuming func finish() -> [UInt8] {
+            bytes.append(UInt8(ascii: "}"))
+            return bytes
+        }
     }
 
     struct Parsed {
@@ -281,6 +288,129 @@ enum GCM {
     }
 }
 
+/// One keyed libcrypto context (AES-256-GCM cipher or HMAC-SHA256 MAC), reused.
+///
+/// Invariant: `context` is only touched while `lock` is held; it is freed in deinit.
+private final class KeyedContext: @unchecked Sendable {
+    private let lock = NSLock()
+    private let algorithm: SealAlgorithm
+    private let context: OpaquePointer
+    /// CSPRNG output drawn in bulk (one RAND_bytes call per 512 nonces) and
+    /// handed out once each; under `lock`.
+    private var randomPool: [UInt8] = []
+    private var poolPosition = 0
+    private static let poolSize = 512 * GCM.nonceLength
+
+    init(algorithm: SealAlgorithm, key: [UInt8]) {
+        self.algorithm = algorithm
+        switch algorithm {
+        case .aes256GCM:
+            guard let context = EVP_CIPHER_CTX_new(),
+                  EVP_EncryptInit_ex2(context, aes256GCM.cipher, key, nil, nil) == 1 else {
+                fatalError("cannot prepare AES-256-GCM: \(openSSLErrors())")
+            }
+            self.context = context
+        case .hmacSHA256:
+            guard let context = EVP_MAC_CTX_new(hmac.mac) else {
+                fatalError("cannot prepare HMAC-SHA256: \(openSSLErrors())")
+            }
+            let ok = "digest".withCString { name in
+                "SHA256".withCString { digest in
+                    var params = [OSSL_PARAM_construct_utf8_string(name, UnsafeMutablePointer(mutating: digest), 0),
+                                  OSSL_PARAM_construct_end()]
+                    return EVP_MAC_init(context, key, key.count, &params) == 1
+                }
+            }
+            guard ok else { fatalError("cannot prepare HMAC-SHA256: \(openSSLErrors())") }
+            self.context = context
+        }
+    }
+
+    deinit {
+        switch algorithm {
+        case .aes256GCM: EVP_CIPHER_CTX_free(context)
+        case .hmacSHA256: EVP_MAC_CTX_free(context)
+        }
+    }
+
+    /// 12 bytes from the CSPRNG that no other call gets.
+    func freshNonce() throws(SealingError) -> [UInt8] {
+        lock.lock()
+        defer { lock.unlock() }
+        if poolPosition == randomPool.count {
+            randomPool = try randomBytes(Self.poolSize)
+            poolPosition = 0
+        }
+        defer { poolPosition += GCM.nonceLength }
+        return Array(randomPool[poolPosition..<poolPosition + GCM.nonceLength])
+    }
+
+    /// Ciphertext followed by the 16-byte tag.
+    func encrypt(_ plain: [UInt8], nonce: [UInt8], aad: String) throws(SealingError) -> [UInt8] {
+        guard nonce.count == GCM.nonceLength else {
+            throw SealingError(.crypto, "an A256GCM nonce has 12 bytes, not \(nonce.count)")
+        }
+        var output = [UInt8](repeating: 0, count: plain.count + GCM.tagLength)
+        var aad = aad
+        let ok = lock.withLock {
+            output.withUnsafeMutableBufferPointer { out -> Bool in
+                var length: Int32 = 0
+                // A new nonce on the keyed context: the key schedule is kept.
+                guard EVP_EncryptInit_ex2(context, nil, nil, nonce, nil) == 1 else { return false }
+                let aadOK = aad.withUTF8 { bytes in
+                    bytes.isEmpty || EVP_EncryptUpdate(context, nil, &length, bytes.baseAddress, Int32(bytes.count)) == 1
+                }
+                guard aadOK else { return false }
+                var written: Int32 = 0
+                if !plain.isEmpty {
+                    guard EVP_EncryptUpdate(context, out.baseAddress, &written, plain, Int32(plain.count)) == 1 else { return false }
+                }
+                guard EVP_EncryptFinal_ex(context, out.baseAddress! + Int(written), &length) == 1 else { return false }
+                return EVP_CIPHER_CTX_ctrl(context, EVP_CTRL_GCM_GET_TAG, Int32(GCM.tagLength),
+                                           out.baseAddress! + plain.count) == 1
+            }
+        }
+        guard ok else { throw SealingError(.crypto, "AES-256-GCM encryption failed: \(openSSLErrors())") }
+        return output
+    }
+
+    /// HMAC-SHA256(key, topic ‖ 0x00 ‖ payload).
+    func sign(topic: String, payload: [UInt8]) throws(SealingError) -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: 32)
+        var topic = topic
+        var separator: UInt8 = 0
+        let ok = lock.withLock {
+            var length = 0
+            // No key: OpenSSL 3 restarts the MAC with the key it has.
+            guard EVP_MAC_init(context, nil, 0, nil) == 1 else { return false }
+            let topicOK = topic.withUTF8 { bytes in
+                bytes.isEmpty || EVP_MAC_update(context, bytes.baseAddress, bytes.count) == 1
+            }
+            return topicOK
+                && EVP_MAC_update(context, &separator, 1) == 1
+                && (payload.isEmpty || EVP_MAC_update(context, payload, payload.count) == 1)
+                && EVP_MAC_final(context, &digest, &length, digest.count) == 1
+                && length == 32
+        }
+        guard ok else { throw SealingError(.crypto, "HMAC-SHA256 failed: \(openSSLErrors())") }
+        return digest
+    }
+}
+
+/// The HMAC implementation, fetched once (see `FetchedCipher`).
+private final class FetchedMAC: @unchecked Sendable {
+    let mac: OpaquePointer
+    init(_ name: String) {
+        guard let mac = EVP_MAC_fetch(nil, name, nil) else {
+            fatalError("libcrypto has no \(name): \(openSSLErrors())")
+        }
+        self.mac = mac
+    }
+    deinit { EVP_MAC_free(mac) }
+}
+
+private let hmac = FetchedMAC("HMAC")
+
 enum HMACSHA256 {
     /// HMAC-SHA256(key, topic bytes ‖ 0x00 ‖ payload bytes).
     static func signature(key: [UInt8], topic: String, payload: [UInt8]) throws(SealingError) -> [UInt8] {
@@ -310,23 +440,33 @@ enum Base64 {
     }()
 
     static func encode(_ bytes: [UInt8], into output: inout [UInt8]) {
-        output.reserveCapacity(output.count + (bytes.count + 2) / 3 * 4)
-        var index = 0
-        while index + 3 <= bytes.count {
-            let chunk = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
-            output.append(alphabet[Int(chunk >> 18 & 63)])
-            output.append(alphabet[Int(chunk >> 12 & 63)])
-            output.append(alphabet[Int(chunk >> 6 & 63)])
-            output.append(alphabet[Int(chunk & 63)])
-            index += 3
-        }
-        let rest = bytes.count - index
-        if rest > 0 {
-            let chunk = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
-            output.append(alphabet[Int(chunk >> 18 & 63)])
-            output.append(alphabet[Int(chunk >> 12 & 63)])
-            output.append(rest == 2 ? alphabet[Int(chunk >> 6 & 63)] : UInt8(ascii: "="))
-            output.append(UInt8(ascii: "="))
+        let start = output.count
+        let encodedLength = (bytes.count + 2) / 3 * 4
+        output.append(contentsOf: repeatElement(0, count: encodedLength))
+        alphabet.withUnsafeBufferPointer { alphabet in
+            bytes.withUnsafeBufferPointer { input in
+                output.withUnsafeMutableBufferPointer { buffer in
+                    var out = start
+                    var index = 0
+                    while index + 3 <= input.count {
+                        let chunk = UInt32(input[index]) << 16 | UInt32(input[index + 1]) << 8 | UInt32(input[index + 2])
+                        buffer[out] = alphabet[Int(chunk >> 18 & 63)]
+                        buffer[out + 1] = alphabet[Int(chunk >> 12 & 63)]
+                        buffer[out + 2] = alphabet[Int(chunk >> 6 & 63)]
+                        buffer[out + 3] = alphabet[Int(chunk & 63)]
+                        index += 3
+                        out += 4
+                    }
+                    let rest = input.count - index
+                    if rest > 0 {
+                        let chunk = UInt32(input[index]) << 16 | (rest == 2 ? UInt32(input[index + 1]) << 8 : 0)
+                        buffer[out] = alphabet[Int(chunk >> 18 & 63)]
+                        buffer[out + 1] = alphabet[Int(chunk >> 12 & 63)]
+                        buffer[out + 2] = rest == 2 ? alphabet[Int(chunk >> 6 & 63)] : UInt8(ascii: "=")
+                        buffer[out + 3] = UInt8(ascii: "=")
+                    }
+                }
+            }
         }
     }
 
