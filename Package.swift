@@ -39,14 +39,16 @@ let package = Package(
             "CMosquitto",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files; the only user of COpenSSL.
+        .target(name: "Sealing", dependencies: ["COpenSSL"]),
         .target(name: "Gateway", dependencies: [
-            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "edge-gateway", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -55,7 +57,7 @@ let package = Package(
 
         // `make bench`: figures and ratios against baselines measured in the same run.
         .executableTarget(name: "edge-gateway-bench", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport", "CModbus",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport", "CModbus", "Sealing",
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -68,6 +70,7 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
+        .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
         ]),

@@ -125,7 +125,8 @@ public final class ForwarderService: Service, Sendable {
         uplink = MQTTUplink(
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
-                                         reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax),
+                                         reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
+                .secured(by: mqtt),
             logger: logger,
             will: {
                 MQTTMessage(topic: statusTopic,

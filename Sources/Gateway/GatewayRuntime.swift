@@ -5,6 +5,7 @@ import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 import ServiceLifecycle
 
 /// The gateway's services, wired from one configuration.
@@ -38,7 +39,8 @@ public struct GatewayRuntime: Sendable {
                                          replay: configuration.replay, outbox: outbox,
                                          pollCounters: pollCounters, logger: logger)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
-                                   logger: logger, onCommit: { forwarder.outboxCommitted(newestID: $0) })
+                                   logger: logger, sealer: try Self.sealer(configuration.payload),
+                                   onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest
         forwarder.announce(devices: configuration.devices)

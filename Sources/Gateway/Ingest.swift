@@ -5,6 +5,7 @@ import GatewayConfig
 import Logging
 import Modbus
 import Outbox
+import Sealing
 import ServiceLifecycle
 import Synchronization
 
@@ -23,9 +24,14 @@ public final class IngestService: Service, Sendable {
     private let wakeUp: AsyncStream<Void>.Continuation
     /// Called after each commit with the newest committed id (the forwarder leases what is new).
     private let onCommit: @Sendable (Int64) -> Void
+    /// Seals each data payload inside the committing transaction, so the outbox
+    /// on disk holds only sealed payloads; `nil` when `payload.seal` is `none`.
+    private let sealer: Sealer?
 
-    public init(identity: GatewayIdentity, qos: Int, outbox: Outbox, logger: Logger,
+    /// - Parameter sealer: seals every data payload before it is committed.
+    public init(identity: GatewayIdentity, qos: Int, outbox: Outbox, logger: Logger, sealer: Sealer? = nil,
                 onCommit: @escaping @Sendable (Int64) -> Void) {
+        self.sealer = sealer
         self.identity = identity
         self.qos = UInt8(qos)
         self.outbox = outbox
@@ -52,6 +58,17 @@ public final class IngestService: Service, Sendable {
         }
     }
 
+    /// The sealed envelope of `plain`. A failing CSPRNG or libcrypto is no state
+    /// to go on in: the process stops (and systemd restarts it) rather than ever
+    /// committing a payload unsealed.
+    static func seal(_ plain: [UInt8], topic: String, with sealer: Sealer) -> [UInt8] {
+        do {
+            return try sealer.seal(plain, topic: topic)
+        } catch {
+            fatalError("cannot seal a payload for \(topic): \(error)")
+        }
+    }
+
     private func commitPending() async {
         while true {
             let batch: [DevicePoll] = pending.withLock { polls in
@@ -61,9 +78,12 @@ public final class IngestService: Service, Sendable {
             }
             if batch.isEmpty { return }
             let gateway = identity.id
+            let sealer = self.sealer
             let drafts = batch.map { poll in
-                OutboxDraft(topic: identity.dataTopic(device: poll.device), qos: qos) { boot, seq in
-                    MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
+                let topic = identity.dataTopic(device: poll.device)
+                return OutboxDraft(topic: topic, qos: qos) { boot, seq in
+                    let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
+                    return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain
                 }
             }
             do {

@@ -41,13 +41,14 @@ public enum ConfigurationLoader {
         }
         let configuration = SchemaReader(log: log)
             .configuration(YAMLValue(node: root, path: "", name: "document", log: log))
-        guard let configuration, log.problems.isEmpty else {
+        guard var configuration, log.problems.isEmpty else {
             if log.problems.isEmpty {
                 // Every nil above comes with a problem; this is a loader bug.
                 log.report("", at: nil, "the configuration could not be read", hint: "report this as a bug")
             }
             throw ConfigurationError(file: file, problems: log.problemsInFileOrder)
         }
+        configuration.warnings = log.warnings
         return configuration
     }
 
@@ -140,7 +141,7 @@ public enum ConfigurationLoader {
 }
 
 /// The schema of gateway.yaml, read in one pass that reports every problem.
-private struct SchemaReader {
+struct SchemaReader {
     let log: ProblemLog
 
     func configuration(_ document: YAMLValue) -> GatewayConfiguration? {
@@ -160,11 +161,14 @@ private struct SchemaReader {
         let devices = root.required(
             "devices", hint: "add devices: with at least one device and its tags"
         ).flatMap(devices)
+        let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
         root.finish()
 
-        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices else { return nil }
-        return GatewayConfiguration(
+        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload else { return nil }
+        var configuration = GatewayConfiguration(
             gateway: gateway, mqtt: mqtt, buffer: buffer, replay: replay, devices: devices, logLevel: logLevel)
+        configuration.payload = payload
+        return configuration
     }
 
     // MARK: gateway
@@ -241,14 +245,17 @@ private struct SchemaReader {
             }
             reconnectMax = nil
         }
+        let security = mqttSecurity(&section)
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax
+              let reconnectMin, let reconnectMax, let security
         else { return nil }
-        return MQTTSettings(
+        var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
+        security.apply(to: &settings, portWritten: section.contains("port"))
+        return settings
     }
 
     private func keepalive(_ value: YAMLValue) -> Duration? {

@@ -10,6 +10,11 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var replay: ReplaySettings
     public var devices: [DeviceConfiguration]
     public var logLevel: LogLevel
+    /// Sealing of data payloads (`payload:`); off by default.
+    public var payload = PayloadSettings()
+    /// Things the loader accepted but an operator should change (e.g. a password
+    /// written in gateway.yaml). Logged at startup, printed by `check-config`.
+    public var warnings: [ConfigProblem] = []
 
     public init(
         gateway: GatewayIdentity,
@@ -69,6 +74,14 @@ public struct MQTTSettings: Sendable, Equatable {
     /// Reconnect backoff: first delay, doubled up to `reconnectMax`.
     public var reconnectMin: Duration
     public var reconnectMax: Duration
+    /// TLS of the connection (`mqtt.tls`); `nil` means plain TCP.
+    public var tls: MQTTTLSSettings? = nil
+    /// MQTT user name (`mqtt.username`).
+    public var username: String? = nil
+    /// MQTT password, from `password_file`, `password_env` or (with a warning) `password`.
+    public var password: Secret? = nil
+    /// Where `password` came from.
+    public var passwordSource: PasswordSource? = nil
 
     public init(
         host: String,

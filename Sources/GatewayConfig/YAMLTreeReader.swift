@@ -8,6 +8,8 @@ import Yams
 final class ProblemLog {
     let file: String
     private(set) var problems: [ConfigProblem] = []
+    /// What is accepted but should change; does not stop loading.
+    private(set) var warnings: [ConfigProblem] = []
 
     init(file: String) {
         self.file = file
@@ -15,6 +17,12 @@ final class ProblemLog {
 
     func report(_ path: String, at mark: Mark?, _ message: String, hint: String) {
         problems.append(ConfigProblem(
+            path: path, line: mark?.line, column: mark?.column,
+            message: message, hint: hint, file: file))
+    }
+
+    func warn(_ path: String, at mark: Mark?, _ message: String, hint: String) {
+        warnings.append(ConfigProblem(
             path: path, line: mark?.line, column: mark?.column,
             message: message, hint: hint, file: file))
     }
@@ -275,6 +283,11 @@ struct MappingReader {
         guard let entry = entries.first(where: { $0.key == key }) else { return nil }
         return YAMLValue(node: entry.value, path: path(key), name: key, log: value.log,
                          keyMark: entry.keyNode.mark)
+    }
+
+    /// Whether `key` is written in the mapping (asked for or not).
+    func contains(_ key: String) -> Bool {
+        entries.contains { $0.key == key }
     }
 
     /// Reports every key that was not asked for, with a "did you mean".

@@ -31,6 +31,10 @@ public struct MQTTUplinkSettings: Sendable {
     public var reconnectMax: Duration
     /// The gateway always starts clean: its outbox, not the broker, holds what is unsent.
     public var cleanSession: Bool
+    /// TLS of the connection; `nil` means plain TCP (see UplinkSecurity.swift).
+    public var tls: MQTTTLSOptions? = nil
+    /// User name and password sent in CONNECT.
+    public var credentials: MQTTCredentials? = nil
 
     public init(host: String, port: Int, clientID: String, keepalive: Duration = .seconds(30),
                 maxInflight: Int = 100, reconnectMin: Duration = .seconds(1), reconnectMax: Duration = .seconds(30),
@@ -217,6 +221,9 @@ public final class MQTTUplink: Sendable {
         mosquitto_connect_callback_set(raw, onConnectCallback)
         mosquitto_publish_callback_set(raw, onPublishCallback)
         mosquitto_message_callback_set(raw, onMessageCallback)
+        if let problem = configureSecurity(raw, context: context, settings: settings, logger: logger) {
+            return .failedToConnect(problem)
+        }
         if let will = makeWill() {
             let rc = will.payload.withUnsafeBytes { bytes in
                 mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain)
@@ -228,7 +235,9 @@ public final class MQTTUplink: Sendable {
         let keepalive = Int32(clamping: settings.keepalive.components.seconds)
         let rc = mosquitto_connect(raw, settings.host, Int32(settings.port), keepalive)
         guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-            return .failedToConnect(MQTTError.mosquitto(rc, "connect to \(settings.endpoint)").message)
+            return .failedToConnect(describeConnectFailure(
+                raw, context: context, settings: settings,
+                fallback: MQTTError.mosquitto(rc, "connect to \(settings.endpoint)").message))
         }
         current.withLock { $0 = handle }
         var loopRC = MOSQ_ERR_SUCCESS.rawValue
@@ -240,10 +249,11 @@ public final class MQTTUplink: Sendable {
         let wasConnected = context.everConnected.load(ordering: .acquiring)
         context.isConnected.store(false, ordering: .releasing)
         if let refusal = context.refusal.withLock({ $0 }) {
-            return .failedToConnect("broker \(settings.endpoint) refused the connection: \(refusal)")
+            return .failedToConnect(describeRefusal(refusal, settings: settings))
         }
         let reason = MQTTError.mosquitto(loopRC, "connection to \(settings.endpoint)").message
-        return wasConnected ? .lost(reason) : .failedToConnect(reason)
+        return wasConnected ? .lost(reason)
+            : .failedToConnect(describeConnectFailure(raw, context: context, settings: settings, fallback: reason))
     }
 }
 
@@ -260,9 +270,11 @@ private final class ConnectionHandle: @unchecked Sendable {
 
 /// What a connection's C callbacks need. Passed to libmosquitto as user data
 /// (retained for the handle's lifetime, released after `mosquitto_destroy`).
-private final class CallbackContext: Sendable {
+final class CallbackContext: Sendable {
     let session: Int
     let onEvent: @Sendable (MQTTEvent) -> Void
+    /// TLS diagnostics and the key passphrase (UplinkSecurity.swift).
+    let security = SecurityState()
     let isConnected = Atomic<Bool>(false)
     let everConnected = Atomic<Bool>(false)
     let refusal = Mutex<String?>(nil)

@@ -8,6 +8,7 @@
 //            with the same inflight window
 //   rss      peak RSS of the gateway process holding 1,000,000 buffered messages
 //   modbus   see ModbusBench.swift
+//   seal     seal + outbox append (AES-256-GCM, HMAC-SHA256) vs unsealed appends (SealBench.swift)
 import Foundation
 import Gateway
 import GatewayConfig
@@ -20,7 +21,7 @@ import Synchronization
 import TestSupport
 
 let arguments = Set(CommandLine.arguments.dropFirst())
-let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus"] : arguments
+let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus", "seal"] : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
@@ -231,3 +232,4 @@ if selected.contains("append") { try await benchAppend(directory: directory) }
 if selected.contains("replay") { try await benchReplay(directory: directory) }
 if selected.contains("rss") { try await benchRSS(directory: directory) }
 if selected.contains("modbus") { try await benchModbus() }
+if selected.contains("seal") { try await benchSeal(directory: directory) }

@@ -13,7 +13,7 @@ struct EdgeGateway: AsyncParsableCommand {
         commandName: "edge-gateway",
         abstract: "Polls Modbus devices and forwards their readings to MQTT, buffered in a local outbox.",
         version: "0.1.0",
-        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self],
+        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self, Open.self, Keygen.self],
         defaultSubcommand: Run.self)
 }
 
@@ -50,6 +50,7 @@ struct Run: AsyncParsableCommand {
     func run() async throws {
         let configuration = try loadConfiguration(options.config)
         let logger = Logging.makeLogger(level: Logger.Level(configuration.logLevel))
+        logConfigurationWarnings(configuration, logger: logger)
         let runtime: GatewayRuntime
         do {
             runtime = try GatewayRuntime(configuration: configuration, logger: logger)
@@ -93,6 +94,7 @@ struct CheckConfig: ParsableCommand {
             }
         }
         print("  outbox \(configuration.buffer.path) (sync \(configuration.buffer.sync.rawValue))")
+        try printSecurity(configuration)
     }
 }
 

@@ -139,6 +139,17 @@ public final class MosquittoBroker: @unchecked Sendable {
         try config.write(toFile: directory.file("mosquitto.conf"), atomically: true, encoding: .utf8)
     }
 
+    /// A broker run from `configuration` (mosquitto.conf text, e.g. TLS listeners);
+    /// `start()` waits until `port` accepts connections. `user <current user>` is
+    /// appended, so a broker started as root can still read its files.
+    public init(port: Int, configuration: String) throws {
+        self.port = port
+        directory = try TemporaryDirectory("mosquitto")
+        let user = String(cString: getpwuid(getuid()).pointee.pw_name)
+        try (configuration + "\nuser \(user)\n")
+            .write(toFile: directory.file("mosquitto.conf"), atomically: true, encoding: .utf8)
+    }
+
     deinit {
         child = nil
         directory.remove()

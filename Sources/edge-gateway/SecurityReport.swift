@@ -1,0 +1,51 @@
+// What `run` and `check-config` say about TLS, credentials and sealing.
+import ArgumentParser
+import Foundation
+import Gateway
+import GatewayConfig
+import Logging
+import Sealing
+
+/// Logs what the loader accepted with a warning (e.g. a password in gateway.yaml).
+func logConfigurationWarnings(_ configuration: GatewayConfiguration, logger: Logger) {
+    for warning in configuration.warnings {
+        logger.warning("configuration: \(warning.message)", metadata: [
+            "path": "\(warning.path)", "hint": "\(warning.hint)",
+        ])
+    }
+}
+
+/// Prints the security settings and warnings; reads the key files, so a bad key exits 78.
+func printSecurity(_ configuration: GatewayConfiguration) throws {
+    let mqtt = configuration.mqtt
+    if let tls = mqtt.tls {
+        let trust = switch tls.trust {
+        case .systemStore: "the system store"
+        case let .caFile(path): path
+        case let .caDirectory(path): path + "/"
+        }
+        var line = "  TLS \(tls.minimumVersion.rawValue)+, trusting \(trust)"
+        if let cert = tls.certFile { line += ", client certificate \(cert)" }
+        if tls.insecureSkipVerify { line += ", NOT VERIFYING the broker (insecure_skip_verify)" }
+        print(line)
+    } else {
+        print("  no TLS (plain MQTT)")
+    }
+    if let username = mqtt.username {
+        print("  user \(username), password from \(mqtt.passwordSource.map { "\($0)" } ?? "nowhere (none sent)")")
+    }
+    do {
+        if let sealer = try GatewayRuntime.sealer(configuration.payload) {
+            print("  data payloads sealed with \(sealer.algorithm.rawValue), key \(sealer.key.id) "
+                  + "(\(configuration.payload.keys.count) key(s) listed)")
+        } else {
+            print("  data payloads not sealed")
+        }
+    } catch {
+        FileHandle.standardError.write(Data("\(error)\n".utf8))
+        throw ExitCode(exitConfigurationError)
+    }
+    for warning in configuration.warnings {
+        print("  warning: \(warning)")
+    }
+}

@@ -1,0 +1,203 @@
+// mqtt.tls, the MQTT credentials and payload: in gateway.yaml, with real files.
+import Foundation
+import Testing
+@testable import GatewayConfig
+
+/// A directory of files the configuration refers to, removed at deinit.
+private final class Files {
+    let path: String
+
+    init() throws {
+        path = NSTemporaryDirectory() + "security-config-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    /// Writes `text` to `name` with `mode` and returns its path.
+    @discardableResult
+    func write(_ name: String, _ text: String, mode: Int = 0o600) throws -> String {
+        let file = path + "/" + name
+        try text.write(toFile: file, atomically: false, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: file)
+        return file
+    }
+}
+
+private func document(mqtt: String, payload: String = "") -> String {
+    """
+    gateway: { id: gw-01 }
+    mqtt:
+      host: broker.example
+    \(mqtt.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+    \(payload)
+    devices:
+      - name: d
+        tcp: { host: 127.0.0.1 }
+        tags: [{ name: t, table: input, address: 1, type: int16 }]
+    """
+}
+
+private func rejected(_ yaml: String) -> [ConfigProblem] {
+    do {
+        _ = try ConfigurationLoader.parse(yaml: yaml)
+        Issue.record("expected the configuration to be rejected")
+        return []
+    } catch let error as ConfigurationError {
+        return error.problems
+    } catch {
+        Issue.record("unexpected \(error)")
+        return []
+    }
+}
+
+@Suite struct SecurityConfigTests {
+    @Test func tlsWithCAClientCertificateAndEncryptedKey() throws {
+        let files = try Files()
+        let ca = try files.write("ca.pem", "x", mode: 0o644)
+        let cert = try files.write("client.pem", "x", mode: 0o644)
+        let key = try files.write("client.key", "x")
+        let passphrase = try files.write("client.pass", "s3cret\n")
+        let config = try ConfigurationLoader.parse(yaml: document(mqtt: """
+        tls:
+          ca_file: \(ca)
+          cert_file: \(cert)
+          key_file: \(key)
+          key_password_file: \(passphrase)
+          min_version: tls1.3
+          ciphers: ECDHE+AESGCM
+          alpn: mqtt
+        """))
+        let tls = try #require(config.mqtt.tls)
+        #expect(tls.trust == .caFile(ca))
+        #expect(tls.certFile == cert && tls.keyFile == key)
+        #expect(tls.keyPassword?.value == "s3cret", "the trailing newline is not part of the passphrase")
+        #expect(tls.minimumVersion == .tls13 && tls.ciphers == "ECDHE+AESGCM" && tls.alpn == "mqtt")
+        #expect(!tls.insecureSkipVerify)
+        #expect(config.mqtt.port == 8883, "TLS without port: means 8883")
+        #expect(config.warnings.isEmpty)
+        #expect("\(tls.keyPassword!)" == "<redacted>")
+    }
+
+    @Test func tlsTrueUsesTheSystemStoreAndVerifies() throws {
+        let config = try ConfigurationLoader.parse(yaml: document(mqtt: "port: 9999\ntls: true"))
+        #expect(config.mqtt.tls == MQTTTLSSettings(trust: .systemStore, minimumVersion: .tls12))
+        #expect(config.mqtt.port == 9999)
+        #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "tls: false")).mqtt.tls == nil)
+    }
+
+    @Test func insecureSkipVerifyIsAcceptedWithAWarning() throws {
+        let config = try ConfigurationLoader.parse(yaml: document(mqtt: "tls: { insecure_skip_verify: true }"))
+        #expect(config.mqtt.tls?.insecureSkipVerify == true)
+        #expect(config.warnings.map(\.path) == ["mqtt.tls.insecure_skip_verify"])
+    }
+
+    @Test func missingCAFileAndHalfAClientCertificateAreReportedWithPaths() throws {
+        let files = try Files()
+        let cert = try files.write("client.pem", "x", mode: 0o644)
+        let problems = rejected(document(mqtt: """
+        tls:
+          ca_file: \(files.path)/nope.pem
+          cert_file: \(cert)
+          min_version: tls1.1
+          verify: false
+        """))
+        let paths = Set(problems.map(\.path))
+        #expect(paths == ["mqtt.tls.ca_file", "mqtt.tls.cert_file", "mqtt.tls.min_version", "mqtt.tls.verify"],
+                "\(problems.map(\.description))")
+        #expect(problems.first { $0.path == "mqtt.tls.cert_file" }?.hint.contains("key_file") == true)
+    }
+
+    @Test func secretFilesReadableByOthersAreRefusedWithTheFix() throws {
+        let files = try Files()
+        let cert = try files.write("client.pem", "x", mode: 0o644)
+        let key = try files.write("client.key", "x", mode: 0o640)
+        let password = try files.write("mqtt.pass", "pw", mode: 0o604)
+        let problems = rejected(document(mqtt: """
+        username: gw
+        password_file: \(password)
+        tls: { cert_file: \(cert), key_file: \(key) }
+        """))
+        let keyProblem = try #require(problems.first { $0.path == "mqtt.tls.key_file" }, "\(problems)")
+        #expect(keyProblem.hint == "chmod 600 \(key)")
+        #expect(keyProblem.message.contains("readable by other users"))
+        let passwordProblem = try #require(problems.first { $0.path == "mqtt.password_file" }, "\(problems)")
+        #expect(passwordProblem.hint == "chmod 600 \(password)")
+        #expect(passwordProblem.line == 5, "placed at its line: \(passwordProblem)")
+    }
+
+    @Test func passwordFromFileEnvironmentOrInlineWithAWarning() throws {
+        let files = try Files()
+        let password = try files.write("mqtt.pass", "from-file\n")
+        let fromFile = try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(password)\ntls: true"))
+        #expect(fromFile.mqtt.username == "gw" && fromFile.mqtt.password?.value == "from-file")
+        #expect(fromFile.mqtt.passwordSource == .file(password) && fromFile.warnings.isEmpty)
+
+        setenv("EDGE_TEST_MQTT_PASSWORD", "from-env", 1)
+        defer { unsetenv("EDGE_TEST_MQTT_PASSWORD") }
+        let fromEnvironment = try ConfigurationLoader.parse(yaml: document(
+            mqtt: "username: gw\npassword_env: EDGE_TEST_MQTT_PASSWORD\ntls: true"))
+        #expect(fromEnvironment.mqtt.password?.value == "from-env")
+
+        let inline = try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword: hunter2\ntls: true"))
+        #expect(inline.mqtt.password?.value == "hunter2")
+        #expect(inline.warnings.map(\.path) == ["mqtt.password"])
+        #expect(inline.warnings.first?.hint.contains("password_file") == true)
+
+        let unset = rejected(document(mqtt: "username: gw\npassword_env: EDGE_TEST_NOT_SET_ANYWHERE"))
+        #expect(unset.map(\.path) == ["mqtt.password_env"])
+        let twice = rejected(document(mqtt: "username: gw\npassword: a\npassword_file: \(password)"))
+        #expect(twice.count == 1 && twice[0].message.contains("more than one"), "\(twice)")
+        let noUser = rejected(document(mqtt: "password_file: \(password)"))
+        #expect(noUser.first?.hint.contains("username") == true, "\(noUser)")
+    }
+
+    @Test func payloadSealingWithRotatingKeys() throws {
+        let files = try Files()
+        let k1 = try files.write("k1.key", String(repeating: "ab", count: 32))
+        let k2 = try files.write("k2.key", String(repeating: "cd", count: 32))
+        let config = try ConfigurationLoader.parse(yaml: document(mqtt: "", payload: """
+        payload:
+          seal: aes-256-gcm
+          keys:
+            - { id: k1, file: \(k1) }
+            - { id: k2, file: \(k2) }
+          seal_key: k2
+        """))
+        #expect(config.payload.seal == .aes256GCM)
+        #expect(config.payload.keys.map(\.id) == ["k1", "k2"])
+        #expect(config.payload.sealingKey == PayloadSettings.Key(id: "k2", file: k2))
+
+        let single = try ConfigurationLoader.parse(yaml: document(mqtt: "", payload: """
+        payload: { seal: hmac-sha256, keys: [{ id: only, file: \(k1) }] }
+        """))
+        #expect(single.payload.sealKey == "only", "one key seals without naming it")
+        #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "")).payload == PayloadSettings())
+    }
+
+    @Test func payloadProblemsNameTheirPlace() throws {
+        let files = try Files()
+        let k1 = try files.write("k1.key", "x")
+        let open = try files.write("open.key", "x", mode: 0o644)
+        #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes-256-gcm }")).map(\.path) == ["payload.keys"])
+        #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes256 }")).map(\.path) == ["payload.seal"])
+        let problems = rejected(document(mqtt: "", payload: """
+        payload:
+          seal: hmac-sha256
+          keys:
+            - { id: k1, file: \(k1) }
+            - { id: k1, file: \(k1) }
+            - { id: "bad id", file: \(k1) }
+            - { id: k3, file: \(open) }
+            - { id: k4, file: \(files.path)/missing.key }
+        """))
+        #expect(problems.map(\.path) == ["payload.keys[1]", "payload.keys[2].id", "payload.keys[3].file", "payload.keys[4].file"],
+                "\(problems.map(\.description))")
+        #expect(problems[2].hint == "chmod 600 \(open)")
+        let unknown = rejected(document(mqtt: "", payload: """
+        payload: { seal: hmac-sha256, keys: [{ id: k1, file: \(k1) }], seal_key: k2 }
+        """))
+        #expect(unknown.map(\.path) == ["payload.seal_key"])
+        #expect(unknown.first?.hint.contains("k1") == true)
+    }
+}
