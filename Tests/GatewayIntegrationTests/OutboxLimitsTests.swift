@@ -147,7 +147,14 @@ import Glibc
 
         // Leave the outbox some 100 KB, then let it run into the wall.
         let filler = disk.path + "/filler"
-        try Data(count: max(0, disk.freeBytes - 100_000)).write(to: URL(fileURLWithPath: filler))
+        guard FileManager.default.createFile(atPath: filler, contents: nil),
+              let handle = FileHandle(forWritingAtPath: filler) else {
+            throw MissingTool(description: "cannot create \(filler)")
+        }
+        let chunk = Data(count: 64 * 1024)
+        // The outbox grows meanwhile; a chunk that no longer fits just ends the filling.
+        while disk.freeBytes > 100_000 + chunk.count, (try? handle.write(contentsOf: chunk)) != nil {}
+        try handle.close()
         try await waitUntil("drops on the full disk", timeout: .seconds(60)) {
             ((try? Outbox.readStatistics(path: outbox))?.dropped ?? 0) > 0
         }
