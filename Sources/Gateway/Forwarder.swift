@@ -76,6 +76,8 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var published: Int64 = 0
     public var inflight: Int = 0
     public var connected = false
+    /// Why the last connection attempt failed or the last connection ended; nil while connected.
+    public var uplinkProblem: String?
 }
 
 /// Owns the MQTT uplink. Announces the gateway (birth, Last Will, clean offline
@@ -102,6 +104,8 @@ public final class ForwarderService: Service, Sendable {
     private let leaseRequests: AsyncStream<LeaseRequest>
     let leaseSink: AsyncStream<LeaseRequest>.Continuation
     let pubacks = PubackQueue()
+    /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
+    public let heartbeat = Heartbeat(name: "forwarder")
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
@@ -286,15 +290,17 @@ private final class ForwardingLoop {
         case let .mqtt(.connected(id)):
             await connected(session: id)
 
-        case let .mqtt(.disconnected(id, _)):
+        case let .mqtt(.disconnected(id, reason)):
             guard session?.id == id else { break }
+            service.countersState.withLock { $0.uplinkProblem = reason }
             // What was in flight stays in the outbox and goes again next session.
             session = nil
             service.countersState.withLock { $0.connected = false; $0.inflight = 0 }
             flushAcks()
             if stopping { return .stop }
 
-        case .mqtt(.connectFailed):
+        case let .mqtt(.connectFailed(reason, _)):
+            service.countersState.withLock { $0.uplinkProblem = reason }
             if stopping { return .stop }
 
         case .pubacks:
@@ -341,6 +347,7 @@ private final class ForwardingLoop {
             }
 
         case .tick:
+            service.heartbeat.beat()
             if let stopDeadline, ContinuousClock.now >= stopDeadline {
                 logger.warning("the broker did not acknowledge the offline status in time; stopping anyway")
                 flushAcks()
@@ -388,7 +395,7 @@ private final class ForwardingLoop {
             fresh.backlogEnd = newestCommittedID
         }
         session = fresh
-        service.countersState.withLock { $0.connected = true }
+        service.countersState.withLock { $0.connected = true; $0.uplinkProblem = nil }
         logger.info("connected to broker", metadata: [
             "broker": "\(service.uplink.settings.endpoint)", "session": "\(id)",
         ])
