@@ -127,7 +127,8 @@ public final class ForwarderService: Service, Sendable {
         uplink = MQTTUplink(
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
-                                         reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax),
+                                         reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
+                .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
             will: {
                 MQTTMessage(topic: statusTopic,

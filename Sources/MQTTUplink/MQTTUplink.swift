@@ -31,6 +31,8 @@ public struct MQTTUplinkSettings: Sendable {
     public var reconnectMax: Duration
     /// The gateway always starts clean: its outbox, not the broker, holds what is unsent.
     public var cleanSession: Bool
+    /// Where the TCP connection must come from (`mqtt.bind_interface` / `bind_address`).
+    public var sourceBinding: MQTTSourceBinding = .any
 
     public init(host: String, port: Int, clientID: String, keepalive: Duration = .seconds(30),
                 maxInflight: Int = 100, reconnectMin: Duration = .seconds(1), reconnectMax: Duration = .seconds(30),
@@ -226,9 +228,19 @@ public final class MQTTUplink: Sendable {
             }
         }
         let keepalive = Int32(clamping: settings.keepalive.components.seconds)
-        let rc = mosquitto_connect(raw, settings.host, Int32(settings.port), keepalive)
+        // Source binding (fail closed): no address for this attempt means no attempt.
+        let source: String?
+        switch settings.sourceBinding.sourceAddress() {
+        case let .success(address): source = address
+        case let .failure(error): return .failedToConnect(error.message)
+        }
+        let rc = mosquitto_connect_bind(raw, settings.host, Int32(settings.port), keepalive, source)
         guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-            return .failedToConnect(MQTTError.mosquitto(rc, "connect to \(settings.endpoint)").message)
+            let from = source.map { " from \($0)" } ?? ""
+            return .failedToConnect(MQTTError.mosquitto(rc, "connect to \(settings.endpoint)\(from)").message)
+        }
+        if let error = settings.sourceBinding.pin(socket: mosquitto_socket(raw)) {
+            logger.warning("connection not pinned to its interface", metadata: ["error": "\(error)"])
         }
         current.withLock { $0 = handle }
         var loopRC = MOSQ_ERR_SUCCESS.rawValue
