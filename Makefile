@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
-                mosquitto mosquitto-clients socat openssl iproute2 procps
+                mosquitto mosquitto-clients socat openssl iproute2 procps \
+                systemd wireguard-tools wireguard-go
 
 .PHONY: help deps build release demo test bench clean
 
