@@ -234,8 +234,12 @@ public final class MQTTUplink: Sendable {
         case let .success(address): source = address
         case let .failure(error): return .failedToConnect(error.message)
         }
-        let rc = mosquitto_connect_bind(raw, settings.host, Int32(settings.port), keepalive, source)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+        // Asynchronous, so a connect into a silent link (a VPN whose underlay is
+        // down) is abandoned after `connectDeadline` and retried with a fresh SYN,
+        // instead of waiting out the kernel's SYN backoff (minutes).
+        let rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
+        let connectDeadline = ContinuousClock.now + max(settings.keepalive, .seconds(5))
+        guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_CONN_PENDING.rawValue else {
             let from = source.map { " from \($0)" } ?? ""
             return .failedToConnect(MQTTError.mosquitto(rc, "connect to \(settings.endpoint)\(from)").message)
         }
@@ -247,6 +251,9 @@ public final class MQTTUplink: Sendable {
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
             loopRC = mosquitto_loop(raw, 1000, 1)
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
+            if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
+                return .failedToConnect("no CONNACK from \(settings.endpoint) within \(max(settings.keepalive, .seconds(5)))")
+            }
             if stopRequested.load(ordering: .acquiring) && !context.isConnected.load(ordering: .acquiring) { break }
         }
         let wasConnected = context.everConnected.load(ordering: .acquiring)
