@@ -7,6 +7,7 @@
 //            vs publishing the same messages from memory through libmosquitto
 //            with the same inflight window
 //   rss      peak RSS of the gateway process holding 1,000,000 buffered messages
+//   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
 import Foundation
 import Gateway
 import GatewayConfig
@@ -19,7 +20,7 @@ import Synchronization
 import TestSupport
 
 let arguments = Set(CommandLine.arguments.dropFirst())
-let selected = arguments.isEmpty ? ["append", "replay", "rss"] : arguments
+let selected = arguments.isEmpty ? ["append", "replay", "rss", "service"] : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
@@ -229,3 +230,4 @@ print("edge-gateway benchmarks (\(ProcessInfo.processInfo.activeProcessorCount) 
 if selected.contains("append") { try await benchAppend(directory: directory) }
 if selected.contains("replay") { try await benchReplay(directory: directory) }
 if selected.contains("rss") { try await benchRSS(directory: directory) }
+if selected.contains("service") { try await benchService(directory: directory) }
