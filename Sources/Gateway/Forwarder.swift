@@ -159,6 +159,7 @@ public final class ForwarderService: Service, Sendable {
 
     public func run() async throws {
         let loop = try await ForwardingLoop(service: self)
+        heartbeat.beat()  // turning: the outbox answered
         uplink.start()
         defer { uplink.stop() }
         await withGracefulShutdownHandler {
