@@ -2,15 +2,17 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
-                mosquitto mosquitto-clients socat openssl iproute2 procps
+                mosquitto mosquitto-clients socat openssl iproute2 procps \
+                systemd wireguard-tools wireguard-go
 
-.PHONY: help deps build release demo test bench clean
+.PHONY: help deps build release package demo test bench clean
 
 help:
 	@echo "make demo   - local broker + simulated device + gateway, prints what is published (Ctrl-C stops all)"
 	@echo "make test   - install what the tests need and run the whole suite"
 	@echo "make bench  - benchmarks with figures and ratios against in-run baselines"
 	@echo "make build  - debug build; make release - optimised build"
+	@echo "make package - static release binary and the Debian package in .build/deploy/"
 
 # Installs the Debian packages the build, the demo and the tests need (only the missing ones).
 deps:
@@ -30,7 +32,12 @@ release: deps
 demo: build
 	bash scripts/demo.sh
 
-test: deps
+# The Debian package from a static release build (deploy/build-deb.sh); the test
+# suite installs it into a throwaway root (PackageInstallTests).
+package: deps
+	SWIFT=$(SWIFT) deploy/build-deb.sh
+
+test: deps package
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 

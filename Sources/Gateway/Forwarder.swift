@@ -76,6 +76,8 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var published: Int64 = 0
     public var inflight: Int = 0
     public var connected = false
+    /// Why the last connection attempt failed or the last connection ended; nil while connected.
+    public var uplinkProblem: String?
 }
 
 /// Owns the MQTT uplink. Announces the gateway (birth, Last Will, clean offline
@@ -104,6 +106,8 @@ public final class ForwarderService: Service, Sendable {
     let pubacks = PubackQueue()
     /// Devices whose retained meta topic is published after every connect.
     let announcedDevices = Mutex<[DeviceConfiguration]>([])
+    /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
+    public let heartbeat = Heartbeat(name: "forwarder")
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
@@ -126,7 +130,8 @@ public final class ForwarderService: Service, Sendable {
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
                                          reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
-                .secured(by: mqtt),
+                .secured(by: mqtt)
+                .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
             will: {
                 MQTTMessage(topic: statusTopic,
@@ -162,6 +167,7 @@ public final class ForwarderService: Service, Sendable {
 
     public func run() async throws {
         let loop = try await ForwardingLoop(service: self)
+        heartbeat.beat()  // turning: the outbox answered
         uplink.start()
         defer { uplink.stop() }
         await withGracefulShutdownHandler {
@@ -294,15 +300,17 @@ private final class ForwardingLoop {
         case let .mqtt(.connected(id)):
             await connected(session: id)
 
-        case let .mqtt(.disconnected(id, _)):
+        case let .mqtt(.disconnected(id, reason)):
             guard session?.id == id else { break }
+            service.countersState.withLock { $0.uplinkProblem = reason }
             // What was in flight stays in the outbox and goes again next session.
             session = nil
             service.countersState.withLock { $0.connected = false; $0.inflight = 0 }
             flushAcks()
             if stopping { return .stop }
 
-        case .mqtt(.connectFailed):
+        case let .mqtt(.connectFailed(reason, _)):
+            service.countersState.withLock { $0.uplinkProblem = reason }
             if stopping { return .stop }
 
         case .pubacks:
@@ -349,6 +357,7 @@ private final class ForwardingLoop {
             }
 
         case .tick:
+            service.heartbeat.beat()
             if let stopDeadline, ContinuousClock.now >= stopDeadline {
                 logger.warning("the broker did not acknowledge the offline status in time; stopping anyway")
                 flushAcks()
@@ -396,7 +405,7 @@ private final class ForwardingLoop {
             fresh.backlogEnd = newestCommittedID
         }
         session = fresh
-        service.countersState.withLock { $0.connected = true }
+        service.countersState.withLock { $0.connected = true; $0.uplinkProblem = nil }
         logger.info("connected to broker", metadata: [
             "broker": "\(service.uplink.settings.endpoint)", "session": "\(id)",
         ])

@@ -67,8 +67,13 @@ public struct GatewayRuntime: Sendable {
     }
 
     /// Runs until SIGTERM or SIGINT (when `handleSignals`) or until the task is cancelled.
-    public func run(handleSignals: Bool = true) async throws {
+    ///
+    /// - Parameter notifier: systemd's notification socket (from the environment by
+    ///   default): readiness, status, watchdog and stopping go there.
+    public func run(handleSignals: Bool = true, notifier: SystemdNotifier? = SystemdNotifier()) async throws {
+        // Last in the group, so the first told to stop: STOPPING=1 goes out at once.
         let services: [any Service] = [forwarder, ingest] + pollers.map { $0 as any Service }
+            + [makeWatchdogService(notifier: notifier)]
         var group = ServiceGroupConfiguration(services: services.map { .init(service: $0) },
                                               gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
                                               logger: logger)
@@ -81,5 +86,28 @@ public struct GatewayRuntime: Sendable {
         ])
         try await ServiceGroup(configuration: group).run()
         logger.info("gateway stopped", metadata: ["gateway": "\(configuration.gateway.id)"])
+    }
+
+    /// The systemd side of the gateway's health: heartbeats of every bus and the forwarder.
+    private func makeWatchdogService(notifier: SystemdNotifier?) -> WatchdogService {
+        if let watchdog = notifier?.watchdogInterval,
+           let slowest = configuration.devices.map(\.timeout).max(), slowest * 2 > watchdog {
+            logger.warning("the watchdog interval is short for the slowest device timeout: a slow device looks like a hang", metadata: [
+                "watchdog": "\(watchdog)", "device_timeout": "\(slowest)",
+                "hint": "make WatchdogSec= at least twice the longest device timeout",
+            ])
+        }
+        let forwarder = forwarder
+        let outbox = outbox
+        let buses = pollers.count
+        return WatchdogService(notifier: notifier, heartbeats: [forwarder.heartbeat] + pollers.map(\.heartbeat),
+                               logger: logger) {
+            let counters = forwarder.counters
+            let endpoint = forwarder.uplink.settings.endpoint
+            let uplink = counters.connected
+                ? "forwarding to \(endpoint)"
+                : "buffering, not connected to \(endpoint)\(counters.uplinkProblem.map { ": \($0)" } ?? "")"
+            return "\(uplink); polling \(buses) bus(es); boot \(outbox.boot), \(counters.published) published"
+        }
     }
 }

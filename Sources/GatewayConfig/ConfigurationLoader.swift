@@ -246,16 +246,48 @@ struct SchemaReader {
             reconnectMax = nil
         }
         let security = mqttSecurity(&section)
+        let binding = mqttBinding(&section)
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax, let security
+              let reconnectMin, let reconnectMax, let security, let binding
         else { return nil }
         var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
         security.apply(to: &settings, portWritten: section.contains("port"))
+        (settings.bindInterface, settings.bindAddress) = binding
         return settings
+    }
+
+    /// `bind_interface` / `bind_address` (at most one): where the connection must come from.
+    private func mqttBinding(_ section: inout MappingReader) -> (interface: String?, address: String?)? {
+        let interfaceValue = section.optional("bind_interface")
+        let addressValue = section.optional("bind_address")
+        let interface = interfaceValue.map { value -> String? in
+            guard let name = nonEmptyString(value, hint: "name the VPN interface, e.g. bind_interface: wg0") else { return nil }
+            guard name.utf8.count < 16, !name.contains("/"), !name.contains(where: \.isWhitespace) else {
+                value.report("'\(name)' is not a network interface name",
+                             hint: "Linux interface names are 1...15 characters without '/' or spaces, e.g. wg0")
+                return nil
+            }
+            return name
+        }
+        let address = addressValue.map { value -> String? in
+            guard let text = nonEmptyString(value, hint: "write a local IP address, e.g. bind_address: 10.8.0.2") else { return nil }
+            guard IPAddressSyntax.isValid(text) else {
+                value.report("'\(text)' is not an IP address", hint: "write a local IPv4 or IPv6 address, e.g. 10.8.0.2")
+                return nil
+            }
+            return text
+        }
+        if let interfaceValue, addressValue != nil {
+            interfaceValue.report("bind_interface and bind_address both set",
+                                  hint: "keep one: bind_interface follows the interface's address as it changes")
+            return nil
+        }
+        if interface == .some(nil) || address == .some(nil) { return nil }
+        return (interface ?? nil, address ?? nil)
     }
 
     private func keepalive(_ value: YAMLValue) -> Duration? {

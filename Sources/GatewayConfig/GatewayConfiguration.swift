@@ -82,6 +82,11 @@ public struct MQTTSettings: Sendable, Equatable {
     public var password: Secret? = nil
     /// Where `password` came from.
     public var passwordSource: PasswordSource? = nil
+    /// `bind_interface`: connect only through this interface (e.g. the VPN's `wg0`);
+    /// while it is missing or down, buffer instead of taking another route.
+    public var bindInterface: String?
+    /// `bind_address`: connect only from this local address.
+    public var bindAddress: String?
 
     public init(
         host: String,

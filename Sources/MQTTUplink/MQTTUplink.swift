@@ -35,6 +35,8 @@ public struct MQTTUplinkSettings: Sendable {
     public var tls: MQTTTLSOptions? = nil
     /// User name and password sent in CONNECT.
     public var credentials: MQTTCredentials? = nil
+    /// Where the TCP connection must come from (`mqtt.bind_interface` / `bind_address`).
+    public var sourceBinding: MQTTSourceBinding = .any
 
     public init(host: String, port: Int, clientID: String, keepalive: Duration = .seconds(30),
                 maxInflight: Int = 100, reconnectMin: Duration = .seconds(1), reconnectMax: Duration = .seconds(30),
@@ -233,17 +235,34 @@ public final class MQTTUplink: Sendable {
             }
         }
         let keepalive = Int32(clamping: settings.keepalive.components.seconds)
-        let rc = mosquitto_connect(raw, settings.host, Int32(settings.port), keepalive)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+        // Source binding (fail closed): no address for this attempt means no attempt.
+        let source: String?
+        switch settings.sourceBinding.sourceAddress() {
+        case let .success(address): source = address
+        case let .failure(error): return .failedToConnect(error.message)
+        }
+        // Asynchronous, so a connect into a silent link (a VPN whose underlay is
+        // down) is abandoned after `connectDeadline` and retried with a fresh SYN,
+        // instead of waiting out the kernel's SYN backoff (minutes).
+        let rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
+        let connectDeadline = ContinuousClock.now + max(settings.keepalive, .seconds(5))
+        guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_CONN_PENDING.rawValue else {
+            let from = source.map { " from \($0)" } ?? ""
             return .failedToConnect(describeConnectFailure(
                 raw, context: context, settings: settings,
-                fallback: MQTTError.mosquitto(rc, "connect to \(settings.endpoint)").message))
+                fallback: MQTTError.mosquitto(rc, "connect to \(settings.endpoint)\(from)").message))
+        }
+        if let error = settings.sourceBinding.pin(socket: mosquitto_socket(raw)) {
+            logger.warning("connection not pinned to its interface", metadata: ["error": "\(error)"])
         }
         current.withLock { $0 = handle }
         var loopRC = MOSQ_ERR_SUCCESS.rawValue
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
             loopRC = mosquitto_loop(raw, 1000, 1)
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
+            if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
+                return .failedToConnect("no CONNACK from \(settings.endpoint) within \(max(settings.keepalive, .seconds(5)))")
+            }
             if stopRequested.load(ordering: .acquiring) && !context.isConnected.load(ordering: .acquiring) { break }
         }
         let wasConnected = context.everConnected.load(ordering: .acquiring)

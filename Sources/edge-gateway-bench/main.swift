@@ -9,6 +9,7 @@
 //   rss      peak RSS of the gateway process holding 1,000,000 buffered messages
 //   modbus   see ModbusBench.swift
 //   seal     seal + outbox append (AES-256-GCM, HMAC-SHA256) vs unsealed appends (SealBench.swift)
+//   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
 import Foundation
 import Gateway
 import GatewayConfig
@@ -21,7 +22,7 @@ import Synchronization
 import TestSupport
 
 let arguments = Set(CommandLine.arguments.dropFirst())
-let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus", "seal"] : arguments
+let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus", "seal", "service"] : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
@@ -233,3 +234,4 @@ if selected.contains("replay") { try await benchReplay(directory: directory) }
 if selected.contains("rss") { try await benchRSS(directory: directory) }
 if selected.contains("modbus") { try await benchModbus() }
 if selected.contains("seal") { try await benchSeal(directory: directory) }
+if selected.contains("service") { try await benchService(directory: directory) }

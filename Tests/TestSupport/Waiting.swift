@@ -1,5 +1,6 @@
 // Waiting for events with a deadline (never sleeping as synchronisation), and loopback ports.
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,22 +20,35 @@ public func waitUntil(_ what: String, timeout: Duration = .seconds(15),
     }
 }
 
+/// Ports already handed out in this process: two tests never get the same one.
+private let handedOutPorts = Mutex<Set<Int>>([])
+
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
+///
+/// Chosen below the kernel's ephemeral range, so the source port of some outgoing
+/// connection (tests make many) cannot take it between this call and the caller's
+/// bind, and never handed out twice in one test run.
 public func freeLoopbackPort() -> Int {
+    let ephemeralStart = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+        .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+    let range = 10_000..<max(ephemeralStart, 10_001)
+    while true {
+        let port = Int.random(in: range)
+        guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
+        if canBindLoopback(port: port) { return port }
+    }
+}
+
+private func canBindLoopback(port: Int) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }
-    _ = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    return Int(UInt16(bigEndian: address.sin_port))
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.

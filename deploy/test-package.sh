@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Installs the Debian package for real into a throwaway root and runs it there:
+#   deploy/test-package.sh path/to/edge-gateway_VERSION_ARCH.deb
+#
+# The throwaway root is a network-namespaced chroot built from this machine's own
+# files: /usr, /etc and /var are overlay mounts (the host's files below, every
+# write going to a temporary upper directory), /opt (where the Swift toolchain
+# lives) is absent, and the network namespace has only its own loopback. Inside:
+# dpkg -i (the maintainer scripts create the user and the configuration), a
+# broker and a simulated device on loopback, the installed binary as the
+# edge-gateway user with the installed configuration (edited as an operator
+# would), a subscriber that must see the birth and data, then dpkg -r (keeps
+# configuration and outbox) and dpkg -P (removes them and the user).
+# Needs root, unshare, overlayfs. Prints "test-package: OK" on success.
+set -euo pipefail
+
+fail() { echo "test-package: FAIL: $*" >&2; exit 1; }
+
+if [ "${1:-}" != --inside ]; then
+    deb=$(readlink -f "${1:?usage: test-package.sh DEB}")
+    [ -f "$deb" ] || fail "no package at $1 (make package builds it)"
+    [ "$(id -u)" -eq 0 ] || fail "needs root (mount and network namespaces, overlayfs, chroot)"
+    for tool in unshare chroot mosquitto mosquitto_sub setpriv; do
+        command -v "$tool" >/dev/null || fail "$tool is missing (make deps)"
+    done
+    grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || fail "the kernel has no overlayfs"
+    work=$(mktemp -d /tmp/edge-gateway-root.XXXXXX)
+    # The namespaces die with the script's child, and their mounts and processes
+    # with them; only the directory is left to remove.
+    trap 'rm -rf "$work"' EXIT
+    unshare --mount --net --pid --fork --kill-child "$0" --inside "$deb" "$work"
+    exit $?
+fi
+
+deb=$2
+work=$3
+root=$work/root
+mount --make-rprivate /
+mkdir -p "$root"
+for dir in usr etc var; do
+    mkdir -p "$work/upper/$dir" "$work/scratch/$dir" "$root/$dir"
+    mount -t overlay overlay -o "lowerdir=/$dir,upperdir=$work/upper/$dir,workdir=$work/scratch/$dir" "$root/$dir"
+done
+for link in bin sbin lib lib64; do
+    [ -L "/$link" ] && ln -s "$(readlink "/$link")" "$root/$link"
+done
+mkdir -p "$root/tmp" "$root/run" "$root/proc" "$root/dev" "$root/root"
+mount -t tmpfs tmpfs "$root/tmp"
+mount -t tmpfs tmpfs "$root/run"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+ip link set lo up
+cp "$deb" "$root/tmp/edge-gateway.deb"
+[ -e "$root/opt/swift" ] && fail "the Swift toolchain is visible in the throwaway root"
+
+cat > "$root/tmp/inside.sh" <<'INSIDE'
+set -eu
+fail() { echo "test-package: FAIL: $*" >&2; exit 1; }
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
+    limit=$(( $1 * 10 )); what=$2; shift 2
+    i=0; until "$@" >/dev/null 2>&1; do i=$((i + 1)); [ $i -lt $limit ] || fail "timed out waiting for $what"; sleep 0.1; done
+}
+dpkg -i /tmp/edge-gateway.deb
+id edge-gateway || fail "the package did not create the user"
+[ -f /etc/edge-gateway/gateway.yaml ] || fail "no /etc/edge-gateway/gateway.yaml"
+if ldd /usr/bin/edge-gateway | grep -q 'libswift\|not found'; then ldd /usr/bin/edge-gateway; fail "the binary needs libraries the target lacks"; fi
+edge-gateway --version
+
+# The operator's edit: the broker and the device of this test, bound to loopback.
+sed -i -e 's/host: 10.8.0.1/host: 127.0.0.1/' -e 's/bind_interface: wg0/bind_interface: lo/' \
+       -e 's/host: 192.168.10.20, port: 502/host: 127.0.0.1, port: 1502/' -e 's/poll_interval: 1s/poll_interval: 200ms/' \
+       /etc/edge-gateway/gateway.yaml
+edge-gateway check-config /etc/edge-gateway/gateway.yaml
+
+printf 'listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n' > /tmp/mosquitto.conf
+mosquitto -c /tmp/mosquitto.conf > /tmp/mosquitto.log 2>&1 &
+edge-gateway simulate --port 1502 > /tmp/simulate.log 2>&1 &
+wait_for 10 "the broker" mosquitto_sub -h 127.0.0.1 -t probe -W 1 -E
+mosquitto_sub -h 127.0.0.1 -t 'edge/#' -v > /tmp/received.txt 2>&1 &
+setpriv --reuid edge-gateway --regid edge-gateway --init-groups --no-new-privs /usr/bin/edge-gateway run --config /etc/edge-gateway/gateway.yaml > /tmp/gateway.log 2>&1 &
+gateway=$!
+has_data() { [ "$(grep -c '/data {' /tmp/received.txt)" -ge 5 ]; }
+if ! wait_for 20 "5 data messages" has_data; then cat /tmp/gateway.log; fail "no data"; fi
+grep -q 'edge/gw-01/status {"state":"online"' /tmp/received.txt || fail "no birth message"
+seqs=$(grep -o '"seq":[0-9]*' /tmp/received.txt | cut -d: -f2 | tr '\n' ' ')
+expected=$(seq 1 "$(echo $seqs | wc -w)" | tr '\n' ' ')
+[ "$seqs" = "$expected" ] || fail "seq not 1...n: $seqs"
+kill -TERM $gateway
+wait $gateway || fail "the gateway did not exit cleanly"
+wait_for 5 "the offline status" grep -q '"state":"offline","reason":"shutdown"' /tmp/received.txt
+echo "test-package: messages flowed: $(grep -c '/data {' /tmp/received.txt) data messages, seq $(echo $seqs | cut -d' ' -f1)...$(echo $seqs | awk '{print $NF}')"
+
+dpkg -r edge-gateway
+[ ! -e /usr/bin/edge-gateway ] || fail "dpkg -r left the binary"
+[ -f /etc/edge-gateway/gateway.yaml ] || fail "dpkg -r removed the configuration"
+[ -f /var/lib/edge-gateway/outbox.sqlite ] || fail "dpkg -r removed the outbox"
+dpkg -P edge-gateway
+[ ! -e /etc/edge-gateway ] || fail "dpkg -P left /etc/edge-gateway"
+[ ! -e /var/lib/edge-gateway ] || fail "dpkg -P left /var/lib/edge-gateway"
+! id edge-gateway 2>/dev/null || fail "dpkg -P left the user"
+echo "test-package: OK (installed, ran as edge-gateway, removed keeping data, purged)"
+INSIDE
+chroot "$root" /bin/sh /tmp/inside.sh
