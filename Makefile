@@ -22,6 +22,8 @@ deps:
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@# The sealing tests cross-check AES-GCM against Python's cryptography package.
+	@python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
 
 build: deps
 	$(SWIFT) build

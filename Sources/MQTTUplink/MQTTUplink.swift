@@ -100,7 +100,7 @@ private let libraryInitialised: Bool = {
 /// runs `mosquitto_loop` the same way and reconnects on every error.
 public final class MQTTUplink: Sendable {
     public let settings: MQTTUplinkSettings
-    private let logger: Logger
+    let logger: Logger
     private let onEvent: @Sendable (MQTTEvent) -> Void
     /// Built before every connection attempt, so its `ts` is fresh.
     private let makeWill: @Sendable () -> MQTTMessage?
@@ -271,8 +271,11 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(describeRefusal(refusal, settings: settings))
         }
         let reason = MQTTError.mosquitto(loopRC, "connection to \(settings.endpoint)").message
-        return wasConnected ? .lost(reason)
-            : .failedToConnect(describeConnectFailure(raw, context: context, settings: settings, fallback: reason))
+        if wasConnected { return .lost(reason) }
+        if settings.tls != nil, context.security.certificateRejected {
+            return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))
+        }
+        return .failedToConnect(describeConnectFailure(raw, context: context, settings: settings, fallback: reason))
     }
 }
 

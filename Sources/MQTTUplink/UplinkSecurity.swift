@@ -69,6 +69,11 @@ public struct MQTTCredentials: Sendable, Equatable, CustomStringConvertible {
 final class SecurityState: Sendable {
     /// libmosquitto's error log lines of this connection attempt (OpenSSL's queue as text).
     let errors = Mutex<[String]>([])
+
+    /// OpenSSL failed the broker's certificate ("certificate verify failed").
+    var certificateRejected: Bool {
+        errors.withLock { $0.contains { $0.lowercased().contains("certificate verify failed") } }
+    }
     /// The key passphrase for the password callback (empty: none).
     let passphrase = Mutex<[UInt8]>([])
 }
@@ -161,6 +166,21 @@ extension MQTTUplink {
         return "TLS with \(broker) failed: \(check) (\(detail))"
     }
 
+    /// Why the broker's certificate was rejected. libmosquitto's asynchronous
+    /// handshake frees OpenSSL's state before its verify result can be read, and
+    /// "certificate verify failed" alone does not tell an unknown CA from an
+    /// expired certificate or a wrong host name. So a short TLS handshake of our
+    /// own, with the same trust and host name, asks OpenSSL for the exact result.
+    func diagnoseCertificateRejection(source: String?, fallback: String) -> String {
+        guard let tls = settings.tls,
+              let verifyResult = CertificateProbe.verifyResult(host: settings.host, port: settings.port,
+                                                               source: source, trust: tls.trust),
+              verifyResult != Int(X509_V_OK),
+              let check = Self.failedCheck(verifyResult: verifyResult, errors: [], tls: tls, host: settings.host)
+        else { return "TLS with broker \(settings.endpoint) failed: the broker's certificate was not accepted (\(fallback))" }
+        return "TLS with broker \(settings.endpoint) failed: \(check)"
+    }
+
     /// The check a TLS failure comes from, in words an operator can act on.
     static func failedCheck(verifyResult: Int, errors: [String], tls: MQTTTLSOptions, host: String) -> String? {
         let text = errors.joined(separator: " ").lowercased()
@@ -186,8 +206,8 @@ extension MQTTUplink {
             return "the broker's certificate was not accepted: \(String(cString: X509_verify_cert_error_string(verifyResult)))"
         }
         if text.contains("certificate verify failed") {
-            // libmosquitto checks the host name itself after OpenSSL's chain check passed.
-            return "hostname mismatch: the broker's certificate is not issued for '\(host)'"
+            // Without OpenSSL's verify result the reason is not known for sure.
+            return "the broker's certificate was not accepted (unknown CA, expired, or not issued for '\(host)')"
         }
         if text.contains("alert certificate required") || (text.contains("alert handshake failure") && tls.certFile == nil) {
             return "missing client certificate: the broker requires one (mutual TLS); set mqtt.tls.cert_file and key_file"
@@ -247,5 +267,57 @@ private func passphraseCallback(_ buffer: UnsafeMutablePointer<CChar>?, _ size: 
         }
         buffer[count] = 0
         return Int32(count)
+    }
+}
+
+/// A TLS handshake that only checks the broker's certificate and reports OpenSSL's
+/// verify result (`X509_V_*`), or nil when the handshake could not get that far.
+enum CertificateProbe {
+    static func verifyResult(host: String, port: Int, source: String?, trust: MQTTTLSOptions.Trust) -> Int? {
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var found: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &found) == 0, let address = found else { return nil }
+        defer { freeaddrinfo(found) }
+        let fd = socket(address.pointee.ai_family, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        if let source {
+            var local = addrinfo()
+            local.ai_family = address.pointee.ai_family
+            local.ai_flags = AI_NUMERICHOST
+            var bound: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(source, nil, &local, &bound) == 0, let bound else { return nil }
+            defer { freeaddrinfo(bound) }
+            guard bind(fd, bound.pointee.ai_addr, bound.pointee.ai_addrlen) == 0 else { return nil }
+        }
+        guard connect(fd, address.pointee.ai_addr, address.pointee.ai_addrlen) == 0 else { return nil }
+
+        guard let context = SSL_CTX_new(TLS_client_method()) else { return nil }
+        defer { SSL_CTX_free(context) }
+        SSL_CTX_set_verify(context, SSL_VERIFY_PEER, nil)
+        switch trust {
+        case .systemStore: SSL_CTX_set_default_verify_paths(context)
+        case let .caFile(file): SSL_CTX_load_verify_locations(context, file, nil)
+        case let .caDirectory(directory): SSL_CTX_load_verify_locations(context, nil, directory)
+        }
+        guard let ssl = SSL_new(context) else { return nil }
+        defer { SSL_free(ssl) }
+        SSL_set_fd(ssl, fd)
+        let isAddress = host.contains(":") || host.split(separator: ".").allSatisfy { UInt8($0) != nil }
+        if isAddress {
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host)
+        } else {
+            SSL_set1_host(ssl, host)
+            _ = host.withCString { name in
+                SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, Int(TLSEXT_NAMETYPE_host_name), UnsafeMutableRawPointer(mutating: name))
+            }
+        }
+        _ = SSL_connect(ssl)
+        ERR_clear_error()
+        return SSL_get_verify_result(ssl)
     }
 }

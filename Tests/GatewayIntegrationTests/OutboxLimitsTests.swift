@@ -19,10 +19,12 @@ import Glibc
         }
         try await e2e.broker.start()
         let gapsTopic = "edge/\(e2e.gatewayID)/gaps"
-        try await waitUntil("gap records for every drop, and the replay", timeout: .seconds(20)) {
+        // Drained (so no more drops) and every drop reported.
+        try await waitUntil("the backlog drained and gap records for every drop", timeout: .seconds(20)) {
             let reported = e2e.subscriber.messages(on: gapsTopic).reduce(0) { $0 + ($1.json["count"] as? Int ?? 0) }
-            let dropped = (try? Outbox.readStatistics(path: outbox))?.dropped ?? -1
-            return Int64(reported) == dropped && e2e.dataMessages.count >= 40
+            guard let statistics = try? Outbox.readStatistics(path: outbox) else { return false }
+            return statistics.bufferedMessages < 10 && Int64(reported) == statistics.dropped
+                && e2e.dataMessages.count >= 40
         }
         e2e.gateway!.signal(SIGTERM)
         #expect(try await e2e.gateway!.waitForExit() == 0)
