@@ -39,20 +39,9 @@ public func freeLoopbackPort() -> Int {
     }
 }
 
-private func canBindLoopback(port: Int) -> Bool {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-    }
-}
-
-/// True when something accepts TCP connections on 127.0.0.1:`port`.
-public func isListening(port: Int) -> Bool {
+/// Runs `call` (bind or connect) on a new TCP socket with 127.0.0.1:`port`; true when it returns 0.
+private func withLoopbackSocket(port: Int,
+                                _ call: (Int32, UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Bool {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
@@ -61,9 +50,18 @@ public func isListening(port: Int) -> Bool {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     return withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            call(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
         }
     }
+}
+
+private func canBindLoopback(port: Int) -> Bool {
+    withLoopbackSocket(port: port) { bind($0, $1, $2) }
+}
+
+/// True when something accepts TCP connections on 127.0.0.1:`port`.
+public func isListening(port: Int) -> Bool {
+    withLoopbackSocket(port: port) { connect($0, $1, $2) }
 }
 
 /// A fresh temporary directory, removed by `remove()`.
