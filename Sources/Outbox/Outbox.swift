@@ -181,10 +181,14 @@ public final class Outbox: Sendable {
 
         var committed: [OutboxMessage] = []
         committed.reserveCapacity(drafts.count)
-        for draft in drafts {
+        // Every draft takes the next seq, stored or not: payloads can be rendered
+        // (encoded, sealed) on another thread while this one inserts.
+        let renderer = PayloadRenderer(drafts, boot: meta.boot, firstSeq: meta.nextSeq)
+        defer { renderer.waitUntilDone() }
+        for (index, draft) in drafts.enumerated() {
             let seq = meta.nextSeq
             meta.nextSeq += 1
-            let payload = draft.render(meta.boot, seq)
+            let payload = renderer.payload(at: index)
             let size = Int64(payload.count + draft.topic.utf8.count)
             if let reason = rejection(size: size, meta: meta, ceiling: ceiling) {
                 ledger.add(boot: meta.boot, seq: seq, reason: reason)

@@ -24,6 +24,26 @@ struct OutboxBasicTests {
         }
     }
 
+    /// Large batches are rendered on another thread beside the insert loop
+    /// (`PayloadRenderer`): every payload still carries its own seq, in order,
+    /// also across batches and with drop_newest rejecting part of a batch.
+    @Test(arguments: [1, 127, 128, 1000, 2001])
+    func largeBatchesRenderEachPayloadWithItsSeq(batch: Int) async throws {
+        try await withTemporaryDirectory { dir in
+            let outbox = try Outbox(settings: .init(path: dir.file("outbox.sqlite"), maxMessages: 3000,
+                                                    dropPolicy: .dropNewest), logger: quietLogger)
+            let first = try await outbox.append(drafts(batch))
+            let second = try await outbox.append(drafts(batch))
+            let all = first + second
+            let stored = min(2 * batch, 3000)
+            #expect(all.map(\.seq) == (1...Int64(stored)).map { $0 })
+            #expect(all.allSatisfy { $0.payload == payload(boot: 1, seq: $0.seq) })
+            let leased = try await outbox.lease(after: 0, max: 10_000)
+            #expect(leased == all)
+            #expect(try await outbox.statistics().dropped == Int64(2 * batch - stored))
+        }
+    }
+
     @Test func emptyAppendCommitsNothing() async throws {
         try await withTemporaryDirectory { dir in
             let outbox = try Outbox(settings: .init(path: dir.file("outbox.sqlite")), logger: quietLogger)
