@@ -302,10 +302,9 @@ private final class ForwardingLoop {
 
         case let .mqtt(.disconnected(id, reason)):
             guard session?.id == id else { break }
-            service.countersState.withLock { $0.uplinkProblem = reason }
             // What was in flight stays in the outbox and goes again next session.
             session = nil
-            service.countersState.withLock { $0.connected = false; $0.inflight = 0 }
+            service.countersState.withLock { $0.connected = false; $0.inflight = 0; $0.uplinkProblem = reason }
             flushAcks()
             if stopping { return .stop }
 
