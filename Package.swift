@@ -36,10 +36,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "MQTTUplink", dependencies: [
-            "CMosquitto",
+            "CMosquitto", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files; the only user of COpenSSL.
+        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files (COpenSSL's libcrypto;
+        // MQTTUplink uses its libssl to say which TLS check failed).
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
