@@ -14,7 +14,8 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
         case timeout
         /// The connection could not be made or broke.
         case connection
-        /// The answer was malformed (CRC, wrong length, wrong unit, wrong transaction id).
+        /// The answer was malformed or not the request's: CRC, length, unit id, function code,
+        /// or over TCP the transaction id, protocol id or MBAP length.
         case invalidResponse
         /// libmodbus refused the call's arguments or could not allocate.
         case setup

@@ -17,7 +17,7 @@ public final class ModbusSimulator: @unchecked Sendable {
 
     /// How the simulator misbehaves, for fault tests. Each wrong answer to a read
     /// (FC1–FC4) is well framed and differs from the right one in the one field named.
-    public enum Behaviour: Sendable, Equatable, CaseIterable {
+    public enum Behaviour: Sendable, Equatable {
         /// Answers correctly.
         case normal
         /// Answers every read with two data bytes more than asked for (and a byte count saying so).
@@ -32,6 +32,9 @@ public final class ModbusSimulator: @unchecked Sendable {
         case wrongLength
         /// Answers every read with the other read function of its kind (FC3 ↔ FC4, FC1 ↔ FC2).
         case wrongFunction
+
+        /// A fault of the MBAP header, which RTU frames do not have (RTU answers correctly).
+        var isTCPOnly: Bool { self == .wrongTransaction || self == .wrongProtocol || self == .wrongLength }
     }
 
     public let host: String
@@ -269,7 +272,7 @@ public final class ModbusSimulator: @unchecked Sendable {
         requests.add(1, ordering: .relaxed)
         perFunction.withLock { $0[function, default: 0] += 1 }
         let current = behaviour.withLock { $0 }
-        if current != .normal, (1...4).contains(function) {
+        if current != .normal, (1...4).contains(function), headerLength == 7 || !current.isTCPOnly {
             sendWrongAnswer(current, to: query, headerLength: headerLength, count: count, fd: fd)
             return
         }
@@ -283,7 +286,6 @@ public final class ModbusSimulator: @unchecked Sendable {
 
     /// An answer to a read framed like the right one, with the one field that
     /// `behaviour` names wrong: the client must reject it. Data bytes are 0xA5.
-    /// Over RTU the MBAP-only behaviours answer correctly framed filler.
     private func sendWrongAnswer(_ behaviour: Behaviour, to query: [UInt8], headerLength: Int, count: Int, fd: Int32) {
         let requested = query[headerLength]
         let function: UInt8 = behaviour == .wrongFunction ? [0, 2, 1, 4, 3][Int(requested)] : requested
