@@ -107,6 +107,10 @@ import Testing
     @Test func aConnectThatIsNeverAnsweredSaysItTimedOut() async throws {
         // A listener whose accept queue is full: the kernel drops the next SYN, so
         // the gateway's connect is never answered, as behind a black-holing firewall.
+        // (With tcp_abort_on_overflow set, Linux would reset it instead.)
+        let abortOnOverflow = try? String(contentsOfFile: "/proc/sys/net/ipv4/tcp_abort_on_overflow", encoding: .utf8)
+        try #require(abortOnOverflow?.hasPrefix("1") != true,
+                     "net.ipv4.tcp_abort_on_overflow is 1: a full accept queue resets connects instead of dropping them")
         let listener = try FullBacklogListener()
         let device = tcpDevice(listener.port, tags: [TagConfiguration(name: "value", table: .holding, address: 0, type: .uint16)])
         let error = try await offlineError(of: device)
