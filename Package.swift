@@ -36,10 +36,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "MQTTUplink", dependencies: [
-            "CMosquitto",
+            "CMosquitto", "COpenSSL",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files; the only user of COpenSSL.
+        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files (COpenSSL's libcrypto;
+        // MQTTUplink uses its libssl to say which TLS check failed).
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
@@ -57,14 +58,17 @@ let package = Package(
 
         // `make bench`: figures and ratios against baselines measured in the same run.
         .executableTarget(name: "edge-gateway-bench", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport", "CModbus", "Sealing",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "LocalPeers", "CModbus", "Sealing",
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
-        // Real brokers, processes and ports for the integration tests and benchmarks.
+        // Child processes (mosquitto, the gateway), loopback ports, waiting with a deadline
+        // and a notify socket: the real local peers of the integration tests and benchmarks.
+        .target(name: "LocalPeers"),
+        // What only tests use (certificates, an MQTT subscriber); re-exports LocalPeers.
         .target(name: "TestSupport", dependencies: [
-            "MQTTUplink",
+            "LocalPeers", "MQTTUplink",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TestSupport"),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),

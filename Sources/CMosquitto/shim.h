@@ -1,8 +1,4 @@
-// libmosquitto client library (MQTT 3.1.1 / 5).
+// libmosquitto client library (MQTT 3.1.1 / 5). Its TLS is OpenSSL; what the
+// uplink reads from OpenSSL itself comes through COpenSSL.
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
-// libmosquitto's TLS is OpenSSL: its error queue and the SSL handle's verify
-// result (mosquitto_ssl_get) say which TLS check failed.
-#include <openssl/ssl.h>
-#include <openssl/err.h>
-#include <openssl/x509_vfy.h>

@@ -76,7 +76,9 @@ public struct MQTTError: Error, Sendable, CustomStringConvertible {
     public init(_ message: String) { self.message = message }
     public var description: String { message }
 
-    static func mosquitto(_ code: Int32, _ action: String) -> MQTTError {
+    /// Converts a libmosquitto result; `errno` is the one captured right after the call
+    /// (libmosquitto reports system errors as MOSQ_ERR_ERRNO).
+    static func mosquitto(_ code: Int32, errno: Int32, _ action: String) -> MQTTError {
         if code == MOSQ_ERR_ERRNO.rawValue {
             return MQTTError("\(action): \(String(cString: strerror(errno)))")
         }
@@ -136,12 +138,12 @@ public final class MQTTUplink: Sendable {
                 throw MQTTError("not connected to \(settings.endpoint)")
             }
             var mid: Int32 = 0
-            let rc = message.payload.withUnsafeBytes { bytes in
-                mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
-                                  Int32(message.qos), message.retain)
+            let (rc, code) = message.payload.withUnsafeBytes { bytes in
+                (mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                   Int32(message.qos), message.retain), errno)
             }
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                throw MQTTError.mosquitto(rc, "publish to \(message.topic)")
+                throw MQTTError.mosquitto(rc, errno: code, "publish to \(message.topic)")
             }
             return (handle.context.session, mid)
         }
@@ -154,7 +156,8 @@ public final class MQTTUplink: Sendable {
                 throw MQTTError("not connected to \(settings.endpoint)")
             }
             let rc = mosquitto_subscribe(handle.raw, nil, filter, Int32(qos))
-            guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.mosquitto(rc, "subscribe to \(filter)") }
+            let code = errno
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.mosquitto(rc, errno: code, "subscribe to \(filter)") }
         }
     }
 
@@ -207,9 +210,11 @@ public final class MQTTUplink: Sendable {
     private func runSession(_ session: Int) -> SessionOutcome {
         let context = CallbackContext(session: session, onEvent: onEvent)
         let retained = Unmanaged.passRetained(context)
-        guard let raw = mosquitto_new(settings.clientID, settings.cleanSession, retained.toOpaque()) else {
+        let created = mosquitto_new(settings.clientID, settings.cleanSession, retained.toOpaque())
+        let createErrno = errno
+        guard let raw = created else {
             _ = retained.takeRetainedValue()
-            return .failedToConnect("cannot create an MQTT client: \(String(cString: strerror(errno)))")
+            return .failedToConnect("cannot create an MQTT client: \(String(cString: strerror(createErrno)))")
         }
         let handle = ConnectionHandle(raw: raw, context: context)
         defer {
@@ -227,11 +232,11 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(problem)
         }
         if let will = makeWill() {
-            let rc = will.payload.withUnsafeBytes { bytes in
-                mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain)
+            let (rc, code) = will.payload.withUnsafeBytes { bytes in
+                (mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain), errno)
             }
             if rc != MOSQ_ERR_SUCCESS.rawValue {
-                return .failedToConnect(MQTTError.mosquitto(rc, "set the Last Will on \(will.topic)").message)
+                return .failedToConnect(MQTTError.mosquitto(rc, errno: code, "set the Last Will on \(will.topic)").message)
             }
         }
         let keepalive = Int32(clamping: settings.keepalive.components.seconds)
@@ -245,20 +250,23 @@ public final class MQTTUplink: Sendable {
         // down) is abandoned after `connectDeadline` and retried with a fresh SYN,
         // instead of waiting out the kernel's SYN backoff (minutes).
         let rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
+        let connectErrno = errno
         let connectDeadline = ContinuousClock.now + max(settings.keepalive, .seconds(5))
         guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_CONN_PENDING.rawValue else {
             let from = source.map { " from \($0)" } ?? ""
             return .failedToConnect(describeConnectFailure(
                 raw, context: context, settings: settings,
-                fallback: MQTTError.mosquitto(rc, "connect to \(settings.endpoint)\(from)").message))
+                fallback: MQTTError.mosquitto(rc, errno: connectErrno, "connect to \(settings.endpoint)\(from)").message))
         }
         if let error = settings.sourceBinding.pin(socket: mosquitto_socket(raw)) {
             logger.warning("connection not pinned to its interface", metadata: ["error": "\(error)"])
         }
         current.withLock { $0 = handle }
         var loopRC = MOSQ_ERR_SUCCESS.rawValue
+        var loopErrno: Int32 = 0
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
             loopRC = mosquitto_loop(raw, 1000, 1)
+            loopErrno = errno
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
             if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
                 return .failedToConnect("no CONNACK from \(settings.endpoint) within \(max(settings.keepalive, .seconds(5)))")
@@ -270,7 +278,7 @@ public final class MQTTUplink: Sendable {
         if let refusal = context.refusal.withLock({ $0 }) {
             return .failedToConnect(describeRefusal(refusal, settings: settings))
         }
-        let reason = MQTTError.mosquitto(loopRC, "connection to \(settings.endpoint)").message
+        let reason = MQTTError.mosquitto(loopRC, errno: loopErrno, "connection to \(settings.endpoint)").message
         if wasConnected { return .lost(reason) }
         if settings.tls != nil, context.security.certificateRejected {
             return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))

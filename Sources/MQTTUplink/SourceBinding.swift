@@ -35,8 +35,10 @@ extension MQTTSourceBinding {
     /// The first IPv4 address of interface `name`, if it exists and is up.
     static func ipv4Address(of name: String) -> Result<String, MQTTError> {
         var list: UnsafeMutablePointer<ifaddrs>?
-        guard getifaddrs(&list) == 0, let first = list else {
-            return .failure(MQTTError("cannot list network interfaces: \(String(cString: strerror(errno)))"))
+        let listed = getifaddrs(&list)
+        let code = errno
+        guard listed == 0, let first = list else {
+            return .failure(MQTTError("cannot list network interfaces: \(String(cString: strerror(code)))"))
         }
         defer { freeifaddrs(list) }
         var exists = false
@@ -67,7 +69,7 @@ extension MQTTSourceBinding {
     /// Linux lets an unprivileged process do this once per socket (5.7 and later).
     func pin(socket fd: Int32) -> MQTTError? {
         guard case let .interface(name) = self, fd >= 0 else { return nil }
-        let rc = name.withCString { setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }
-        return rc == 0 ? nil : MQTTError("cannot pin the connection to \(name): \(String(cString: strerror(errno)))")
+        let (rc, code) = name.withCString { (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)), errno) }
+        return rc == 0 ? nil : MQTTError("cannot pin the connection to \(name): \(String(cString: strerror(code)))")
     }
 }

@@ -2,6 +2,7 @@
 // say which check failed against which broker. Kept apart from the session
 // loop in MQTTUplink.swift, which calls in at three places only.
 import CMosquitto
+import COpenSSL
 import Foundation
 import Logging
 import Synchronization
@@ -89,8 +90,9 @@ extension MQTTUplink {
         mosquitto_log_callback_set(raw, onLogCallback)
         if let credentials = settings.credentials {
             let rc = mosquitto_username_pw_set(raw, credentials.username, credentials.password)
+            let code = errno
             if rc != MOSQ_ERR_SUCCESS.rawValue {
-                return MQTTError.mosquitto(rc, "set the MQTT user name for \(settings.endpoint)").message
+                return MQTTError.mosquitto(rc, errno: code, "set the MQTT user name for \(settings.endpoint)").message
             }
         }
         guard let tls = settings.tls else { return nil }
@@ -110,13 +112,15 @@ extension MQTTUplink {
         }
         var rc = mosquitto_tls_set(raw, caFile, caDirectory, tls.certFile, tls.keyFile,
                                    tls.keyPassphrase == nil ? nil : passphraseCallback)
+        var code = errno
         if rc != MOSQ_ERR_SUCCESS.rawValue {
-            return MQTTError.mosquitto(rc, "TLS setup for \(broker) (\(tls.trustDescription), "
+            return MQTTError.mosquitto(rc, errno: code, "TLS setup for \(broker) (\(tls.trustDescription), "
                                        + "cert_file \(tls.certFile ?? "-"), key_file \(tls.keyFile ?? "-"))").message
         }
         rc = mosquitto_tls_opts_set(raw, tls.insecureSkipVerify ? 0 : 1, tls.minimumVersion, tls.ciphers)
+        code = errno
         if rc != MOSQ_ERR_SUCCESS.rawValue {
-            return MQTTError.mosquitto(rc, "TLS options for \(broker) (min_version \(tls.minimumVersion), "
+            return MQTTError.mosquitto(rc, errno: code, "TLS options for \(broker) (min_version \(tls.minimumVersion), "
                                        + "ciphers \(tls.ciphers ?? "default"))").message
         }
         if tls.insecureSkipVerify {
@@ -127,8 +131,9 @@ extension MQTTUplink {
         }
         if let alpn = tls.alpn {
             rc = mosquitto_string_option(raw, MOSQ_OPT_TLS_ALPN, alpn)
+            code = errno
             if rc != MOSQ_ERR_SUCCESS.rawValue {
-                return MQTTError.mosquitto(rc, "set ALPN '\(alpn)' for \(broker)").message
+                return MQTTError.mosquitto(rc, errno: code, "set ALPN '\(alpn)' for \(broker)").message
             }
         }
         return nil

@@ -164,8 +164,9 @@ public struct BusPoller: Sendable {
             if let byteTimeout = device.byteTimeout { connection.setByteTimeout(byteTimeout) }
             let timestamp = Date()
             switch poll(device, slot: &slots[index], connection: connection) {
-            case let .success(readings):
-                counters.record(ok: true)
+            case let .success((readings, answersMalformed)):
+                // A malformed answer is a tag error (the device answered), and a failed poll in the stats.
+                counters.record(ok: !answersMalformed)
                 if states[deviceIndex].online != true {
                     logger.info("device online", metadata: ["device": "\(device.name)", "bus": "\(busKey)"])
                     emit(.deviceOnline(device: device.name))
@@ -263,11 +264,13 @@ public struct BusPoller: Sendable {
 
     /// One poll of a group: every block of its plan, decoded per tag. Fails as a
     /// whole only when the device is unreachable; request-level errors become tag
-    /// errors. A merged block the device rejects with exception 2 is split
-    /// (remembered in the slot's plan) and read again at once.
-    private func poll(_ device: DeviceConfiguration, slot: inout Slot,
-                      connection: ModbusConnection) -> Result<[DevicePoll.Reading], ModbusError> {
+    /// errors (`malformed` when one was an answer that did not fit the request).
+    /// A merged block the device rejects with exception 2 is split (remembered in
+    /// the slot's plan) and read again at once.
+    private func poll(_ device: DeviceConfiguration, slot: inout Slot, connection: ModbusConnection)
+        -> Result<(readings: [DevicePoll.Reading], malformed: Bool), ModbusError> {
         var results: [Int: Result<TagValue, TagError>] = [:]
+        var malformed = false
         var queue = slot.plan.blocks[...]
         var plan: [RegisterBlock] = []
         var replanned = false
@@ -287,6 +290,7 @@ public struct BusPoller: Sendable {
                         continue
                     }
                 }
+                if error.kind == .invalidResponse { malformed = true }
                 plan.append(block)
                 for index in block.tagIndices { results[index] = .failure(TagError(error.message)) }
             case let .success(answer):
@@ -305,8 +309,9 @@ public struct BusPoller: Sendable {
             }
         }
         if replanned { slot.plan = RegisterPlan(blocks: plan) }
-        return .success(slot.tagIndices.map { index in
+        let readings = slot.tagIndices.map { index in
             DevicePoll.Reading(tag: device.tags[index].name, value: results[index] ?? .failure(TagError("not read")))
-        })
+        }
+        return .success((readings, malformed))
     }
 }

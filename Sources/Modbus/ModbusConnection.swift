@@ -14,7 +14,8 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
         case timeout
         /// The connection could not be made or broke.
         case connection
-        /// The answer was malformed (CRC, wrong length, wrong unit, wrong transaction id).
+        /// The answer was malformed or not the request's: CRC, length, unit id, function code,
+        /// or over TCP the transaction id, protocol id or MBAP length.
         case invalidResponse
         /// libmodbus refused the call's arguments or could not allocate.
         case setup
@@ -38,18 +39,12 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// Converts libmodbus' errno right after a failed call.
+    /// Converts libmodbus' errno, captured right after a failed call.
     static func fromErrno(_ code: Int32, context: String) -> ModbusError {
         let text = String(cString: modbus_strerror(code))
-        let base = Int32(MODBUS_ENOBASE)
-        // libmodbus' own codes follow its exception codes; the C macros are
-        // expressions Swift does not import, so they are spelled out here.
-        let lastException = base + Int32(MODBUS_EXCEPTION_GATEWAY_TARGET)
-        let badCRC = lastException + 1, badData = lastException + 2, badException = lastException + 3
-        let unknownException = lastException + 4, tooMuchData = lastException + 5, badSlave = lastException + 6
-        if code > base && code <= lastException {
-            let exception = Int(code - base)
-            return ModbusError(kind: .exception(code: exception),
+        let exception = cmodbus_exception_of_errno(code)
+        if exception != 0 {
+            return ModbusError(kind: .exception(code: Int(exception)),
                                message: "modbus exception \(exception): \(text.lowercased())")
         }
         switch code {
@@ -57,32 +52,51 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
             return ModbusError(kind: .timeout, message: "\(context): timed out waiting for a response")
         case ECONNREFUSED, ECONNRESET, EPIPE, ENOTCONN, EHOSTUNREACH, ENETUNREACH, EBADF, EINVAL, ECONNABORTED:
             return ModbusError(kind: .connection, message: "\(context): \(text.lowercased())")
-        case badCRC, badData, badException, unknownException, tooMuchData, badSlave:
+        case cmodbus_errno_bad_crc(), cmodbus_errno_bad_data(), cmodbus_errno_bad_exception(),
+             cmodbus_errno_unknown_exception(), cmodbus_errno_too_much_data(), cmodbus_errno_bad_slave():
             return ModbusError(kind: .invalidResponse, message: "\(context): invalid response: \(text.lowercased())")
         default:
             return ModbusError(kind: .connection, message: "\(context): \(text.lowercased()) (errno \(code))")
         }
     }
+
+    /// A Modbus TCP answer that is not the answer to the request sent.
+    static func mismatch(_ mismatch: TCPReadFrame.Mismatch, context: String) -> ModbusError {
+        ModbusError(kind: .invalidResponse, message: "\(context): invalid response: \(mismatch)")
+    }
 }
 
 /// Owns one libmodbus client context. Not thread-safe by design: a bus uses it
 /// from its own thread only (see `BusExecutor`).
+///
+/// Over RTU the reads are libmodbus' own (it checks the unit id and the CRC).
+/// Over TCP the gateway frames each read itself, with its own transaction ids,
+/// and checks the whole MBAP header of the answer (see `TCPReadFrame`) before
+/// decoding it; libmodbus still connects and reads the answer's bytes.
 public final class ModbusConnection {
     private let context: OpaquePointer
     /// `host:port` or the serial port, for messages.
     public let endpoint: String
     public private(set) var isConnected = false
+    private let transport: ModbusTransport
     private let serial: SerialSettings?
+    /// libmodbus' default until `setResponseTimeout`; it also bounds a TCP connect.
+    private var responseTimeout: Duration = .milliseconds(500)
+    /// The last transaction id sent over TCP.
+    private var transactionID: UInt16 = 0
+    /// Where `modbus_receive_confirmation` puts a TCP answer (reused: one request at a time).
+    private var answer = [UInt8](repeating: 0, count: Int(MODBUS_TCP_MAX_ADU_LENGTH))
 
     public init(transport: ModbusTransport) throws(ModbusError) {
+        self.transport = transport
         switch transport {
         case let .tcp(host, port):
             endpoint = "\(host):\(port)"
             serial = nil
-            guard let context = modbus_new_tcp_pi(host, String(port)) else {
-                throw ModbusError.fromErrno(errno, context: "modbus tcp \(endpoint)")
-            }
-            self.context = context
+            let created = modbus_new_tcp_pi(host, String(port))
+            let code = errno
+            guard let created else { throw ModbusError.fromErrno(code, context: "modbus tcp \(endpoint)") }
+            context = created
         case let .rtu(settings):
             endpoint = settings.port
             serial = settings
@@ -91,11 +105,13 @@ public final class ModbusConnection {
             case .even: CChar(UInt8(ascii: "E"))
             case .odd: CChar(UInt8(ascii: "O"))
             }
-            guard let context = modbus_new_rtu(settings.port, Int32(settings.baud), parity,
-                                               Int32(settings.dataBits), Int32(settings.stopBits)) else {
-                throw ModbusError.fromErrno(errno, context: "modbus rtu \(settings.port) \(settings.summary)")
+            let created = modbus_new_rtu(settings.port, Int32(settings.baud), parity,
+                                         Int32(settings.dataBits), Int32(settings.stopBits))
+            let code = errno
+            guard let created else {
+                throw ModbusError.fromErrno(code, context: "modbus rtu \(settings.port) \(settings.summary)")
             }
-            self.context = context
+            context = created
         }
     }
 
@@ -116,24 +132,94 @@ public final class ModbusConnection {
 
     /// Reads `count` coils or discrete inputs of `table` starting at `address` from `unit`.
     public func readBits(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [Bool] {
-        guard modbus_set_slave(context, Int32(unit)) == 0 else {
-            throw ModbusError(kind: .setup, message: "unit id \(unit) rejected by libmodbus")
+        let what = "read \(table.rawValue) \(address)+\(count) from unit \(unit)"
+        if !isSerial {
+            let data = try tcpRead(unit: unit, table: table, address: address, count: count, what: what)
+            return (0..<count).map { data[data.startIndex + $0 / 8] >> UInt8($0 % 8) & 1 == 1 }
         }
+        try selectUnit(unit)
         var bits = [UInt8](repeating: 0, count: count)
-        let received = bits.withUnsafeMutableBufferPointer { buffer -> Int32 in
+        let (received, code) = bits.withUnsafeMutableBufferPointer { buffer -> (Int32, Int32) in
+            let received: Int32
             switch table {
-            case .coils: return modbus_read_bits(context, Int32(address), Int32(count), buffer.baseAddress)
-            case .discreteInputs: return modbus_read_input_bits(context, Int32(address), Int32(count), buffer.baseAddress)
-            case .holding, .input: errno = EINVAL; return -1
+            case .coils: received = modbus_read_bits(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .discreteInputs: received = modbus_read_input_bits(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .holding, .input: return (-1, EINVAL)
             }
+            return (received, errno)
         }
-        try check(received, expected: count, what: "read \(table.rawValue) \(address)+\(count) from unit \(unit)")
+        try check(received, errno: code, expected: count, what: what)
         return bits.map { $0 != 0 }
     }
 
-    private func check(_ received: Int32, expected: Int, what: String) throws(ModbusError) {
+    /// Reads `count` registers of `table` starting at `address` from `unit`.
+    public func readRegisters(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
+        let what = "read \(table.rawValue) \(address)+\(count) from unit \(unit)"
+        if !isSerial {
+            let data = try tcpRead(unit: unit, table: table, address: address, count: count, what: what)
+            let first = data.startIndex
+            return (0..<count).map { UInt16(data[first + 2 * $0]) << 8 | UInt16(data[first + 2 * $0 + 1]) }
+        }
+        try selectUnit(unit)
+        var words = [UInt16](repeating: 0, count: count)
+        let (received, code) = words.withUnsafeMutableBufferPointer { buffer -> (Int32, Int32) in
+            let received: Int32
+            switch table {
+            case .holding: received = modbus_read_registers(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .input: received = modbus_read_input_registers(context, Int32(address), Int32(count), buffer.baseAddress)
+            case .coils, .discreteInputs: return (-1, EINVAL)
+            }
+            return (received, errno)
+        }
+        try check(received, errno: code, expected: count, what: what)
+        return words
+    }
+
+    private func selectUnit(_ unit: Int) throws(ModbusError) {
+        guard modbus_set_slave(context, Int32(unit)) == 0 else {
+            throw ModbusError(kind: .setup, message: "unit id \(unit) rejected by libmodbus")
+        }
+    }
+
+    /// One read over TCP: sends the request with the next transaction id, reads
+    /// the answer with libmodbus (response and byte timeouts apply), and returns
+    /// its data bytes once every header field matches the request.
+    private func tcpRead(unit: Int, table: RegisterTable, address: Int, count: Int,
+                         what: String) throws(ModbusError) -> ArraySlice<UInt8> {
+        guard (0...255).contains(unit), (0...0xFFFF).contains(address), (1...0xFFFF).contains(count) else {
+            throw ModbusError(kind: .setup, message: "\(what): unit id, address or count out of range")
+        }
+        transactionID &+= 1
+        let request = TCPReadFrame(transactionID: transactionID, unit: UInt8(unit), function: UInt8(table.functionCode),
+                                   address: UInt16(address), count: UInt16(count))
+        let bytes = request.bytes
+        let sent = bytes.withUnsafeBytes { send(modbus_get_socket(context), $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        let sendErrno = errno
+        guard sent == bytes.count else {
+            close()
+            if sent == -1 { throw ModbusError.fromErrno(sendErrno, context: "\(what) at \(endpoint)") }
+            throw ModbusError(kind: .connection, message: "\(what) at \(endpoint): the request went out incomplete")
+        }
+        let received = answer.withUnsafeMutableBufferPointer { modbus_receive_confirmation(context, $0.baseAddress) }
+        let receiveErrno = errno
         if received == -1 {
-            let code = errno
+            let error = ModbusError.fromErrno(receiveErrno, context: "\(what) at \(endpoint)")
+            if error.kind == .connection { close() }
+            throw error
+        }
+        let checked = answer.withUnsafeBufferPointer { request.check($0, length: Int(received)) }
+        switch checked {
+        case let .success(.data(range)):
+            return answer[range]
+        case let .success(.exception(code)):
+            throw ModbusError.fromErrno(cmodbus_exception_errno(Int32(code)), context: "\(what) at \(endpoint)")
+        case let .failure(mismatch):
+            throw ModbusError.mismatch(mismatch, context: "\(what) at \(endpoint)")
+        }
+    }
+
+    private func check(_ received: Int32, errno code: Int32, expected: Int, what: String) throws(ModbusError) {
+        if received == -1 {
             let error = ModbusError.fromErrno(code, context: "\(what) at \(endpoint)")
             if error.kind == .connection { close() }
             throw error
@@ -150,6 +236,7 @@ public final class ModbusConnection {
 
     /// Response timeout for each request (libmodbus also uses it for the TCP connect).
     public func setResponseTimeout(_ timeout: Duration) {
+        responseTimeout = timeout
         let (seconds, attoseconds) = timeout.components
         let microseconds = attoseconds / 1_000_000_000_000
         modbus_set_response_timeout(context, UInt32(clamping: seconds), UInt32(clamping: microseconds))
@@ -164,20 +251,24 @@ public final class ModbusConnection {
                 throw ModbusError(kind: .connection,
                                   message: "cannot open \(serial.port): \(String(cString: modbus_strerror(code)).lowercased())")
             }
-            throw ModbusError.fromErrno(code, context: "connect to \(endpoint)")
+            throw connectFailure(code)
         }
         if let serial {
             // Both need the open port (they are ioctls on it).
-            if serial.rs485, modbus_rtu_set_serial_mode(context, Int32(MODBUS_RTU_RS485)) == -1 {
+            if serial.rs485 {
+                let rc = modbus_rtu_set_serial_mode(context, Int32(MODBUS_RTU_RS485))
                 let code = errno
-                modbus_close(context)
-                throw ModbusError(kind: .setup, message: "\(serial.port) refused RS-485 mode: "
-                    + "\(String(cString: modbus_strerror(code)).lowercased()); remove rs485: true if the adapter switches direction itself")
+                if rc == -1 {
+                    modbus_close(context)
+                    throw ModbusError(kind: .setup, message: "\(serial.port) refused RS-485 mode: "
+                        + "\(String(cString: modbus_strerror(code)).lowercased()); remove rs485: true if the adapter switches direction itself")
+                }
             }
             if serial.rts != .none {
                 let mode = serial.rts == .up ? MODBUS_RTU_RTS_UP : MODBUS_RTU_RTS_DOWN
-                if modbus_rtu_set_rts(context, Int32(mode)) == -1 {
-                    let code = errno
+                let rc = modbus_rtu_set_rts(context, Int32(mode))
+                let code = errno
+                if rc == -1 {
                     modbus_close(context)
                     throw ModbusError(kind: .setup, message: "\(serial.port) refused RTS control: "
                         + "\(String(cString: modbus_strerror(code)).lowercased()); try rts: none")
@@ -185,6 +276,39 @@ public final class ModbusConnection {
             }
         }
         isConnected = true
+    }
+
+    /// Says what a failed TCP connect was. libmodbus 3.1.6 reports a name that
+    /// does not resolve as ECONNREFUSED, and a connect that timed out as the
+    /// EINPROGRESS of its non-blocking connect.
+    private func connectFailure(_ code: Int32) -> ModbusError {
+        let context = "connect to \(endpoint)"
+        if code == EINPROGRESS {
+            return ModbusError(kind: .connection, message: "\(context): timed out after \(responseTimeout) "
+                + "(no answer to the connection request: check the host, the port and firewalls on the way)")
+        }
+        if code == ECONNREFUSED, case let .tcp(host, port) = transport, let reason = Self.resolutionFailure(host: host, port: port) {
+            return ModbusError(kind: .connection, message: "\(context): the host name \"\(host)\" does not resolve "
+                + "(\(reason)); check the device's host")
+        }
+        return ModbusError.fromErrno(code, context: context)
+    }
+
+    /// Why `host` does not resolve (looked up as libmodbus does), or nil when it does.
+    private static func resolutionFailure(host: String, port: Int) -> String? {
+        var hints = addrinfo()
+        hints.ai_flags = AI_ADDRCONFIG
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(host, String(port), &hints, &list)
+        let code = errno
+        if rc == 0 {
+            freeaddrinfo(list)
+            return nil
+        }
+        if rc == EAI_SYSTEM { return String(cString: strerror(code)) }
+        return String(cString: gai_strerror(rc))
     }
 
     public func close() {
@@ -195,22 +319,5 @@ public final class ModbusConnection {
     /// Drops bytes still on the wire, e.g. a late answer after a timeout.
     public func flush() {
         _ = modbus_flush(context)
-    }
-
-    /// Reads `count` registers of `table` starting at `address` from `unit`.
-    public func readRegisters(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
-        guard modbus_set_slave(context, Int32(unit)) == 0 else {
-            throw ModbusError(kind: .setup, message: "unit id \(unit) rejected by libmodbus")
-        }
-        var words = [UInt16](repeating: 0, count: count)
-        let received = words.withUnsafeMutableBufferPointer { buffer -> Int32 in
-            switch table {
-            case .holding: return modbus_read_registers(context, Int32(address), Int32(count), buffer.baseAddress)
-            case .input: return modbus_read_input_registers(context, Int32(address), Int32(count), buffer.baseAddress)
-            case .coils, .discreteInputs: errno = EINVAL; return -1
-            }
-        }
-        try check(received, expected: count, what: "read \(table.rawValue) \(address)+\(count) from unit \(unit)")
-        return words
     }
 }

@@ -15,14 +15,26 @@ import Glibc
 public final class ModbusSimulator: @unchecked Sendable {
     public static let registerCount = 10_000
 
-    /// How the simulator misbehaves, for fault tests.
+    /// How the simulator misbehaves, for fault tests. Each wrong answer to a read
+    /// (FC1–FC4) is well framed and differs from the right one in the one field named.
     public enum Behaviour: Sendable, Equatable {
         /// Answers correctly.
         case normal
-        /// Answers every request with a well-framed response of the wrong length.
+        /// Answers every read with two data bytes more than asked for (and a byte count saying so).
         case garbage
-        /// Answers every read with a well-formed response from another unit id (unit + 1).
+        /// Answers every read from another unit id (unit + 1).
         case wrongUnit
+        /// TCP: answers every read with another transaction id (request's + 1).
+        case wrongTransaction
+        /// TCP: answers every read with protocol id 1 instead of 0 (Modbus).
+        case wrongProtocol
+        /// TCP: answers every read with an MBAP length field two bytes longer than what follows.
+        case wrongLength
+        /// Answers every read with the other read function of its kind (FC3 ↔ FC4, FC1 ↔ FC2).
+        case wrongFunction
+
+        /// A fault of the MBAP header, which RTU frames do not have (RTU answers correctly).
+        var isTCPOnly: Bool { self == .wrongTransaction || self == .wrongProtocol || self == .wrongLength }
     }
 
     public let host: String
@@ -133,24 +145,29 @@ public final class ModbusSimulator: @unchecked Sendable {
     public func start() throws(ModbusError) {
         let server: ServerContext
         if let rtuPath {
-            guard let context = modbus_new_rtu(rtuPath, 9600, CChar(UInt8(ascii: "N")), 8, 1) else {
-                throw ModbusError.fromErrno(errno, context: "simulator on \(rtuPath)")
+            let created = modbus_new_rtu(rtuPath, 9600, CChar(UInt8(ascii: "N")), 8, 1)
+            let createErrno = errno
+            guard let context = created else {
+                throw ModbusError.fromErrno(createErrno, context: "simulator on \(rtuPath)")
             }
             modbus_set_slave(context, Int32(rtuUnit))
-            if modbus_connect(context) == -1 {
-                let code = errno
+            let connected = modbus_connect(context)
+            let code = errno
+            if connected == -1 {
                 modbus_free(context)
                 throw ModbusError(kind: .setup,
                                   message: "cannot open \(rtuPath): \(String(cString: modbus_strerror(code)))")
             }
             server = ServerContext(context: context, listener: -1)
         } else {
-            guard let context = modbus_new_tcp(host, Int32(port)) else {
-                throw ModbusError.fromErrno(errno, context: "simulator on \(host):\(port)")
+            let created = modbus_new_tcp(host, Int32(port))
+            let createErrno = errno
+            guard let context = created else {
+                throw ModbusError.fromErrno(createErrno, context: "simulator on \(host):\(port)")
             }
             let listener = modbus_tcp_listen(context, 16)
+            let code = errno
             if listener == -1 {
-                let code = errno
                 modbus_free(context)
                 throw ModbusError(kind: .setup,
                                   message: "cannot listen on \(host):\(port): \(String(cString: strerror(code))); pick another --port")
@@ -254,15 +271,10 @@ public final class ModbusSimulator: @unchecked Sendable {
         let count = length > headerLength + 4 ? Int(query[headerLength + 3]) << 8 | Int(query[headerLength + 4]) : 1
         requests.add(1, ordering: .relaxed)
         perFunction.withLock { $0[function, default: 0] += 1 }
-        switch behaviour.withLock({ $0 }) {
-        case .garbage where (1...4).contains(function):
-            sendFrame(query, headerLength: headerLength, count: count, extraBytes: 2, unitOffset: 0, fd: fd)
+        let current = behaviour.withLock { $0 }
+        if current != .normal, (1...4).contains(function), headerLength == 7 || !current.isTCPOnly {
+            sendWrongAnswer(current, to: query, headerLength: headerLength, count: count, fd: fd)
             return
-        case .wrongUnit where (1...4).contains(function):
-            sendFrame(query, headerLength: headerLength, count: count, extraBytes: 0, unitOffset: 1, fd: fd)
-            return
-        default:
-            break
         }
         let touched = address..<(address + max(count, 1))
         if let rejection = rejections.withLock({ $0.first { $0.functionCode == function && $0.addresses.overlaps(touched) } }) {
@@ -272,19 +284,22 @@ public final class ModbusSimulator: @unchecked Sendable {
         lock.withLock { _ = modbus_reply(context, query, Int32(length), mapping) }
     }
 
-    /// A response framed like the real one (same transaction and function) but
-    /// with `extraBytes` more data than asked for, or from unit id + `unitOffset`:
-    /// libmodbus' client must reject it.
-    private func sendFrame(_ query: [UInt8], headerLength: Int, count: Int, extraBytes: Int, unitOffset: UInt8, fd: Int32) {
-        let function = query[headerLength]
-        let unit = query[headerLength - 1] &+ unitOffset
-        let dataBytes = (function <= 2 ? (count + 7) / 8 : count * 2) + extraBytes
+    /// An answer to a read framed like the right one, with the one field that
+    /// `behaviour` names wrong: the client must reject it. Data bytes are 0xA5.
+    private func sendWrongAnswer(_ behaviour: Behaviour, to query: [UInt8], headerLength: Int, count: Int, fd: Int32) {
+        let requested = query[headerLength]
+        let function: UInt8 = behaviour == .wrongFunction ? [0, 2, 1, 4, 3][Int(requested)] : requested
+        let unit = query[headerLength - 1] &+ (behaviour == .wrongUnit ? 1 : 0)
+        let dataBytes = (requested <= 2 ? (count + 7) / 8 : count * 2) + (behaviour == .garbage ? 2 : 0)
         var pdu: [UInt8] = [function, UInt8(min(dataBytes, 255))]
         pdu += [UInt8](repeating: 0xA5, count: Int(pdu[1]))
         var frame: [UInt8]
         if headerLength == 7 {
-            let length = pdu.count + 1
-            frame = [query[0], query[1], 0, 0, UInt8(length >> 8), UInt8(length & 0xFF), unit] + pdu
+            let transaction = (UInt16(query[0]) << 8 | UInt16(query[1])) &+ (behaviour == .wrongTransaction ? 1 : 0)
+            let protocolID: UInt8 = behaviour == .wrongProtocol ? 1 : 0
+            let length = pdu.count + 1 + (behaviour == .wrongLength ? 2 : 0)
+            frame = [UInt8(transaction >> 8), UInt8(transaction & 0xFF), 0, protocolID,
+                     UInt8(length >> 8), UInt8(length & 0xFF), unit] + pdu
         } else {
             frame = [unit] + pdu
             let crc = Self.crc16(frame)

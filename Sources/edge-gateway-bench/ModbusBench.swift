@@ -8,9 +8,9 @@ import CModbus
 import Foundation
 import Gateway
 import GatewayConfig
+import LocalPeers
 import Modbus
 import Synchronization
-import TestSupport
 
 /// CPU time of this process (all threads).
 func processCPUTime() -> Double {

@@ -2,9 +2,9 @@
 // inside the committing transaction as the ingest does, against unsealed appends
 // of the same payloads in the same run.
 import Foundation
+import LocalPeers
 import Outbox
 import Sealing
-import TestSupport
 
 func benchSeal(directory: TemporaryDirectory) async throws {
     let total = 100_000

@@ -5,7 +5,7 @@
 //   getppid() system call.
 import Foundation
 import Gateway
-import TestSupport
+import LocalPeers
 #if canImport(Glibc)
 import Glibc
 #endif

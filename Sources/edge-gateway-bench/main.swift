@@ -13,13 +13,13 @@
 import Foundation
 import Gateway
 import GatewayConfig
+import LocalPeers
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
 import ServiceLifecycle
 import Synchronization
-import TestSupport
 
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus", "seal", "service"] : arguments

@@ -208,9 +208,8 @@ func tcpDevice(_ port: Int, name: String = "dev", unit: Int = 1, interval: Durat
         #expect(log.events.withLock { $0.contains { if case .deviceOffline = $0 { true } else { false } } } == false)
     }
 
-    // Only malformed frames here: libmodbus 3.1.6's TCP client does not compare the
-    // unit id of an answer (the transaction id it does), so a wrong-unit answer over
-    // TCP is taken as valid. Over RTU it is rejected (see RTUTests).
+    // Answers with a wrong byte count, for both a register and a bit read; every
+    // other wrong field of a TCP answer is in TCPAnswerTests.
     @Test func aServerSendingGarbageNeverStopsThePoller() async throws {
         let behaviour = ModbusSimulator.Behaviour.garbage
         let port = freeLoopbackPort()

@@ -1,4 +1,4 @@
-// Child processes for integration tests: mosquitto, the gateway binary.
+// Child processes for the integration tests and the benchmarks: mosquitto, the gateway binary.
 import Foundation
 #if canImport(Glibc)
 import Glibc
