@@ -73,8 +73,11 @@ public final class ModbusConnection {
     public let endpoint: String
     public private(set) var isConnected = false
     private let serial: SerialSettings?
+    /// Lets another thread abandon this connection (see `BusAbandonment`).
+    private let abandonment: BusAbandonment
 
-    public init(transport: ModbusTransport) throws(ModbusError) {
+    public init(transport: ModbusTransport, abandonment: BusAbandonment = BusAbandonment()) throws(ModbusError) {
+        self.abandonment = abandonment
         switch transport {
         case let .tcp(host, port):
             endpoint = "\(host):\(port)"
@@ -144,7 +147,7 @@ public final class ModbusConnection {
     }
 
     deinit {
-        modbus_close(context)
+        abandonment.closing { modbus_close(context) }
         modbus_free(context)
     }
 
@@ -157,6 +160,7 @@ public final class ModbusConnection {
 
     public func connect() throws(ModbusError) {
         guard !isConnected else { return }
+        guard !abandonment.isAbandoned else { throw Self.abandoned(endpoint) }
         if modbus_connect(context) == -1 {
             let code = errno
             modbus_close(context)
@@ -184,11 +188,19 @@ public final class ModbusConnection {
                 }
             }
         }
+        guard abandonment.opened(descriptor: modbus_get_socket(context)) else {
+            modbus_close(context)
+            throw Self.abandoned(endpoint)
+        }
         isConnected = true
     }
 
+    private static func abandoned(_ endpoint: String) -> ModbusError {
+        ModbusError(kind: .connection, message: "\(endpoint): the bus is stopping")
+    }
+
     public func close() {
-        modbus_close(context)
+        abandonment.closing { modbus_close(context) }
         isConnected = false
     }
 

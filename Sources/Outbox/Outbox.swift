@@ -18,6 +18,9 @@ public final class Outbox: Sendable {
     public let boot: Int64
     /// Path the corrupt file was moved to at open, if that happened (the gateway announces it).
     public let quarantinedPath: String?
+    /// Set when the outbox did not hold the last boot (quarantined, deleted or replaced):
+    /// where it was found instead (the gateway announces it).
+    public let bootRecovery: BootRecovery?
     /// The settings the outbox was opened with.
     public let settings: OutboxSettings
 
@@ -26,6 +29,8 @@ public final class Outbox: Sendable {
     private let now: @Sendable () -> Date
     private let state = Locked(MemoryState())
     private let reserve: ReserveFile
+    /// Held while the outbox is open: no second process uses the file.
+    private let lock: OutboxLock
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -67,24 +72,48 @@ public final class Outbox: Sendable {
         let path = settings.path
         try Self.prepareDirectory(of: path)
         try Self.checkAccess(path)
+        // Before anything touches the file: a second process stops here.
+        let lock = try OutboxLock(outboxPath: path)
+        self.lock = lock
         let reserve = ReserveFile(besides: path)
         self.reserve = reserve
+        let bootFile = BootFile(besides: lock.resolvedOutboxPath)
+        let recordedBoot = bootFile.read() ?? 0
+        var floor = (boot: recordedBoot, source: BootSource.stateFile)
+        let previousBoot: Int64
         do {
-            (database, boot) = try Self.openChecked(settings, reserve: reserve)
+            (database, boot, previousBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
             let aside = try Self.quarantine(path, at: now())
             logger.error("outbox file is corrupt or not a database; moved it aside and starting a fresh outbox", metadata: [
                 "problem": "\(error)", "moved_to": "\(aside)",
             ])
+            if let quarantinedBoot = BootFile.lastBoot(inQuarantined: aside), quarantinedBoot > floor.boot {
+                floor = (quarantinedBoot, .quarantinedOutbox)
+            }
             do {
-                (database, boot) = try Self.openChecked(settings, reserve: reserve)
+                (database, boot, previousBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
             } catch {
                 throw Self.openError(error, path: path)
             }
             quarantinedPath = aside
         } catch {
             throw Self.openError(error, path: path)
+        }
+        bootRecovery = previousBoot < floor.boot ? BootRecovery(previousBoot: floor.boot, source: floor.source) : nil
+        if let bootRecovery {
+            logger.warning("outbox did not hold the last boot; continuing above it", metadata: [
+                "boot": "\(boot)", "previous_boot": "\(bootRecovery.previousBoot)", "from": "\(bootRecovery.source.rawValue)",
+            ])
+        }
+        do {
+            // Before any message of this boot is committed: the next start sees it.
+            try bootFile.write(boot)
+        } catch {
+            logger.error("could not record the boot beside the outbox; a corrupt outbox could repeat boot numbers", metadata: [
+                "error": "\(error)",
+            ])
         }
         reserve.ensure()
         if !reserve.exists, let meta = try? database.read({ db in try Meta.fetch(db) }) {
