@@ -28,11 +28,13 @@ extension EndToEnd {
 
 @Suite(.serialized) struct StopWithHungDeviceTests {
     /// `timeout: 2s, retries: 5`: a read of the silent device holds its bus for 12 s,
-    /// three times the service group's graceful shutdown limit.
-    @Test func sigtermDuringAHungRequestPublishesOfflineAndExitsZero() async throws {
+    /// three times the service group's graceful shutdown limit (4 s); `timeout: 8s`:
+    /// one request alone outlasts it.
+    @Test(arguments: [("2s", 5), ("8s", 0)])
+    func sigtermDuringAHungRequestPublishesOfflineAndExitsZero(timeout: String, retries: Int) async throws {
         let e2e = try await EndToEnd()
         let silent = try SilentTCPListener()
-        try e2e.addSilentDevice(port: silent.port, timeout: "2s", retries: 5)
+        try e2e.addSilentDevice(port: silent.port, timeout: timeout, retries: retries)
         try e2e.startGateway()
         let silentStatus = "edge/\(e2e.gatewayID)/silent-1/status"
         try await waitUntil("birth and data from the answering device") {
