@@ -12,10 +12,15 @@ import Glibc
 extension EndToEnd {
     /// Adds a device on its own bus that accepts TCP connections and never answers.
     func addSilentDevice(port: Int, timeout: String, retries: Int) throws {
+        try addSilentDevice(transport: "tcp: { host: 127.0.0.1, port: \(port) }", timeout: timeout, retries: retries)
+    }
+
+    /// Adds a device on its own bus (`transport` is its `tcp:` or `rtu:` line) that never answers.
+    func addSilentDevice(transport: String, timeout: String, retries: Int) throws {
         let config = try String(contentsOfFile: configPath, encoding: .utf8) + """
 
           - name: silent-1
-            tcp: { host: 127.0.0.1, port: \(port) }
+            \(transport)
             timeout: \(timeout)
             retries: \(retries)
             tags:
@@ -67,5 +72,36 @@ extension EndToEnd {
         #expect(seqs == Set(1...Int(statistics.committedThisBoot)),
                 "committed \(statistics.committedThisBoot), received \(seqs.sorted()) \(e2e.diagnostics)")
         #expect(statistics.bufferedMessages == 0, "\(statistics)")
+    }
+
+    /// A serial line cannot be woken by shutdown(2): the bus thread stays in its 8 s
+    /// request, the service abandons it after the wind-down, and the stop goes on
+    /// without it.
+    @Test func sigtermDuringAHungSerialRequestAbandonsTheBusAndExitsZero() async throws {
+        let e2e = try await EndToEnd()
+        // A pty pair with nobody on the device's end: requests go out, nothing comes back.
+        let deviceEnd = e2e.directory.file("rtu-device"), gatewayEnd = e2e.directory.file("rtu-gateway")
+        let socat = try ChildProcess(try requireTool("socat", package: "socat"),
+                                     ["pty,raw,echo=0,link=\(deviceEnd)", "pty,raw,echo=0,link=\(gatewayEnd)"],
+                                     log: e2e.directory.file("socat.log"))
+        defer { socat.signal(SIGTERM) }
+        try await waitUntil("socat's pty links") { FileManager.default.fileExists(atPath: gatewayEnd) }
+        try e2e.addSilentDevice(transport: "rtu: { port: \(gatewayEnd), baud: 19200 }", timeout: "8s", retries: 0)
+        try e2e.startGateway()
+        try await waitUntil("birth and data from the answering device") {
+            e2e.statuses(e2e.statusTopic).contains("online") && e2e.dataMessages.count >= 3
+        }
+        #expect(e2e.statuses("edge/\(e2e.gatewayID)/silent-1/status").isEmpty, "the serial read is still waiting")
+
+        e2e.gateway!.signal(SIGTERM)
+        let status = try await e2e.gateway!.waitForExit(timeout: .seconds(10))
+        #expect(status == 0, "\(e2e.diagnostics)")
+        #expect(e2e.gateway!.output.contains("abandoned it"), "the serial bus was left behind: \(e2e.diagnostics)")
+        try await e2e.subscriber.roundTrip()
+        let offline = e2e.subscriber.messages(on: e2e.statusTopic).filter { $0.json["state"] as? String == "offline" }
+        #expect(offline.map { $0.json["reason"] as? String } == ["shutdown"], "\(offline.map(\.text))")
+        let statistics = try Outbox.readStatistics(path: e2e.outboxPath)
+        let seqs = Set(e2e.dataMessages.compactMap { $0["seq"] as? Int })
+        #expect(seqs == Set(1...Int(statistics.committedThisBoot)), "\(statistics) \(e2e.diagnostics)")
     }
 }
