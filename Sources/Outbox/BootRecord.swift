@@ -48,7 +48,7 @@ struct BootFile: Sendable {
     /// Records `boot`; the old record stays whole if anything fails.
     ///
     /// - Throws: `OutboxError` naming the step and the errno.
-    func write(_ boot: Int64) throws {
+    func record(_ boot: Int64) throws {
         let temporary = "\(path).tmp-\(getpid())"
         func failure(_ step: String) -> OutboxError {
             let reason = String(cString: strerror(errno))
@@ -61,7 +61,7 @@ struct BootFile: Sendable {
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard descriptor >= 0 else { throw failure("creating \(temporary)") }
         let bytes = Array("\(boot)\n".utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         guard written == bytes.count, fsync(descriptor) == 0 else {
             close(descriptor)
             throw failure("writing \(temporary)")

@@ -8,13 +8,16 @@ import Logging
 /// Promises:
 /// - A message exists once ``append(_:)`` returned it; it is deleted only by
 ///   ``acknowledge(_:)`` or by a counted drop that is recorded as an ``OutboxGap``.
-/// - `boot` goes up by one at every open; `seq` starts at 1 in each boot, is assigned in
-///   the committing transaction and is consecutive: a missing seq is always either a
-///   recorded gap or a message still in the outbox.
+/// - One process at a time: the outbox holds a lock on `<path>.lock` while it is open.
+/// - `boot` goes up at every open and never goes backwards, also when a corrupt file is
+///   moved aside or the file is deleted (`<path>.boot` keeps the last one).
+/// - `seq` starts at 1 in each boot, is assigned in the committing transaction and is
+///   consecutive: a missing seq is always either a recorded gap or a message still in
+///   the outbox.
 /// - All SQLite work runs on GRDB's serial dispatch queue, never on Swift's
 ///   cooperative thread pool.
 public final class Outbox: Sendable {
-    /// The boot counter of this run (1 at the first start of a new file).
+    /// The boot counter of this run (1 at the first start of a new file with no boot file beside it).
     public let boot: Int64
     /// Path the corrupt file was moved to at open, if that happened (the gateway announces it).
     public let quarantinedPath: String?
@@ -51,13 +54,16 @@ public final class Outbox: Sendable {
 
     /// Opens (creating if needed) the outbox at `settings.path`.
     ///
-    /// WAL journal, `synchronous` per settings, `PRAGMA quick_check`. A file that is corrupt or
+    /// First takes the outbox's lock (see `OutboxLock`). WAL journal, `synchronous` per settings, `PRAGMA quick_check`. A file that is corrupt or
     /// not a database is renamed aside to `<path>.corrupt-<UTC timestamp>` (with its `-wal` and
     /// `-shm`), ``quarantinedPath`` says where, and a fresh outbox starts. Runs the named
-    /// migrations, then increments the persisted boot counter; seq starts at 1.
+    /// migrations, then starts a boot above the file's, the boot file's and a quarantined
+    /// file's last boot (``bootRecovery`` says when the file did not hold the highest),
+    /// and records it in the boot file; seq starts at 1.
     ///
     /// - Parameter now: the wall clock used for `createdAt`, `max_age` and ages (tests pass their own).
-    /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory, …).
+    /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory,
+    ///   `.inUse` with the pid of the process holding the outbox, …).
     public init(
         settings: OutboxSettings,
         logger: Logger,
@@ -109,7 +115,7 @@ public final class Outbox: Sendable {
         }
         do {
             // Before any message of this boot is committed: the next start sees it.
-            try bootFile.write(boot)
+            try bootFile.record(boot)
         } catch {
             logger.error("could not record the boot beside the outbox; a corrupt outbox could repeat boot numbers", metadata: [
                 "error": "\(error)",
