@@ -27,7 +27,8 @@ final class OutboxLock: Sendable {
     /// Takes the lock for the outbox at `outboxPath` (its directory must exist).
     ///
     /// - Throws: `OutboxError` `.inUse` naming the file and the holder's pid when
-    ///   another process holds it; `.permissionDenied` when the lock file cannot be made.
+    ///   another process still holds it after `patience`; `.permissionDenied` when the
+    ///   lock file cannot be made or locked.
     init(outboxPath: String) throws {
         resolvedOutboxPath = Self.resolve(outboxPath)
         path = resolvedOutboxPath + ".lock"
@@ -39,8 +40,7 @@ final class OutboxLock: Sendable {
                 remedy: "Make the outbox's directory writable by the gateway user, or point buffer.path elsewhere.",
                 underlying: reason)
         }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            let code = errno
+        if let code = Self.lock(descriptor) {
             let holder = Self.holder(descriptor)
             close(descriptor)
             guard code == EWOULDBLOCK else {
@@ -61,6 +61,22 @@ final class OutboxLock: Sendable {
         // Best effort: the lock holds whether or not the pid could be written.
         if ftruncate(descriptor, 0) == 0 {
             _ = text.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        }
+    }
+
+    /// How long a held lock is waited for: a holder that is just going away (a process
+    /// exiting, an `Outbox` being released on another thread) lets go within it.
+    static let patience = Duration.seconds(1)
+
+    /// Takes the lock, retrying while it is held for at most `patience`; nil on
+    /// success, else the errno of the last attempt.
+    private static func lock(_ descriptor: Int32) -> Int32? {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            if flock(descriptor, LOCK_EX | LOCK_NB) == 0 { return nil }
+            let code = errno
+            guard code == EWOULDBLOCK || code == EINTR, ContinuousClock.now < deadline else { return code }
+            usleep(10_000)
         }
     }
 
