@@ -291,16 +291,29 @@ public struct BusPoller: Sendable {
     /// libmodbus' default silence allowed between two bytes of an answer.
     static let defaultByteTimeout = Duration.milliseconds(500)
 
+    /// How long glibc's resolver can take for one name with default options: 5 s per
+    /// try, 2 tries, up to 3 name servers. libmodbus resolves the host at every connect.
+    static let nameResolutionAllowance = Duration.seconds(30)
+
     /// The longest one attempt of `block` can keep the bus thread in libmodbus: a
-    /// TCP connect (bounded by the response timeout), then the response timeout
-    /// for the first byte and the byte timeout for each further byte of the answer.
+    /// TCP connect (resolving a host name, then the handshake bounded by the response
+    /// timeout), then the response timeout for the first byte and the byte timeout
+    /// for each further byte of the answer.
     static func longestAttempt(_ block: RegisterBlock, device: DeviceConfiguration,
                                connection: ModbusConnection) -> Duration {
         let payload = block.table.holdsBits ? (block.count + 7) / 8 : block.count * 2
         // MBAP header (7) or address + CRC (3), function code and byte count (2).
         let answerBytes = payload + (connection.isSerial ? 5 : 9)
-        let connect = connection.isConnected || connection.isSerial ? Duration.zero : device.timeout
+        var connect = Duration.zero
+        if !connection.isConnected, case let .tcp(host, _) = device.transport {
+            connect = device.timeout + (isNumericAddress(host) ? .zero : nameResolutionAllowance)
+        }
         return connect + device.timeout + (device.byteTimeout ?? defaultByteTimeout) * (answerBytes - 1)
+    }
+
+    private static func isNumericAddress(_ host: String) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        return inet_pton(AF_INET, host, &buffer) == 1 || inet_pton(AF_INET6, host, &buffer) == 1
     }
 
     /// One poll of a group: every block of its plan, decoded per tag. Fails as a

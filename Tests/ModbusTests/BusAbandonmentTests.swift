@@ -52,4 +52,22 @@ import TestSupport
         #expect(!abandonment.unlessAbandoned { ran.append(2) })
         #expect(ran == [1])
     }
+
+    /// The deadline a bus announces before a request covers everything libmodbus may
+    /// spend: resolving a host name, the connect, the first byte, every further byte.
+    @Test func theAnnouncedDeadlineCoversResolutionConnectAndEveryByte() throws {
+        func bound(host: String) throws -> Duration {
+            let device = DeviceConfiguration(
+                name: "meter", transport: .tcp(host: host, port: 502), unitID: 1, timeout: .seconds(2),
+                tags: [TagConfiguration(name: "power", table: .input, address: 0, type: .uint32)],
+                byteTimeout: .milliseconds(100))
+            let block = try #require(BusPoller.plans(for: device).first?.plan.blocks.first)
+            let connection = try ModbusConnection(transport: device.transport)
+            return BusPoller.longestAttempt(block, device: device, connection: connection)
+        }
+        // 2 s connect + 2 s first byte + 12 more bytes (MBAP 7, function, count, 4 data) × 100 ms.
+        #expect(try bound(host: "10.0.0.5") == .milliseconds(5200))
+        #expect(try bound(host: "fd00::5") == .milliseconds(5200))
+        #expect(try bound(host: "plc-5.plant.example") == .milliseconds(5200) + BusPoller.nameResolutionAllowance)
+    }
 }
