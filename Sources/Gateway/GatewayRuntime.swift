@@ -53,18 +53,32 @@ public struct GatewayRuntime: Sendable {
             if buses[key] == nil { order.append(key) }
             buses[key, default: []].append(device)
         }
+        // One wind-down for all buses at shutdown, however many are stuck.
+        let stopDeadline = BusStopDeadline(windDown: Self.busWindDown)
         pollers = order.map { key in
             var busLogger = logger
             busLogger[metadataKey: "bus"] = "\(key)"
-            return PollingService(poller: BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
+            let poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
                 case let .poll(poll): ingest.submit(poll)
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
-            })
+            }
+            return PollingService(poller: poller, stopDeadline: stopDeadline, logger: busLogger)
         }
     }
+
+    /// How long stopping buses get to wind down before they are abandoned (see `PollingService`).
+    static let busWindDown = Duration.milliseconds(500)
+    /// The service group's graceful shutdown limit: buses wind down (`busWindDown`),
+    /// the ingest service commits, the forwarder waits for the offline status's
+    /// PUBACK (`ForwarderService.shutdownGrace`, 2 s). Past it the group cancels.
+    static let gracefulShutdownLimit = Duration.seconds(4)
+    /// After cancellation, ServiceLifecycle aborts the process past this limit.
+    static let cancellationLimit = Duration.milliseconds(500)
+    /// The longest a stop can take; `TimeoutStopSec=` of the unit must be above it.
+    public static var stopBound: Duration { gracefulShutdownLimit + cancellationLimit }
 
     /// Runs until SIGTERM or SIGINT (when `handleSignals`) or until the task is cancelled.
     ///
@@ -77,8 +91,8 @@ public struct GatewayRuntime: Sendable {
         var group = ServiceGroupConfiguration(services: services.map { .init(service: $0) },
                                               gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
                                               logger: logger)
-        group.maximumGracefulShutdownDuration = .seconds(4)
-        group.maximumCancellationDuration = .milliseconds(500)
+        group.maximumGracefulShutdownDuration = Self.gracefulShutdownLimit
+        group.maximumCancellationDuration = Self.cancellationLimit
         logger.info("gateway starting", metadata: [
             "gateway": "\(configuration.gateway.id)", "boot": "\(outbox.boot)",
             "devices": "\(configuration.devices.count)", "buses": "\(pollers.count)",
@@ -91,10 +105,13 @@ public struct GatewayRuntime: Sendable {
     /// The systemd side of the gateway's health: heartbeats of every bus and the forwarder.
     private func makeWatchdogService(notifier: SystemdNotifier?) -> WatchdogService {
         if let watchdog = notifier?.watchdogInterval,
-           let slowest = configuration.devices.map(\.timeout).max(), slowest * 2 > watchdog {
-            logger.warning("the watchdog interval is short for the slowest device timeout: a slow device looks like a hang", metadata: [
-                "watchdog": "\(watchdog)", "device_timeout": "\(slowest)",
-                "hint": "make WatchdogSec= at least twice the longest device timeout",
+           let slowest = configuration.devices.max(by: { $0.longestRead < $1.longestRead }),
+           slowest.longestRead * 2 > watchdog {
+            // Not a hang (a bus waiting inside a bounded request is alive), but a hung
+            // bus is only told from a slow one after the request's deadline.
+            logger.warning("the watchdog interval is short for the slowest device: a hung bus is noticed late", metadata: [
+                "watchdog": "\(watchdog)", "device": "\(slowest.name)", "longest_read": "\(slowest.longestRead)",
+                "hint": "make WatchdogSec= at least twice the longest timeout × (retries + 1)",
             ])
         }
         let forwarder = forwarder

@@ -1,34 +1,92 @@
 // The gateway's own health, as the systemd watchdog sees it: every long-running
-// loop beats a heartbeat; the watchdog is fed only while all of them are recent.
+// loop beats a heartbeat; the watchdog is fed only while all of them are alive
+// (recently beaten, or waiting inside a request that is not past its deadline).
 import Foundation
 import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// The last time one loop of the gateway showed it was turning.
+/// How one loop of the gateway stands at a moment, by the watchdog's rule.
+public enum LoopHealth: Sendable, Equatable {
+    /// It has not beaten yet (the gateway is starting).
+    case starting
+    /// It beat within the threshold.
+    case turning
+    /// Its thread is inside a bounded request (a Modbus call) whose deadline, plus
+    /// the threshold as margin, has not passed: waiting on a silent device is not a hang.
+    case waiting(until: ContinuousClock.Instant)
+    /// Hung: no beat for longer than the threshold, or still inside a request past
+    /// its deadline plus the threshold. `for` is how long it has been silent
+    /// (since the last beat, or since the request's deadline).
+    case stuck(for: Duration)
+
+    public var isAlive: Bool {
+        switch self {
+        case .turning, .waiting: true
+        case .starting, .stuck: false
+        }
+    }
+}
+
+/// The last sign of life of one loop of the gateway.
 ///
-/// A bus beats from its own thread between Modbus requests, so a bus thread stuck
-/// in a blocking call stops beating; the forwarder beats each time its event loop
-/// handles a tick, so a forwarder stuck on an `await` stops beating too.
+/// A bus beats from its own thread between Modbus requests and, just before a
+/// blocking call, says how long that call can last at most (`enterRequest`); the
+/// forwarder beats each time its event loop handles a tick, so a forwarder stuck
+/// on an `await` stops beating.
 public final class Heartbeat: Sendable {
     /// How often the loops beat.
     static let interval = Duration.milliseconds(250)
 
+    /// The last sign of life.
+    enum Pulse: Sendable, Equatable {
+        case none
+        case beat(at: ContinuousClock.Instant)
+        /// Entered a call that returns by `deadline` unless something is broken.
+        case inRequest(deadline: ContinuousClock.Instant)
+    }
+
     /// What beats, for logs and status lines: `forwarder`, `bus tcp://10.0.0.5:502`.
     public let name: String
-    private let last = Mutex<ContinuousClock.Instant?>(nil)
+    private let pulse = Mutex(Pulse.none)
 
     public init(name: String) { self.name = name }
 
-    public func beat() { last.withLock { $0 = .now } }
+    public func beat(at now: ContinuousClock.Instant = .now) { pulse.withLock { $0 = .beat(at: now) } }
+
+    /// The loop's thread enters a call that returns by `deadline` (e.g. a Modbus
+    /// request with its response timeout): alive until then, plus the margin.
+    public func enterRequest(deadline: ContinuousClock.Instant) {
+        pulse.withLock { $0 = .inRequest(deadline: deadline) }
+    }
 
     /// Nil until the first beat.
-    public var lastBeat: ContinuousClock.Instant? { last.withLock { $0 } }
+    public var lastBeat: ContinuousClock.Instant? {
+        pulse.withLock { pulse in
+            if case let .beat(at) = pulse { return at }
+            return nil
+        }
+    }
+
+    /// The watchdog's rule: alive while the last beat is at most `threshold` old, or
+    /// while inside a request whose deadline is at most `threshold` past.
+    public func health(threshold: Duration, now: ContinuousClock.Instant = .now) -> LoopHealth {
+        switch pulse.withLock({ $0 }) {
+        case .none:
+            return .starting
+        case let .beat(at):
+            let age = now - at
+            return age > threshold ? .stuck(for: age) : .turning
+        case let .inRequest(deadline):
+            let late = now - deadline
+            return late > threshold ? .stuck(for: late) : .waiting(until: deadline)
+        }
+    }
 }
 
 /// Feeds systemd: `READY=1` once the outbox is open and every bus and the forwarder
-/// have beaten once; `WATCHDOG=1` every half watchdog interval while every heartbeat
-/// is younger than the interval; `STATUS=` lines when the summary changes;
+/// have beaten once; `WATCHDOG=1` every half watchdog interval while every loop is
+/// alive by `Heartbeat.health` with the interval as threshold; `STATUS=` lines when the summary changes;
 /// `STOPPING=1` when graceful shutdown begins.
 ///
 /// A loop that stops beating stops the feeding, so systemd restarts the gateway
@@ -48,14 +106,22 @@ public struct WatchdogService: Service {
         self.summary = summary
     }
 
-    /// Heartbeats older than `threshold` (or that never beat), with their ages.
-    public static func stale(_ heartbeats: [Heartbeat], threshold: Duration,
-                             now: ContinuousClock.Instant = .now) -> [(name: String, age: Duration?)] {
+    /// The loops that are not alive by `Heartbeat.health(threshold:now:)`, with their health.
+    public static func unhealthy(_ heartbeats: [Heartbeat], threshold: Duration,
+                                 now: ContinuousClock.Instant = .now) -> [(name: String, health: LoopHealth)] {
         heartbeats.compactMap { heartbeat in
-            guard let last = heartbeat.lastBeat else { return (heartbeat.name, nil) }
-            let age = now - last
-            return age > threshold ? (heartbeat.name, age) : nil
+            let health = heartbeat.health(threshold: threshold, now: now)
+            return health.isAlive ? nil : (heartbeat.name, health)
         }
+    }
+
+    /// What the watchdog last told systemd, so a status line goes out only on a change.
+    private enum Verdict: Equatable {
+        case healthy(status: String)
+        /// The names of the loops that are not alive.
+        case unhealthy(loops: [String])
+
+        var isHealthy: Bool { if case .healthy = self { true } else { false } }
     }
 
     public func run() async {
@@ -73,11 +139,11 @@ public struct WatchdogService: Service {
 
     private func feed(_ notifier: SystemdNotifier) async {
         // Ready once every loop has turned once.
-        while !heartbeats.allSatisfy({ $0.lastBeat != nil }) {
+        while heartbeats.contains(where: { $0.health(threshold: .zero) == .starting }) {
             guard (try? await Task.sleep(for: .milliseconds(20))) != nil else { return }
         }
-        var lastKey = summary()
-        notifier.ready(status: lastKey)
+        var last = Verdict.healthy(status: summary())
+        notifier.ready(status: summary())
         logger.info("ready", metadata: [
             "notify_socket": "\(notifier.socketPath)",
             "watchdog": "\(notifier.watchdogInterval.map { "\($0)" } ?? "off")",
@@ -87,30 +153,30 @@ public struct WatchdogService: Service {
         // Without a watchdog the status line still says when a loop hangs.
         let threshold = watchdog ?? .seconds(30)
         while (try? await Task.sleep(for: period)) != nil {
-            let stale = Self.stale(heartbeats, threshold: threshold)
-            let status: String
-            // Sent when it changes; ages alone do not count as a change.
-            let key: String
-            if stale.isEmpty {
-                status = summary()
-                key = status
-                if lastKey.hasPrefix("unhealthy") {
-                    logger.notice("every loop is turning again: feeding the watchdog")
-                }
-            } else {
-                let names = stale.map { entry in
-                    "\(entry.name) not turning for \(entry.age.map { "\($0)" } ?? "ever")"
-                }.joined(separator: ", ")
-                status = "unhealthy, watchdog not fed: \(names)"
-                key = "unhealthy " + stale.map(\.name).joined(separator: ",")
-                if !lastKey.hasPrefix("unhealthy") {
-                    logger.error("watchdog not fed: a loop is stuck", metadata: ["stuck": "\(names)"])
+            let unhealthy = Self.unhealthy(heartbeats, threshold: threshold)
+            // Ages alone do not count as a change.
+            let verdict: Verdict = unhealthy.isEmpty ? .healthy(status: summary()) : .unhealthy(loops: unhealthy.map(\.name))
+            if verdict != last {
+                switch verdict {
+                case let .healthy(status):
+                    if !last.isHealthy { logger.notice("every loop is turning again: feeding the watchdog") }
+                    // The status first: a WATCHDOG=1 follows a recovery's status line, never precedes it.
+                    notifier.status(status)
+                case .unhealthy:
+                    let names = unhealthy.map { entry in
+                        switch entry.health {
+                        case let .stuck(silent): "\(entry.name) not turning for \(silent)"
+                        case .starting, .turning, .waiting: "\(entry.name) not turning ever"
+                        }
+                    }.joined(separator: ", ")
+                    if last.isHealthy {
+                        logger.error("watchdog not fed: a loop is stuck", metadata: ["stuck": "\(names)"])
+                    }
+                    notifier.status("unhealthy, watchdog not fed: \(names)")
                 }
             }
-            // The status first: a WATCHDOG=1 follows a recovery's status line, never precedes it.
-            if key != lastKey { notifier.status(status) }
-            lastKey = key
-            if stale.isEmpty, watchdog != nil { notifier.watchdog() }
+            last = verdict
+            if verdict.isHealthy, watchdog != nil { notifier.watchdog() }
         }
     }
 }

@@ -457,8 +457,8 @@ struct SchemaReader {
         } ?? 1
         let pollInterval = section.optional("poll_interval")
             .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(1)
-        let timeout = section.optional("timeout")
-            .map { $0.duration(in: .milliseconds(10) ... .seconds(3_600)) } ?? .milliseconds(500)
+        let timeoutValue = section.optional("timeout")
+        let timeout = timeoutValue.map { $0.duration(in: .milliseconds(10) ... .seconds(3_600)) } ?? .milliseconds(500)
         let byteOrder = section.optional("byte_order").map { $0.choice(ByteOrder.self) } ?? .abcd
         let tags = section.required(
             "tags", hint: "add tags: with at least one register to read"
@@ -469,7 +469,8 @@ struct SchemaReader {
         let byteTimeout = nullable(section.optional("byte_timeout"), absent: nil) {
             $0.duration(in: .milliseconds(1) ... .seconds(60))
         }
-        let retries = section.optional("retries").map {
+        let retriesValue = section.optional("retries")
+        let retries = retriesValue.map {
             $0.integer(in: 0...10, rangeHint: "extra attempts after a timeout, 0...10 (each costs up to timeout on the bus)")
         } ?? 0
         let publishValue = section.optional("publish")
@@ -488,10 +489,12 @@ struct SchemaReader {
         guard let name, let transport, let unitID, let pollInterval, let timeout, let byteOrder, let tags,
               let maxGap, let byteTimeout, let retries, let publishMode, let maxInterval
         else { return nil }
-        return DeviceConfiguration(
+        let device = DeviceConfiguration(
             name: name, transport: transport, unitID: unitID, pollInterval: pollInterval,
             timeout: timeout, byteOrder: byteOrder, tags: tags, maxGap: maxGap, byteTimeout: byteTimeout,
             retries: retries, publish: publishMode == .always ? .always : .onChange(maxInterval: maxInterval))
+        checkLongestRead(device, index: index, timeout: timeoutValue, retries: retriesValue, section: value)
+        return device
     }
 
     private enum PublishMode: String, CaseIterable {

@@ -84,6 +84,12 @@ public struct BusPoller: Sendable {
     public let counters: PollCounters
     /// Longest wait between retries of an unreachable device.
     public var maxBackoff: Duration = .seconds(30)
+    /// Told before each blocking libmodbus call how long it can last at most (its
+    /// deadline), and `nil` once the bus thread is back: the watchdog counts a bus
+    /// waiting inside a bounded request as alive until that deadline.
+    public var requestWatch: @Sendable (_ deadline: ContinuousClock.Instant?) -> Void = { _ in }
+    /// Stops the bus from another thread (see `abandon()`).
+    public let abandonment = BusAbandonment()
     private let emit: @Sendable (PollEvent) -> Void
     private let logger: Logger
 
@@ -125,15 +131,27 @@ public struct BusPoller: Sendable {
         }
     }
 
-    /// Polls until the task is cancelled.
+    /// Stops the bus for good, from any thread, without waiting for it: a request
+    /// blocked on a TCP socket returns at once, no request starts after, and the
+    /// bus reports nothing more (see `BusAbandonment`). Cancel the task of `run()` too.
+    public func abandon() {
+        abandonment.abandon()
+    }
+
+    /// Hands `event` on unless the bus was abandoned.
+    private func report(_ event: PollEvent) {
+        abandonment.unlessAbandoned { emit(event) }
+    }
+
+    /// Polls until the task is cancelled or the bus is abandoned.
     public func run() async {
         let clock = ContinuousClock()
         let connection: ModbusConnection
         do {
-            connection = try ModbusConnection(transport: devices[0].transport)
+            connection = try ModbusConnection(transport: devices[0].transport, abandonment: abandonment)
         } catch {
             for device in devices {
-                emit(.deviceOffline(device: device.name, error: error.message))
+                report(.deviceOffline(device: device.name, error: error.message))
             }
             logger.error("cannot set up bus", metadata: ["bus": "\(busKey)", "error": "\(error.message)"])
             return
@@ -151,7 +169,7 @@ public struct BusPoller: Sendable {
             }
         }
 
-        while !Task.isCancelled {
+        while !Task.isCancelled && !abandonment.isAbandoned {
             let index = slots.indices.min { slots[$0].nextDue < slots[$1].nextDue }!
             do {
                 try await Task.sleep(until: slots[index].nextDue, clock: clock)
@@ -163,18 +181,21 @@ public struct BusPoller: Sendable {
             connection.setResponseTimeout(device.timeout)
             if let byteTimeout = device.byteTimeout { connection.setByteTimeout(byteTimeout) }
             let timestamp = Date()
-            switch poll(device, slot: &slots[index], connection: connection) {
+            let outcome = poll(device, slot: &slots[index], connection: connection)
+            // Abandoned meanwhile: the outcome (likely the shut-down socket's error) is nobody's business.
+            if abandonment.isAbandoned { return }
+            switch outcome {
             case let .success((readings, answersMalformed)):
                 // A malformed answer is a tag error (the device answered), and a failed poll in the stats.
                 counters.record(ok: !answersMalformed)
                 if states[deviceIndex].online != true {
                     logger.info("device online", metadata: ["device": "\(device.name)", "bus": "\(busKey)"])
-                    emit(.deviceOnline(device: device.name))
+                    report(.deviceOnline(device: device.name))
                 }
                 states[deviceIndex].online = true
                 states[deviceIndex].lastError = nil
                 if slots[index].filter.admit(readings, at: clock.now) {
-                    emit(.poll(DevicePoll(device: device.name, timestamp: timestamp, readings: readings)))
+                    report(.poll(DevicePoll(device: device.name, timestamp: timestamp, readings: readings)))
                 } else {
                     counters.recordUnchanged()
                 }
@@ -198,7 +219,7 @@ public struct BusPoller: Sendable {
                         "device": "\(device.name)", "bus": "\(busKey)", "error": "\(error.message)",
                         "retry_in": "\(backoff)",
                     ])
-                    emit(.deviceOffline(device: device.name, error: error.message))
+                    report(.deviceOffline(device: device.name, error: error.message))
                 }
                 states[deviceIndex].online = false
                 states[deviceIndex].lastError = error.message
@@ -239,7 +260,13 @@ public struct BusPoller: Sendable {
         var attempt = 0
         while true {
             attempt += 1
+            // Stopping: no new request (an abandoned connection refuses anyway).
+            if Task.isCancelled || abandonment.isAbandoned {
+                return .failure(ModbusError(kind: .connection, message: "\(connection.endpoint): the bus is stopping"))
+            }
             counters.recordRequests(1)
+            requestWatch(.now + Self.longestAttempt(block, device: device, connection: connection))
+            defer { requestWatch(nil) }
             do {
                 try connection.connect()
                 if block.table.holdsBits {
@@ -260,6 +287,34 @@ public struct BusPoller: Sendable {
                 return .failure(error)
             }
         }
+    }
+
+    /// libmodbus' default silence allowed between two bytes of an answer.
+    static let defaultByteTimeout = Duration.milliseconds(500)
+
+    /// How long glibc's resolver can take for one name with default options: 5 s per
+    /// try, 2 tries, up to 3 name servers. libmodbus resolves the host at every connect.
+    static let nameResolutionAllowance = Duration.seconds(30)
+
+    /// The longest one attempt of `block` can keep the bus thread in libmodbus: a
+    /// TCP connect (resolving a host name, then the handshake bounded by the response
+    /// timeout), then the response timeout for the first byte and the byte timeout
+    /// for each further byte of the answer.
+    static func longestAttempt(_ block: RegisterBlock, device: DeviceConfiguration,
+                               connection: ModbusConnection) -> Duration {
+        let payload = block.table.holdsBits ? (block.count + 7) / 8 : block.count * 2
+        // MBAP header (7) or address + CRC (3), function code and byte count (2).
+        let answerBytes = payload + (connection.isSerial ? 5 : 9)
+        var connect = Duration.zero
+        if !connection.isConnected, case let .tcp(host, _) = device.transport {
+            connect = device.timeout + (isNumericAddress(host) ? .zero : nameResolutionAllowance)
+        }
+        return connect + device.timeout + (device.byteTimeout ?? defaultByteTimeout) * (answerBytes - 1)
+    }
+
+    private static func isNumericAddress(_ host: String) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 16)
+        return inet_pton(AF_INET, host, &buffer) == 1 || inet_pton(AF_INET6, host, &buffer) == 1
     }
 
     /// One poll of a group: every block of its plan, decoded per tag. Fails as a

@@ -86,9 +86,12 @@ public final class ModbusConnection {
     private var transactionID: UInt16 = 0
     /// Where `modbus_receive_confirmation` puts a TCP answer (reused: one request at a time).
     private var answer = [UInt8](repeating: 0, count: Int(MODBUS_TCP_MAX_ADU_LENGTH))
+    /// Lets another thread abandon this connection (see `BusAbandonment`).
+    private let abandonment: BusAbandonment
 
-    public init(transport: ModbusTransport) throws(ModbusError) {
+    public init(transport: ModbusTransport, abandonment: BusAbandonment = BusAbandonment()) throws(ModbusError) {
         self.transport = transport
+        self.abandonment = abandonment
         switch transport {
         case let .tcp(host, port):
             endpoint = "\(host):\(port)"
@@ -230,7 +233,7 @@ public final class ModbusConnection {
     }
 
     deinit {
-        modbus_close(context)
+        abandonment.closing { modbus_close(context) }
         modbus_free(context)
     }
 
@@ -244,6 +247,7 @@ public final class ModbusConnection {
 
     public func connect() throws(ModbusError) {
         guard !isConnected else { return }
+        guard !abandonment.isAbandoned else { throw Self.abandoned(endpoint) }
         if modbus_connect(context) == -1 {
             let code = errno
             modbus_close(context)
@@ -274,6 +278,10 @@ public final class ModbusConnection {
                         + "\(String(cString: modbus_strerror(code)).lowercased()); try rts: none")
                 }
             }
+        }
+        guard abandonment.opened(descriptor: modbus_get_socket(context)) else {
+            modbus_close(context)
+            throw Self.abandoned(endpoint)
         }
         isConnected = true
     }
@@ -311,8 +319,12 @@ public final class ModbusConnection {
         return String(cString: gai_strerror(rc))
     }
 
+    private static func abandoned(_ endpoint: String) -> ModbusError {
+        ModbusError(kind: .connection, message: "\(endpoint): the bus is stopping")
+    }
+
     public func close() {
-        modbus_close(context)
+        abandonment.closing { modbus_close(context) }
         isConnected = false
     }
 

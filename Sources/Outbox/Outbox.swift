@@ -8,16 +8,22 @@ import Logging
 /// Promises:
 /// - A message exists once ``append(_:)`` returned it; it is deleted only by
 ///   ``acknowledge(_:)`` or by a counted drop that is recorded as an ``OutboxGap``.
-/// - `boot` goes up by one at every open; `seq` starts at 1 in each boot, is assigned in
-///   the committing transaction and is consecutive: a missing seq is always either a
-///   recorded gap or a message still in the outbox.
+/// - One process at a time: the outbox holds a lock on `<path>.lock` while it is open.
+/// - `boot` goes up at every open and never goes backwards, also when a corrupt file is
+///   moved aside or the file is deleted (`<path>.boot` keeps the last one).
+/// - `seq` starts at 1 in each boot, is assigned in the committing transaction and is
+///   consecutive: a missing seq is always either a recorded gap or a message still in
+///   the outbox.
 /// - All SQLite work runs on GRDB's serial dispatch queue, never on Swift's
 ///   cooperative thread pool.
 public final class Outbox: Sendable {
-    /// The boot counter of this run (1 at the first start of a new file).
+    /// The boot counter of this run (1 at the first start of a new file with no boot file beside it).
     public let boot: Int64
     /// Path the corrupt file was moved to at open, if that happened (the gateway announces it).
     public let quarantinedPath: String?
+    /// Set when the outbox did not hold the last boot (quarantined, deleted or replaced):
+    /// where it was found instead (the gateway announces it).
+    public let bootRecovery: BootRecovery?
     /// The settings the outbox was opened with.
     public let settings: OutboxSettings
 
@@ -26,6 +32,8 @@ public final class Outbox: Sendable {
     private let now: @Sendable () -> Date
     private let state = Locked(MemoryState())
     private let reserve: ReserveFile
+    /// Held while the outbox is open: no second process uses the file.
+    private let lock: OutboxLock
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -46,13 +54,16 @@ public final class Outbox: Sendable {
 
     /// Opens (creating if needed) the outbox at `settings.path`.
     ///
-    /// WAL journal, `synchronous` per settings, `PRAGMA quick_check`. A file that is corrupt or
+    /// First takes the outbox's lock (see `OutboxLock`). WAL journal, `synchronous` per settings, `PRAGMA quick_check`. A file that is corrupt or
     /// not a database is renamed aside to `<path>.corrupt-<UTC timestamp>` (with its `-wal` and
     /// `-shm`), ``quarantinedPath`` says where, and a fresh outbox starts. Runs the named
-    /// migrations, then increments the persisted boot counter; seq starts at 1.
+    /// migrations, then starts a boot above the file's, the boot file's and a quarantined
+    /// file's last boot (``bootRecovery`` says when the file did not hold the highest),
+    /// and records it in the boot file; seq starts at 1.
     ///
     /// - Parameter now: the wall clock used for `createdAt`, `max_age` and ages (tests pass their own).
-    /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory, …).
+    /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory,
+    ///   `.inUse` with the pid of the process holding the outbox, …).
     public init(
         settings: OutboxSettings,
         logger: Logger,
@@ -67,24 +78,48 @@ public final class Outbox: Sendable {
         let path = settings.path
         try Self.prepareDirectory(of: path)
         try Self.checkAccess(path)
+        // Before anything touches the file: a second process stops here.
+        let lock = try OutboxLock(outboxPath: path)
+        self.lock = lock
         let reserve = ReserveFile(besides: path)
         self.reserve = reserve
+        let bootFile = BootFile(besides: lock.resolvedOutboxPath)
+        let recordedBoot = bootFile.read() ?? 0
+        var floor = (boot: recordedBoot, source: BootSource.stateFile)
+        let previousBoot: Int64
         do {
-            (database, boot) = try Self.openChecked(settings, reserve: reserve)
+            (database, boot, previousBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
             let aside = try Self.quarantine(path, at: now())
             logger.error("outbox file is corrupt or not a database; moved it aside and starting a fresh outbox", metadata: [
                 "problem": "\(error)", "moved_to": "\(aside)",
             ])
+            if let quarantinedBoot = BootFile.lastBoot(inQuarantined: aside), quarantinedBoot > floor.boot {
+                floor = (quarantinedBoot, .quarantinedOutbox)
+            }
             do {
-                (database, boot) = try Self.openChecked(settings, reserve: reserve)
+                (database, boot, previousBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
             } catch {
                 throw Self.openError(error, path: path)
             }
             quarantinedPath = aside
         } catch {
             throw Self.openError(error, path: path)
+        }
+        bootRecovery = previousBoot < floor.boot ? BootRecovery(previousBoot: floor.boot, source: floor.source) : nil
+        if let bootRecovery {
+            logger.warning("outbox did not hold the last boot; continuing above it", metadata: [
+                "boot": "\(boot)", "previous_boot": "\(bootRecovery.previousBoot)", "from": "\(bootRecovery.source.rawValue)",
+            ])
+        }
+        do {
+            // Before any message of this boot is committed: the next start sees it.
+            try bootFile.record(boot)
+        } catch {
+            logger.error("could not record the boot beside the outbox; a corrupt outbox could repeat boot numbers", metadata: [
+                "error": "\(error)",
+            ])
         }
         reserve.ensure()
         if !reserve.exists, let meta = try? database.read({ db in try Meta.fetch(db) }) {

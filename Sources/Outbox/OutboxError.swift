@@ -17,6 +17,8 @@ public struct OutboxError: Error, CustomStringConvertible, Sendable {
         case ioError
         /// The file is corrupt and could not be moved aside.
         case corrupt
+        /// Another process holds the outbox (its lock file); the message names its pid.
+        case inUse
         /// Any other SQLite failure.
         case database
     }

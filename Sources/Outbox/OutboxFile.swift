@@ -62,8 +62,10 @@ extension Outbox {
         }
     }
 
-    /// Opens the queue, checks integrity, migrates, starts a new boot.
-    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile) throws -> (DatabaseQueue, Int64) {
+    /// Opens the queue, checks integrity, migrates, starts a new boot above `bootFloor`.
+    /// Returns the queue, the new boot and the file's previous boot.
+    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile,
+                            bootFloor: Int64) throws -> (DatabaseQueue, boot: Int64, previous: Int64) {
         var configuration = Configuration()
         configuration.label = "outbox"
         configuration.busyMode = .timeout(5)
@@ -91,8 +93,8 @@ extension Outbox {
             let findings = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
             guard findings == ["ok"] else { throw IntegrityProblem(findings: findings) }
             try OutboxSchema.migrator.migrate(queue)
-            let meta = try queue.write { db in try OutboxStore.startBoot(db) }
-            return (queue, meta.boot)
+            let (meta, previous) = try queue.write { db in try OutboxStore.startBoot(db, floor: bootFloor) }
+            return (queue, meta.boot, previous)
         } catch {
             try? queue.close()
             throw error

@@ -41,15 +41,18 @@ struct DropLedger: Sendable {
 
 enum OutboxStore {
     /// Sets up a fresh boot: boot + 1, seq restarts at 1, per-boot counters at zero.
-    static func startBoot(_ db: Database) throws -> Meta {
+    /// The new boot is above both the file's last boot and `floor` (a boot known to
+    /// have been used, e.g. from the boot file). Returns the new meta and the file's last boot.
+    static func startBoot(_ db: Database, floor: Int64 = 0) throws -> (meta: Meta, previous: Int64) {
         var meta = try Meta.fetch(db)
-        meta.boot += 1
+        let previous = meta.boot
+        meta.boot = max(meta.boot, floor) + 1
         meta.nextSeq = 1
         meta.droppedThisBoot = 0
         meta.committedThisBoot = 0
         meta.acknowledgedThisBoot = 0
         try meta.save(db)
-        return meta
+        return (meta, previous)
     }
 
     /// Inserts one message and returns its id.

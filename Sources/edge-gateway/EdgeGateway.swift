@@ -54,6 +54,11 @@ struct Run: AsyncParsableCommand {
         let runtime: GatewayRuntime
         do {
             runtime = try GatewayRuntime(configuration: configuration, logger: logger)
+        } catch let error as OutboxError where error.kind == .inUse {
+            // Another gateway runs on this outbox: restarting cannot help until someone
+            // stops one of them, so EX_CONFIG, which the unit does not restart.
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(exitConfigurationError)
         } catch {
             logger.critical("cannot start", metadata: ["error": "\(error)"])
             throw ExitCode(1)

@@ -160,12 +160,16 @@ struct OutboxBasicTests {
     @Test func idsAreNeverReusedAfterDeletes() async throws {
         try await withTemporaryDirectory { dir in
             let settings = OutboxSettings(path: dir.file("outbox.sqlite"))
-            let outbox = try Outbox(settings: settings, logger: quietLogger)
-            let first = try await outbox.append(drafts(5))
-            try await outbox.acknowledge(first.map(\.id))
-            let second = try await outbox.append(drafts(1))
-            #expect(second[0].id > first.last!.id)
-            try await outbox.acknowledge(second.map(\.id))
+            var second: [OutboxMessage] = []
+            do {
+                // Closed before reopening: one Outbox per file at a time (its lock).
+                let outbox = try Outbox(settings: settings, logger: quietLogger)
+                let first = try await outbox.append(drafts(5))
+                try await outbox.acknowledge(first.map(\.id))
+                second = try await outbox.append(drafts(1))
+                #expect(second[0].id > first.last!.id)
+                try await outbox.acknowledge(second.map(\.id))
+            }
             let reopened = try Outbox(settings: settings, logger: quietLogger)
             let third = try await reopened.append(drafts(1))
             #expect(third[0].id > second[0].id)

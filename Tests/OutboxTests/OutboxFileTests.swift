@@ -12,13 +12,15 @@ struct OutboxFileTests {
         }
     }
 
-    func expectQuarantined(_ outbox: Outbox, from path: String, originalBytes: Data) throws {
+    /// - Parameter boot: 1 for a file that never was an outbox; the next boot after a
+    ///   corrupt one (boot never goes backwards).
+    func expectQuarantined(_ outbox: Outbox, from path: String, originalBytes: Data, boot: Int64) throws {
         let aside = try #require(outbox.quarantinedPath)
         #expect(aside.hasPrefix(path + ".corrupt-"))
         let stamp = aside.dropFirst((path + ".corrupt-").count)
         #expect(stamp.wholeMatch(of: /\d{8}T\d{6}Z(-\d+)?/) != nil, "timestamp \(stamp)")
         #expect(FileManager.default.contents(atPath: aside) == originalBytes)
-        #expect(outbox.boot == 1)
+        #expect(outbox.boot == boot)
     }
 
     @Test func aGarbageFileIsQuarantinedAndAFreshOutboxStarts() async throws {
@@ -32,7 +34,7 @@ struct OutboxFileTests {
 
             let logs = LogRecorder()
             let outbox = try Outbox(settings: .init(path: path), logger: logs.logger)
-            try expectQuarantined(outbox, from: path, originalBytes: garbage)
+            try expectQuarantined(outbox, from: path, originalBytes: garbage, boot: 1)
             let aside = try #require(outbox.quarantinedPath)
             #expect(logs.entries.contains { $0.level == .error && $0.metadata["moved_to"] == "\(aside)" })
 
@@ -51,7 +53,7 @@ struct OutboxFileTests {
             try truncated.write(to: URL(fileURLWithPath: path))
 
             let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
-            try expectQuarantined(outbox, from: path, originalBytes: Data(truncated))
+            try expectQuarantined(outbox, from: path, originalBytes: Data(truncated), boot: 2)
             #expect(try await outbox.statistics().bufferedMessages == 0)
             #expect(try await outbox.append(drafts(1)).map(\.seq) == [1])
         }
@@ -67,7 +69,7 @@ struct OutboxFileTests {
             try bytes.write(to: URL(fileURLWithPath: path))
 
             let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
-            try expectQuarantined(outbox, from: path, originalBytes: bytes)
+            try expectQuarantined(outbox, from: path, originalBytes: bytes, boot: 2)
         }
     }
 
