@@ -133,10 +133,10 @@ public final class ForwarderService: Service, Sendable {
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
-            will: {
+            will: { session in
                 MQTTMessage(topic: statusTopic,
-                            payload: MessageEncoding.status(state: "offline", gateway: gateway, boot: boot, at: Date(),
-                                                            extra: ["reason": "connection lost"]),
+                            payload: MessageEncoding.gatewayStatus(.offline(.connectionLost), gateway: gateway,
+                                                                   boot: boot, session: session, at: Date()),
                             qos: 1, retain: true)
             },
             onEvent: { [pubacks] event in
@@ -385,8 +385,8 @@ private final class ForwardingLoop {
             stopping = true
             offlineStatusMid = publishRetained(
                 identity.statusTopic,
-                MessageEncoding.status(state: "offline", gateway: identity.id, boot: outbox.boot, at: Date(),
-                                       extra: ["reason": "shutdown"]))
+                MessageEncoding.gatewayStatus(.offline(.shutdown), gateway: identity.id, boot: outbox.boot,
+                                              session: session!.id, at: Date()))
             if offlineStatusMid == nil {
                 flushAcks()
                 return .stop
@@ -408,13 +408,11 @@ private final class ForwardingLoop {
         logger.info("connected to broker", metadata: [
             "broker": "\(service.uplink.settings.endpoint)", "session": "\(id)",
         ])
-        var extra: KeyValuePairs<String, String> = [:]
-        if let quarantined = outbox.quarantinedPath {
-            extra = ["outbox_quarantined": quarantined]
-        }
+        let birth = GatewayStatus.Birth(statsInterval: identity.statsInterval, previousBoot: outbox.previousBoot,
+                                        quarantinedOutbox: outbox.quarantinedPath)
         publishRetained(identity.statusTopic,
-                        MessageEncoding.status(state: "online", gateway: identity.id, boot: outbox.boot,
-                                               at: Date(), extra: extra))
+                        MessageEncoding.gatewayStatus(.online(birth), gateway: identity.id, boot: outbox.boot,
+                                                      session: id, at: Date()))
         for (device, error) in deviceErrors.sorted(by: { $0.key < $1.key }) {
             publishRetained(identity.deviceStatusTopic(device: device), devicePayload(error))
         }
@@ -547,8 +545,7 @@ private final class ForwardingLoop {
     }
 
     private func devicePayload(_ error: String?) -> [UInt8] {
-        MessageEncoding.status(state: error == nil ? "online" : "offline", gateway: identity.id,
-                               boot: outbox.boot, at: Date(), extra: error.map { ["error": $0] } ?? [:])
+        MessageEncoding.deviceStatus(error: error, gateway: identity.id, boot: outbox.boot, at: Date())
     }
 
     private func publishStats() async {
@@ -572,6 +569,7 @@ private final class ForwardingLoop {
             ("buffered_bytes", buffered.bufferedBytes),
             ("oldest_age_ms", oldest),
             ("dropped", buffered.dropped),
+            ("seq_committed", buffered.seqCommitted),
             ("published", forwarder.published),
             ("inflight", Int64(forwarder.inflight)),
             ("polls_ok", polls.pollsOK),

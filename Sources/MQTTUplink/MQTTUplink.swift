@@ -102,8 +102,9 @@ public final class MQTTUplink: Sendable {
     public let settings: MQTTUplinkSettings
     let logger: Logger
     private let onEvent: @Sendable (MQTTEvent) -> Void
-    /// Built before every connection attempt, so its `ts` is fresh.
-    private let makeWill: @Sendable () -> MQTTMessage?
+    /// Built before every connection attempt for that attempt's session number (the
+    /// one its `.connected` event carries), so its `ts` is fresh.
+    private let makeWill: @Sendable (_ session: Int) -> MQTTMessage?
     private let current = Mutex<ConnectionHandle?>(nil)
     private let stopRequested = Atomic<Bool>(false)
     private let wakeUp = DispatchSemaphore(value: 0)
@@ -111,7 +112,7 @@ public final class MQTTUplink: Sendable {
     private let started = Atomic<Bool>(false)
 
     public init(settings: MQTTUplinkSettings, logger: Logger,
-                will: @escaping @Sendable () -> MQTTMessage? = { nil },
+                will: @escaping @Sendable (_ session: Int) -> MQTTMessage? = { _ in nil },
                 onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
         _ = libraryInitialised
         self.settings = settings
@@ -226,7 +227,7 @@ public final class MQTTUplink: Sendable {
         if let problem = configureSecurity(raw, context: context, settings: settings, logger: logger) {
             return .failedToConnect(problem)
         }
-        if let will = makeWill() {
+        if let will = makeWill(session) {
             let rc = will.payload.withUnsafeBytes { bytes in
                 mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain)
             }

@@ -18,6 +18,9 @@ public final class Outbox: Sendable {
     public let boot: Int64
     /// Path the corrupt file was moved to at open, if that happened (the gateway announces it).
     public let quarantinedPath: String?
+    /// Where the previous boot of this file ended (its last committed seq); nil for a
+    /// new (or quarantined and replaced) file.
+    public let previousBoot: OutboxBootEnd?
     /// The settings the outbox was opened with.
     public let settings: OutboxSettings
 
@@ -83,6 +86,11 @@ public final class Outbox: Sendable {
                 throw Self.openError(error, path: path)
             }
             quarantinedPath = aside
+        } catch {
+            throw Self.openError(error, path: path)
+        }
+        do {
+            previousBoot = try database.read { db in try OutboxStore.previousBoot(db) }
         } catch {
             throw Self.openError(error, path: path)
         }

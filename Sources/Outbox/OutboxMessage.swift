@@ -79,6 +79,22 @@ public struct OutboxStatistics: Sendable, Equatable {
     public var acknowledged: Int64
     /// The boot the "this boot" counters belong to.
     public var boot: Int64
+    /// The highest seq `boot` has assigned in a committed transaction (0 when none yet).
+    /// Every seq up to it is either in the outbox, acknowledged, or in a gap record
+    /// (dropped). Read in the same transaction as the other counters.
+    public var seqCommitted: Int64 = 0
+}
+
+/// Where a boot ended: the last seq it committed. Every seq `1...lastSeq` of `boot`
+/// was committed (or dropped and recorded as a gap).
+public struct OutboxBootEnd: Sendable, Equatable {
+    public var boot: Int64
+    public var lastSeq: Int64
+
+    public init(boot: Int64, lastSeq: Int64) {
+        self.boot = boot
+        self.lastSeq = lastSeq
+    }
 }
 
 /// A range of messages that was dropped, to be reported upstream so consumers can tell a
