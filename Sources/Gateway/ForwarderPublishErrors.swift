@@ -11,12 +11,8 @@ struct PublishErrorLog {
         var topic: String?
     }
 
-    private static let unpublishableHint = "it stays in the outbox and is tried again after the next connect, "
-        + "until the buffer limits drop it; fix the gateway id, device name or topic_prefix "
-        + "(edge-gateway check-config validates topics)"
-
     private var logged: Set<Cause> = []
-    /// Messages skipped in this episode because they can never be published.
+    /// Messages skipped in this episode because this broker refuses them.
     private(set) var skipped = 0
 
     /// A new connection: causes are logged again.
@@ -27,24 +23,27 @@ struct PublishErrorLog {
 
     /// Logs `error` unless its cause was logged in this episode.
     mutating func note(_ error: MQTTPublishError, logger: Logger) {
-        if error.kind == .unpublishable { skipped += 1 }
-        let cause = Cause(code: error.code, topic: error.kind == .unpublishable ? error.topic : nil)
-        guard logged.insert(cause).inserted else { return }
+        if error.kind == .brokerLimit { skipped += 1 }
+        let perTopic = error.kind == .unpublishable || error.kind == .brokerLimit
+        guard logged.insert(Cause(code: error.code, topic: perTopic ? error.topic : nil)).inserted else { return }
+        let metadata: Logger.Metadata = [
+            "topic": "\(error.topicForLog)", "topic_bytes": "\(error.topic.utf8.count)",
+            "payload_bytes": "\(error.payloadBytes)", "cause": "\(error.cause)",
+        ]
         switch error.kind {
         case .unpublishable:
-            logger.error("a message can never be published; skipping it", metadata: [
-                "topic": "\(error.topicForLog)", "topic_bytes": "\(error.topic.utf8.count)",
-                "payload_bytes": "\(error.payloadBytes)", "cause": "\(error.cause)",
-                "hint": "\(Self.unpublishableHint)",
-            ])
+            logger.error("a message can never be published; dropping it (counted, reported on the gaps topic)",
+                         metadata: metadata.merging([
+                             "hint": "fix the gateway id, device name or topic_prefix that make this topic; edge-gateway check-config validates topics",
+                         ]) { $1 })
+        case .brokerLimit:
+            logger.error("the broker refuses a message; skipping it on this connection", metadata: metadata.merging([
+                "hint": "it stays in the outbox and is tried again after the next connect; check the broker's limits (max_packet_size, max_qos)",
+            ]) { $1 })
         case .transient:
-            logger.warning("publish failed; retrying", metadata: [
-                "topic": "\(error.topicForLog)", "payload_bytes": "\(error.payloadBytes)", "cause": "\(error.cause)",
-            ])
+            logger.warning("publish failed; retrying", metadata: metadata)
         case .notConnected:
-            logger.debug("publish failed: the connection is gone", metadata: [
-                "topic": "\(error.topicForLog)", "cause": "\(error.cause)",
-            ])
+            logger.debug("publish failed: the connection is gone", metadata: metadata)
         }
     }
 }

@@ -49,6 +49,8 @@ final class ForwardingLoop {
     private var stats: StatsSchedule
     private var publishErrors = PublishErrorLog()
     private var leaseBackoff = LeaseBackoff()
+    /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
+    private var unpublishable: [Int64] = []
 
     init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
          pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
@@ -145,6 +147,7 @@ final class ForwardingLoop {
                 return .stop
             }
             flushAcks()
+            await dropUnpublishable()
             await reportGaps()
             await fill()
             if stats.due(now: now()) { await publishStats() }
@@ -229,7 +232,10 @@ final class ForwardingLoop {
                 publishErrors.note(error, logger: logger)
                 switch error.kind {
                 case .unpublishable:
-                    continue  // skipped: the rest must not wait behind it
+                    unpublishable.append(message.id)  // dropped on the tick; the rest flows
+                    continue
+                case .brokerLimit:
+                    continue  // skipped on this connection; it stays in the outbox
                 case .notConnected, .transient:
                     machine.putBack(message, side: side)  // again on the next tick or connection
                     return
@@ -257,9 +263,24 @@ final class ForwardingLoop {
 
     private func logSkipped() {
         guard publishErrors.skipped > 0 else { return }
-        logger.error("messages skipped during the connection because they can never be published", metadata: [
+        logger.error("messages skipped during the connection because the broker refused them", metadata: [
             "count": "\(publishErrors.skipped)",
         ])
+    }
+
+    /// Drops the messages MQTT can never carry: a counted, reported gap instead of a
+    /// backlog that never drains. Kept for the next tick if the outbox cannot write.
+    private func dropUnpublishable() async {
+        guard !unpublishable.isEmpty else { return }
+        do {
+            try await outbox.discardUnpublishable(unpublishable)
+            unpublishable.removeAll()
+            gaps.checkSoon(now: now())
+        } catch {
+            logger.error("cannot drop unpublishable messages", metadata: [
+                "count": "\(unpublishable.count)", "error": "\(error)",
+            ])
+        }
     }
 
     // MARK: - Reading

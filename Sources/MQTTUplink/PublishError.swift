@@ -9,9 +9,12 @@ public struct MQTTPublishError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
         /// There is no live connection; a disconnect event follows (or came already).
         case notConnected
-        /// This message can never be published on this connection: its topic or
-        /// payload breaks a protocol or broker limit. Retrying it is pointless.
+        /// This message can never be published, on any broker: its topic or payload
+        /// breaks a limit of the MQTT protocol. Retrying it is pointless.
         case unpublishable
+        /// This connection's broker refuses it (larger than its maximum packet size,
+        /// a QoS it does not support); another broker or a reconfigured one may not.
+        case brokerLimit
         /// Something that may pass (out of memory, a protocol state): try again later.
         case transient
     }
@@ -58,7 +61,7 @@ public struct MQTTPublishError: Error, Sendable, CustomStringConvertible {
             kind = .unpublishable
             cause += ": MQTT carries at most \(mqttMaxPayload) payload bytes"
         case MOSQ_ERR_OVERSIZE_PACKET.rawValue:
-            kind = .unpublishable
+            kind = .brokerLimit
             cause += ": the message is larger than the broker's maximum packet size"
         case MOSQ_ERR_MALFORMED_UTF8.rawValue, MOSQ_ERR_INVAL.rawValue:
             kind = .unpublishable
@@ -68,7 +71,7 @@ public struct MQTTPublishError: Error, Sendable, CustomStringConvertible {
                 cause += ": an MQTT topic must be valid UTF-8 without NUL, + or #"
             }
         case MOSQ_ERR_QOS_NOT_SUPPORTED.rawValue:
-            kind = .unpublishable
+            kind = .brokerLimit
             cause += ": the broker does not support this QoS"
         default:
             kind = .transient

@@ -540,6 +540,27 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// Drops messages that MQTT can never carry (a topic or payload beyond the protocol's
+    /// limits), in one transaction: counted as dropped and recorded as a gap with reason
+    /// `unpublishable`, so consumers see a reported loss instead of a backlog that never
+    /// drains. Unknown ids (acknowledged or dropped meanwhile) are ignored.
+    public func discardUnpublishable(_ ids: [Int64]) async throws {
+        guard !ids.isEmpty else { return }
+        do {
+            let ledger = try await database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                try OutboxStore.delete(db, ids: ids.sorted(), meta: &meta, ledger: &ledger, reason: .unpublishable)
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+                try meta.save(db)
+                return ledger
+            }
+            noteDrops(ledger, alreadyNoted: [], appendSucceeded: false)
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "dropping \(ids.count) unpublishable messages")
+        }
+    }
+
     /// Sorted, de-duplicated ids as closed ranges of consecutive ids.
     static func contiguousRanges(_ ids: [Int64]) -> [ClosedRange<Int64>] {
         let sorted = ids.sorted()

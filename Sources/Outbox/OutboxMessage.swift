@@ -112,7 +112,7 @@ public struct OutboxGap: Sendable, Equatable {
     public var lastSeq: Int64
     /// Number of dropped messages.
     public var count: Int64
-    /// Why they were dropped: `max_messages`, `max_bytes`, `max_age`, `disk_full` or `io_error`.
+    /// Why they were dropped: `max_messages`, `max_bytes`, `max_age`, `disk_full`, `io_error` or `unpublishable`.
     public var reason: String
 
     /// A gap value; the outbox creates these.
@@ -133,4 +133,6 @@ enum DropReason: String, Sendable {
     case maxAge = "max_age"
     case diskFull = "disk_full"
     case ioError = "io_error"
+    /// MQTT cannot carry the message (a topic or payload beyond the protocol's limits).
+    case unpublishable
 }

@@ -124,6 +124,21 @@ enum OutboxStore {
         return lastDeleted
     }
 
+    /// Deletes the messages with these ids (ascending) as drops for `reason`: counted
+    /// in `meta` and recorded in `ledger`. Ids not in the table are skipped.
+    static func delete(
+        _ db: Database, ids: [Int64], meta: inout Meta, ledger: inout DropLedger, reason: DropReason
+    ) throws {
+        let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id = ? RETURNING boot, seq, size")
+        for id in ids {
+            guard let row = try Row.fetchOne(delete, arguments: [id]) else { continue }
+            ledger.add(boot: row[0], seq: row[1], reason: reason)
+            meta.bufferedMessages -= 1
+            meta.bufferedBytes -= row[2] as Int64
+            meta.countDropped(1)
+        }
+    }
+
     /// Writes the runs of `ledger` as gap records, extending the newest unreported gap when
     /// a run continues it (same boot and reason, next seq), so a long drop episode stays one record.
     static func recordGaps(_ db: Database, ledger: DropLedger, now: Int64) throws {

@@ -43,8 +43,12 @@ final class FakeUplink: UplinkPublishing {
                                        payloadBytes: message.payload.count)
             }
             if let kind = state.failing[message.topic] {
-                throw MQTTPublishError(kind: kind, code: kind == .unpublishable ? 18 : 1,
-                                       cause: kind == .unpublishable ? "Malformed UTF-8: the topic is too long" : "Out of memory.",
+                let (code, cause): (Int32, String) = switch kind {
+                case .unpublishable: (18, "Malformed UTF-8: the topic is too long")
+                case .brokerLimit: (25, "Packet larger than the broker's maximum packet size")
+                case .transient, .notConnected: (1, "Out of memory.")
+                }
+                throw MQTTPublishError(kind: kind, code: code, cause: cause,
                                        topic: message.topic, payloadBytes: message.payload.count)
             }
             let mid = state.nextMid
@@ -87,6 +91,7 @@ final class FakeOutbox: OutboxReading {
         var rows: [OutboxMessage] = []
         var nextID: Int64 = 1
         var deleted: [Int64] = []
+        var discarded: [Int64] = []
         var leaseCalls = 0
         var leasesFail = false
     }
@@ -111,6 +116,7 @@ final class FakeOutbox: OutboxReading {
     var leaseCalls: Int { state.withLock { $0.leaseCalls } }
     var remainingIDs: [Int64] { state.withLock { $0.rows.map(\.id) } }
     var deletedIDs: [Int64] { state.withLock { $0.deleted } }
+    var discardedIDs: [Int64] { state.withLock { $0.discarded } }
 
     func newestID() async throws -> Int64 { state.withLock { $0.nextID - 1 } }
 
@@ -126,6 +132,14 @@ final class FakeOutbox: OutboxReading {
         state.withLock { state in
             let gone = Set(ids)
             state.deleted += state.rows.filter { gone.contains($0.id) }.map(\.id)
+            state.rows.removeAll { gone.contains($0.id) }
+        }
+    }
+
+    func discardUnpublishable(_ ids: [Int64]) async throws {
+        state.withLock { state in
+            let gone = Set(ids)
+            state.discarded += state.rows.filter { gone.contains($0.id) }.map(\.id)
             state.rows.removeAll { gone.contains($0.id) }
         }
     }

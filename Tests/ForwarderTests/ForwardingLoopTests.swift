@@ -161,9 +161,10 @@ import Testing
         #expect(forwarder.logs.lines(containing: "reading the outbox works again").count == 1)
     }
 
-    /// A message that can never be published (topic beyond MQTT's limit) is skipped
-    /// and logged once with its cause; the rest flows.
-    @Test func anUnpublishableMessageIsSkippedLoggedOnceAndDoesNotBlockTheRest() async throws {
+    /// A message that MQTT can never carry (a topic beyond its limit) does not hold up
+    /// the rest, is logged once with its cause, and is dropped as a reported gap
+    /// instead of staying in the outbox for ever.
+    @Test func anUnpublishableMessageIsDroppedAsAGapLoggedOnceAndDoesNotBlockTheRest() async throws {
         let forwarder = ForwarderHarness(maxInflight: 100)
         let bad = "edge/gw-test/" + String(repeating: "x", count: 70_000) + "/data"
         forwarder.uplink.fail(topic: bad, with: .unpublishable)
@@ -180,7 +181,31 @@ import Testing
         #expect("\(line.metadata["topic_bytes"] ?? "")" == "\(bad.utf8.count)")
         #expect("\(line.metadata["topic"] ?? "")".count < 300, "the topic is cut in the log")
         try await forwarder.acknowledge()
-        #expect(forwarder.outbox.remainingIDs == [1, 2, 3, 9, 10, 11], "kept, never deleted unacknowledged")
+        try await forwarder.tick()
+        #expect(forwarder.outbox.discardedIDs == [1, 2, 3, 9, 10, 11])
+        #expect(forwarder.outbox.deletedIDs == [4, 5, 6, 7, 8])
+        #expect(forwarder.outbox.remainingIDs.isEmpty, "nothing left that could never drain")
+    }
+
+    /// A message this broker refuses (beyond its maximum packet size) is skipped on this
+    /// connection but kept: another connection (or broker) may take it.
+    @Test func aMessageTheBrokerRefusesIsSkippedAndKeptForTheNextConnection() async throws {
+        let forwarder = ForwarderHarness(maxInflight: 100)
+        let big = ForwarderHarness.identity.dataTopic(device: "camera-1")
+        forwarder.uplink.fail(topic: big, with: .brokerLimit)
+        try await forwarder.connect(session: 1)
+        try await forwarder.commit(2, topic: big)
+        try await forwarder.commit(3)
+        #expect(forwarder.publishedIDs == [3, 4, 5])
+        #expect(forwarder.logs.lines(containing: "the broker refuses a message").count == 1)
+        try await forwarder.acknowledge()
+        try await forwarder.tick()
+        #expect(forwarder.outbox.remainingIDs == [1, 2])
+        #expect(forwarder.outbox.discardedIDs.isEmpty)
+        forwarder.uplink.fail(topic: big, with: nil)
+        try await forwarder.disconnect(session: 1)
+        try await forwarder.connect(session: 2)
+        #expect(forwarder.uplink.sent.filter { $0.session == 2 && $0.message.topic == big }.count == 2)
     }
 
     /// A publish error that may pass is retried on the next tick, logged once.
