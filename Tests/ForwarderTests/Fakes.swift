@@ -94,6 +94,8 @@ final class FakeOutbox: OutboxReading {
         var discarded: [Int64] = []
         var leaseCalls = 0
         var leasesFail = false
+        var gaps: [OutboxGap] = []
+        var reportedGaps: [OutboxGap] = []
     }
 
     private let state = Mutex(State())
@@ -144,8 +146,17 @@ final class FakeOutbox: OutboxReading {
         }
     }
 
-    func pendingGaps() async throws -> [OutboxGap] { [] }
-    func markGapsReported(_ gaps: [OutboxGap]) async throws {}
+    func record(_ gap: OutboxGap) { state.withLock { $0.gaps.append(gap) } }
+    var reportedGaps: [OutboxGap] { state.withLock { $0.reportedGaps } }
+
+    func pendingGaps() async throws -> [OutboxGap] { state.withLock { $0.gaps } }
+
+    func markGapsReported(_ gaps: [OutboxGap]) async throws {
+        state.withLock { state in
+            state.reportedGaps += gaps
+            state.gaps.removeAll { gap in gaps.contains(gap) }
+        }
+    }
     func statistics() async throws -> OutboxStatistics { throw FakeOutboxError() }
 }
 

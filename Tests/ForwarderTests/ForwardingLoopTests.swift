@@ -5,6 +5,7 @@ import Foundation
 @testable import Gateway
 import GatewayConfig
 import MQTTUplink
+import Outbox
 import Testing
 
 @Suite struct ForwardingLoopTests {
@@ -220,6 +221,53 @@ import Testing
         forwarder.uplink.fail(topic: ForwarderHarness.dataTopic, with: nil)
         try await forwarder.tick()
         #expect(forwarder.publishedIDs == [1, 2, 3])
+    }
+}
+
+@Suite struct ForwarderAnnouncementTests {
+    /// Every connection announces the gateway (with its session) and the devices'
+    /// last statuses, also those that changed while disconnected.
+    @Test func everyConnectAnnouncesTheGatewayAndTheDevicesLastStatuses() async throws {
+        let forwarder = ForwarderHarness()
+        try await forwarder.send(.deviceStatus(device: "boiler-1", error: "connection refused"))
+        #expect(forwarder.uplink.sent.isEmpty, "nothing goes out while disconnected")
+        try await forwarder.connect(session: 1)
+        let deviceTopic = ForwarderHarness.identity.deviceStatusTopic(device: "boiler-1")
+        let first = forwarder.uplink.sent.map(\.message)
+        #expect(first.map(\.topic) == [ForwarderHarness.identity.statusTopic, deviceTopic])
+        #expect(first.allSatisfy { $0.retain && $0.qos == 1 })
+        let birth = try #require(forwarder.statuses.first)
+        #expect(birth["state"] as? String == "online")
+        #expect(birth["session"] as? Int == 1)
+        #expect(birth["stats_interval_ms"] as? Int == 3_600_000)
+
+        try await forwarder.send(.deviceStatus(device: "boiler-1", error: nil))
+        try await forwarder.disconnect(session: 1)
+        try await forwarder.connect(session: 2)
+        let again = forwarder.uplink.sent.filter { $0.session == 2 }.map(\.message)
+        #expect(again.map(\.topic) == [ForwarderHarness.identity.statusTopic, deviceTopic])
+        let device = try #require(again.last.flatMap { try? JSONSerialization.jsonObject(with: Data($0.payload)) as? [String: Any] })
+        #expect(device["state"] as? String == "online", "the last status, not the first: \(device)")
+    }
+
+    /// A gap record goes out on the gaps topic and is marked reported only once the
+    /// broker acknowledged it.
+    @Test func gapRecordsAreMarkedReportedOnlyAfterTheirAcknowledgement() async throws {
+        let forwarder = ForwarderHarness()
+        let gap = OutboxGap(id: 7, boot: 1, firstSeq: 10, lastSeq: 14, count: 5, reason: "max_messages")
+        forwarder.outbox.record(gap)
+        try await forwarder.connect(session: 1)
+        let gapsTopic = ForwarderHarness.identity.gapsTopic
+        let sent = try #require(forwarder.uplink.sent.first { $0.message.topic == gapsTopic })
+        let record = try #require(try JSONSerialization.jsonObject(with: Data(sent.message.payload)) as? [String: Any])
+        #expect(record["first_seq"] as? Int == 10 && record["last_seq"] as? Int == 14 && record["count"] as? Int == 5)
+        try await forwarder.tick()
+        #expect(forwarder.outbox.reportedGaps.isEmpty, "not acknowledged yet")
+        try await forwarder.acknowledge(topic: gapsTopic)
+        try await forwarder.tick()
+        #expect(forwarder.outbox.reportedGaps == [gap])
+        try await forwarder.tick(.seconds(2))
+        #expect(forwarder.uplink.sent.filter { $0.message.topic == gapsTopic }.count == 1, "reported once")
     }
 }
 
