@@ -51,6 +51,7 @@ final class ForwardingLoop {
     private var leaseBackoff = LeaseBackoff()
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
+    private var outboxErrors = OutboxErrorLog()
 
     init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
          pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
@@ -276,10 +277,9 @@ final class ForwardingLoop {
             try await outbox.discardUnpublishable(unpublishable)
             unpublishable.removeAll()
             gaps.checkSoon(now: now())
+            outboxErrors.succeeded(.dropUnpublishable, logger: logger)
         } catch {
-            logger.error("cannot drop unpublishable messages", metadata: [
-                "count": "\(unpublishable.count)", "error": "\(error)",
-            ])
+            outboxErrors.failed(.dropUnpublishable, error, logger: logger)
         }
     }
 
@@ -322,16 +322,18 @@ final class ForwardingLoop {
             do {
                 try await outbox.markGapsReported(gaps.acknowledged)
                 gaps.markedReported()
+                outboxErrors.succeeded(.markGapsReported, logger: logger)
             } catch {
-                logger.error("cannot mark gap records reported", metadata: ["error": "\(error)"])
+                outboxErrors.failed(.markGapsReported, error, logger: logger)
             }
         }
         guard machine.readyForGaps, let session = machine.sessionID, gaps.due(now: now()) else { return }
         let pending: [OutboxGap]
         do {
             pending = try await outbox.pendingGaps()
+            outboxErrors.succeeded(.readGaps, logger: logger)
         } catch {
-            logger.error("cannot read gap records", metadata: ["error": "\(error)"])
+            outboxErrors.failed(.readGaps, error, logger: logger)
             return
         }
         for gap in pending {
@@ -346,8 +348,9 @@ final class ForwardingLoop {
         let buffered: OutboxStatistics
         do {
             buffered = try await outbox.statistics()
+            outboxErrors.succeeded(.readStatistics, logger: logger)
         } catch {
-            logger.error("cannot read outbox statistics", metadata: ["error": "\(error)"])
+            outboxErrors.failed(.readStatistics, error, logger: logger)
             return
         }
         logger.debug("stats", metadata: [

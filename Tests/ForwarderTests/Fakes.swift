@@ -95,6 +95,7 @@ final class FakeOutbox: OutboxReading {
         var leaseCalls = 0
         var leasesFail = false
         var gaps: [OutboxGap] = []
+        var gapsFail = false
         var reportedGaps: [OutboxGap] = []
     }
 
@@ -149,7 +150,14 @@ final class FakeOutbox: OutboxReading {
     func record(_ gap: OutboxGap) { state.withLock { $0.gaps.append(gap) } }
     var reportedGaps: [OutboxGap] { state.withLock { $0.reportedGaps } }
 
-    func pendingGaps() async throws -> [OutboxGap] { state.withLock { $0.gaps } }
+    func failGapReads(_ fail: Bool) { state.withLock { $0.gapsFail = fail } }
+
+    func pendingGaps() async throws -> [OutboxGap] {
+        try state.withLock { state in
+            if state.gapsFail { throw FakeOutboxError() }
+            return state.gaps
+        }
+    }
 
     func markGapsReported(_ gaps: [OutboxGap]) async throws {
         state.withLock { state in

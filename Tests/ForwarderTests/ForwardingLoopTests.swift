@@ -271,6 +271,23 @@ import Testing
     }
 }
 
+extension ForwarderAnnouncementTests {
+    /// Gap records are read every second: an outbox that fails to answer is logged
+    /// when it starts and when it works again, not every second.
+    @Test func aFailingGapReadIsLoggedOncePerEpisode() async throws {
+        let forwarder = ForwarderHarness()
+        forwarder.outbox.failGapReads(true)
+        try await forwarder.connect(session: 1)
+        for _ in 0..<20 { try await forwarder.tick(.milliseconds(500)) }
+        #expect(forwarder.logs.lines(containing: "cannot read gap records").count == 1)
+        forwarder.outbox.failGapReads(false)
+        forwarder.outbox.record(OutboxGap(id: 1, boot: 1, firstSeq: 1, lastSeq: 1, count: 1, reason: "max_age"))
+        for _ in 0..<4 { try await forwarder.tick(.milliseconds(500)) }
+        #expect(forwarder.logs.lines(containing: "the outbox works again: read gap records").count == 1)
+        #expect(forwarder.uplink.sent.contains { $0.message.topic == ForwarderHarness.identity.gapsTopic })
+    }
+}
+
 @Suite struct TokenBucketTests {
     @Test func allowsTheRateInQuarterSecondBursts() {
         let start = ContinuousClock.now

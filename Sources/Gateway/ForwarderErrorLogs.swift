@@ -1,5 +1,6 @@
-// Publish errors, logged with their cause once per distinct cause per connection,
-// never once per message.
+// Errors the forwarder meets again and again, logged once per episode: publish
+// errors once per distinct cause per connection, outbox errors once per failure run,
+// never once per message or per tick.
 import Logging
 import MQTTUplink
 
@@ -45,5 +46,32 @@ struct PublishErrorLog {
         case .notConnected:
             logger.debug("publish failed: the connection is gone", metadata: metadata)
         }
+    }
+}
+
+/// Outbox operations the forwarder repeats on every tick (reading gap records,
+/// marking them reported, dropping unpublishable messages, reading statistics):
+/// a failing one is logged when it starts failing and when it works again, not
+/// on every attempt.
+struct OutboxErrorLog {
+    enum Operation: String, Hashable {
+        case readGaps = "read gap records"
+        case markGapsReported = "mark gap records reported"
+        case dropUnpublishable = "drop unpublishable messages"
+        case readStatistics = "read outbox statistics"
+    }
+
+    private var failing: [Operation: Int] = [:]
+
+    mutating func failed(_ operation: Operation, _ error: any Error, logger: Logger) {
+        failing[operation, default: 0] += 1
+        guard failing[operation] == 1 else { return }
+        logger.error("cannot \(operation.rawValue); retrying on every tick, logged again once it works",
+                     metadata: ["error": "\(error)"])
+    }
+
+    mutating func succeeded(_ operation: Operation, logger: Logger) {
+        guard let failures = failing.removeValue(forKey: operation) else { return }
+        logger.info("the outbox works again: \(operation.rawValue)", metadata: ["failed_attempts": "\(failures)"])
     }
 }
