@@ -75,6 +75,11 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
+        // The forwarder's logic in process, against fakes of the uplink and the outbox.
+        .testTarget(name: "ForwarderTests", dependencies: [
+            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
         ]),
