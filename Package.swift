@@ -24,7 +24,9 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
+        // Reads the sealing keys named in gateway.yaml (Sealing) at load time.
         .target(name: "GatewayConfig", dependencies: [
+            "Sealing",
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Modbus", dependencies: [
@@ -67,7 +69,7 @@ let package = Package(
             "MQTTUplink",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TestSupport"),
-        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Sealing"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),

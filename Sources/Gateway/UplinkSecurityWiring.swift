@@ -14,7 +14,8 @@ extension MQTTUplinkSettings {
             }
             settings.tls = MQTTTLSOptions(
                 trust: trust, certFile: tls.certFile, keyFile: tls.keyFile, keyPassphrase: tls.keyPassword?.value,
-                minimumVersion: tls.minimumVersion == .tls13 ? "tlsv1.3" : "tlsv1.2", ciphers: tls.ciphers,
+                minimumVersion: tls.minimumVersion == .tls13 ? .tls13 : .tls12,
+                ciphers: tls.ciphers,
                 alpn: tls.alpn, insecureSkipVerify: tls.insecureSkipVerify)
         }
         if let username = mqtt.username {

@@ -72,15 +72,37 @@ public enum MQTTEvent: Sendable {
 
 /// Why an MQTT call failed.
 public struct MQTTError: Error, Sendable, CustomStringConvertible {
+    /// What failed and why, for logs.
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// libmosquitto's return code (`MOSQ_ERR_*`) when a libmosquitto call failed:
+    /// e.g. `MOSQ_ERR_NO_CONN` (not connected), `MOSQ_ERR_PAYLOAD_SIZE`,
+    /// `MOSQ_ERR_MALFORMED_UTF8` (a bad topic), `MOSQ_ERR_NOMEM`.
+    public var code: Int32?
+    /// What `code` means: `mosquitto_strerror`, or errno's text for `MOSQ_ERR_ERRNO`.
+    public var meaning: String?
+
+    public init(_ message: String, code: Int32? = nil, meaning: String? = nil) {
+        self.message = message
+        self.code = code
+        self.meaning = meaning
+    }
+
     public var description: String { message }
 
-    static func mosquitto(_ code: Int32, _ action: String) -> MQTTError {
-        if code == MOSQ_ERR_ERRNO.rawValue {
-            return MQTTError("\(action): \(String(cString: strerror(errno)))")
-        }
-        return MQTTError("\(action): \(String(cString: mosquitto_strerror(code)))")
+    /// Whether the call failed because there is no live connection (as opposed
+    /// to something wrong with the message itself).
+    public var isNotConnected: Bool {
+        code == MOSQ_ERR_NO_CONN.rawValue || code == MOSQ_ERR_CONN_LOST.rawValue
+    }
+
+    /// The error of a libmosquitto call that returned `code`; call it right after
+    /// the call: errno (for `MOSQ_ERR_ERRNO`) is read before `action` is built.
+    static func mosquitto(_ code: Int32, _ action: @autoclosure () -> String) -> MQTTError {
+        let errorNumber = errno
+        let meaning = code == MOSQ_ERR_ERRNO.rawValue
+            ? String(cString: strerror(errorNumber))
+            : String(cString: mosquitto_strerror(code))
+        return MQTTError("\(action()): \(meaning)", code: code, meaning: meaning)
     }
 }
 
@@ -130,10 +152,15 @@ public final class MQTTUplink: Sendable {
 
     /// Queues a message on the live connection. Returns the session and message id
     /// that a later `.published` event acknowledges.
+    ///
+    /// - Throws: `MQTTError` with libmosquitto's `code` and its `meaning`:
+    ///   `isNotConnected` when there is no live connection, otherwise what is wrong
+    ///   with the message (topic, payload size, QoS) or the client.
     public func publish(_ message: MQTTMessage) throws(MQTTError) -> (session: Int, mid: Int32) {
         try current.withLock { handle throws(MQTTError) in
             guard let handle, handle.context.isConnected.load(ordering: .acquiring) else {
-                throw MQTTError("not connected to \(settings.endpoint)")
+                throw MQTTError("not connected to \(settings.endpoint)", code: MOSQ_ERR_NO_CONN.rawValue,
+                                meaning: String(cString: mosquitto_strerror(MOSQ_ERR_NO_CONN.rawValue)))
             }
             var mid: Int32 = 0
             let rc = message.payload.withUnsafeBytes { bytes in
@@ -272,6 +299,9 @@ public final class MQTTUplink: Sendable {
         }
         let reason = MQTTError.mosquitto(loopRC, "connection to \(settings.endpoint)").message
         if wasConnected { return .lost(reason) }
+        if settings.tls == nil, loopRC == MOSQ_ERR_CONN_LOST.rawValue {
+            return .failedToConnect(Self.closedBeforeCONNACK(settings: settings))
+        }
         if settings.tls != nil, context.security.certificateRejected {
             return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))
         }

@@ -1,5 +1,6 @@
 // mqtt.tls, the MQTT credentials and payload: in gateway.yaml, with real files.
 import Foundation
+import Sealing
 import Testing
 @testable import GatewayConfig
 
@@ -152,6 +153,44 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(noUser.first?.hint.contains("username") == true, "\(noUser)")
     }
 
+    @Test func passwordFilesGiveTheirFirstLineWithoutCRLF() throws {
+        let files = try Files()
+        // "\r\n" is one Character in Swift: the secret is cut on bytes.
+        for (name, content) in [("crlf", "s3cret\r\n"), ("second-line", "s3cret\nsecond line\n"),
+                                ("crlf-second-line", "s3cret\r\nold\r\n"), ("no-newline", "s3cret")] {
+            let password = try files.write(name + ".pass", content)
+            let config = try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(password)\ntls: true"))
+            #expect(config.mqtt.password?.value == "s3cret", "\(name)")
+            let cert = try files.write(name + ".pem", "x", mode: 0o644)
+            let key = try files.write(name + ".key", "x")
+            let tls = try ConfigurationLoader.parse(yaml: document(mqtt: """
+            tls: { cert_file: \(cert), key_file: \(key), key_password_file: \(password) }
+            """)).mqtt.tls
+            #expect(tls?.keyPassword?.value == "s3cret", "key_password_file \(name)")
+        }
+        // A CR inside the line is part of the password; only the line end goes.
+        let inner = try files.write("inner.pass", "a\rb\r\n")
+        #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(inner)"))
+            .mqtt.password?.value == "a\rb")
+        let blank = try files.write("blank.pass", "\r\nsecond\n")
+        #expect(rejected(document(mqtt: "username: gw\npassword_file: \(blank)")).first?.message.contains("is empty") == true)
+    }
+
+    @Test func aMalformedKeyFileIsAProblemWithItsPathAndLine() throws {
+        let files = try Files()
+        let short = try files.write("short.key", "too short")
+        let problems = rejected(document(mqtt: "", payload: """
+        payload:
+          seal: aes-256-gcm
+          keys:
+            - id: k1
+              file: \(short)
+        """))
+        let found = try #require(problems.first, "\(problems)")
+        #expect(problems.count == 1 && found.path == "payload.keys[0].file" && found.line == 9, "\(found)")
+        #expect(found.message.contains("not a 32-byte key") && found.message.contains(short), "\(found)")
+    }
+
     @Test func payloadSealingWithRotatingKeys() throws {
         let files = try Files()
         let k1 = try files.write("k1.key", String(repeating: "ab", count: 32))
@@ -164,20 +203,21 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
             - { id: k2, file: \(k2) }
           seal_key: k2
         """))
-        #expect(config.payload.seal == .aes256GCM)
-        #expect(config.payload.keys.map(\.id) == ["k1", "k2"])
-        #expect(config.payload.sealingKey == PayloadSettings.Key(id: "k2", file: k2))
+        // The seal carries the key it seals with, read from its file.
+        #expect(config.payload.seal == .sealed(.aes256GCM, key: try SealingKey(id: "k2", bytes: Array(repeating: 0xCD, count: 32))))
+        #expect(config.payload.keys == [PayloadSettings.Key(id: "k1", file: k1), PayloadSettings.Key(id: "k2", file: k2)])
 
         let single = try ConfigurationLoader.parse(yaml: document(mqtt: "", payload: """
         payload: { seal: hmac-sha256, keys: [{ id: only, file: \(k1) }] }
         """))
-        #expect(single.payload.sealKey == "only", "one key seals without naming it")
+        #expect(single.payload.seal == .sealed(.hmacSHA256, key: try SealingKey(id: "only", bytes: Array(repeating: 0xAB, count: 32))),
+                "one key seals without naming it")
         #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "")).payload == PayloadSettings())
     }
 
     @Test func payloadProblemsNameTheirPlace() throws {
         let files = try Files()
-        let k1 = try files.write("k1.key", "x")
+        let k1 = try files.write("k1.key", String(repeating: "ab", count: 32))
         let open = try files.write("open.key", "x", mode: 0o644)
         #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes-256-gcm }")).map(\.path) == ["payload.keys"])
         #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes256 }")).map(\.path) == ["payload.seal"])
