@@ -24,9 +24,9 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
-        // Reads the sealing keys named in gateway.yaml (Sealing) at load time.
+        // Reads the sealing keys (Sealing) and TLS PEM files (COpenSSL) named in gateway.yaml at load time.
         .target(name: "GatewayConfig", dependencies: [
-            "Sealing",
+            "Sealing", "COpenSSL",
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Modbus", dependencies: [
@@ -41,7 +41,7 @@ let package = Package(
             "CMosquitto",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files; the only user of COpenSSL.
+        // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files.
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
@@ -69,7 +69,7 @@ let package = Package(
             "MQTTUplink",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TestSupport"),
-        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Sealing"]),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Sealing", "TestSupport"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),

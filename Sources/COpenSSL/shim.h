@@ -4,3 +4,6 @@
 #include <openssl/rand.h>
 #include <openssl/err.h>
 #include <openssl/params.h>
+// PEM certificates and keys of mqtt.tls, checked when gateway.yaml is loaded.
+#include <openssl/pem.h>
+#include <openssl/x509.h>

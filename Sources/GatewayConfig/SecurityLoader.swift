@@ -207,7 +207,14 @@ extension SchemaReader {
             caFile.report("both ca_file and ca_dir are set", hint: "keep one of them")
             failed = true
         } else if let caFile {
-            if let path = caFile.readablePath(directory: false) { tls.trust = .caFile(path) } else { failed = true }
+            if let path = caFile.readablePath(directory: false) {
+                if let problem = TLSFiles.certificateProblem(path, key: "ca_file") {
+                    caFile.report(problem, hint: "name a PEM file of the CA certificate(s) that signed the broker's certificate")
+                    failed = true
+                } else {
+                    tls.trust = .caFile(path)
+                }
+            } else { failed = true }
         } else if let caDirectory {
             if let path = caDirectory.readablePath(directory: true) { tls.trust = .caDirectory(path) } else { failed = true }
         }
@@ -216,7 +223,14 @@ extension SchemaReader {
         let keyValue = section.optional("key_file")
         let passwordValue = section.optional("key_password_file")
         if let certValue {
-            if let path = certValue.readablePath(directory: false) { tls.certFile = path } else { failed = true }
+            if let path = certValue.readablePath(directory: false) {
+                if let problem = TLSFiles.certificateProblem(path, key: "cert_file") {
+                    certValue.report(problem, hint: "name the client certificate in PEM form (-----BEGIN CERTIFICATE-----)")
+                    failed = true
+                } else {
+                    tls.certFile = path
+                }
+            } else { failed = true }
         }
         if let keyValue {
             if let path = keyValue.secretFile() { tls.keyFile = path } else { failed = true }
@@ -241,6 +255,14 @@ extension SchemaReader {
                     failed = true
                 }
             } else { failed = true }
+        }
+
+        // The key opens (with its passphrase) and belongs to the certificate, as OpenSSL will need at connect.
+        if let keyValue, let keyFile = tls.keyFile, passwordValue == nil || tls.keyPassword != nil,
+           let problem = TLSFiles.keyProblem(keyFile, passphrase: tls.keyPassword, certificatePath: tls.certFile) {
+            let culprit = problem.culprit == .keyPasswordFile ? (passwordValue ?? keyValue) : keyValue
+            culprit.report(problem.message, hint: problem.hint)
+            failed = true
         }
 
         if let version = section.optional("min_version") {

@@ -2,6 +2,7 @@
 import Foundation
 import Sealing
 import Testing
+import TestSupport
 @testable import GatewayConfig
 
 /// A directory of files the configuration refers to, removed at deinit.
@@ -53,12 +54,13 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
 }
 
 @Suite struct SecurityConfigTests {
-    @Test func tlsWithCAClientCertificateAndEncryptedKey() throws {
+    @Test func tlsWithCAClientCertificateAndEncryptedKey() async throws {
         let files = try Files()
-        let ca = try files.write("ca.pem", "x", mode: 0o644)
-        let cert = try files.write("client.pem", "x", mode: 0o644)
-        let key = try files.write("client.key", "x")
-        let passphrase = try files.write("client.pass", "s3cret\n")
+        let pki = try await TestCertificates.make(in: files.path)
+        let ca = pki.caCertificate
+        let cert = pki.clientCertificate
+        let key = pki.clientEncryptedKey
+        let passphrase = try files.write("client-key.pass", TestCertificates.passphrase + "\n")
         let config = try ConfigurationLoader.parse(yaml: document(mqtt: """
         tls:
           ca_file: \(ca)
@@ -72,7 +74,7 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         let tls = try #require(config.mqtt.tls)
         #expect(tls.trust == .caFile(ca))
         #expect(tls.certFile == cert && tls.keyFile == key)
-        #expect(tls.keyPassword?.value == "s3cret", "the trailing newline is not part of the passphrase")
+        #expect(tls.keyPassword?.value == TestCertificates.passphrase, "the trailing newline is not part of the passphrase")
         #expect(tls.minimumVersion == .tls13 && tls.ciphers == "ECDHE+AESGCM" && tls.alpn == "mqtt")
         #expect(!tls.insecureSkipVerify)
         #expect(config.mqtt.port == 8883, "TLS without port: means 8883")
@@ -93,9 +95,9 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(config.warnings.map(\.path) == ["mqtt.tls.insecure_skip_verify"])
     }
 
-    @Test func missingCAFileAndHalfAClientCertificateAreReportedWithPaths() throws {
+    @Test func missingCAFileAndHalfAClientCertificateAreReportedWithPaths() async throws {
         let files = try Files()
-        let cert = try files.write("client.pem", "x", mode: 0o644)
+        let cert = try await TestCertificates.make(in: files.path).clientCertificate
         let problems = rejected(document(mqtt: """
         tls:
           ca_file: \(files.path)/nope.pem
@@ -153,20 +155,22 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(noUser.first?.hint.contains("username") == true, "\(noUser)")
     }
 
-    @Test func passwordFilesGiveTheirFirstLineWithoutCRLF() throws {
+    @Test func passwordFilesGiveTheirFirstLineWithoutCRLF() async throws {
         let files = try Files()
+        let pki = try await TestCertificates.make(in: files.path)
         // "\r\n" is one Character in Swift: the secret is cut on bytes.
         for (name, content) in [("crlf", "s3cret\r\n"), ("second-line", "s3cret\nsecond line\n"),
                                 ("crlf-second-line", "s3cret\r\nold\r\n"), ("no-newline", "s3cret")] {
             let password = try files.write(name + ".pass", content)
             let config = try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(password)\ntls: true"))
             #expect(config.mqtt.password?.value == "s3cret", "\(name)")
-            let cert = try files.write(name + ".pem", "x", mode: 0o644)
-            let key = try files.write(name + ".key", "x")
+            // The encrypted key opens with the first line of its passphrase file, whatever the line ends.
+            let passphrase = try files.write(name + "-key.pass",
+                                             content.replacingOccurrences(of: "s3cret", with: TestCertificates.passphrase))
             let tls = try ConfigurationLoader.parse(yaml: document(mqtt: """
-            tls: { cert_file: \(cert), key_file: \(key), key_password_file: \(password) }
+            tls: { cert_file: \(pki.clientCertificate), key_file: \(pki.clientEncryptedKey), key_password_file: \(passphrase) }
             """)).mqtt.tls
-            #expect(tls?.keyPassword?.value == "s3cret", "key_password_file \(name)")
+            #expect(tls?.keyPassword?.value == TestCertificates.passphrase, "key_password_file \(name)")
         }
         // A CR inside the line is part of the password; only the line end goes.
         let inner = try files.write("inner.pass", "a\rb\r\n")
@@ -189,6 +193,39 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         let found = try #require(problems.first, "\(problems)")
         #expect(problems.count == 1 && found.path == "payload.keys[0].file" && found.line == 9, "\(found)")
         #expect(found.message.contains("not a 32-byte key") && found.message.contains(short), "\(found)")
+    }
+
+    @Test func malformedOrMismatchedTLSFilesAreProblemsAtLoad() async throws {
+        let files = try Files()
+        let pki = try await TestCertificates.make(in: files.path)
+        let notPEM = try files.write("not.pem", "not a certificate\n", mode: 0o644)
+        let notKey = try files.write("not.key", "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+        let wrongPass = try files.write("wrong.pass", "not the passphrase\n")
+        func problem(_ tls: String) -> ConfigProblem? {
+            let problems = rejected(document(mqtt: "tls: \(tls)"))
+            #expect(problems.count == 1, "\(problems)")
+            return problems.first
+        }
+        let ca = problem("{ ca_file: \(notPEM) }")
+        #expect(ca?.path == "mqtt.tls.ca_file" && ca?.message.contains("holds no PEM certificate") == true, "\(String(describing: ca))")
+        let cert = problem("{ cert_file: \(notPEM), key_file: \(pki.clientKey) }")
+        #expect(cert?.path == "mqtt.tls.cert_file" && cert?.line == 4, "\(String(describing: cert))")
+        let key = problem("{ cert_file: \(pki.clientCertificate), key_file: \(notKey) }")
+        #expect(key?.path == "mqtt.tls.key_file" && key?.message.contains("holds no PEM private key") == true, "\(String(describing: key))")
+        let noPassphrase = problem("{ cert_file: \(pki.clientCertificate), key_file: \(pki.clientEncryptedKey) }")
+        #expect(noPassphrase?.path == "mqtt.tls.key_file" && noPassphrase?.message.contains("encrypted") == true,
+                "\(String(describing: noPassphrase))")
+        let wrong = problem("{ cert_file: \(pki.clientCertificate), key_file: \(pki.clientEncryptedKey), key_password_file: \(wrongPass) }")
+        #expect(wrong?.path == "mqtt.tls.key_password_file" && wrong?.message.contains("passphrase") == true,
+                "\(String(describing: wrong))")
+        let mismatch = problem("{ cert_file: \(pki.clientCertificate), key_file: \(pki.serverKey) }")
+        #expect(mismatch?.path == "mqtt.tls.key_file" && mismatch?.message.contains("is not the key of cert_file") == true,
+                "\(String(describing: mismatch))")
+        // And the right files load.
+        let good = try ConfigurationLoader.parse(yaml: document(mqtt: """
+        tls: { ca_file: \(pki.caCertificate), cert_file: \(pki.clientCertificate), key_file: \(pki.clientKey) }
+        """))
+        #expect(good.mqtt.tls?.keyFile == pki.clientKey)
     }
 
     @Test func payloadSealingWithRotatingKeys() throws {
