@@ -155,6 +155,24 @@ private func run(_ tool: String, _ arguments: [String], in directory: TemporaryD
         #expect(lines["fixed"] == (try envelope(ourFixed))["ct"] as? String, "same key, nonce, AAD: same bytes")
     }
 
+    /// `make deps` provides the cross-check's Python package through apt: Debian's
+    /// system Python refuses `pip install` (externally managed) or has no pip.
+    @Test func makeDepsInstallsCryptographyWithAptNotPip() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let makefile = try String(contentsOf: root.appendingPathComponent("Makefile"), encoding: .utf8)
+        let lines = makefile.split(separator: "\n")
+        let start = try #require(lines.firstIndex { $0.hasPrefix("APT_PACKAGES") }, "no APT_PACKAGES in the Makefile")
+        var packages: [Substring] = []
+        for line in lines[start...] {
+            packages += line.split(separator: " ").filter { !$0.contains("=") && $0 != "\\" && $0 != "APT_PACKAGES" }
+            if !line.hasSuffix("\\") { break }
+        }
+        #expect(packages.contains("python3-cryptography"), "\(packages)")
+        let pip = lines.filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("#") && !$0.contains("@#") && $0.contains("pip") }
+        #expect(pip.isEmpty, "the Makefile runs pip: \(pip)")
+    }
+
     @Test(arguments: [SealAlgorithm.aes256GCM, .hmacSHA256])
     func anyChangeIsRejected(algorithm: SealAlgorithm) throws {
         let opener = try Opener(keys: [key()])
