@@ -436,7 +436,7 @@ struct SchemaReader {
         guard maxBytes < minimum else { return }
         var reader = MappingReader(bufferValue, hint: "")
         let value = reader?.claim("max_bytes")
-        let message = "max_bytes \(maxBytes) bytes cannot work: the minimum is \(minimum) bytes "
+        let message = "max_bytes \(maxBytes) cannot work: the minimum is \(minimum) bytes "
             + "(room for several of this configuration's largest data messages, up to \(largest) bytes each, "
             + "and at least \(MessageSizeBound.floor / 1024)KiB); below it the outbox drops what it should keep"
         let hint = "set max_bytes to at least \((minimum + 1023) / 1024)KiB, or none for no limit"
