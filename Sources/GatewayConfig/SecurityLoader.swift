@@ -1,6 +1,7 @@
 // The schema of the security settings: `mqtt.tls`, the MQTT credentials and
-// `payload:`. Referenced files are checked here, at load time, so a missing CA
-// file or a key file other users can read stops startup with its YAML path.
+// `payload:`. Referenced files are checked and read here, at load time (modes,
+// PEM contents, sealing keys, passwords), so a missing CA file, a malformed key
+// or a key file other users can read stops startup with its YAML path.
 
 import Foundation
 import Sealing
