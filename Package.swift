@@ -24,7 +24,9 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
 
+        // Reads the sealing keys (Sealing) and TLS PEM files (COpenSSL) named in gateway.yaml at load time.
         .target(name: "GatewayConfig", dependencies: [
+            "Sealing", "COpenSSL",
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Modbus", dependencies: [
@@ -40,7 +42,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files (COpenSSL's libcrypto;
-        // MQTTUplink uses its libssl to say which TLS check failed).
+        // GatewayConfig checks PEM files with it, MQTTUplink uses its libssl to say which TLS check failed).
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
@@ -71,7 +73,7 @@ let package = Package(
             "LocalPeers", "MQTTUplink",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TestSupport"),
-        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Sealing", "TestSupport"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),

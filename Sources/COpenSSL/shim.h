@@ -8,3 +8,6 @@
 #include <openssl/params.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
+// PEM certificates and keys of mqtt.tls, checked when gateway.yaml is loaded.
+#include <openssl/pem.h>
+#include <openssl/x509.h>

@@ -39,7 +39,7 @@ public struct GatewayRuntime: Sendable {
                                          replay: configuration.replay, outbox: outbox,
                                          pollCounters: pollCounters, logger: logger)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
-                                   logger: logger, sealer: try Self.sealer(configuration.payload),
+                                   logger: logger, sealer: Self.sealer(configuration.payload),
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest

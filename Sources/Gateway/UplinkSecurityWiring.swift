@@ -12,9 +12,13 @@ extension MQTTUplinkSettings {
             case let .caFile(path): .caFile(path)
             case let .caDirectory(path): .caDirectory(path)
             }
+            let minimumVersion: MQTTTLSOptions.Version = switch tls.minimumVersion {
+            case .tls12: .tls12
+            case .tls13: .tls13
+            }
             settings.tls = MQTTTLSOptions(
                 trust: trust, certFile: tls.certFile, keyFile: tls.keyFile, keyPassphrase: tls.keyPassword?.value,
-                minimumVersion: tls.minimumVersion == .tls13 ? "tlsv1.3" : "tlsv1.2", ciphers: tls.ciphers,
+                minimumVersion: minimumVersion, ciphers: tls.ciphers,
                 alpn: tls.alpn, insecureSkipVerify: tls.insecureSkipVerify)
         }
         if let username = mqtt.username {

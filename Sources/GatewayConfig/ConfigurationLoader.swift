@@ -27,6 +27,9 @@ public enum ConfigurationLoader {
     /// - Throws: `ConfigurationError` listing every problem found; malformed
     ///   YAML is one problem with the line and column the YAML parser reported.
     public static func parse(yaml: String, file: String = "gateway.yaml") throws -> GatewayConfiguration {
+        if let problem = YAMLDocumentBounds.problem(yaml, file: file) {
+            throw ConfigurationError(file: file, problems: [problem])
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
@@ -57,32 +60,90 @@ public enum ConfigurationLoader {
         var hint: String
     }
 
+    /// The file's text. Only a regular file of at most `YAMLDocumentBounds.maximumBytes`
+    /// is read: its kind is checked before it is opened, so a FIFO cannot block
+    /// the loader and `/dev/zero` cannot fill memory.
     private static func readText(_ path: String) throws -> String {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            let code = errno
+            if code == ENOENT {
+                throw FileProblem(
+                    message: "configuration file '\(path)' does not exist",
+                    hint: "check the path, or create the file from the example gateway.yaml")
+            }
             throw FileProblem(
-                message: "configuration file '\(path)' does not exist",
-                hint: "check the path, or create the file from the example gateway.yaml")
+                message: "cannot read configuration file '\(path)': \(String(cString: strerror(code)))",
+                hint: "check that the gateway's user may read it and the directories above it (ls -ld \(path))")
         }
-        guard !isDirectory.boolValue else {
+        if let problem = kindProblem(info.st_mode, path: path) { throw problem }
+        let limit = YAMLDocumentBounds.maximumBytes
+        guard info.st_size <= limit else { throw tooLarge(path, size: Int(info.st_size)) }
+        // O_NONBLOCK: should the path have become a FIFO since stat, open does not wait for a writer.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
             throw FileProblem(
-                message: "'\(path)' is a directory, not a configuration file",
-                hint: "name the YAML file itself, e.g. \(path)/gateway.yaml")
+                message: "cannot read configuration file '\(path)': \(String(cString: strerror(code)))",
+                hint: code == EACCES ? "check that the gateway's user may read it (ls -l \(path))" : "check the file")
         }
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw FileProblem(
-                message: "cannot read configuration file '\(path)': \(error.localizedDescription)",
-                hint: "check that the gateway's user may read it (ls -l \(path))")
+        defer { close(fd) }
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            throw FileProblem(message: "cannot read configuration file '\(path)': \(String(cString: strerror(code)))",
+                              hint: "check the file")
         }
-        guard let text = String(data: data, encoding: .utf8) else {
+        if let problem = kindProblem(info.st_mode, path: path) { throw problem }
+        var bytes = [UInt8](repeating: 0, count: limit + 1)
+        var count = 0
+        while count < bytes.count {
+            let got = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
+            if got == 0 { break }
+            if got < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                throw FileProblem(
+                    message: "cannot read configuration file '\(path)': \(String(cString: strerror(code)))",
+                    hint: "check the file and the disk it is on")
+            }
+            count += got
+        }
+        guard count <= limit else { throw tooLarge(path, size: count) }
+        guard let text = String(validating: bytes[..<count], as: UTF8.self) else {
             throw FileProblem(
                 message: "configuration file '\(path)' is not UTF-8 text",
                 hint: "save it as UTF-8")
         }
         return text
+    }
+
+    /// A problem unless `mode` is a regular file's.
+    private static func kindProblem(_ mode: mode_t, path: String) -> FileProblem? {
+        let kind: String
+        switch mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFDIR:
+            return FileProblem(
+                message: "'\(path)' is a directory, not a configuration file",
+                hint: "name the YAML file itself, e.g. \(path)/gateway.yaml")
+        case S_IFIFO: kind = "a FIFO (named pipe)"
+        case S_IFCHR: kind = "a character device"
+        case S_IFBLK: kind = "a block device"
+        case S_IFSOCK: kind = "a socket"
+        default: kind = "not a file"
+        }
+        return FileProblem(
+            message: "configuration file '\(path)' is not a regular file: it is \(kind)",
+            hint: "name the gateway.yaml file itself (a regular file)")
+    }
+
+    /// `size` as far as it is known: more than the limit when the read stopped there.
+    private static func tooLarge(_ path: String, size: Int) -> FileProblem {
+        let limit = YAMLDocumentBounds.maximumBytes
+        let shown = size > limit + 1 ? "\(size) bytes" : "larger than \(limit) bytes"
+        return FileProblem(
+            message: "configuration file '\(path)' is \(shown); the gateway reads at most \(limit) bytes (1 MiB)",
+            hint: "a gateway.yaml is a few KB: check that the file named is the configuration")
     }
 
     /// One problem for YAML that cannot be parsed, placed where Yams saw it.
@@ -160,9 +221,14 @@ struct SchemaReader {
         let logLevel = root.optional("log_level").map { $0.choice(LogLevel.self) } ?? .info
         let devices = root.required(
             "devices", hint: "add devices: with at least one device and its tags"
-        ).flatMap(devices)
+        ).flatMap { self.devices($0, identity: gateway) }
         let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
         root.finish()
+
+        if let gateway, let buffer, let devices, let payload, let maxBytes = buffer.maxBytes,
+           let bufferValue = root.optional("buffer") {
+            checkRoom(maxBytes, in: bufferValue, identity: gateway, devices: devices, payload: payload)
+        }
 
         guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload else { return nil }
         var configuration = GatewayConfiguration(
@@ -176,22 +242,31 @@ struct SchemaReader {
     private func identity(_ value: YAMLValue) -> GatewayIdentity? {
         guard var section = MappingReader(value, hint: "write gateway: as a mapping, e.g. gateway: { id: gw-01 }")
         else { return nil }
-        let id = section.required(
-            "id", hint: "add id: <name of this gateway>; it becomes a topic level <prefix>/<id>/..."
-        ).flatMap { topicLevel($0, what: "gateway id") }
-        let prefix = section.optional("topic_prefix").map(topicPrefix) ?? "edge"
+        let idValue = section.required(
+            "id", hint: "add id: <name of this gateway>; it becomes a topic level <prefix>/<id>/...")
+        let id = idValue.flatMap { topicLevel($0, what: "gateway id") }
+        let prefixValue = section.optional("topic_prefix")
+        let prefix = prefixValue.map(topicPrefix) ?? "edge"
         let statsInterval = section.optional("stats_interval")
             .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(60)
         section.finish()
 
         guard let id, let prefix, let statsInterval else { return nil }
-        return GatewayIdentity(id: id, topicPrefix: prefix, statsInterval: statsInterval)
+        let identity = GatewayIdentity(id: id, topicPrefix: prefix, statsInterval: statsInterval)
+        // Every topic of the gateway itself; the devices' topics are checked with each device.
+        for topic in [identity.statusTopic, identity.statsTopic, identity.gapsTopic] {
+            guard let problem = TopicSyntax.topicProblem(topic) else { continue }
+            let culprit = prefix.utf8.count > id.utf8.count ? (prefixValue ?? idValue) : idValue
+            (culprit ?? value).report(problem, hint: "shorten gateway.topic_prefix or gateway.id: MQTT topics are at most 65535 bytes")
+            return nil
+        }
+        return identity
     }
 
     private func topicLevel(_ value: YAMLValue, what: String) -> String? {
         guard let name = value.string() else { return nil }
         guard TopicSyntax.isLevelName(name) else {
-            value.report("\(what) '\(name)' is not a valid MQTT topic level",
+            value.report("\(what) '\(Excerpt.of(name))' is not a valid MQTT topic level",
                          hint: "use only \(TopicSyntax.levelCharacters); no '/', '+', '#' or spaces")
             return nil
         }
@@ -267,7 +342,7 @@ struct SchemaReader {
         let interface = interfaceValue.map { value -> String? in
             guard let name = nonEmptyString(value, hint: "name the VPN interface, e.g. bind_interface: wg0") else { return nil }
             guard name.utf8.count < 16, !name.contains("/"), !name.contains(where: \.isWhitespace) else {
-                value.report("'\(name)' is not a network interface name",
+                value.report("'\(Excerpt.of(name))' is not a network interface name",
                              hint: "Linux interface names are 1...15 characters without '/' or spaces, e.g. wg0")
                 return nil
             }
@@ -276,7 +351,7 @@ struct SchemaReader {
         let address = addressValue.map { value -> String? in
             guard let text = nonEmptyString(value, hint: "write a local IP address, e.g. bind_address: 10.8.0.2") else { return nil }
             guard IPAddressSyntax.isValid(text) else {
-                value.report("'\(text)' is not an IP address", hint: "write a local IPv4 or IPv6 address, e.g. 10.8.0.2")
+                value.report("'\(Excerpt.of(text))' is not an IP address", hint: "write a local IPv4 or IPv6 address, e.g. 10.8.0.2")
                 return nil
             }
             return text
@@ -316,8 +391,22 @@ struct SchemaReader {
         guard var section = MappingReader(value, hint: "write buffer: as a mapping with path:, max_bytes:, ...")
         else { return nil }
         let defaults = BufferSettings()
-        let path = section.optional("path")
-            .map { nonEmptyString($0, hint: "write the path of the SQLite outbox file") } ?? defaults.path
+        let path = section.optional("path").map { value -> String? in
+            guard let path = nonEmptyString(value, hint: "write the path of the SQLite outbox file") else { return nil }
+            var info = stat()
+            guard stat(path, &info) == 0 else { return path }  // created on the first run
+            switch info.st_mode & S_IFMT {
+            case S_IFREG:
+                return path
+            case S_IFDIR:
+                value.report("buffer.path '\(Excerpt.of(path))' is a directory, not the outbox file",
+                             hint: "name the SQLite file inside it, e.g. \(Excerpt.of(path.hasSuffix("/") ? path : path + "/"))outbox.sqlite")
+            default:
+                value.report("buffer.path '\(Excerpt.of(path))' is not a regular file",
+                             hint: "name a file for the SQLite outbox, e.g. /var/lib/edge-gateway/outbox.sqlite")
+            }
+            return nil
+        } ?? defaults.path
         let sync = section.optional("sync").map { $0.choice(BufferSettings.Sync.self) } ?? defaults.sync
         let maxMessages = nullable(section.optional("max_messages"), absent: defaults.maxMessages) {
             $0.integer(in: 1...Int.max, rangeHint: "use a positive count, or none for no limit")
@@ -334,6 +423,28 @@ struct SchemaReader {
         return BufferSettings(
             path: path, sync: sync, maxMessages: maxMessages, maxBytes: maxBytes,
             maxAge: maxAge, dropPolicy: dropPolicy)
+    }
+
+    /// `buffer.max_bytes` must hold at least one data message with room to spare,
+    /// or every message is dropped as soon as it is committed.
+    private func checkRoom(_ maxBytes: Int64, in bufferValue: YAMLValue, identity: GatewayIdentity,
+                           devices: [DeviceConfiguration], payload: PayloadSettings) {
+        let largest = devices.map {
+            MessageSizeBound.dataMessage(of: $0, identity: identity, sealing: payload.seal.algorithm)
+        }.max() ?? 0
+        let minimum = MessageSizeBound.minimumMaxBytes(largestMessage: largest)
+        guard maxBytes < minimum else { return }
+        var reader = MappingReader(bufferValue, hint: "")
+        let value = reader?.claim("max_bytes")
+        let message = "max_bytes \(maxBytes) cannot work: the minimum is \(minimum) bytes "
+            + "(room for several of this configuration's largest data messages, up to \(largest) bytes each, "
+            + "and at least \(MessageSizeBound.floor / 1024)KiB); below it the outbox drops what it should keep"
+        let hint = "set max_bytes to at least \((minimum + 1023) / 1024)KiB, or none for no limit"
+        if let value {
+            value.report(message, hint: hint)
+        } else {
+            log.report(bufferValue.path + ".max_bytes", at: bufferValue.keyMark ?? bufferValue.mark, message, hint: hint)
+        }
     }
 
     // MARK: replay
@@ -374,7 +485,7 @@ struct SchemaReader {
         var transport: ModbusTransport?
     }
 
-    private func devices(_ value: YAMLValue) -> [DeviceConfiguration]? {
+    private func devices(_ value: YAMLValue, identity: GatewayIdentity?) -> [DeviceConfiguration]? {
         guard let items = value.list(
             itemName: "device", hint: "write each device as a list item starting with '- name: ...'")
         else { return nil }
@@ -383,7 +494,9 @@ struct SchemaReader {
             return nil
         }
         var keys: [DeviceKey] = []
-        let devices = items.enumerated().map { index, item in device(item, index: index, keys: &keys) }
+        let devices = items.enumerated().map { index, item in
+            device(item, index: index, identity: identity, keys: &keys)
+        }
         checkUniqueNames(keys)
         checkDistinctUnits(keys)
         checkSerialLines(keys)
@@ -396,7 +509,7 @@ struct SchemaReader {
         for key in keys {
             guard let name = key.nameText, let value = key.name else { continue }
             if let earlier = first[name] {
-                value.report("device name '\(name)' is already used by devices[\(earlier.index)]",
+                value.report("device name '\(Excerpt.of(name))' is already used by devices[\(earlier.index)]",
                              hint: "give each device a unique name; it is the topic level <prefix>/<gw>/<device>/data")
             } else {
                 first[name] = key
@@ -424,12 +537,23 @@ struct SchemaReader {
         }
     }
 
-    private func device(_ value: YAMLValue, index: Int, keys: inout [DeviceKey]) -> DeviceConfiguration? {
+    private func device(_ value: YAMLValue, index: Int, identity: GatewayIdentity?,
+                        keys: inout [DeviceKey]) -> DeviceConfiguration? {
         guard var section = MappingReader(value, hint: "write each device as a mapping with name:, tcp:, tags:")
         else { return nil }
         let nameValue = section.required(
             "name", hint: "add name: <device>; it becomes the topic level <prefix>/<gw>/<device>/data")
-        let name = nameValue.flatMap { topicLevel($0, what: "device name") }
+        let name = nameValue.flatMap { value -> String? in
+            guard let name = topicLevel(value, what: "device name") else { return nil }
+            guard let identity else { return name }
+            let topics = [identity.dataTopic(device: name), identity.deviceStatusTopic(device: name),
+                          identity.deviceMetaTopic(device: name)]
+            if let problem = topics.lazy.compactMap(TopicSyntax.topicProblem).first {
+                value.report(problem, hint: "shorten the device name (or gateway.topic_prefix): MQTT topics are at most 65535 bytes")
+                return nil
+            }
+            return name
+        }
 
         let tcp = section.optional("tcp")
         let rtu = section.optional("rtu")
@@ -520,20 +644,12 @@ struct SchemaReader {
         let stopBits = section.optional("stop_bits").map {
             $0.integer(in: 1...2, rangeHint: "1 or 2 (Modbus RTU: 1 with parity, 2 without)")
         } ?? 1
-        let rs485 = section.optional("rs485").map { boolean($0, hint: "write rs485: true to switch the port to RS-485 mode") } ?? false
+        let rs485 = section.optional("rs485").map { $0.boolean(hint: "write rs485: true to switch the port to RS-485 mode") } ?? false
         let rts = section.optional("rts").map { $0.choice(SerialSettings.RTS.self) } ?? SerialSettings.RTS.none
         section.finish()
         guard let port, let baud, let parity, let dataBits, let stopBits, let rs485, let rts else { return nil }
         return .rtu(SerialSettings(port: port, baud: baud, parity: parity, dataBits: dataBits, stopBits: stopBits,
                                    rs485: rs485, rts: rts))
-    }
-
-    private func boolean(_ value: YAMLValue, hint: String) -> Bool? {
-        guard value.kind == .bool, let text = value.text?.lowercased() else {
-            value.reportWrongType(expected: "true or false", hint: hint)
-            return nil
-        }
-        return ["true", "yes", "on", "y"].contains(text)
     }
 
     /// Devices on one serial port share the line: their settings must agree.
@@ -581,7 +697,7 @@ struct SchemaReader {
             tags.append(tag)
             guard let nameValue, let name = nameValue.text else { continue }
             if let earlier = firstIndex[name] {
-                nameValue.report("tag name '\(name)' is already used by tags[\(earlier)] of this device",
+                nameValue.report("tag name '\(Excerpt.of(name))' is already used by tags[\(earlier)] of this device",
                                  hint: "give each tag of a device a unique name; it is the key in the data message")
             } else {
                 firstIndex[name] = index
@@ -599,7 +715,7 @@ struct SchemaReader {
         let name: String? = nameValue.flatMap { value -> String? in
             guard let name = value.string() else { return nil }
             guard TopicSyntax.isLevelName(name) else {
-                value.report("tag name '\(name)' contains characters that are not allowed",
+                value.report("tag name '\(Excerpt.of(name))' contains characters that are not allowed",
                              hint: "use only \(TopicSyntax.levelCharacters)")
                 return nil
             }

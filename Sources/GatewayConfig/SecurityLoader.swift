@@ -1,8 +1,10 @@
 // The schema of the security settings: `mqtt.tls`, the MQTT credentials and
-// `payload:`. Referenced files are checked here, at load time, so a missing CA
-// file or a key file other users can read stops startup with its YAML path.
+// `payload:`. Referenced files are checked and read here, at load time (modes,
+// PEM contents, sealing keys, passwords), so a missing CA file, a malformed key
+// or a key file other users can read stops startup with its YAML path.
 
 import Foundation
+import Sealing
 import Yams
 
 /// What `mqttSecurity` read from the `mqtt` section, applied once the section is complete.
@@ -19,19 +21,6 @@ struct MQTTSecurity {
         settings.password = password
         settings.passwordSource = passwordSource
         if tls != nil && !portWritten { settings.port = 8883 }
-    }
-}
-
-/// Identifiers of keys (`kid`): short and safe to write into JSON and topics unescaped.
-public enum KeyIDSyntax {
-    public static let characters = "letters, digits, '.', '_' and '-' (at most 64)"
-
-    public static func isValid(_ id: String) -> Bool {
-        (1...64).contains(id.utf8.count) && id.utf8.allSatisfy { byte in
-            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
-                || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
-        }
     }
 }
 
@@ -72,17 +61,24 @@ public enum ConfiguredFile {
         return nil
     }
 
-    /// The secret in the first line of `path` (a trailing newline is not part of it).
+    /// The secret in the first line of `path`: the bytes before the first LF,
+    /// without a trailing CR (a file saved with Windows line ends). Read as
+    /// bytes, not Characters: Swift takes "\r\n" as one Character, so a
+    /// Character-wise trim would keep the "\r" in the password.
     static func readSecret(_ path: String) -> Result<String, FileReadError> {
         guard let data = FileManager.default.contents(atPath: path) else {
             return .failure(FileReadError(message: "cannot read '\(path)'"))
         }
-        guard let text = String(data: data, encoding: .utf8) else {
-            return .failure(FileReadError(message: "'\(path)' is not UTF-8 text"))
+        return firstLine(of: [UInt8](data), path: path)
+    }
+
+    static func firstLine(of bytes: [UInt8], path: String) -> Result<String, FileReadError> {
+        var line = bytes.prefix { $0 != UInt8(ascii: "\n") }
+        if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
+        guard let text = String(validating: line, as: UTF8.self) else {
+            return .failure(FileReadError(message: "the first line of '\(path)' is not UTF-8 text"))
         }
-        var secret = Substring(text)
-        while let last = secret.last, last == "\n" || last == "\r" { secret = secret.dropLast() }
-        return .success(String(secret))
+        return .success(text)
     }
 
     struct FileReadError: Error {
@@ -93,15 +89,6 @@ public enum ConfiguredFile {
 extension YAMLValue {
     func warn(_ message: String, hint: String) {
         log.warn(path, at: mark, message, hint: hint)
-    }
-
-    /// `true` or `false`.
-    func boolean(hint: String) -> Bool? {
-        guard kind == .bool, let text else {
-            reportWrongType(expected: "true or false", hint: hint)
-            return nil
-        }
-        return ["true", "yes", "on"].contains(text.lowercased())
     }
 
     /// A path to a file holding a secret (checked now: exists, readable, private).
@@ -221,7 +208,14 @@ extension SchemaReader {
             caFile.report("both ca_file and ca_dir are set", hint: "keep one of them")
             failed = true
         } else if let caFile {
-            if let path = caFile.readablePath(directory: false) { tls.trust = .caFile(path) } else { failed = true }
+            if let path = caFile.readablePath(directory: false) {
+                if let problem = TLSFiles.certificateProblem(path, key: "ca_file") {
+                    caFile.report(problem, hint: "name a PEM file of the CA certificate(s) that signed the broker's certificate")
+                    failed = true
+                } else {
+                    tls.trust = .caFile(path)
+                }
+            } else { failed = true }
         } else if let caDirectory {
             if let path = caDirectory.readablePath(directory: true) { tls.trust = .caDirectory(path) } else { failed = true }
         }
@@ -230,7 +224,14 @@ extension SchemaReader {
         let keyValue = section.optional("key_file")
         let passwordValue = section.optional("key_password_file")
         if let certValue {
-            if let path = certValue.readablePath(directory: false) { tls.certFile = path } else { failed = true }
+            if let path = certValue.readablePath(directory: false) {
+                if let problem = TLSFiles.certificateProblem(path, key: "cert_file") {
+                    certValue.report(problem, hint: "name the client certificate in PEM form (-----BEGIN CERTIFICATE-----)")
+                    failed = true
+                } else {
+                    tls.certFile = path
+                }
+            } else { failed = true }
         }
         if let keyValue {
             if let path = keyValue.secretFile() { tls.keyFile = path } else { failed = true }
@@ -255,6 +256,14 @@ extension SchemaReader {
                     failed = true
                 }
             } else { failed = true }
+        }
+
+        // The key opens (with its passphrase) and belongs to the certificate, as OpenSSL will need at connect.
+        if let keyValue, let keyFile = tls.keyFile, passwordValue == nil || tls.keyPassword != nil,
+           let problem = TLSFiles.keyProblem(keyFile, passphrase: tls.keyPassword, certificatePath: tls.certFile) {
+            let culprit = problem.culprit == .keyPasswordFile ? (passwordValue ?? keyValue) : keyValue
+            culprit.report(problem.message, hint: problem.hint)
+            failed = true
         }
 
         if let version = section.optional("min_version") {
@@ -305,48 +314,50 @@ extension SchemaReader {
         else { return nil }
         var failed = false
         let sealValue = section.optional("seal")
-        let seal = sealValue.map { $0.choice(PayloadSettings.Seal.self, aliases: ["a256gcm": .aes256GCM, "hs256": .hmacSHA256]) }
-            ?? PayloadSettings.Seal.none
-        if seal == nil { failed = true }
+        let sealName = sealValue.map {
+            $0.choice(PayloadSettings.SealName.self, aliases: ["a256gcm": .aes256GCM, "hs256": .hmacSHA256])
+        } ?? PayloadSettings.SealName.none
+        if sealName == nil { failed = true }
 
-        var keys: [PayloadSettings.Key] = []
+        var keys: [(setting: PayloadSettings.Key, key: SealingKey)] = []
         let keysValue = section.optional("keys")
         if let keysValue {
             if let items = keysValue.list(itemName: "key", hint: "write each key as - { id: k1, file: /etc/edge-gateway/k1.key }") {
                 var seen: [String: Int] = [:]
                 for (index, item) in items.enumerated() {
                     guard let key = payloadKey(item) else { failed = true; continue }
-                    if let earlier = seen[key.id] {
-                        item.report("key id '\(key.id)' is already used by keys[\(earlier)]",
+                    if let earlier = seen[key.setting.id] {
+                        item.report("key id '\(key.setting.id)' is already used by keys[\(earlier)]",
                                     hint: "give each key its own id; the id names the key in every sealed message")
                         failed = true
                     } else {
-                        seen[key.id] = index
+                        seen[key.setting.id] = index
                         keys.append(key)
                     }
                 }
             } else { failed = true }
         }
 
-        var sealKey: String?
+        var sealKey: SealingKey?
         let sealKeyValue = section.optional("seal_key")
         if let sealKeyValue {
             if let id = sealKeyValue.string(hint: "write the id of one of the keys") {
-                if !keys.contains(where: { $0.id == id }) && !failed {
-                    let known = keys.map(\.id)
+                if let chosen = keys.first(where: { $0.setting.id == id }) {
+                    sealKey = chosen.key
+                } else if !failed {
+                    let known = keys.map(\.setting.id)
                     let suggestion = Suggestion.closest(to: id, among: known).map { "did you mean '\($0)'? " } ?? ""
-                    sealKeyValue.report("seal_key '\(id)' is not one of the listed keys",
+                    sealKeyValue.report("seal_key '\(Excerpt.of(id))' is not one of the listed keys",
                                         hint: suggestion + (known.isEmpty ? "add the key under keys:" : "listed: \(known.joined(separator: ", "))"))
                     failed = true
                 }
-                sealKey = id
             } else { failed = true }
-        } else if let seal, seal != .none, !failed {
+        } else if let sealName, sealName != .none, !failed {
             if keys.count == 1 {
-                sealKey = keys[0].id
+                sealKey = keys[0].key
             } else if keys.isEmpty {
                 log.report(value.path.isEmpty ? "payload.keys" : value.path + ".keys", at: value.keyMark ?? value.mark,
-                           "seal \(seal.rawValue) needs a key, and keys: is empty",
+                           "seal \(sealName.rawValue) needs a key, and keys: is empty",
                            hint: "make one with `edge-gateway keygen /etc/edge-gateway/k1.key` and add keys: [{ id: k1, file: /etc/edge-gateway/k1.key }]")
                 failed = true
             } else {
@@ -357,26 +368,45 @@ extension SchemaReader {
             }
         }
         section.finish()
-        guard !failed, let seal else { return nil }
-        return PayloadSettings(seal: seal, keys: keys, sealKey: seal == .none ? nil : sealKey)
+        guard !failed, let sealName else { return nil }
+        let seal: PayloadSettings.Seal
+        switch (sealName, sealKey) {
+        case (.none, _): seal = .none
+        case let (.aes256GCM, key?): seal = .sealed(.aes256GCM, key: key)
+        case let (.hmacSHA256, key?): seal = .sealed(.hmacSHA256, key: key)
+        case (.aes256GCM, nil), (.hmacSHA256, nil):
+            // Every way to get here reported a problem above; refuse rather than go out plain.
+            log.report(value.path + ".seal", at: value.keyMark ?? value.mark, "sealing is on but no key was chosen",
+                       hint: "add keys: and seal_key:")
+            return nil
+        }
+        return PayloadSettings(seal: seal, keys: keys.map(\.setting))
     }
 
-    private func payloadKey(_ value: YAMLValue) -> PayloadSettings.Key? {
+    /// One `keys:` item, its key file read and checked now (so a malformed key
+    /// stops `check-config` and `run` with the file's YAML path and line).
+    private func payloadKey(_ value: YAMLValue) -> (setting: PayloadSettings.Key, key: SealingKey)? {
         guard var section = MappingReader(value, hint: "write each key as { id: k1, file: /etc/edge-gateway/k1.key }")
         else { return nil }
         let id = section.required("id", hint: "add id: <key id>; it is the kid of every message sealed with it")
             .flatMap { value -> String? in
                 guard let id = value.string() else { return nil }
-                guard KeyIDSyntax.isValid(id) else {
-                    value.report("key id '\(id)' is not valid", hint: "use only \(KeyIDSyntax.characters)")
+                guard SealingKey.isValidID(id) else {
+                    value.report("key id '\(Excerpt.of(id))' is not valid", hint: "use only \(SealingKey.idCharacters)")
                     return nil
                 }
                 return id
             }
-        let file = section.required("file", hint: "add file: <path of the key file> (edge-gateway keygen makes one)")
-            .flatMap { $0.secretFile() }
+        let fileValue = section.required("file", hint: "add file: <path of the key file> (edge-gateway keygen makes one)")
+        let file = fileValue.flatMap { $0.secretFile() }
         section.finish()
-        guard let id, let file else { return nil }
-        return PayloadSettings.Key(id: id, file: file)
+        guard let id, let file, let fileValue else { return nil }
+        do {
+            let key = try SealingKey.load(id: id, file: file)
+            return (PayloadSettings.Key(id: id, file: file), key)
+        } catch {
+            fileValue.report(error.message, hint: "restore the key, or make a new one with `edge-gateway keygen <new file>` and name that file here")
+            return nil
+        }
     }
 }

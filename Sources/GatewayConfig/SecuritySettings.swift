@@ -2,6 +2,8 @@
 // (`mqtt.tls`, `mqtt.username`, `mqtt.password_file`/`password_env`) and payload
 // sealing (`payload:`). Read by SecurityLoader.swift.
 
+import Sealing
+
 /// A secret read from a file or the environment (a password, a key passphrase).
 /// It never prints itself, so it cannot leak into logs or `check-config` output.
 public struct Secret: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
@@ -82,12 +84,30 @@ public enum PasswordSource: Sendable, Equatable, CustomStringConvertible {
 
 /// Application-level sealing of data payloads (`payload:`).
 public struct PayloadSettings: Sendable, Equatable {
-    public enum Seal: String, Sendable, Equatable, CaseIterable {
+    /// How data payloads leave the gateway. Sealing carries the key it seals
+    /// with, read and checked by the loader: sealing without a key cannot be
+    /// written down, so no path can let payloads out plain by mistake.
+    public enum Seal: Sendable, Equatable {
         /// Plain JSON payloads.
         case none
-        /// Encrypted and authenticated (envelope `alg` `A256GCM`).
+        /// Sealed with `algorithm` (envelope `alg` `A256GCM` or `HS256`) and `key`.
+        case sealed(SealAlgorithm, key: SealingKey)
+
+        public var algorithm: SealAlgorithm? {
+            if case let .sealed(algorithm, _) = self { return algorithm }
+            return nil
+        }
+
+        public var key: SealingKey? {
+            if case let .sealed(_, key) = self { return key }
+            return nil
+        }
+    }
+
+    /// The words of `payload.seal` in gateway.yaml.
+    enum SealName: String, CaseIterable {
+        case none
         case aes256GCM = "aes-256-gcm"
-        /// Readable but signed (envelope `alg` `HS256`).
         case hmacSHA256 = "hmac-sha256"
     }
 
@@ -104,20 +124,12 @@ public struct PayloadSettings: Sendable, Equatable {
     }
 
     public var seal: Seal
-    /// Every key listed; the one named by `sealKey` seals, all of them open.
+    /// Every key listed (each one read and checked at load); the sealing key is
+    /// one of them, the others only open (for rotation).
     public var keys: [Key]
-    /// Id of the key that seals; `nil` only when `seal` is `none`.
-    public var sealKey: String?
 
-    public init(seal: Seal = .none, keys: [Key] = [], sealKey: String? = nil) {
+    public init(seal: Seal = .none, keys: [Key] = []) {
         self.seal = seal
         self.keys = keys
-        self.sealKey = sealKey
-    }
-
-    /// The key that seals, when sealing is on.
-    public var sealingKey: Key? {
-        guard seal != .none, let sealKey else { return nil }
-        return keys.first { $0.id == sealKey }
     }
 }

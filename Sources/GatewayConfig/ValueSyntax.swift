@@ -105,8 +105,12 @@ enum ByteSizeSyntax {
     }
 }
 
+/// MQTT topic names (MQTT 3.1.1 §1.5.3, §4.7): UTF-8 (a Swift `String` always is),
+/// at most 65,535 bytes, no U+0000, no control characters, no wildcards.
 enum TopicSyntax {
     static let levelCharacters = "letters, digits, '_', '.' and '-'"
+    /// The longest topic MQTT can carry: its length is a 16-bit number.
+    static let maximumBytes = 65_535
 
     /// Whether `name` is usable as one MQTT topic level (and as a JSON key):
     /// `[A-Za-z0-9_.-]+`.
@@ -119,20 +123,60 @@ enum TopicSyntax {
         }
     }
 
+    /// C0 controls (U+0000...U+001F), DEL and C1 controls (U+007F...U+009F):
+    /// brokers refuse them in topics ("Malformed UTF-8") and close the connection.
+    static func isControl(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value)
+    }
+
+    /// Unicode noncharacters (U+FDD0...U+FDEF, U+xFFFE, U+xFFFF), which brokers also refuse.
+    static func isNoncharacter(_ scalar: Unicode.Scalar) -> Bool {
+        (0xFDD0...0xFDEF).contains(scalar.value) || scalar.value & 0xFFFE == 0xFFFE
+    }
+
     /// What is wrong with `prefix` as the first levels of a topic, or `nil`.
     static func prefixProblem(_ prefix: String) -> String? {
+        let shown = Excerpt.of(prefix)
         if prefix.isEmpty { return "the topic prefix is empty" }
+        if prefix.utf8.count > maximumBytes {
+            return "topic prefix '\(shown)' is longer than an MQTT topic may be (65535 bytes)"
+        }
+        if let scalar = prefix.unicodeScalars.first(where: { isControl($0) || isNoncharacter($0) }) {
+            let what = scalar.value == 0 ? "a NUL character" : isControl(scalar) ? "a control character" : "a Unicode noncharacter"
+            return "topic prefix '\(shown)' contains \(what) (U+\(hex(scalar)))"
+        }
         if prefix.contains("+") || prefix.contains("#") {
-            return "topic prefix '\(prefix)' contains a wildcard ('+' or '#')"
+            return "topic prefix '\(shown)' contains a wildcard ('+' or '#')"
         }
         if prefix.hasPrefix("/") || prefix.hasSuffix("/") {
-            return "topic prefix '\(prefix)' starts or ends with '/'"
+            return "topic prefix '\(shown)' starts or ends with '/'"
         }
-        if prefix.contains("//") { return "topic prefix '\(prefix)' has an empty level ('//')" }
-        if prefix.hasPrefix("$") { return "topic prefix '\(prefix)' starts with '$', which brokers reserve" }
-        if prefix.unicodeScalars.contains(where: { $0.value == 0 }) {
-            return "topic prefix contains a NUL character"
+        if prefix.contains("//") { return "topic prefix '\(shown)' has an empty level ('//')" }
+        if prefix.hasPrefix("$") { return "topic prefix '\(shown)' starts with '$', which brokers reserve" }
+        return nil
+    }
+
+    /// What is wrong with `topic` as a topic name to publish on, or `nil`.
+    static func topicProblem(_ topic: String) -> String? {
+        let shown = Excerpt.of(topic)
+        let bytes = topic.utf8.count
+        if bytes > maximumBytes {
+            return "topic '\(shown)' would be \(bytes) bytes long; MQTT topics are at most \(maximumBytes) bytes"
+        }
+        if let scalar = topic.unicodeScalars.first(where: { isControl($0) || isNoncharacter($0) }) {
+            return "topic '\(shown)' contains the character U+\(hex(scalar)), which MQTT does not allow in topics"
+        }
+        for level in topic.split(separator: "/", omittingEmptySubsequences: false) {
+            if level.isEmpty { return "topic '\(shown)' has an empty level" }
+            if level.contains("+") || level.contains("#") {
+                return "topic '\(shown)' contains a wildcard ('+' or '#'), which is not allowed when publishing"
+            }
         }
         return nil
+    }
+
+    private static func hex(_ scalar: Unicode.Scalar) -> String {
+        let digits = String(scalar.value, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
     }
 }

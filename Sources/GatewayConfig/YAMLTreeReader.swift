@@ -88,10 +88,10 @@ struct YAMLValue {
         let text = self.text ?? ""
         switch kind {
         case .null: return "no value"
-        case .bool: return "the boolean \(text)"
-        case .int: return "the integer \(text)"
-        case .float: return "the number \(text)"
-        case .string: return "the string \"\(text)\""
+        case .bool: return "the boolean \(Excerpt.of(text))"
+        case .int: return "the integer \(Excerpt.of(text))"
+        case .float: return "the number \(Excerpt.of(text))"
+        case .string: return "the string \"\(Excerpt.of(text))\""
         case .mapping: return "a mapping"
         case .list: return "a list"
         }
@@ -126,11 +126,30 @@ struct YAMLValue {
         return text
     }
 
+    /// The one boolean of gateway.yaml: YAML 1.2's `true` or `false` (also
+    /// `True`/`TRUE`, `False`/`FALSE`), unquoted. YAML 1.1's `yes`, `no`, `on`,
+    /// `off`, `y` and `n` are refused with a hint, not guessed: parsers disagree
+    /// on them, and a guess that turns TLS or verification off is not one to make.
+    func boolean(hint: String) -> Bool? {
+        if kind == .bool, let text {
+            if ["true", "True", "TRUE"].contains(text) { return true }
+            if ["false", "False", "FALSE"].contains(text) { return false }
+        }
+        if kind == .bool || kind == .string, let word = text,
+           ["yes", "no", "on", "off", "y", "n"].contains(word.lowercased()) {
+            report("'\(word)' is not a boolean in gateway.yaml",
+                   hint: "write true or false (YAML 1.2 booleans; the YAML 1.1 words yes/no/on/off/y/n are not accepted)")
+            return nil
+        }
+        reportWrongType(expected: "true or false", hint: hint)
+        return nil
+    }
+
     /// A whole number in `range`.
     func integer(in range: ClosedRange<Int>, rangeHint: String? = nil) -> Int? {
         let rangeHint = rangeHint ?? "use a value in \(range.lowerBound)...\(range.upperBound)"
         guard kind == .int, let scalar = node.scalar else {
-            if kind == .string, let text, Int(text.trimmingSpaces) != nil {
+            if kind == .string, let text, text.utf8.count <= Excerpt.limit, Int(text.trimmingSpaces) != nil {
                 reportWrongType(expected: "an integer", hint: "write \(text.trimmingSpaces) without quotes")
             } else {
                 reportWrongType(expected: "an integer", hint: rangeHint)
@@ -138,7 +157,7 @@ struct YAMLValue {
             return nil
         }
         guard let value = Int.construct(from: scalar), range.contains(value) else {
-            report("\(name) \(scalar.string) is out of range", hint: rangeHint)
+            report("\(name) \(Excerpt.of(scalar.string)) is out of range", hint: rangeHint)
             return nil
         }
         return value
@@ -153,7 +172,7 @@ struct YAMLValue {
             return nil
         }
         guard value.isFinite else {
-            report("\(name) must be a finite number, not \(scalar.string)", hint: "write a number such as 1, 0.1 or -40")
+            report("\(name) must be a finite number, not \(Excerpt.of(scalar.string))", hint: "write a number such as 1, 0.1 or -40")
             return nil
         }
         return value
@@ -172,7 +191,7 @@ struct YAMLValue {
         let key = text.trimmingSpaces.lowercased()
         if let value = E(rawValue: key) ?? aliases[key] { return value }
         let suggestion = Suggestion.closest(to: key, among: allowed + aliases.keys.sorted())
-        report("'\(text)' is not a valid \(name)",
+        report("'\(Excerpt.of(text))' is not a valid \(name)",
                hint: suggestion.map { "did you mean '\($0)'? \(hint)" } ?? hint)
         return nil
     }
@@ -188,7 +207,7 @@ struct YAMLValue {
             return nil
         }
         guard let parsed else {
-            report("'\(text ?? "")' is not a valid duration", hint: "write " + DurationSyntax.example)
+            report("'\(Excerpt.of(text ?? ""))' is not a valid duration", hint: "write " + DurationSyntax.example)
             return nil
         }
         guard range.contains(parsed) else {
@@ -212,7 +231,7 @@ struct YAMLValue {
             return nil
         }
         guard let parsed else {
-            report("'\(text ?? "")' is not a valid size", hint: "write " + ByteSizeSyntax.example)
+            report("'\(Excerpt.of(text ?? ""))' is not a valid size", hint: "write " + ByteSizeSyntax.example)
             return nil
         }
         guard parsed > 0 else {
@@ -256,8 +275,10 @@ struct MappingReader {
         }
     }
 
+    /// The path of `key` under this mapping; a long key is cut (see `Excerpt`).
     private func path(_ key: String) -> String {
-        value.path.isEmpty ? key : "\(value.path).\(key)"
+        let key = Excerpt.of(key)
+        return value.path.isEmpty ? key : "\(value.path).\(key)"
     }
 
     /// The value under `key`, if present. Makes `key` an allowed key.
@@ -297,14 +318,19 @@ struct MappingReader {
             let hint = Suggestion.closest(to: entry.key, among: known)
                 .map { "did you mean '\($0)'? \(allowed)" } ?? allowed
             value.log.report(path(entry.key), at: entry.keyNode.mark,
-                             "unknown key '\(entry.key)'", hint: hint)
+                             "unknown key '\(Excerpt.of(entry.key))'", hint: hint)
         }
     }
 }
 
 /// "Did you mean" by edit distance, ignoring case, '_' and '-'.
 enum Suggestion {
+    /// Longer words get no suggestion: no key or value of the schema is near
+    /// them, and the distance costs time and memory with the word's length.
+    static let longestWord = 64
+
     static func closest(to word: String, among candidates: [String]) -> String? {
+        guard word.utf8.count <= longestWord else { return nil }
         let target = normalized(word)
         let limit = max(1, min(3, target.count / 3))
         return candidates
@@ -340,5 +366,26 @@ enum Suggestion {
 extension String {
     var trimmingSpaces: String {
         String(drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed())
+    }
+}
+
+/// A value as shown in a message: whole when short; else its first
+/// `limit` characters, an ellipsis and its size, so a hostile value cannot
+/// flood the terminal or the journal. Control characters are written as
+/// `\u{1}` so they can be seen.
+enum Excerpt {
+    static let limit = 60
+
+    static func of(_ text: String) -> String {
+        let long = !text.unicodeScalars.dropFirst(limit).isEmpty
+        var shown = ""
+        for scalar in text.unicodeScalars.prefix(limit) {
+            if TopicSyntax.isControl(scalar) {
+                shown += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                shown.unicodeScalars.append(scalar)
+            }
+        }
+        return long ? shown + "… (\(text.utf8.count) bytes)" : shown
     }
 }

@@ -72,17 +72,36 @@ public enum MQTTEvent: Sendable {
 
 /// Why an MQTT call failed.
 public struct MQTTError: Error, Sendable, CustomStringConvertible {
+    /// What failed and why, for logs.
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// libmosquitto's return code (`MOSQ_ERR_*`) when a libmosquitto call failed:
+    /// e.g. `MOSQ_ERR_NO_CONN` (not connected), `MOSQ_ERR_PAYLOAD_SIZE`,
+    /// `MOSQ_ERR_MALFORMED_UTF8` (a bad topic), `MOSQ_ERR_NOMEM`.
+    public var code: Int32?
+    /// What `code` means: `mosquitto_strerror`, or errno's text for `MOSQ_ERR_ERRNO`.
+    public var meaning: String?
+
+    public init(_ message: String, code: Int32? = nil, meaning: String? = nil) {
+        self.message = message
+        self.code = code
+        self.meaning = meaning
+    }
+
     public var description: String { message }
+
+    /// Whether the call failed because there is no live connection (as opposed
+    /// to something wrong with the message itself).
+    public var isNotConnected: Bool {
+        code == MOSQ_ERR_NO_CONN.rawValue || code == MOSQ_ERR_CONN_LOST.rawValue
+    }
 
     /// Converts a libmosquitto result; `errno` is the one captured right after the call
     /// (libmosquitto reports system errors as MOSQ_ERR_ERRNO).
     static func mosquitto(_ code: Int32, errno: Int32, _ action: String) -> MQTTError {
-        if code == MOSQ_ERR_ERRNO.rawValue {
-            return MQTTError("\(action): \(String(cString: strerror(errno)))")
-        }
-        return MQTTError("\(action): \(String(cString: mosquitto_strerror(code)))")
+        let meaning = code == MOSQ_ERR_ERRNO.rawValue
+            ? String(cString: strerror(errno))
+            : String(cString: mosquitto_strerror(code))
+        return MQTTError("\(action): \(meaning)", code: code, meaning: meaning)
     }
 }
 
@@ -325,6 +344,9 @@ public final class MQTTUplink: Sendable {
         }
         let reason = MQTTError.mosquitto(loopRC, errno: loopErrno, "connection to \(settings.endpoint)").message
         if wasConnected { return .lost(reason) }
+        if settings.tls == nil, loopRC == MOSQ_ERR_CONN_LOST.rawValue {
+            return .failedToConnect(Self.closedBeforeCONNACK(settings: settings))
+        }
         if settings.tls != nil, context.security.certificateRejected {
             return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))
         }

@@ -22,8 +22,22 @@ public struct MQTTTLSOptions: Sendable, Equatable {
     public var keyFile: String?
     /// Passphrase of an encrypted `keyFile`, handed to OpenSSL through a callback.
     public var keyPassphrase: String?
-    /// Oldest accepted version: `"tlsv1.2"` or `"tlsv1.3"`.
-    public var minimumVersion: String
+    /// The oldest TLS version the client accepts.
+    public enum Version: Sendable, Equatable {
+        case tls12
+        case tls13
+
+        /// The name libmosquitto's `mosquitto_tls_opts_set` takes.
+        var mosquittoName: String {
+            switch self {
+            case .tls12: return "tlsv1.2"
+            case .tls13: return "tlsv1.3"
+            }
+        }
+    }
+
+    /// Oldest accepted version.
+    public var minimumVersion: Version
     /// OpenSSL cipher list (TLS 1.2); `nil` for the defaults.
     public var ciphers: String?
     /// ALPN protocol offered to the broker.
@@ -32,7 +46,7 @@ public struct MQTTTLSOptions: Sendable, Equatable {
     public var insecureSkipVerify: Bool
 
     public init(trust: Trust = .systemStore, certFile: String? = nil, keyFile: String? = nil,
-                keyPassphrase: String? = nil, minimumVersion: String = "tlsv1.2", ciphers: String? = nil,
+                keyPassphrase: String? = nil, minimumVersion: Version = .tls12, ciphers: String? = nil,
                 alpn: String? = nil, insecureSkipVerify: Bool = false) {
         self.trust = trust
         self.certFile = certFile
@@ -117,10 +131,10 @@ extension MQTTUplink {
             return MQTTError.mosquitto(rc, errno: code, "TLS setup for \(broker) (\(tls.trustDescription), "
                                        + "cert_file \(tls.certFile ?? "-"), key_file \(tls.keyFile ?? "-"))").message
         }
-        rc = mosquitto_tls_opts_set(raw, tls.insecureSkipVerify ? 0 : 1, tls.minimumVersion, tls.ciphers)
+        rc = mosquitto_tls_opts_set(raw, tls.insecureSkipVerify ? 0 : 1, tls.minimumVersion.mosquittoName, tls.ciphers)
         code = errno
         if rc != MOSQ_ERR_SUCCESS.rawValue {
-            return MQTTError.mosquitto(rc, errno: code, "TLS options for \(broker) (min_version \(tls.minimumVersion), "
+            return MQTTError.mosquitto(rc, errno: code, "TLS options for \(broker) (min_version \(tls.minimumVersion.mosquittoName), "
                                        + "ciphers \(tls.ciphers ?? "default"))").message
         }
         if tls.insecureSkipVerify {
@@ -147,6 +161,15 @@ extension MQTTUplink {
             return "bad credentials: broker \(settings.endpoint) refused \(who): \(refusal)"
         }
         return "broker \(settings.endpoint) refused the connection: \(refusal)"
+    }
+
+    /// A plain connection that the broker closed after TCP connected, before its
+    /// CONNACK: the usual cause is a TLS listener (it cannot read a plain
+    /// CONNECT and hangs up), so the reason says what to check.
+    static func closedBeforeCONNACK(settings: MQTTUplinkSettings) -> String {
+        "broker \(settings.endpoint) closed the connection before CONNACK (no MQTT answer to CONNECT): "
+            + "if port \(settings.port) is a TLS listener, set mqtt.tls; otherwise check mqtt.port "
+            + "(1883 is usually plain MQTT, 8883 MQTT over TLS) and the broker's log"
     }
 
     /// Why a connection attempt failed before CONNACK: which TLS check failed, if
@@ -238,7 +261,7 @@ extension MQTTUplink {
                 + "(a plain MQTT listener?) or dropped the client"
         }
         if text.contains("protocol version") || text.contains("unsupported protocol") {
-            return "no common TLS version (min_version \(tls.minimumVersion))"
+            return "no common TLS version (min_version \(tls.minimumVersion.mosquittoName))"
         }
         if text.contains("no cipher") || text.contains("no shared cipher") || text.contains("alert handshake failure") {
             return "the TLS handshake was refused (ciphers \(tls.ciphers ?? "default"), ALPN \(tls.alpn ?? "none"))"

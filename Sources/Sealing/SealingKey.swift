@@ -32,7 +32,9 @@ public struct SealingError: Error, Sendable, Equatable, CustomStringConvertible 
 }
 
 /// A 32-byte key with the id that names it in envelopes (`kid`).
-public struct SealingKey: Sendable {
+///
+/// Equal when id and bytes are equal. Its description names the id only, never the bytes.
+public struct SealingKey: Sendable, Equatable, CustomStringConvertible {
     /// Key length in bytes: AES-256 and HMAC-SHA256 both use 32.
     public static let length = 32
 
@@ -42,7 +44,7 @@ public struct SealingKey: Sendable {
     /// A key from its bytes; `id` must be 1...64 of letters, digits, '.', '_', '-'.
     public init(id: String, bytes: [UInt8]) throws(SealingError) {
         guard Self.isValidID(id) else {
-            throw SealingError(.badKeyFile, "key id '\(id)' is not valid: use 1...64 letters, digits, '.', '_' or '-'")
+            throw SealingError(.badKeyFile, "key id '\(id)' is not valid: use only \(Self.idCharacters)")
         }
         guard bytes.count == Self.length else {
             throw SealingError(.badKeyFile, "key '\(id)' has \(bytes.count) bytes; it must have \(Self.length)")
@@ -95,7 +97,15 @@ public struct SealingKey: Sendable {
         return key
     }
 
-    static func isValidID(_ id: String) -> Bool {
+    public var description: String { "key \(id)" }
+
+    /// What a key id may hold, for messages.
+    public static let idCharacters = "letters, digits, '.', '_' and '-' (1...64 of them)"
+
+    /// The one rule for key ids (`kid`), used by key files, the CLI and gateway.yaml:
+    /// 1...64 ASCII letters, digits, '.', '_', '-', so an id is safe to write into
+    /// JSON and topics unescaped.
+    public static func isValidID(_ id: String) -> Bool {
         (1...64).contains(id.utf8.count) && id.utf8.allSatisfy { byte in
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),

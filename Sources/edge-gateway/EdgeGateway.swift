@@ -99,7 +99,7 @@ struct CheckConfig: ParsableCommand {
             }
         }
         print("  outbox \(configuration.buffer.path) (sync \(configuration.buffer.sync.rawValue))")
-        try printSecurity(configuration)
+        printSecurity(configuration)
     }
 }
 
@@ -149,17 +149,40 @@ struct Status: ParsableCommand {
     @Option(help: "Read this outbox file instead of buffer.path from the configuration.")
     var outbox: String?
 
-    @Flag(help: "Print one JSON object instead of text.")
+    @Flag(help: "Print one JSON object instead of text (also for an error: {\"error\": ...}).")
     var json = false
 
+    /// Reports a failure (as one JSON object on stdout with `--json`, else as text
+    /// on stderr); the caller throws the returned exit code.
+    private func failure(_ fields: [String: String], exitCode: Int32) -> ExitCode {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let text = (try? encoder.encode(fields)).map { String(decoding: $0, as: UTF8.self) }
+                ?? #"{"error":"cannot encode the error"}"#
+            print(text)
+        } else {
+            FileHandle.standardError.write(Data("\(fields["error"] ?? "")\n".utf8))
+        }
+        return ExitCode(exitCode)
+    }
+
     func run() throws {
-        let path = try outbox ?? loadConfiguration(options.config).buffer.path
+        let path: String
+        if let outbox {
+            path = outbox
+        } else {
+            do {
+                path = try ConfigurationLoader.load(file: options.config).buffer.path
+            } catch let error as ConfigurationError {
+                throw failure(["config": options.config, "error": "\(error)"], exitCode: exitConfigurationError)
+            }
+        }
         let statistics: OutboxStatistics
         do {
             statistics = try Outbox.readStatistics(path: path)
         } catch {
-            FileHandle.standardError.write(Data("\(error)\n".utf8))
-            throw ExitCode(1)
+            throw failure(["outbox": path, "error": "\(error)"], exitCode: 1)
         }
         let oldest = statistics.oldestAge.map { Int64($0 / .milliseconds(1)) }
         if json {

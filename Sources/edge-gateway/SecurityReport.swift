@@ -15,8 +15,8 @@ func logConfigurationWarnings(_ configuration: GatewayConfiguration, logger: Log
     }
 }
 
-/// Prints the security settings and warnings; reads the key files, so a bad key exits 78.
-func printSecurity(_ configuration: GatewayConfiguration) throws {
+/// Prints the security settings and warnings (the loader has checked every file they name).
+func printSecurity(_ configuration: GatewayConfiguration) {
     let mqtt = configuration.mqtt
     if let tls = mqtt.tls {
         let trust = switch tls.trust {
@@ -34,16 +34,12 @@ func printSecurity(_ configuration: GatewayConfiguration) throws {
     if let username = mqtt.username {
         print("  user \(username), password from \(mqtt.passwordSource.map { "\($0)" } ?? "nowhere (none sent)")")
     }
-    do {
-        if let sealer = try GatewayRuntime.sealer(configuration.payload) {
-            print("  data payloads sealed with \(sealer.algorithm.rawValue), key \(sealer.key.id) "
-                  + "(\(configuration.payload.keys.count) key(s) listed)")
-        } else {
-            print("  data payloads not sealed")
-        }
-    } catch {
-        FileHandle.standardError.write(Data("\(error)\n".utf8))
-        throw ExitCode(exitConfigurationError)
+    switch configuration.payload.seal {
+    case let .sealed(algorithm, key):
+        print("  data payloads sealed with \(algorithm.rawValue), key \(key.id) "
+              + "(\(configuration.payload.keys.count) key(s) listed)")
+    case .none:
+        print("  data payloads not sealed")
     }
     for warning in configuration.warnings {
         print("  warning: \(warning)")

@@ -1,6 +1,8 @@
 // mqtt.tls, the MQTT credentials and payload: in gateway.yaml, with real files.
 import Foundation
+import Sealing
 import Testing
+import TestSupport
 @testable import GatewayConfig
 
 /// A directory of files the configuration refers to, removed at deinit.
@@ -52,12 +54,13 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
 }
 
 @Suite struct SecurityConfigTests {
-    @Test func tlsWithCAClientCertificateAndEncryptedKey() throws {
+    @Test func tlsWithCAClientCertificateAndEncryptedKey() async throws {
         let files = try Files()
-        let ca = try files.write("ca.pem", "x", mode: 0o644)
-        let cert = try files.write("client.pem", "x", mode: 0o644)
-        let key = try files.write("client.key", "x")
-        let passphrase = try files.write("client.pass", "s3cret\n")
+        let pki = try await TestCertificates.make(in: files.path)
+        let ca = pki.caCertificate
+        let cert = pki.clientCertificate
+        let key = pki.clientEncryptedKey
+        let passphrase = try files.write("client-key.pass", TestCertificates.passphrase + "\n")
         let config = try ConfigurationLoader.parse(yaml: document(mqtt: """
         tls:
           ca_file: \(ca)
@@ -71,7 +74,7 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         let tls = try #require(config.mqtt.tls)
         #expect(tls.trust == .caFile(ca))
         #expect(tls.certFile == cert && tls.keyFile == key)
-        #expect(tls.keyPassword?.value == "s3cret", "the trailing newline is not part of the passphrase")
+        #expect(tls.keyPassword?.value == TestCertificates.passphrase, "the trailing newline is not part of the passphrase")
         #expect(tls.minimumVersion == .tls13 && tls.ciphers == "ECDHE+AESGCM" && tls.alpn == "mqtt")
         #expect(!tls.insecureSkipVerify)
         #expect(config.mqtt.port == 8883, "TLS without port: means 8883")
@@ -92,9 +95,9 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(config.warnings.map(\.path) == ["mqtt.tls.insecure_skip_verify"])
     }
 
-    @Test func missingCAFileAndHalfAClientCertificateAreReportedWithPaths() throws {
+    @Test func missingCAFileAndHalfAClientCertificateAreReportedWithPaths() async throws {
         let files = try Files()
-        let cert = try files.write("client.pem", "x", mode: 0o644)
+        let cert = try await TestCertificates.make(in: files.path).clientCertificate
         let problems = rejected(document(mqtt: """
         tls:
           ca_file: \(files.path)/nope.pem
@@ -152,6 +155,79 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(noUser.first?.hint.contains("username") == true, "\(noUser)")
     }
 
+    @Test func passwordFilesGiveTheirFirstLineWithoutCRLF() async throws {
+        let files = try Files()
+        let pki = try await TestCertificates.make(in: files.path)
+        // "\r\n" is one Character in Swift: the secret is cut on bytes.
+        for (name, content) in [("crlf", "s3cret\r\n"), ("second-line", "s3cret\nsecond line\n"),
+                                ("crlf-second-line", "s3cret\r\nold\r\n"), ("no-newline", "s3cret")] {
+            let password = try files.write(name + ".pass", content)
+            let config = try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(password)\ntls: true"))
+            #expect(config.mqtt.password?.value == "s3cret", "\(name)")
+            // The encrypted key opens with the first line of its passphrase file, whatever the line ends.
+            let passphrase = try files.write(name + "-key.pass",
+                                             content.replacingOccurrences(of: "s3cret", with: TestCertificates.passphrase))
+            let tls = try ConfigurationLoader.parse(yaml: document(mqtt: """
+            tls: { cert_file: \(pki.clientCertificate), key_file: \(pki.clientEncryptedKey), key_password_file: \(passphrase) }
+            """)).mqtt.tls
+            #expect(tls?.keyPassword?.value == TestCertificates.passphrase, "key_password_file \(name)")
+        }
+        // A CR inside the line is part of the password; only the line end goes.
+        let inner = try files.write("inner.pass", "a\rb\r\n")
+        #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(inner)"))
+            .mqtt.password?.value == "a\rb")
+        let blank = try files.write("blank.pass", "\r\nsecond\n")
+        #expect(rejected(document(mqtt: "username: gw\npassword_file: \(blank)")).first?.message.contains("is empty") == true)
+    }
+
+    @Test func aMalformedKeyFileIsAProblemWithItsPathAndLine() throws {
+        let files = try Files()
+        let short = try files.write("short.key", "too short")
+        let problems = rejected(document(mqtt: "", payload: """
+        payload:
+          seal: aes-256-gcm
+          keys:
+            - id: k1
+              file: \(short)
+        """))
+        let found = try #require(problems.first, "\(problems)")
+        #expect(problems.count == 1 && found.path == "payload.keys[0].file" && found.line == 9, "\(found)")
+        #expect(found.message.contains("not a 32-byte key") && found.message.contains(short), "\(found)")
+    }
+
+    @Test func malformedOrMismatchedTLSFilesAreProblemsAtLoad() async throws {
+        let files = try Files()
+        let pki = try await TestCertificates.make(in: files.path)
+        let notPEM = try files.write("not.pem", "not a certificate\n", mode: 0o644)
+        let notKey = try files.write("not.key", "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
+        let wrongPass = try files.write("wrong.pass", "not the passphrase\n")
+        func problem(_ tls: String) -> ConfigProblem? {
+            let problems = rejected(document(mqtt: "tls: \(tls)"))
+            #expect(problems.count == 1, "\(problems)")
+            return problems.first
+        }
+        let ca = problem("{ ca_file: \(notPEM) }")
+        #expect(ca?.path == "mqtt.tls.ca_file" && ca?.message.contains("holds no PEM certificate") == true, "\(String(describing: ca))")
+        let cert = problem("{ cert_file: \(notPEM), key_file: \(pki.clientKey) }")
+        #expect(cert?.path == "mqtt.tls.cert_file" && cert?.line == 4, "\(String(describing: cert))")
+        let key = problem("{ cert_file: \(pki.clientCertificate), key_file: \(notKey) }")
+        #expect(key?.path == "mqtt.tls.key_file" && key?.message.contains("holds no PEM private key") == true, "\(String(describing: key))")
+        let noPassphrase = problem("{ cert_file: \(pki.clientCertificate), key_file: \(pki.clientEncryptedKey) }")
+        #expect(noPassphrase?.path == "mqtt.tls.key_file" && noPassphrase?.message.contains("encrypted") == true,
+                "\(String(describing: noPassphrase))")
+        let wrong = problem("{ cert_file: \(pki.clientCertificate), key_file: \(pki.clientEncryptedKey), key_password_file: \(wrongPass) }")
+        #expect(wrong?.path == "mqtt.tls.key_password_file" && wrong?.message.contains("passphrase") == true,
+                "\(String(describing: wrong))")
+        let mismatch = problem("{ cert_file: \(pki.clientCertificate), key_file: \(pki.serverKey) }")
+        #expect(mismatch?.path == "mqtt.tls.key_file" && mismatch?.message.contains("is not the key of cert_file") == true,
+                "\(String(describing: mismatch))")
+        // And the right files load.
+        let good = try ConfigurationLoader.parse(yaml: document(mqtt: """
+        tls: { ca_file: \(pki.caCertificate), cert_file: \(pki.clientCertificate), key_file: \(pki.clientKey) }
+        """))
+        #expect(good.mqtt.tls?.keyFile == pki.clientKey)
+    }
+
     @Test func payloadSealingWithRotatingKeys() throws {
         let files = try Files()
         let k1 = try files.write("k1.key", String(repeating: "ab", count: 32))
@@ -164,20 +240,21 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
             - { id: k2, file: \(k2) }
           seal_key: k2
         """))
-        #expect(config.payload.seal == .aes256GCM)
-        #expect(config.payload.keys.map(\.id) == ["k1", "k2"])
-        #expect(config.payload.sealingKey == PayloadSettings.Key(id: "k2", file: k2))
+        // The seal carries the key it seals with, read from its file.
+        #expect(config.payload.seal == .sealed(.aes256GCM, key: try SealingKey(id: "k2", bytes: Array(repeating: 0xCD, count: 32))))
+        #expect(config.payload.keys == [PayloadSettings.Key(id: "k1", file: k1), PayloadSettings.Key(id: "k2", file: k2)])
 
         let single = try ConfigurationLoader.parse(yaml: document(mqtt: "", payload: """
         payload: { seal: hmac-sha256, keys: [{ id: only, file: \(k1) }] }
         """))
-        #expect(single.payload.sealKey == "only", "one key seals without naming it")
+        #expect(single.payload.seal == .sealed(.hmacSHA256, key: try SealingKey(id: "only", bytes: Array(repeating: 0xAB, count: 32))),
+                "one key seals without naming it")
         #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "")).payload == PayloadSettings())
     }
 
     @Test func payloadProblemsNameTheirPlace() throws {
         let files = try Files()
-        let k1 = try files.write("k1.key", "x")
+        let k1 = try files.write("k1.key", String(repeating: "ab", count: 32))
         let open = try files.write("open.key", "x", mode: 0o644)
         #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes-256-gcm }")).map(\.path) == ["payload.keys"])
         #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes256 }")).map(\.path) == ["payload.seal"])

@@ -130,7 +130,7 @@ extension Result where Success == Void, Failure == UplinkFailure {
         #expect(byDirectory.failureReason == nil, "\(byDirectory)")
 
         let mutual = try await tls.firstOutcome(port: tls.mutualPort, tls: MQTTTLSOptions(
-            trust: .caFile(c.caCertificate), certFile: c.clientCertificate, keyFile: c.clientKey, minimumVersion: "tlsv1.3"))
+            trust: .caFile(c.caCertificate), certFile: c.clientCertificate, keyFile: c.clientKey, minimumVersion: .tls13))
         #expect(mutual.failureReason == nil, "\(mutual)")
         // An encrypted key opens with its passphrase (handed over by the callback).
         let encrypted = try await tls.firstOutcome(port: tls.mutualPort, tls: MQTTTLSOptions(
@@ -182,6 +182,15 @@ extension Result where Success == Void, Failure == UplinkFailure {
         // Five different messages.
         let reasons = [wrongCAReason, wrongHostReason, missingReason, expiredReason, badPasswordReason]
         #expect(Set(reasons).count == reasons.count)
+    }
+
+    @Test func aPlainClientOnATLSPortIsToldToCheckTLSAndThePort() async throws {
+        let tls = try await TLSBroker()
+        let outcome = try await tls.firstOutcome(port: tls.tlsPort, tls: nil)
+        let reason = try #require(outcome.failureReason, "\(outcome)")
+        #expect(reason.contains("closed the connection before CONNACK") && reason.contains("mqtt.tls")
+                && reason.contains("mqtt.port") && reason.contains("localhost:\(tls.tlsPort)"), "\(reason)")
+        #expect(!reason.contains("The connection was lost"), "\(reason)")
     }
 
     @Test func insecureSkipVerifyConnectsToAnyCertificateAndIsWarnedAtEveryConnect() async throws {

@@ -55,18 +55,39 @@ private func run(_ tool: String, _ arguments: [String], in directory: TemporaryD
         #expect(ct.count == payload.count + 16)
     }
 
-    @Test func nistGCMTestVector() throws {
-        // NIST GCM test case 16 (AES-256, 96-bit IV, with AAD), from the GCM specification.
-        let k = "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308"
-        let p = "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39"
-        let a = "feedfacedeadbeeffeedfacedeadbeefabaddad2"
-        let iv = "cafebabefacedbaddecaf888"
-        let c = "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662"
-        let t = "76fc6ece0f4e1768cddf8853bb2d551b"
+    /// NIST GCM test cases 13, 14 and 16 (AES-256, 96-bit IV), from the GCM specification:
+    /// empty plaintext, no AAD, and a 60-byte plaintext with 20 bytes of AAD.
+    @Test(arguments: [
+        (k: String(repeating: "0", count: 64), p: "", a: "", iv: String(repeating: "0", count: 24),
+         c: "", t: "530f8afbc74536b9a963b4f1c4cb738b"),
+        (k: String(repeating: "0", count: 64), p: String(repeating: "0", count: 32), a: "", iv: String(repeating: "0", count: 24),
+         c: "cea7403d4d606b6e074ec5d3baf39d18", t: "d0d1c8a799996bf0265b98b5d48ab919"),
+        (k: "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308",
+         p: "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39",
+         a: "feedfacedeadbeeffeedfacedeadbeefabaddad2", iv: "cafebabefacedbaddecaf888",
+         c: "522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662",
+         t: "76fc6ece0f4e1768cddf8853bb2d551b"),
+    ])
+    func nistGCMTestVector(vector: (k: String, p: String, a: String, iv: String, c: String, t: String)) throws {
         func bytes(_ text: String) -> [UInt8] { Hex.decode(Array(text.utf8))! }
-        let sealed = try GCM.seal(bytes(p), key: bytes(k), nonce: bytes(iv), aad: bytes(a))
-        #expect(hex(sealed) == c + t)
-        #expect(try GCM.open(sealed, key: bytes(k), nonce: bytes(iv), aad: bytes(a)) == bytes(p))
+        // The production path: the Sealer's keyed context, the one `seal` encrypts with.
+        let sealer = Sealer(algorithm: .aes256GCM, key: try SealingKey(id: "nist", bytes: bytes(vector.k)))
+        let sealed = try sealer.encryptGCM(bytes(vector.p), nonce: bytes(vector.iv), aad: bytes(vector.a))
+        #expect(hex(sealed) == vector.c + vector.t)
+        // Twice on the same context: a reused context starts clean for each message.
+        #expect(hex(try sealer.encryptGCM(bytes(vector.p), nonce: bytes(vector.iv), aad: bytes(vector.a))) == vector.c + vector.t)
+        #expect(try GCM.open(sealed, key: bytes(vector.k), nonce: bytes(vector.iv), aad: bytes(vector.a)) == bytes(vector.p))
+    }
+
+    /// The envelope `seal` writes carries exactly what the keyed context encrypts,
+    /// with the topic as the AAD.
+    @Test func sealedEnvelopeCarriesTheContextsCiphertext() throws {
+        let sealer = Sealer(algorithm: .aes256GCM, key: try key())
+        let nonce: [UInt8] = Array(0..<12)
+        let sealed = try envelope(try sealer.seal(payload, topic: topic, nonce: nonce))
+        #expect(Base64.decode(Array((sealed["iv"] as? String ?? "").utf8)) == nonce)
+        #expect(Base64.decode(Array((sealed["ct"] as? String ?? "").utf8))
+                == (try sealer.encryptGCM(payload, nonce: nonce, aad: Array(topic.utf8))))
     }
 
     @Test func hmacMatchesTheOpenSSLCommandLine() async throws {
@@ -86,16 +107,26 @@ private func run(_ tool: String, _ arguments: [String], in directory: TemporaryD
         #expect(Base64.decode(Array((sealed["msg"] as? String ?? "").utf8)) == payload)
     }
 
+    /// The Python interpreter with the `cryptography` package: Debian's
+    /// `/usr/bin/python3` (where `make deps` installs python3-cryptography) first,
+    /// then the `python3` on PATH. `nil` when none has it.
+    static func pythonWithCryptography(in directory: TemporaryDirectory) async throws -> String? {
+        var candidates = ["/usr/bin/python3"]
+        if let onPath = try? requireTool("python3", package: "python3"), onPath != candidates[0] { candidates.append(onPath) }
+        for python in candidates where FileManager.default.isExecutableFile(atPath: python) {
+            if try await run(python, ["-c", "import cryptography.hazmat.primitives.ciphers.aead"], in: directory).0 == 0 {
+                return python
+            }
+        }
+        return nil
+    }
+
     @Test func gcmMatchesPythonCryptography() async throws {
-        let python = try requireTool("python3", package: "python3")
         let directory = try TemporaryDirectory("gcm")
         defer { directory.remove() }
-        let probe = try await run(python, ["-c", "import cryptography"], in: directory)
-        guard probe.0 == 0 else {
-            // The NIST vector above still covers GCM; CI must have the cross-check.
-            if ProcessInfo.processInfo.environment["CI"] == "true" {
-                Issue.record("Python's cryptography package is missing: pip install cryptography (or apt install python3-cryptography)")
-            }
+        // A cross-check that cannot run is a failure, never a silent pass.
+        guard let python = try await Self.pythonWithCryptography(in: directory) else {
+            Issue.record("Python's cryptography package is missing, so AES-GCM cannot be cross-checked: run `make deps` (Debian package python3-cryptography)")
             return
         }
         let k = try key(byte: 0x11)
@@ -122,6 +153,24 @@ private func run(_ tool: String, _ arguments: [String], in directory: TemporaryD
         })
         #expect(lines["plain"] == hex(payload), "Python opens what we sealed: \(output)")
         #expect(lines["fixed"] == (try envelope(ourFixed))["ct"] as? String, "same key, nonce, AAD: same bytes")
+    }
+
+    /// `make deps` provides the cross-check's Python package through apt: Debian's
+    /// system Python refuses `pip install` (externally managed) or has no pip.
+    @Test func makeDepsInstallsCryptographyWithAptNotPip() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let makefile = try String(contentsOf: root.appendingPathComponent("Makefile"), encoding: .utf8)
+        let lines = makefile.split(separator: "\n")
+        let start = try #require(lines.firstIndex { $0.hasPrefix("APT_PACKAGES") }, "no APT_PACKAGES in the Makefile")
+        var packages: [Substring] = []
+        for line in lines[start...] {
+            packages += line.split(separator: " ").filter { !$0.contains("=") && $0 != "\\" && $0 != "APT_PACKAGES" }
+            if !line.hasSuffix("\\") { break }
+        }
+        #expect(packages.contains("python3-cryptography"), "\(packages)")
+        let pip = lines.filter { !$0.trimmingCharacters(in: .whitespaces).hasPrefix("#") && !$0.contains("@#") && $0.contains("pip") }
+        #expect(pip.isEmpty, "the Makefile runs pip: \(pip)")
     }
 
     @Test(arguments: [SealAlgorithm.aes256GCM, .hmacSHA256])
