@@ -18,6 +18,7 @@ protocol OutboxReading: Sendable {
     var boot: Int64 { get }
     var previousBoot: OutboxBootEnd? { get }
     var quarantinedPath: String? { get }
+    var bootRecovery: BootRecovery? { get }
     func newestID() async throws -> Int64
     func lease(after id: Int64, max: Int) async throws -> [OutboxMessage]
     func acknowledge(_ ids: [Int64]) async throws

@@ -18,7 +18,8 @@ struct StatusAnnouncer {
         self.identity = identity
         boot = outbox.boot
         birth = GatewayStatus.Birth(statsInterval: identity.statsInterval, previousBoot: outbox.previousBoot,
-                                    quarantinedOutbox: outbox.quarantinedPath)
+                                    quarantinedOutbox: outbox.quarantinedPath,
+                                    bootRecovery: outbox.bootRecovery)
     }
 
     /// The Last Will set in the CONNECT of `session`.

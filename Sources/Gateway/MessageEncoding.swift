@@ -84,7 +84,7 @@ public enum MessageEncoding {
     /// clean offline status, each naming the MQTT connection (`session`) it belongs to.
     ///
     /// `{"state":"online","gateway":…,"boot":…,"session":…,"ts":…,"stats_interval_ms":…,
-    /// ["previous_boot":…,"previous_boot_last_seq":…,]["outbox_quarantined":…]}` or
+    /// ["previous_boot":…,"previous_boot_last_seq":…,]["outbox_quarantined":…][,"boot_recovered_above":…,"boot_recovered_from":"state_file"|"quarantined_outbox"]}` or
     /// `{"state":"offline","reason":"connection lost"|"shutdown","gateway":…,"boot":…,"session":…,"ts":…}`.
     /// Consumers order these by `(boot, session)`, never by `ts`.
     public static func gatewayStatus(_ status: GatewayStatus, gateway: String, boot: Int64, session: Int,
@@ -107,6 +107,10 @@ public enum MessageEncoding {
             }
             if let quarantined = birth.quarantinedOutbox {
                 json.key("outbox_quarantined"); json.string(quarantined)
+            }
+            if let recovery = birth.bootRecovery {
+                json.key("boot_recovered_above"); json.integer(recovery.previousBoot)
+                json.key("boot_recovered_from"); json.string(recovery.source.rawValue)
             }
         }
         json.endObject()
@@ -200,11 +204,15 @@ public enum GatewayStatus: Sendable {
         public var previousBoot: OutboxBootEnd?
         /// Where a corrupt outbox was moved at start, if that happened.
         public var quarantinedOutbox: String?
+        /// Set when the outbox did not hold the last boot: the boot found elsewhere and where.
+        public var bootRecovery: BootRecovery?
 
-        public init(statsInterval: Duration, previousBoot: OutboxBootEnd?, quarantinedOutbox: String?) {
+        public init(statsInterval: Duration, previousBoot: OutboxBootEnd?, quarantinedOutbox: String?,
+                    bootRecovery: BootRecovery? = nil) {
             self.statsInterval = statsInterval
             self.previousBoot = previousBoot
             self.quarantinedOutbox = quarantinedOutbox
+            self.bootRecovery = bootRecovery
         }
     }
 

@@ -89,9 +89,9 @@ public final class Outbox: Sendable {
         let bootFile = BootFile(besides: lock.resolvedOutboxPath)
         let recordedBoot = bootFile.read() ?? 0
         var floor = (boot: recordedBoot, source: BootSource.stateFile)
-        let previousBoot: Int64
+        let fileBoot: Int64
         do {
-            (database, boot, previousBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
+            (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
             let aside = try Self.quarantine(path, at: now())
@@ -102,7 +102,7 @@ public final class Outbox: Sendable {
                 floor = (quarantinedBoot, .quarantinedOutbox)
             }
             do {
-                (database, boot, previousBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
+                (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
             } catch {
                 throw Self.openError(error, path: path)
             }
@@ -110,7 +110,7 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.openError(error, path: path)
         }
-        bootRecovery = previousBoot < floor.boot ? BootRecovery(previousBoot: floor.boot, source: floor.source) : nil
+        bootRecovery = fileBoot < floor.boot ? BootRecovery(previousBoot: floor.boot, source: floor.source) : nil
         if let bootRecovery {
             logger.warning("outbox did not hold the last boot; continuing above it", metadata: [
                 "boot": "\(boot)", "previous_boot": "\(bootRecovery.previousBoot)", "from": "\(bootRecovery.source.rawValue)",
@@ -125,7 +125,7 @@ public final class Outbox: Sendable {
             ])
         }
         do {
-            previousBoot = try database.read { db in try OutboxStore.previousBoot(db) }
+            self.previousBoot = try database.read { db in try OutboxStore.previousBoot(db) }
         } catch {
             throw Self.openError(error, path: path)
         }

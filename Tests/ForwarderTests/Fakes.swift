@@ -86,6 +86,7 @@ final class FakeOutbox: OutboxReading {
     let boot: Int64 = 1
     let previousBoot: OutboxBootEnd? = nil
     let quarantinedPath: String? = nil
+    let bootRecovery: BootRecovery? = nil
 
     private struct State {
         var rows: [OutboxMessage] = []

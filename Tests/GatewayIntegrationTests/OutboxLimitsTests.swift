@@ -54,6 +54,8 @@ import Glibc
         let e2e = try await EndToEnd()
         let outbox = e2e.directory.file("outbox.sqlite")
         try Data((0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: outbox))
+        // The boot file beside it remembers boot 13: the fresh outbox must not start over at 1.
+        try "13\n".write(toFile: outbox + ".boot", atomically: true, encoding: .utf8)
         try e2e.startGateway()
         try await waitUntil("birth and data") {
             e2e.statuses(e2e.statusTopic).contains("online") && e2e.dataMessages.count >= 2
@@ -61,9 +63,13 @@ import Glibc
         let birth = try #require(e2e.subscriber.messages(on: e2e.statusTopic).first)
         let quarantined = try #require(birth.json["outbox_quarantined"] as? String, "birth announces it: \(birth.text)")
         #expect(quarantined.hasPrefix(outbox + ".corrupt-"))
+        #expect(birth.json["boot"] as? Int == 14, "boot continues above the recorded one: \(birth.text)")
+        #expect(birth.json["boot_recovered_above"] as? Int == 13, "\(birth.text)")
+        #expect(birth.json["boot_recovered_from"] as? String == "state_file", "\(birth.text)")
         #expect(FileManager.default.fileExists(atPath: quarantined), "the damaged file is kept for inspection")
         #expect(e2e.gateway!.output.contains("corrupt"), "and logged")
         #expect(e2e.dataMessages.first?["seq"] as? Int == 1)
+        #expect(e2e.dataMessages.first?["boot"] as? Int == 14)
     }
 
     @Test func statsArePublishedWithTheOutboxCounters() async throws {
