@@ -1,5 +1,6 @@
 // Wiring: one function from a configuration to the running system, so tests can
 // build a gateway without the CLI.
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -23,7 +24,11 @@ public struct GatewayRuntime: Sendable {
     private let logger: Logger
 
     /// Opens the outbox (bumping the boot counter) and builds every service. Nothing runs yet.
-    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+    ///
+    /// - Parameter timeSource: every timestamp, boottime, boot id and sync status comes
+    ///   from it (the kernel's clocks; tests may pass a `ClockFile`).
+    public init(configuration: GatewayConfiguration, logger: Logger,
+                timeSource: any TimeSource = KernelClock()) throws {
         self.configuration = configuration
         self.logger = logger
         let buffer = configuration.buffer
@@ -35,11 +40,13 @@ public struct GatewayRuntime: Sendable {
             logger: logger)
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
+        let sealer = Self.sealer(configuration.payload)
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
-                                         pollCounters: pollCounters, logger: logger)
+                                         pollCounters: pollCounters, logger: logger,
+                                         sealer: sealer, timeSource: timeSource)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
-                                   logger: logger, sealer: Self.sealer(configuration.payload),
+                                   logger: logger, sealer: sealer,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest
@@ -58,13 +65,14 @@ public struct GatewayRuntime: Sendable {
         pollers = order.map { key in
             var busLogger = logger
             busLogger[metadataKey: "bus"] = "\(key)"
-            let poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
+            var poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
                 case let .poll(poll): ingest.submit(poll)
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
             }
+            poller.timeSource = timeSource
             return PollingService(poller: poller, stopDeadline: stopDeadline, logger: busLogger)
         }
     }

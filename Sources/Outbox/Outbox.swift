@@ -240,14 +240,14 @@ public final class Outbox: Sendable {
             }
             let id = try OutboxStore.insert(
                 db, boot: meta.boot, seq: seq, topic: draft.topic, qos: draft.qos,
-                createdAt: createdAt, size: size, payload: payload)
+                createdAt: createdAt, size: size, payload: payload, measured: draft.measured)
             meta.bufferedMessages += 1
             meta.bufferedBytes += size
             meta.committedTotal += 1
             meta.committedThisBoot += 1
             committed.append(OutboxMessage(
                 id: id, boot: meta.boot, seq: seq, topic: draft.topic, qos: draft.qos,
-                payload: payload, createdAt: Date(outboxMilliseconds: createdAt)))
+                payload: payload, createdAt: Date(outboxMilliseconds: createdAt), measured: draft.measured))
         }
 
         if settings.dropPolicy == .dropOldest, overLimit(meta, ceiling: ceiling) != nil {
@@ -513,7 +513,8 @@ public final class Outbox: Sendable {
         do {
             return try await database.read { db in
                 let statement = try db.cachedStatement(sql: """
-                    SELECT id, boot, seq, topic, qos, created_at, payload FROM message
+                    SELECT id, boot, seq, topic, qos, created_at, payload,
+                           boottime_ns, kernel_boot_id, clock_synchronised FROM message
                     WHERE id > ? ORDER BY id LIMIT ?
                     """)
                 var messages: [OutboxMessage] = []
@@ -524,7 +525,8 @@ public final class Outbox: Sendable {
                     messages.append(OutboxMessage(
                         id: row[0], boot: row[1], seq: row[2], topic: row[3],
                         qos: UInt8(clamping: row[4] as Int64),
-                        payload: payload, createdAt: Date(outboxMilliseconds: row[5])))
+                        payload: payload, createdAt: Date(outboxMilliseconds: row[5]),
+                        measured: OutboxStore.measured(boottime: row[7], kernelBootID: row[8], synchronised: row[9])))
                 }
                 return messages
             }

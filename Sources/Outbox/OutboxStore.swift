@@ -63,14 +63,23 @@ enum OutboxStore {
     /// Inserts one message and returns its id.
     static func insert(
         _ db: Database, boot: Int64, seq: Int64, topic: String, qos: UInt8,
-        createdAt: Int64, size: Int64, payload: [UInt8]
+        createdAt: Int64, size: Int64, payload: [UInt8], measured: MeasuredAt? = nil
     ) throws -> Int64 {
         let statement = try db.cachedStatement(sql: """
-            INSERT INTO message (boot, seq, topic, qos, created_at, size, payload) VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO message (boot, seq, topic, qos, created_at, size, payload,
+                                 boottime_ns, kernel_boot_id, clock_synchronised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        statement.setUncheckedArguments([boot, seq, topic, Int64(qos), createdAt, size, Data(payload)])
+        statement.setUncheckedArguments([boot, seq, topic, Int64(qos), createdAt, size, Data(payload),
+                                         measured?.boottime, measured?.kernelBootID,
+                                         measured.map { $0.synchronised ? 1 : 0 } as Int64?])
         try statement.execute()
         return db.lastInsertedRowID
+    }
+
+    /// The measurement columns of a row (all NULL in rows from before "v3-timestamps").
+    static func measured(boottime: Int64?, kernelBootID: String?, synchronised: Int64?) -> MeasuredAt? {
+        guard let boottime, let kernelBootID, let synchronised else { return nil }
+        return MeasuredAt(boottime: boottime, kernelBootID: kernelBootID, synchronised: synchronised != 0)
     }
 
     /// The oldest rows as seen by the drop logic (no payload).
