@@ -37,7 +37,12 @@ public struct GatewayRuntime: Sendable {
                                      maxMessages: buffer.maxMessages, maxBytes: buffer.maxBytes,
                                      maxAge: buffer.maxAge,
                                      dropPolicy: buffer.dropPolicy == .dropOldest ? .dropOldest : .dropNewest),
-            logger: logger)
+            logger: logger,
+            measuring: {
+                let now = timeSource.now()
+                return MeasuredAt(boottime: now.boottime, kernelBootID: now.bootID,
+                                  synchronised: now.sync == .synchronised)
+            })
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
         let sealer = Self.sealer(configuration.payload)

@@ -3,6 +3,7 @@
 // reboot without touching the machine's clock.
 
 import Foundation
+import Synchronization
 
 /// A clock read from a file (`key=value` lines), re-read at every `now()`:
 ///
@@ -22,8 +23,11 @@ import Foundation
 /// The file is replaced atomically by the test (write, then rename).
 public final class ClockFile: TimeSource {
     public let path: String
+    /// The last contents read whole: a file caught mid-write (or removed as a test
+    /// ends) leaves the clock where it was instead of stopping the gateway.
+    private let lastGood: Mutex<Contents>
 
-    struct Contents: Equatable {
+    struct Contents: Equatable, Sendable {
         var bootID: String
         var sync: ClockSync
         var maxErrorMicroseconds: Int64
@@ -36,14 +40,19 @@ public final class ClockFile: TimeSource {
     /// Fails naming the file and the field when it cannot be read.
     public init(path: String) throws(ClockOverrideError) {
         self.path = path
-        _ = try Self.read(path)
+        lastGood = Mutex(try Self.read(path))
+    }
+
+    private var contents: Contents {
+        if let fresh = try? Self.read(path) {
+            lastGood.withLock { $0 = fresh }
+            return fresh
+        }
+        return lastGood.withLock { $0 }
     }
 
     public func now() -> ClockReading {
-        // The file was good at start; a half-written one would be the test's bug.
-        guard let contents = try? Self.read(path) else {
-            fatalError("test clock file \(path) became unreadable")
-        }
+        let contents = self.contents
         let real = KernelClock.read(CLOCK_BOOTTIME)
         let boottime = contents.boottime + (real - contents.anchor) * contents.rate
         let wallMilliseconds = contents.wallAtBoot + boottime / 1_000_000
@@ -52,10 +61,9 @@ public final class ClockFile: TimeSource {
     }
 
     public func status() -> ClockStatus {
-        let reading = now()
-        let maxError = (try? Self.read(path)).map { $0.maxErrorMicroseconds / 1000 }
-        return ClockStatus(source: "test_clock_file", sync: reading.sync, maxErrorMilliseconds: maxError,
-                           bootID: reading.bootID)
+        let contents = self.contents
+        return ClockStatus(source: "test_clock_file", sync: contents.sync,
+                           maxErrorMilliseconds: contents.maxErrorMicroseconds / 1000, bootID: contents.bootID)
     }
 
     static func read(_ path: String) throws(ClockOverrideError) -> Contents {

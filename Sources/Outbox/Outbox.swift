@@ -33,6 +33,7 @@ public final class Outbox: Sendable {
     private let database: DatabaseQueue
     private let logger: Logger
     private let now: @Sendable () -> Date
+    private let measuring: (@Sendable () -> MeasuredAt)?
     private let state = Locked(MemoryState())
     private let reserve: ReserveFile
     /// Held while the outbox is open: no second process uses the file.
@@ -65,18 +66,22 @@ public final class Outbox: Sendable {
     /// and records it in the boot file; seq starts at 1.
     ///
     /// - Parameter now: the wall clock used for `createdAt`, `max_age` and ages (tests pass their own).
+    /// - Parameter measuring: boottime and kernel boot now, when known: `max_age` then ages the
+    ///   rows of the current kernel boot by boottime, not by a wall clock that may have stepped.
     /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory,
     ///   `.inUse` with the pid of the process holding the outbox, …).
     public init(
         settings: OutboxSettings,
         logger: Logger,
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() },
+        measuring: (@Sendable () -> MeasuredAt)? = nil
     ) throws {
         var logger = logger
         logger[metadataKey: "outbox"] = "\(settings.path)"
         self.settings = settings
         self.logger = logger
         self.now = now
+        self.measuring = measuring
 
         let path = settings.path
         try Self.prepareDirectory(of: path)
@@ -216,9 +221,9 @@ public final class Outbox: Sendable {
         Self.consumeSeqs(for: unrecordedLoss, meta: &meta, ledger: &ledger)
 
         if let maxAge = settings.maxAge {
-            let cutoff = createdAt - Self.milliseconds(maxAge)
+            let age = MessageAge(maxAge: Self.milliseconds(maxAge), wallNow: createdAt, measuredNow: measuring?())
             _ = try OutboxStore.dropOldest(db, meta: &meta, ledger: &ledger) { _, row in
-                row.createdAt < cutoff ? .maxAge : nil
+                age.expired(row) ? .maxAge : nil
             }
         }
 

@@ -291,4 +291,19 @@ final class ClockScenario: @unchecked Sendable {
         #expect(e2e.gateway!.output.contains("test-only override"), "\(e2e.diagnostics)")
         #expect(!FileManager.default.fileExists(atPath: e2e.outboxPath), "refused before the outbox was opened")
     }
+
+    /// A clock file that lacks a field is refused naming the file and the field.
+    @Test func aBadClockFileIsRefusedNamingTheField() throws {
+        let directory = try TemporaryDirectory("clock")
+        defer { directory.remove() }
+        let path = directory.file("clock")
+        try "boot_id=x\nsync=synchronised\nmaxerror_us=1\nanchor_ns=1\nboottime_ns=1\nrate=1\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let error = #expect(throws: ClockOverrideError.self) {
+            try TimeSources.fromEnvironment([TimeSources.clockFileVariable: path, TimeSources.testFlagVariable: "1"])
+        }
+        #expect(error?.description.contains(path) == true && error?.description.contains("wall_at_boot_ms") == true,
+                "\(String(describing: error))")
+        #expect(try TimeSources.fromEnvironment([:]) is KernelClock)
+    }
 }

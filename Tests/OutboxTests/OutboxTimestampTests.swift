@@ -3,6 +3,7 @@
 // it opens with its rows intact.
 import Foundation
 import Outbox
+import Synchronization
 import Testing
 
 @Suite struct OutboxTimestampTests {
@@ -62,6 +63,44 @@ import Testing
             let new = try await outbox.append([OutboxDraft(topic: "edge/gw-01/a/data", qos: 1, measured: at) { _, _ in [1] }])
             #expect(try await outbox.lease(after: old[0].id, max: 10).map(\.measured) == new.map(\.measured))
             #expect(new.first?.measured == at)
+        }
+    }
+
+    /// `max_age` after a cold start: the backlog was committed on a clock 3 h slow, then
+    /// NTP stepped it forward. Rows of this kernel boot are aged by boottime (not
+    /// dropped); rows of an earlier boot that never saw sync have no knowable age (not
+    /// dropped); rows of an earlier boot committed synchronised are aged by wall time.
+    @Test func maxAgeAgesByBoottimeNotByAWallClockThatStepped() async throws {
+        try await withTemporaryDirectory { dir in
+            let wall = ManualClock(Date(timeIntervalSince1970: 1_800_000_000 - 3 * 3600))
+            let boottime = Mutex<Int64>(60_000_000_000)
+            let outbox = try Outbox(
+                settings: OutboxSettings(path: dir.file("outbox.sqlite"), maxAge: .seconds(3600)), logger: quietLogger,
+                now: { wall.now },
+                measuring: { MeasuredAt(boottime: boottime.withLock { $0 }, kernelBootID: "this", synchronised: false) })
+            func draft(_ at: MeasuredAt) -> OutboxDraft {
+                OutboxDraft(topic: "edge/gw-01/a/data", qos: 1, measured: at) { boot, seq in payload(boot: boot, seq: seq) }
+            }
+            let earlierUnsynchronised = MeasuredAt(boottime: 5_000_000_000, kernelBootID: "earlier", synchronised: false)
+            let earlierSynchronised = MeasuredAt(boottime: 6_000_000_000, kernelBootID: "earlier", synchronised: true)
+            let thisBoot = MeasuredAt(boottime: 60_000_000_000, kernelBootID: "this", synchronised: false)
+            _ = try await outbox.append([draft(earlierSynchronised), draft(earlierUnsynchronised), draft(thisBoot)])
+
+            // Ten minutes later NTP answers: the wall clock jumps 3 h forward.
+            wall.advance(by: .seconds(3 * 3600 + 600))
+            boottime.withLock { $0 += 600_000_000_000 }
+            _ = try await outbox.append([draft(MeasuredAt(boottime: 660_000_000_000, kernelBootID: "this", synchronised: true))])
+            let kept = try await outbox.lease(after: 0, max: 10).map(\.measured)
+            #expect(kept.first == earlierUnsynchronised, "the earlier boot's synchronised row (3 h 10 min old) is dropped: \(kept)")
+            #expect(kept.count == 3, "\(kept)")
+
+            // The earlier boot's row goes out; 3100 s of boottime later the row measured
+            // at 60 s is over an hour old, the one at 660 s is not.
+            try await outbox.acknowledge([try #require(try await outbox.lease(after: 0, max: 1).first).id])
+            boottime.withLock { $0 += 3_100_000_000_000 }
+            wall.advance(by: .seconds(3_100))
+            _ = try await outbox.append([draft(MeasuredAt(boottime: 3_760_000_000_000, kernelBootID: "this", synchronised: true))])
+            #expect(try await outbox.lease(after: 0, max: 10).map { $0.measured?.boottime } == [660_000_000_000, 3_760_000_000_000])
         }
     }
 }
