@@ -3,7 +3,8 @@ SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
-                systemd wireguard-tools wireguard-go
+                systemd wireguard-tools wireguard-go \
+                debootstrap systemd-container
 
 .PHONY: help deps build release package demo test bench clean
 
