@@ -36,7 +36,8 @@ demo: build
 	bash scripts/demo.sh
 
 # The Debian package from a static release build (deploy/build-deb.sh); the test
-# suite installs it into a throwaway root (PackageInstallTests).
+# suite installs it into a throwaway root (PackageInstallTests) and boots it under
+# systemd (SystemdBootTests).
 package: deps
 	SWIFT=$(SWIFT) deploy/build-deb.sh
 
