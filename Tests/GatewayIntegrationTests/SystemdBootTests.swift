@@ -38,7 +38,12 @@ private func outcome(of check: String, in output: String) -> String? {
             try Test.cancel(Comment(rawValue: String(skip)))
         }
 
-        for check in ["boot", "ready", "sandbox", "watchdog", "exit-78"] {
+        // Without a booted container no other check ran: one issue with the whole output.
+        guard outcome(of: "boot", in: result.output) == "ok" else {
+            Issue.record("no container booted (exit \(result.status)):\n\(result.output)")
+            return
+        }
+        for check in ["ready", "sandbox", "watchdog", "exit-78"] {
             let verdict = outcome(of: check, in: result.output)
             #expect(verdict == "ok", "check \(check): \(verdict ?? "not run")\n\(result.output)")
         }
