@@ -303,12 +303,15 @@ DEVICE
     in_box systemctl stop edge-gateway.service || true
     local result status
     result=$(unit Result); status=$(unit ExecMainStatus)
-    local retained
-    retained=$(in_uplink mosquitto_sub -h $uplink_ip -p $broker_port -t $prefix/status --retained-only -C 1 -W 5 2>&1 || true)
+    local retained=""
+    offline() {
+        retained=$(in_uplink mosquitto_sub -h $uplink_ip -p $broker_port -t $prefix/status --retained-only -C 1 -W 2 2>&1)
+        grep -q '"state":"offline","reason":"shutdown"' <<<"$retained"
+    }
+    wait_for 10 offline || true
     [ "$result" = success ] && [ "$status" = 0 ] ||
-        { because "stop: Result=$result, ExecMainStatus=$status (not a clean exit); retained status: $retained; journal: $(journal 15)"; return; }
-    grep -q '"state":"offline","reason":"shutdown"' <<<"$retained" ||
-        { because "retained status after the stop: ${retained:-none}; journal: $(journal 15)"; return; }
+        { because "stop: Result=$result, ExecMainStatus=$status (not a clean exit); retained status: ${retained:-none}; journal: $(journal 15)"; return; }
+    offline || { because "retained status after the stop: ${retained:-none}; journal: $(journal 15)"; return; }
 }
 
 check_exit_78() {
