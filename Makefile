@@ -3,7 +3,8 @@ SHELL := /bin/bash
 SWIFT ?= swift
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
-                systemd wireguard-tools wireguard-go python3 python3-cryptography
+                systemd wireguard-tools wireguard-go python3 python3-cryptography \
+                debootstrap systemd-container
 
 .PHONY: help deps build release package demo test bench clean
 
@@ -35,7 +36,8 @@ demo: build
 	bash scripts/demo.sh
 
 # The Debian package from a static release build (deploy/build-deb.sh); the test
-# suite installs it into a throwaway root (PackageInstallTests).
+# suite installs it into a throwaway root (PackageInstallTests) and boots it under
+# systemd (SystemdBootTests).
 package: deps
 	SWIFT=$(SWIFT) deploy/build-deb.sh
 

@@ -1,5 +1,6 @@
-// Wiring: one function from a configuration to the running system, so tests can
-// build a gateway without the CLI.
+// Wiring: from a configuration to the running system (its services, their order and
+// the stop limits). `edge-gateway run` builds it; the integration tests run that
+// binary as a process, and StopBoundTests holds the unit's TimeoutStopSec to `stopBound`.
 import GatewayClock
 import GatewayConfig
 import Logging

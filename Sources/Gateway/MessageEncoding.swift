@@ -1,5 +1,5 @@
-// The JSON payloads of DESIGN.md's wire contract, written by hand so the key
-// order is fixed and encoding a poll costs one pass.
+// The JSON payloads of the wire contract (docs/ARCHITECTURE.md, "The wire contract"),
+// written by hand so the key order is fixed and encoding a poll costs one pass.
 import Foundation
 import GatewayClock
 import GatewayConfig

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 
 /// The store-and-forward buffer of the gateway: an SQLite file (WAL) holding every data
 /// message from the moment it is committed until the broker acknowledged it.
@@ -34,7 +35,8 @@ public final class Outbox: Sendable {
     private let logger: Logger
     private let now: @Sendable () -> Date
     private let measuring: (@Sendable () -> MeasuredAt)?
-    private let state = Locked(MemoryState())
+    /// The in-memory state beside SQLite, touched from GRDB's queue and from callers' tasks.
+    private let state = Mutex(MemoryState())
     private let reserve: ReserveFile
     /// Held while the outbox is open: no second process uses the file.
     private let lock: OutboxLock
