@@ -23,6 +23,12 @@ let package = Package(
                        providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
+        // glibc's <sys/timex.h>: the kernel's NTP state, read-only.
+        .systemLibrary(name: "CTimex"),
+
+        // The one clock interface: wall time, boottime, kernel boot id, sync status;
+        // the kernel's (read-only) or, in tests, a clock file.
+        .target(name: "GatewayClock", dependencies: ["CTimex"]),
 
         // Reads the sealing keys (Sealing) and TLS PEM files (COpenSSL) named in gateway.yaml at load time.
         .target(name: "GatewayConfig", dependencies: [
@@ -30,7 +36,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Modbus", dependencies: [
-            "CModbus", "GatewayConfig",
+            "CModbus", "GatewayConfig", "GatewayClock",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Outbox", dependencies: [
@@ -45,13 +51,13 @@ let package = Package(
         // GatewayConfig checks PEM files with it, MQTTUplink uses its libssl to say which TLS check failed).
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
         .target(name: "Gateway", dependencies: [
-            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
+            "GatewayConfig", "GatewayClock", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "edge-gateway", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -79,11 +85,11 @@ let package = Package(
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
         // The forwarder's logic in process, against fakes of the uplink and the outbox.
         .testTarget(name: "ForwarderTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "Sealing",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
+            "Gateway", "GatewayClock", "CTimex", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport",
         ]),
     ],
     swiftLanguageModes: [.v6]

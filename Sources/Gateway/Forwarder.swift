@@ -2,11 +2,13 @@
 // turns everything that happens into `ForwarderEvent`s for its `ForwardingLoop`,
 // and runs the reader and the deleter beside it.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 import ServiceLifecycle
 import Synchronization
 
@@ -65,6 +67,8 @@ public final class ForwarderService: Service, Sendable {
     let logger: Logger
     let uplink: MQTTUplink
     let counterState = ForwarderCounterState()
+    /// Wall time, boottime, boot id and sync status: for corrections, the birth, the stats.
+    let timeSource: any TimeSource
     private let events: AsyncStream<ForwarderEvent>
     private let eventSink: AsyncStream<ForwarderEvent>.Continuation
     private let acks: AsyncStream<[Int64]>
@@ -78,9 +82,11 @@ public final class ForwarderService: Service, Sendable {
     public let heartbeat = Heartbeat(name: "forwarder")
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
-                outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
+                outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2),
+                sealer: Sealer? = nil, timeSource: any TimeSource = KernelClock()) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
-                                           shutdownGrace: shutdownGrace)
+                                           shutdownGrace: shutdownGrace, sealer: sealer)
+        self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters
         self.logger = logger
@@ -132,7 +138,7 @@ public final class ForwarderService: Service, Sendable {
             pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
             devices: { self.announcedDevices.withLock { $0 } },
             outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) }),
-            logger: loopLogger)
+            logger: loopLogger, timeSource: timeSource)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()
         await withGracefulShutdownHandler {

@@ -1,6 +1,7 @@
 // The stats topic: the outbox's counters, the forwarder's and the pollers', every
 // `gateway.stats_interval`.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Modbus
 import MQTTUplink
@@ -23,9 +24,19 @@ struct StatsSchedule {
         return true
     }
 
+    /// The clock's part of the stats.
+    struct Clock {
+        var status: ClockStatus
+        /// Data messages sent with a corrected `ts` since start.
+        var corrected: Int64
+        /// Wall clock steps (more than `TimestampCorrector.stepThreshold`) seen since start.
+        var steps: Int64
+    }
+
     /// The stats message (QoS 0, not retained).
     static func message(identity: GatewayIdentity, boot: Int64, outbox buffered: OutboxStatistics,
-                        forwarder: ForwarderCounters, polls: PollCounters.Snapshot) -> MQTTMessage {
+                        forwarder: ForwarderCounters, polls: PollCounters.Snapshot, at date: Date = Date(),
+                        clock: Clock? = nil) -> MQTTMessage {
         let oldest = buffered.oldestAge.map { Int64($0 / .milliseconds(1)) }
         let payload = MessageEncoding.counters([
             ("buffered_messages", Int64(buffered.bufferedMessages)),
@@ -40,7 +51,11 @@ struct StatsSchedule {
             ("poll_overruns", polls.overruns),
             ("polls_unchanged", polls.pollsUnchanged),
             ("modbus_requests", polls.requests),
-        ], gateway: identity.id, boot: boot, at: Date())
+        ] + (clock.map { clock in [
+            ("ts_corrected", clock.corrected),
+            ("clock_steps", clock.steps),
+            ("clock_maxerror_ms", clock.status.maxErrorMilliseconds),
+        ] } ?? []), gateway: identity.id, boot: boot, at: date, sync: clock?.status.sync)
         return MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0)
     }
 }

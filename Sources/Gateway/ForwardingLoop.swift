@@ -1,11 +1,13 @@
 // The forwarder's work between events: each event goes to the state machine, and the
 // loop does what it answers (publish, read, acknowledge, announce, report).
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 
 /// Drives `ForwarderStateMachine` with the uplink and the outbox. Owned by one task
 /// (the forwarder's `run()`, or a test): not thread-safe, and never blocks.
@@ -20,6 +22,8 @@ final class ForwardingLoop {
         var shutdownGrace = Duration.seconds(2)
         /// Rows read from the outbox per lease: fewer reads than one per window slot.
         var leaseAhead = 512
+        /// Seals the data payloads whose `ts` is corrected at publish time (nil: plain).
+        var sealer: Sealer?
     }
 
     /// Where the loop's requests to other tasks go.
@@ -52,12 +56,17 @@ final class ForwardingLoop {
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
     private var outboxErrors = OutboxErrorLog()
+    /// Wall time, boottime, kernel boot id and sync status (the kernel's, or a test's).
+    private let timeSource: any TimeSource
+    private var timestamps = TimestampCorrector()
 
     init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
          pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
          devices: @escaping () -> [DeviceConfiguration], outlets: Outlets, logger: Logger,
+         timeSource: any TimeSource = KernelClock(),
          now: @escaping () -> ContinuousClock.Instant = { ContinuousClock.now }) {
         self.settings = settings
+        self.timeSource = timeSource
         self.uplink = uplink
         self.outbox = outbox
         self.now = now
@@ -83,7 +92,9 @@ final class ForwardingLoop {
             counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0 }
             publishErrors.newEpisode()
             logger.info("connected to broker", metadata: ["session": "\(id)"])
-            for message in announcer.announcements(session: id, devices: devices()) {
+            let reading = observeClock()
+            for message in announcer.announcements(session: id, devices: devices(), clock: timeSource.status(),
+                                                   at: reading.wall) {
                 publish(message)
             }
             gaps.checkSoon(now: now())
@@ -219,9 +230,11 @@ final class ForwardingLoop {
     private func fill() async {
         guard let session = machine.sessionID, machine.isConnected else { return }
         var allowed = rate.allowance(machine.room, now: now())
+        if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             do {
-                let sent = try uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
+                let payload = timestamps.payload(for: message, sealer: settings.sealer)
+                let sent = try uplink.publish(MQTTMessage(topic: message.topic, payload: payload,
                                                           qos: Int(message.qos)))
                 rate.spend()
                 allowed -= 1
@@ -247,6 +260,19 @@ final class ForwardingLoop {
             return
         }
         outlets.lease(request)
+    }
+
+    /// Reads the clock (cheap: the sync status is refreshed about once a second) for
+    /// the corrections, and logs a step of the wall clock.
+    @discardableResult
+    private func observeClock() -> ClockReading {
+        let reading = timeSource.now()
+        if let step = timestamps.observe(reading) {
+            logger.warning("the wall clock stepped; seq order stays the truth, nothing already sent is changed", metadata: [
+                "step_ms": "\(step)", "clock_sync": "\(reading.sync.rawValue)",
+            ])
+        }
+        return reading
     }
 
     /// Publishes one message (announcements, gap records, stats); returns its message
@@ -358,7 +384,10 @@ final class ForwardingLoop {
             "dropped": "\(buffered.dropped)", "polls_failed": "\(polls.pollsFailed)",
         ])
         guard machine.isConnected else { return }
+        let reading = observeClock()
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
-                                      forwarder: forwarder, polls: polls))
+                                      forwarder: forwarder, polls: polls, at: reading.wall,
+                                      clock: .init(status: timeSource.status(), corrected: timestamps.corrected,
+                                                   steps: timestamps.steps)))
     }
 }

@@ -1,6 +1,7 @@
 // Wiring: from a configuration to the running system (its services, their order and
 // the stop limits). `edge-gateway run` builds it; the integration tests run that
 // binary as a process, and StopBoundTests holds the unit's TimeoutStopSec to `stopBound`.
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -24,7 +25,11 @@ public struct GatewayRuntime: Sendable {
     private let logger: Logger
 
     /// Opens the outbox (bumping the boot counter) and builds every service. Nothing runs yet.
-    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+    ///
+    /// - Parameter timeSource: every timestamp, boottime, boot id and sync status comes
+    ///   from it (the kernel's clocks; tests may pass a `ClockFile`).
+    public init(configuration: GatewayConfiguration, logger: Logger,
+                timeSource: any TimeSource = KernelClock()) throws {
         self.configuration = configuration
         self.logger = logger
         let buffer = configuration.buffer
@@ -33,14 +38,21 @@ public struct GatewayRuntime: Sendable {
                                      maxMessages: buffer.maxMessages, maxBytes: buffer.maxBytes,
                                      maxAge: buffer.maxAge,
                                      dropPolicy: buffer.dropPolicy == .dropOldest ? .dropOldest : .dropNewest),
-            logger: logger)
+            logger: logger,
+            measuring: {
+                let now = timeSource.now()
+                return MeasuredAt(boottime: now.boottime, kernelBootID: now.bootID,
+                                  synchronised: now.sync == .synchronised)
+            })
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
+        let sealer = Self.sealer(configuration.payload)
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
-                                         pollCounters: pollCounters, logger: logger)
+                                         pollCounters: pollCounters, logger: logger,
+                                         sealer: sealer, timeSource: timeSource)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
-                                   logger: logger, sealer: Self.sealer(configuration.payload),
+                                   logger: logger, sealer: sealer,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest
@@ -59,13 +71,14 @@ public struct GatewayRuntime: Sendable {
         pollers = order.map { key in
             var busLogger = logger
             busLogger[metadataKey: "bus"] = "\(key)"
-            let poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
+            var poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
                 case let .poll(poll): ingest.submit(poll)
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
             }
+            poller.timeSource = timeSource
             return PollingService(poller: poller, stopDeadline: stopDeadline, logger: busLogger)
         }
     }

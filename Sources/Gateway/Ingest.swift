@@ -1,6 +1,7 @@
 // From polls to committed outbox rows: group commit of everything that arrived
 // while the previous commit was syncing.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -81,7 +82,9 @@ public final class IngestService: Service, Sendable {
             let sealer = self.sealer
             let drafts = batch.map { poll in
                 let topic = identity.dataTopic(device: poll.device)
-                return OutboxDraft(topic: topic, qos: qos) { boot, seq in
+                let measured = MeasuredAt(boottime: poll.clock.boottime, kernelBootID: poll.clock.bootID,
+                                          synchronised: poll.clock.sync == .synchronised)
+                return OutboxDraft(topic: topic, qos: qos, measured: measured) { boot, seq in
                     let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
                     return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain
                 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -51,9 +52,17 @@ struct Run: AsyncParsableCommand {
         let configuration = try loadConfiguration(options.config)
         let logger = Logging.makeLogger(level: Logger.Level(configuration.logLevel))
         logConfigurationWarnings(configuration, logger: logger)
+        let timeSource: any TimeSource
+        do {
+            // Before the outbox: a refused test clock leaves no boot behind.
+            timeSource = try TimeSources.fromEnvironment(ProcessInfo.processInfo.environment)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(exitConfigurationError)
+        }
         let runtime: GatewayRuntime
         do {
-            runtime = try GatewayRuntime(configuration: configuration, logger: logger)
+            runtime = try GatewayRuntime(configuration: configuration, logger: logger, timeSource: timeSource)
         } catch let error as OutboxError where error.kind == .inUse {
             // Another gateway runs on this outbox: restarting cannot help until someone
             // stops one of them, so EX_CONFIG, which the unit does not restart.

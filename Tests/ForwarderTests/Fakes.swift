@@ -2,11 +2,13 @@
 // harness that drives a `ForwardingLoop` the way `ForwarderService` does, in process.
 import Foundation
 @testable import Gateway
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 import Synchronization
 import Testing
 
@@ -111,6 +113,20 @@ final class FakeOutbox: OutboxReading {
                 state.nextID += 1
                 state.rows.append(OutboxMessage(id: id, boot: 1, seq: id, topic: topic, qos: 1,
                                                 payload: Array("{\"seq\":\(id)}".utf8), createdAt: Date()))
+            }
+            return state.nextID - 1
+        }
+    }
+
+    /// Commits messages with these payloads and measurements on `topic`; returns the newest id.
+    @discardableResult
+    func commit(_ rows: [(payload: [UInt8], measured: MeasuredAt?)], topic: String) -> Int64 {
+        state.withLock { state in
+            for row in rows {
+                let id = state.nextID
+                state.nextID += 1
+                state.rows.append(OutboxMessage(id: id, boot: 1, seq: id, topic: topic, qos: 1, payload: row.payload,
+                                                createdAt: Date(), measured: row.measured))
             }
             return state.nextID - 1
         }
@@ -230,15 +246,17 @@ final class ForwarderHarness {
         var deletes: [[Int64]] = []
     }
 
-    init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2)) {
+    init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2),
+         timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil) {
         let clock = clock
         let queue = queue
         loop = ForwardingLoop(
-            settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace),
+            settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace,
+                            sealer: sealer),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
             counters: ForwarderCounterState(), pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) }),
-            logger: logs.logger, now: { clock.now })
+            logger: logs.logger, timeSource: timeSource, now: { clock.now })
     }
 
     var now: ContinuousClock.Instant { clock.now }
