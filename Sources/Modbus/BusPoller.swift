@@ -195,6 +195,8 @@ public struct BusPoller: Sendable {
             let outcome = poll(device, slot: &slots[index], connection: connection)
             // Abandoned meanwhile: the outcome (likely the shut-down socket's error) is nobody's business.
             if abandonment.isAbandoned { return }
+            // Stopping (the task is cancelled): a poll the stop cut short says nothing about the device.
+            if Task.isCancelled, case .failure = outcome { return }
             switch outcome {
             case let .success((readings, answersMalformed)):
                 // A malformed answer is a tag error (the device answered), and a failed poll in the stats.
