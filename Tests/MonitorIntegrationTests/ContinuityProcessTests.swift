@@ -90,22 +90,30 @@ import Glibc
         // Killed mid-stream: up to a second of ledger writes is gone with it.
         try publisher.data(201...400)
         #expect(try await harness.stopMonitor(SIGKILL) != 0)
+        // While it is down, 401...600 are published and then the broker dies too, so
+        // the monitor's queued session is gone: those seqs never reach it.
         try publisher.data(401...600)
         try await publisher.flush()
+        try await harness.broker.stop()
+        try await harness.broker.start()
+        let again = try await ContractPublisher(port: harness.broker.port, gateway: "gw-restart")
         try await harness.startMonitor()
         // Remembered from the state file, before any new message is needed.
         let restored = try #require(try await harness.gateway("gw-restart"))
         #expect(restored["boot"] as? Int == 1)
-        try publisher.data(601...700)
-        try publisher.stats(buffered: 0, committed: 700)
-        try publisher.stats(buffered: 0, committed: 700)
-        try await publisher.flush()
+        try again.data(601...700)
+        try again.stats(buffered: 0, committed: 700)
+        try again.stats(buffered: 0, committed: 700)
+        try await again.flush()
         let view = try await harness.waitForGateway("gw-restart", "seqs up to 700 and judged") {
             (($0["boots"] as? [[String: Any]])?.first?["received"] as? [[Int]])?.last?.last == 700
                 && (($0["boots"] as? [[String: Any]])?.first?["highest_committed"] as? Int) == 700
         }
         try await harness.waitForMetric(#"edge_monitor_gateway_lost_total{gateway="gw-restart"} 0"#)
         #expect(view["lost"] as? Int == 0, "\(harness.logs.suffix(3000))")
+        // What it could not see is reported as unobserved, not lost.
+        let unobserved = (view["boots"] as? [[String: Any]])?.first?["unobserved"] as? [[Int]] ?? []
+        #expect(unobserved.last?.last == 600, "unobserved: \(unobserved)")
         // SIGTERM: a clean stop, exit 0.
         #expect(try await harness.stopMonitor(SIGTERM) == 0)
     }
