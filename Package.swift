@@ -102,6 +102,11 @@ let package = Package(
         .testTarget(name: "MonitorIntegrationTests", dependencies: [
             "Monitor", "Gateway", "MQTTUplink", "Sealing", "TestSupport",
         ]),
+        // The forwarder's logic in process, against fakes of the uplink and the outbox.
+        .testTarget(name: "ForwarderTests", dependencies: [
+            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
         ]),

@@ -61,7 +61,7 @@ public final class RecordingSubscriber: Sendable {
         uplink.start()
     }
 
-    deinit { uplink.stop(timeout: .seconds(1)) }
+    deinit { uplink.requestStop() }
 
     public var messages: [ReceivedMessage] { store.received.withLock { $0 } }
 
