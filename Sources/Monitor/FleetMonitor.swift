@@ -121,7 +121,7 @@ public final class FleetMonitor: Service, Sendable {
             } onGracefulShutdown: {
                 self.continuation.finish()
             }
-            client.stop()
+            await client.stop()
             uplink.withLock { $0 = nil }
             let batch = model.takeChanges()
             if !batch.isEmpty { changeSink.yield(batch) }
