@@ -41,6 +41,8 @@ let package = Package(
         ]),
         // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files; the only user of COpenSSL.
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
+        // edge-monitor's web page: one self-contained HTML document, no dependencies.
+        .target(name: "MonitorWeb"),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "DequeModule", package: "swift-collections"),
@@ -71,6 +73,8 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
+        // edge-monitor's page in a real browser, and its ops files (alert rules, dashboard, unit).
+        .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
         ]),
