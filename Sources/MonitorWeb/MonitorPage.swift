@@ -160,6 +160,7 @@ reported dropped, after the gateway reported an empty backlog.</footer>
 "use strict";
 (function () {
   var POLL_MS = 2000;
+  var MAX_ROWS = 1000;
   var STATE_WORDS = {
     online: "online",
     offline_connection_lost: "offline: connection lost",
@@ -200,7 +201,12 @@ reported dropped, after the gateway reported an empty backlog.</footer>
   function stateOf(value) { return Object.prototype.hasOwnProperty.call(STATE_WORDS, value) ? value : "unknown"; }
 
   // ---- formatting ----
-  function fmtInt(value) { var n = num(value); return n === null ? "–" : Math.round(n).toLocaleString("en-US"); }
+  // By hand: toLocaleString builds an ICU formatter per call, seconds for a 10,000-gateway fleet.
+  function fmtInt(value) {
+    var n = num(value); if (n === null) return "–";
+    var digits = String(Math.abs(Math.round(n))).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return (n < 0 ? "-" : "") + digits;
+  }
   function fmtBytes(value) {
     var n = num(value); if (n === null) return "–";
     if (n < 1024) return n + " B";
@@ -376,7 +382,9 @@ reported dropped, after the gateway reported an empty backlog.</footer>
   function refreshAgo(root) {
     var nodes = root.querySelectorAll("[data-ago]");
     for (var i = 0; i < nodes.length; i++) {
-      nodes[i].textContent = (nodes[i].getAttribute("data-prefix") || "") + fmtAgo(nodes[i].getAttribute("data-ago"));
+      var text = (nodes[i].getAttribute("data-prefix") || "") + fmtAgo(nodes[i].getAttribute("data-ago"));
+      // Only what changed: every write makes the browser lay the table out again.
+      if (nodes[i].textContent !== text) nodes[i].textContent = text;
     }
   }
 
@@ -408,11 +416,15 @@ reported dropped, after the gateway reported an empty backlog.</footer>
     renderTotals(fleet.totals, gateways);
     gateways.sort(compareGateways);
     var needle = filterInput.value.trim().toLowerCase();
-    var seen = new Set();
+    var matching = needle === "" ? gateways : gateways.filter(function (g) { return str(g.id).toLowerCase().indexOf(needle) >= 0; });
+    // A table of thousands of rows helps nobody and costs the browser seconds a poll:
+    // the first MAX_ROWS, problems first, and the filter for the rest.
+    var shown = matching.slice(0, MAX_ROWS);
+    var keep = new Set();
     var previous = null;
-    gateways.forEach(function (g) {
+    shown.forEach(function (g) {
       var id = str(g.id);
-      seen.add(id);
+      keep.add(id);
       var key = JSON.stringify(g);
       var entry = rows.get(id);
       if (!entry || entry.key !== key) {
@@ -421,17 +433,27 @@ reported dropped, after the gateway reported an empty backlog.</footer>
         entry = { row: row, key: key };
         rows.set(id, entry);
       }
-      entry.row.hidden = needle !== "" && id.toLowerCase().indexOf(needle) < 0;
       var wanted = previous ? previous.nextSibling : fleetBody.firstChild;
       if (wanted !== entry.row) fleetBody.insertBefore(entry.row, wanted);
       previous = entry.row;
     });
     rows.forEach(function (entry, id) {
-      if (!seen.has(id)) { entry.row.remove(); rows.delete(id); replayPeak.delete(id); }
+      if (!keep.has(id)) { entry.row.remove(); rows.delete(id); }
     });
+    var present = new Set(gateways.map(function (g) { return str(g.id); }));
+    replayPeak.forEach(function (peak, id) { if (!present.has(id)) replayPeak.delete(id); });
     refreshAgo(fleetBody);
-    emptyNote.textContent = gateways.length ? "" : "No gateway seen yet. The monitor lists a gateway once its status, stats or data arrive.";
-    emptyNote.hidden = gateways.length > 0;
+    if (gateways.length === 0) {
+      emptyNote.textContent = "No gateway seen yet. The monitor lists a gateway once its status, stats or data arrive.";
+    } else if (matching.length === 0) {
+      emptyNote.textContent = "No gateway id contains “" + needle + "”.";
+    } else if (matching.length > shown.length) {
+      emptyNote.textContent = "Showing " + fmtInt(shown.length) + " of " + fmtInt(matching.length) +
+        " gateways, problems first. Filter by id to see the others.";
+    } else {
+      emptyNote.textContent = "";
+    }
+    emptyNote.hidden = emptyNote.textContent === "";
   }
 
   function setConnection(ok, message) {

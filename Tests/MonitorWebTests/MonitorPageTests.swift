@@ -200,6 +200,24 @@ enum FleetFixture {
     }
 
     @Test(.enabled(if: isCI || browserAvailable, "needs chromium (make deps)"))
+    func aLargeFleetShowsItsProblemsFirstAndSaysWhatIsLeftOut() async throws {
+        // 1,500 healthy gateways and one killed, last by id: the page shows 1,000 rows,
+        // the killed one first, and says how many it left out.
+        var gateways = (0..<1500).map { FleetFixture.gateway(String(format: "gw-%04d", $0), "online", since: 60, boot: 1) }
+        gateways.append(FleetFixture.gateway("gw-zz-killed", "offline_connection_lost", since: 60, boot: 1))
+        let fleet = FleetFixture.json(["generated_at": FleetFixture.time(0),
+                                       "totals": ["gateways": 1501, "online": 1500, "offline": 1, "stale": 0, "lost": 0],
+                                       "gateways": gateways])
+        try await withSite(["index.html": MonitorPage.html, "api/fleet": fleet]) { site, browser in
+            let dom = try await browser.dumpDOM(site.url)
+            let rows = dom.elements("tr", with: "data-gateway")
+            #expect(rows.count == 1000)
+            #expect(rows.first?["data-gateway"] == "gw-zz-killed")
+            #expect(dom.html.contains("Showing 1,000 of 1,501 gateways, problems first."))
+        }
+    }
+
+    @Test(.enabled(if: isCI || browserAvailable, "needs chromium (make deps)"))
     func saysSoWhenTheMonitorDoesNotAnswer() async throws {
         try await withSite(["index.html": MonitorPage.html]) { site, browser in
             let dom = try await browser.dumpDOM(site.url)
