@@ -105,6 +105,10 @@ func fleetGateways(_ base: String) async -> [String: [String: Any]] {
 
         let prefix = "live\(Int.random(in: 1000...9999))"
         let httpPort = freeLoopbackPort()
+        // A central key, so that a tampered sealed message counts as a seal failure.
+        let keyFile = directory.file("k1.key")
+        try String(repeating: "5a", count: 32).write(toFile: keyFile, atomically: true, encoding: .utf8)
+        chmod(keyFile, 0o600)
         let config = """
             monitor:
               listen: 127.0.0.1:\(httpPort)
@@ -116,6 +120,8 @@ func fleetGateways(_ base: String) async -> [String: [String: Any]] {
               host: 127.0.0.1
               port: \(broker.port)
               client_id: edge-monitor-\(prefix)
+            keys:
+              - { id: k1, file: \(keyFile) }
             log_level: info
             """
         try config.write(toFile: directory.file("monitor.yaml"), atomically: true, encoding: .utf8)
@@ -143,6 +149,11 @@ func fleetGateways(_ base: String) async -> [String: [String: Any]] {
         try await publisher.device("gw-online", "boiler-1", online: true)
         try await publisher.device("gw-online", "pump-2", online: false, error: "modbus: connection timed out")
         try await publisher.stats("gw-online", boot: 3, buffered: 0, seqCommitted: 0)
+        // An HMAC-signed data message whose signature is wrong (altered on the way).
+        let plain = #"{"gateway":"gw-online","device":"boiler-1","boot":3,"seq":1,"values":{},"errors":{}}"#
+        try await publisher.publish("gw-online/boiler-1/data", [
+            "v": 1, "alg": "HS256", "kid": "k1", "msg": Data(plain.utf8).base64EncodedString(),
+            "sig": Data(repeating: 0, count: 32).base64EncodedString()])
 
         // Killed: its Will (same session as its birth) arrives.
         try await publisher.birth("gw-killed", boot: 5, session: 2, statsIntervalMs: 60_000)
@@ -166,12 +177,13 @@ func fleetGateways(_ base: String) async -> [String: [String: Any]] {
         func settled() -> Bool {
             expected.allSatisfy { fleet[$0.key]?["state"] as? String == $0.value }
                 && (fleet["gw-lossy"]?["lost"] as? Int ?? 0) > 0
+                && (fleet["gw-online"]?["seal_failures"] as? Int ?? 0) > 0
         }
         while !settled() && ContinuousClock.now < deadline {
             fleet = await fleetGateways(base)
             if !settled() { try await Task.sleep(for: .milliseconds(50)) }
         }
-        try #require(settled(), "the monitor's API never showed \(expected) and lost on gw-lossy: \(fleet)")
+        try #require(settled(), "the monitor's API never showed \(expected), lost on gw-lossy and a seal failure on gw-online: \(fleet)")
 
         // The page, as a browser renders it from the monitor's own API.
         let browser = try HeadlessChromium(directory: directory)
@@ -185,6 +197,7 @@ func fleetGateways(_ base: String) async -> [String: [String: Any]] {
         #expect(dom.rowText("data-gateway", "gw-killed")?.contains("offline: connection lost") == true)
         #expect(dom.rowText("data-gateway", "gw-stopped")?.contains("offline: shutdown") == true)
         #expect(dom.rowText("data-gateway", "gw-online")?.contains("pump-2: modbus: connection timed out") == true)
+        #expect(dom.rowText("data-gateway", "gw-online")?.contains("seal failures 1") == true)
         let lossy = try #require(rows.first { $0["data-gateway"] == "gw-lossy" })
         #expect(lossy["data-lost"] == "2", "lost on the page: \(lossy)")
         #expect(dom.rowText("data-gateway", "gw-lossy")?.contains("boot 1: 4–5") == true,
