@@ -45,6 +45,8 @@ let package = Package(
         ]),
         // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files; the only user of COpenSSL.
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
+        // edge-monitor's web page: one self-contained HTML document, no dependencies.
+        .target(name: "MonitorWeb"),
         .target(name: "Gateway", dependencies: [
             "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "DequeModule", package: "swift-collections"),
@@ -69,7 +71,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "MonitorHTTP", dependencies: [
-            "Monitor",
+            "Monitor", "MonitorWeb",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             .product(name: "Logging", package: "swift-log"),
@@ -107,6 +109,8 @@ let package = Package(
             "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // edge-monitor's page in a real browser, and its ops files (alert rules, dashboard, unit).
+        .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
         ]),

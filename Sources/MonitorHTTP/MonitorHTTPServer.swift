@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Monitor
+import MonitorWeb
 
 public enum MonitorHTTPServer {
     /// The application serving `/`, `/api/fleet`, `/api/gateways/<id>` and `/metrics`.
@@ -12,7 +13,7 @@ public enum MonitorHTTPServer {
         let router = Router()
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                     body: .init(byteBuffer: ByteBuffer(string: WebPage.html)))
+                     body: .init(byteBuffer: ByteBuffer(string: MonitorPage.html)))
         }
         router.get("/api/fleet") { _, _ in
             json(.ok, try FleetSnapshot.encoder().encode(snapshot().fleet()))
