@@ -22,6 +22,9 @@ public struct GatewayStatus: Sendable, Equatable {
     public var previousBootLastSeq: Int64?
     /// Delivered from the broker's retained store (on subscribe), not live.
     public var retained: Bool
+    /// The birth says the gateway started a new outbox file (`outbox_quarantined`),
+    /// so its boot counter started again.
+    public var outboxReset: Bool = false
 
     public init(kind: StatusKind, boot: Int64, session: Int64?, statsIntervalMs: Int64? = nil,
                 previousBoot: Int64? = nil, previousBootLastSeq: Int64? = nil, retained: Bool = false) {

@@ -72,9 +72,11 @@ public struct FleetMessageDecoder: Sendable {
             case ("offline", _): statusKind = .will
             default: return ignored(.missingField, "state '\(state)' is neither online nor offline")
             }
-            return [.status(gateway: gateway, GatewayStatus(
+            var status = GatewayStatus(
                 kind: statusKind, boot: boot, session: fields.session, statsIntervalMs: fields.stats_interval_ms,
-                previousBoot: fields.previous_boot, previousBootLastSeq: fields.previous_boot_last_seq, retained: retained))]
+                previousBoot: fields.previous_boot, previousBootLastSeq: fields.previous_boot_last_seq, retained: retained)
+            status.outboxReset = fields.outbox_quarantined != nil
+            return [.status(gateway: gateway, status)]
         case .stats:
             guard let boot = fields.boot, let buffered = fields.buffered_messages else {
                 return ignored(.missingField, "stats need boot and buffered_messages")
@@ -162,6 +164,7 @@ public struct FleetMessageDecoder: Sendable {
         var dropped: Int64?
         var polls_failed: Int64?
         var seq_committed: Int64?
+        var outbox_quarantined: String?
         var first_seq: Int64?
         var last_seq: Int64?
         // Sealed envelope.

@@ -22,9 +22,13 @@ public struct ModelNote: Sendable, Equatable {
 public struct ModelChanges: Sendable {
     public var gateways: [GatewayRecord] = []
     public var ledgers: [(gateway: String, ledger: ContinuityLedger)] = []
+    /// Gateways whose stored ledgers are deleted first (before `ledgers` are written).
+    public var removedLedgers: [String] = []
     public var history: [HistoryEntry] = []
     public var ignored: [IgnoredReason: Int64] = [:]
-    public var isEmpty: Bool { gateways.isEmpty && ledgers.isEmpty && history.isEmpty && ignored.isEmpty }
+    public var isEmpty: Bool {
+        gateways.isEmpty && ledgers.isEmpty && removedLedgers.isEmpty && history.isEmpty && ignored.isEmpty
+    }
 }
 
 /// The monitor's whole knowledge of the fleet. A value: copying it is a snapshot.
@@ -41,6 +45,8 @@ public struct FleetModel: Sendable {
     private var liveBirthBoot: [String: Int64] = [:]
     private var dirtyGateways: Set<String> = []
     private var dirtyLedgers: Set<LedgerKey> = []
+    /// Gateways whose stored ledgers must all go (their outbox was replaced).
+    private var removedLedgers: Set<String> = []
     private var newHistory: [HistoryEntry] = []
     private var ignoredChanged = false
 
@@ -154,7 +160,9 @@ public struct FleetModel: Sendable {
         changes.gateways = dirtyGateways.compactMap { gateways[$0] }
         changes.ledgers = dirtyLedgers.compactMap { key in ledgers[key.gateway]?[key.boot].map { (key.gateway, $0) } }
         changes.history = newHistory
+        changes.removedLedgers = Array(removedLedgers)
         if ignoredChanged { changes.ignored = ignored }
+        removedLedgers = []
         dirtyGateways = []
         dirtyLedgers = []
         newHistory = []
@@ -190,12 +198,16 @@ public struct FleetModel: Sendable {
         }
     }
 
-    /// Net drain rate of the backlog over the last minute (messages/s, > 0 when shrinking).
+    /// How fast the backlog shrinks (messages/s, > 0 when draining): measured over
+    /// the last minute, from its highest point in that minute to now, so a backlog
+    /// that rose during an outage shows its drain as soon as the replay starts.
     public func drainRate(of record: GatewayRecord) -> Double? {
-        guard let first = record.backlogSamples.first, let last = record.backlogSamples.last else { return nil }
-        let seconds = last.at.timeIntervalSince(first.at)
-        guard seconds > 0 else { return nil }
-        return Double(first.messages - last.messages) / seconds
+        guard let last = record.backlogSamples.last,
+              let peak = record.backlogSamples.max(by: { $0.messages < $1.messages || ($0.messages == $1.messages && $0.at > $1.at) })
+        else { return nil }
+        let seconds = last.at.timeIntervalSince(peak.at)
+        guard seconds > 0 else { return last.messages == 0 ? nil : 0 }
+        return Double(peak.messages - last.messages) / seconds
     }
 
     /// Seconds until the backlog is empty at the current drain rate; `nil` when not draining.
@@ -210,6 +222,17 @@ public struct FleetModel: Sendable {
         var record = gateways[gateway] ?? GatewayRecord(id: gateway, at: now)
         record.lastSeen = now
         defer { gateways[gateway] = record; dirtyGateways.insert(gateway) }
+        if status.kind == .birth, status.outboxReset, let boot = record.boot, status.boot < boot {
+            // A new outbox file (the old one was quarantined): its boots count from 1 again.
+            // The old file's ledgers cannot be told apart from the new ones: they go.
+            removedLedgers.insert(gateway)
+            for known in (ledgers[gateway] ?? [:]).keys { dirtyLedgers.remove(LedgerKey(gateway: gateway, boot: known)) }
+            ledgers[gateway] = nil
+            record.status = nil
+            record.boot = nil
+            record.session = nil
+            addHistory(gateway, now, .birth, "outbox replaced (the old one was quarantined): boots restart at \(status.boot)")
+        }
         if let current = record.status, let boot = record.boot {
             let incoming = (status.boot, status.session ?? -1)
             let known = (boot, record.session ?? -1)
@@ -380,11 +403,9 @@ public struct FleetModel: Sendable {
     /// Changes one ledger, creating it when new. A new ledger starts blind unless
     /// the monitor saw this boot's birth live: seqs before its first one are unobserved.
     private mutating func updateLedger(_ gateway: String, _ boot: Int64, _ change: (inout ContinuityLedger) -> Void) {
-        var boots = ledgers[gateway] ?? [:]
-        var ledger = boots[boot] ?? ContinuityLedger(boot: boot, blindAfter: liveBirthBoot[gateway] == boot ? nil : 0)
-        change(&ledger)
-        boots[boot] = ledger
-        ledgers[gateway] = boots
+        let blind: Int64? = liveBirthBoot[gateway] == boot ? nil : 0
+        // In place: a ledger's ranges are not copied per message.
+        change(&ledgers[gateway, default: [:]][boot, default: ContinuityLedger(boot: boot, blindAfter: blind)])
         dirtyLedgers.insert(LedgerKey(gateway: gateway, boot: boot))
     }
 

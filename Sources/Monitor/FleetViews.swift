@@ -63,7 +63,7 @@ public struct FleetSnapshot: Sendable {
         }
         let boots = (model.ledgers[id] ?? [:]).values.sorted { $0.boot > $1.boot }.map { ledger in
             BootView(boot: ledger.boot, received: ledger.received.pairs, highestCommitted: ledger.reportedCommitted,
-                     gaps: ledger.dropped.pairs, lost: ledger.lost.pairs, unobserved: ledger.unobserved.pairs,
+                     judgedThrough: ledger.judgedThrough, gaps: ledger.dropped.pairs, lost: ledger.lost.pairs, unobserved: ledger.unobserved.pairs,
                      duplicates: ledger.duplicates)
         }
         return GatewayDetailView(gateway: view, history: Array(history), boots: boots)
@@ -176,12 +176,15 @@ public struct BootView: Codable, Sendable {
     public var boot: Int64
     public var received: [[Int64]]
     public var highestCommitted: Int64
+    /// Every seq up to here is accounted for: received, dropped, unobserved or lost.
+    public var judgedThrough: Int64
     public var gaps: [[Int64]]
     public var lost: [[Int64]]
     public var unobserved: [[Int64]]
     public var duplicates: Int64
     enum CodingKeys: String, CodingKey {
-        case boot, received, highestCommitted = "highest_committed", gaps, lost, unobserved, duplicates
+        case boot, received, highestCommitted = "highest_committed", judgedThrough = "judged_through"
+        case gaps, lost, unobserved, duplicates
     }
 }
 

@@ -148,6 +148,9 @@ public final class MonitorStore: Sendable {
         let ignored = changes.ignored.map { IgnoredRow(reason: $0.key.rawValue, count: $0.value) }
         let touched = Set(changes.history.map(\.gateway))
         try await database.write { db in
+            for gateway in changes.removedLedgers {
+                try db.execute(sql: "DELETE FROM ledger WHERE gateway = ?", arguments: [gateway])
+            }
             for row in gateways { try row.save(db) }
             for row in ledgers { try row.save(db) }
             for row in history { try row.insert(db) }

@@ -14,7 +14,7 @@ final class GatewayUnderWatch: @unchecked Sendable {
     private(set) var simulator: ChildProcess?
     private(set) var process: ChildProcess?
 
-    init(id: String, brokerPort: Int) throws {
+    init(id: String, brokerPort: Int, pollInterval: String = "200ms", buffer: String = "", extra: String = "") throws {
         self.id = id
         directory = try TemporaryDirectory("fleet-\(id)")
         try """
@@ -29,11 +29,13 @@ final class GatewayUnderWatch: @unchecked Sendable {
           reconnect_max: 1s
         buffer:
           path: \(directory.file("outbox.sqlite"))
+          \(buffer)
+        \(extra)
         devices:
           - name: boiler-1
             tcp: { host: 127.0.0.1, port: \(simulatorPort) }
             unit_id: 1
-            poll_interval: 200ms
+            poll_interval: \(pollInterval)
             timeout: 500ms
             tags:
               - { name: temperature, table: holding, address: 0, type: int16, scale: 0.1 }
@@ -105,7 +107,11 @@ final class GatewayUnderWatch: @unchecked Sendable {
         #expect(kinds == ["birth", "shutdown", "birth"], "status history, newest first: \(kinds)")
         try await harness.waitForMetric(#"edge_monitor_gateway_boot{gateway="gw-2"} 2.0"#, timeout: .seconds(5))
 
-        // The page is served, and nothing of the healthy gateway is reported lost.
+        // The healthy gateway's seqs are judged (an empty backlog after a committed report): none lost.
+        try await harness.waitForGateway("gw-3", "judged", timeout: .seconds(15)) {
+            (($0["boots"] as? [[String: Any]])?.first?["judged_through"] as? Int ?? 0) > 0
+        }
+        // The page is served, and nothing is reported lost.
         let page = try await harness.get("/")
         #expect(page.status == 200)
         #expect(page.contentType.hasPrefix("text/html"))
@@ -114,5 +120,64 @@ final class GatewayUnderWatch: @unchecked Sendable {
         #expect(totals["gateways"] as? Int == 3)
         #expect(totals["lost"] as? Int == 0, "\(harness.logs.suffix(3000))")
         for gateway in gateways { try await gateway.stop(SIGTERM) }
+    }
+}
+
+@Suite(.serialized) struct FleetOutageTests {
+    /// The first boot's ledger of a gateway view.
+    static func boot(_ view: [String: Any]) -> [String: Any] {
+        (view["boots"] as? [[String: Any]])?.last ?? [:]
+    }
+
+    @Test func aBrokerOutageShowsTheBacklogRiseAndDrainWithAnETAAndNothingLost() async throws {
+        let harness = try await MonitorHarness()
+        try await harness.startMonitor()
+        // Replay slower than it polls new data, so the drain lasts long enough to see.
+        let gateway = try GatewayUnderWatch(id: "gw-outage", brokerPort: harness.broker.port,
+                                            pollInterval: "100ms", extra: "replay:\n  max_rate: 25\n")
+        try await gateway.start()
+        try await harness.waitForGateway(gateway.id, "online and judged", timeout: .seconds(30)) {
+            $0["state"] as? String == "online" && (Self.boot($0)["judged_through"] as? Int ?? 0) > 0
+        }
+        // The broker goes away (gracefully, so the monitor's queued session survives) for 6 s.
+        try await harness.broker.stop(graceful: true)
+        let outage = ContinuousClock.now
+        try await waitUntil("6 s of outage", timeout: .seconds(10)) { ContinuousClock.now - outage >= .seconds(6) }
+        try await harness.broker.start()
+        let backlog = try await harness.waitForGateway(gateway.id, "a backlog with an ETA", timeout: .seconds(30)) {
+            let backlog = $0["backlog"] as? [String: Any] ?? [:]
+            return (backlog["messages"] as? Int ?? 0) > 0 && backlog["eta_s"] as? Double != nil
+        }
+        #expect(backlog["replaying"] as? Bool == true)
+        let committed = (Self.boot(backlog)["highest_committed"] as? Int) ?? 0
+        let drained = try await harness.waitForGateway(gateway.id, "drained and judged past the outage", timeout: .seconds(60)) {
+            (($0["backlog"] as? [String: Any])?["messages"] as? Int) == 0
+                && (Self.boot($0)["judged_through"] as? Int ?? 0) > committed
+        }
+        #expect(drained["lost"] as? Int == 0, "\(harness.logs.suffix(3000))")
+        #expect(drained["dropped"] as? Int == 0)
+        try await gateway.stop(SIGTERM)
+    }
+
+    @Test func aTinyOutboxDropsDuringAnOutageAreDroppedReportedNotLost() async throws {
+        let harness = try await MonitorHarness()
+        try await harness.startMonitor()
+        let gateway = try GatewayUnderWatch(id: "gw-tiny", brokerPort: harness.broker.port,
+                                            pollInterval: "100ms", buffer: "max_messages: 20")
+        try await gateway.start()
+        try await harness.waitForGateway(gateway.id, "online and judged", timeout: .seconds(30)) {
+            $0["state"] as? String == "online" && (Self.boot($0)["judged_through"] as? Int ?? 0) > 0
+        }
+        try await harness.broker.stop(graceful: true)
+        let outage = ContinuousClock.now
+        try await waitUntil("5 s of outage", timeout: .seconds(10)) { ContinuousClock.now - outage >= .seconds(5) }
+        try await harness.broker.start()
+        let view = try await harness.waitForGateway(gateway.id, "drops reported and judged", timeout: .seconds(60)) {
+            ($0["dropped"] as? Int ?? 0) > 0 && (($0["backlog"] as? [String: Any])?["messages"] as? Int) == 0
+                && (Self.boot($0)["judged_through"] as? Int ?? 0) >= (Self.boot($0)["gaps"] as? [[Int]])?.last?.last ?? Int.max
+        }
+        #expect(view["lost"] as? Int == 0, "\(harness.logs.suffix(3000))")
+        try await harness.waitForMetric(#"edge_monitor_gateway_lost_total{gateway="gw-tiny"} 0"#)
+        try await gateway.stop(SIGTERM)
     }
 }

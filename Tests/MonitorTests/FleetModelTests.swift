@@ -183,6 +183,11 @@ struct Fleet {
         fleet.advance(10)
         fleet.stats(boot: 1, buffered: 1200, committed: 1400)
         #expect(fleet.view.backlog.etaSeconds == nil)
+        // Draining again after the rise: measured from the peak, not from the minute's start.
+        fleet.advance(5)
+        fleet.stats(boot: 1, buffered: 1100, committed: 1400)
+        #expect(fleet.view.backlog.drainRatePerSecond == 20)
+        #expect(fleet.view.backlog.etaSeconds == 55)
         // Samples older than a minute fall out of the window.
         fleet.advance(61)
         fleet.stats(boot: 1, buffered: 600, committed: 1400)
@@ -355,5 +360,25 @@ struct Fleet {
         let again = fleet.apply(.sealFailure(gateway: fleet.gateway, keyID: "k1", reason: "bad tag"))
         #expect(again.count == 1)
         #expect(fleet.view.sealFailures == 4)
+    }
+}
+
+@Suite struct OutboxResetTests {
+    @Test func aBirthFromAReplacedOutboxStartsTheBootsAfresh() {
+        var fleet = Fleet()
+        fleet.birth(boot: 12, session: 1)
+        fleet.data(boot: 12, [1, 2, 3])
+        var reset = GatewayStatus(kind: .birth, boot: 1, session: 1, statsIntervalMs: 1000)
+        // Without the marker an older boot is an old status and ignored.
+        fleet.apply(.status(gateway: fleet.gateway, reset))
+        #expect(fleet.record.boot == 12)
+        reset.outboxReset = true
+        fleet.apply(.status(gateway: fleet.gateway, reset))
+        #expect(fleet.record.boot == 1)
+        #expect(fleet.state == .online)
+        #expect(fleet.model.ledgers[fleet.gateway] == nil)
+        #expect(fleet.model.takeChanges().removedLedgers == [fleet.gateway])
+        fleet.data(boot: 1, [1, 2])
+        #expect(fleet.record.duplicates == 0)
     }
 }
