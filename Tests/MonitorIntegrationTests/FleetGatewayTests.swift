@@ -181,3 +181,36 @@ final class GatewayUnderWatch: @unchecked Sendable {
         try await gateway.stop(SIGTERM)
     }
 }
+
+@Suite(.serialized) struct BridgedGatewayTests {
+    @Test func aGatewayBehindABridgeWhoseLocalBrokerDiesTurnsStale() async throws {
+        let harness = try await MonitorHarness()
+        try await harness.startMonitor()
+        // A plant broker bridged to the central one: the gateway's Will stays on the plant side.
+        let localPort = freeLoopbackPort()
+        let local = try MosquittoBroker(port: localPort, configuration: """
+            listener \(localPort) 127.0.0.1
+            allow_anonymous true
+            persistence false
+            connection central
+            address 127.0.0.1:\(harness.broker.port)
+            topic edge/# out 1
+            cleansession true
+            """)
+        try await local.start()
+        let gateway = try GatewayUnderWatch(id: "gw-bridged", brokerPort: localPort)
+        try await gateway.start()
+        try await harness.waitForGateway(gateway.id, "online through the bridge", timeout: .seconds(30)) {
+            $0["state"] as? String == "online"
+        }
+        try await local.stop()
+        // stale_after is auto: 3 × the 1 s stats interval the birth announces.
+        let stale = try await harness.waitForGateway(gateway.id, "stale", timeout: .seconds(3 + 3)) {
+            $0["state"] as? String == "stale"
+        }
+        #expect((stale["history"] as? [[String: Any]])?.first?["kind"] as? String == "stale")
+        try await harness.waitForMetric(#"edge_monitor_gateway_state{gateway="gw-bridged",state="stale"} 1.0"#)
+        try await harness.waitForMetric(#"edge_monitor_gateway_up{gateway="gw-bridged"} 0.0"#)
+        try await gateway.stop(SIGTERM)
+    }
+}
