@@ -5,7 +5,10 @@
 ///
 /// A seq is **lost** once it is ≤ a highest-committed seq that the gateway reported
 /// and then confirmed with an empty backlog (`confirm()`), and it is neither
-/// received, nor covered by a gap record, nor unobserved.
+/// received, nor covered by a gap record, nor unobserved — and it is still missing
+/// at the next confirmation. That second look gives data still queued at the broker
+/// a full stats interval to arrive: stats travel at QoS 0, which a broker may deliver
+/// ahead of QoS 1 data queued for a slow subscriber.
 public struct ContinuityLedger: Sendable, Equatable, Codable {
     public let boot: Int64
     public private(set) var received = SeqRanges()
@@ -15,8 +18,12 @@ public struct ContinuityLedger: Sendable, Equatable, Codable {
     public private(set) var duplicates: Int64 = 0
     /// The highest committed seq the gateway reported for this boot (stats or birth).
     public private(set) var reportedCommitted: Int64 = 0
-    /// Everything up to here has been judged (received, dropped, unobserved or lost).
+    /// Everything up to here is final: received, dropped, unobserved or lost.
     public private(set) var judgedThrough: Int64 = 0
+    /// Seqs up to here have been looked at once; the missing ones wait in `suspect`.
+    public private(set) var pendingThrough: Int64 = 0
+    /// Missing at the last confirmation; lost if still missing at the next one.
+    public private(set) var suspect = SeqRanges()
     /// Set while the monitor may have missed messages after this seq (it was not
     /// subscribed, or the ledger is new); closed by the next seq or a confirmation.
     public private(set) var blindAfter: Int64?
@@ -84,18 +91,34 @@ public struct ContinuityLedger: Sendable, Equatable, Codable {
             if through > after { markUnobserved((after + 1)...through) }
             blindAfter = nil
         }
-        guard through > judgedThrough else { return SeqRanges() }
-        var newlyLost = received.missing(in: (judgedThrough + 1)...through)
+        // Second look: what was suspect and is still missing is lost.
+        var newlyLost = suspect
+        newlyLost.subtract(received)
         newlyLost.subtract(dropped)
         newlyLost.subtract(unobserved)
         lost.formUnion(newlyLost)
-        judgedThrough = through
+        suspect = SeqRanges()
+        judgedThrough = pendingThrough
+        // First look at what was reported since.
+        if through > pendingThrough {
+            var missing = received.missing(in: (pendingThrough + 1)...through)
+            missing.subtract(dropped)
+            missing.subtract(unobserved)
+            suspect = missing
+            pendingThrough = through
+        }
         return newlyLost
     }
 
     /// The monitor may have missed what was published after the highest seq it has.
+    /// Suspects cannot be proven lost any more (they may have been queued for the
+    /// session that is gone): they become unobserved.
     public mutating func beginBlindWindow() {
-        if blindAfter == nil { blindAfter = max(received.upperBound ?? 0, judgedThrough) }
+        if blindAfter == nil { blindAfter = max(received.upperBound ?? 0, pendingThrough) }
+        var unproven = suspect
+        unproven.subtract(received)
+        unobserved.formUnion(unproven)
+        suspect = SeqRanges()
     }
 
     private mutating func markUnobserved(_ range: ClosedRange<Int64>) {

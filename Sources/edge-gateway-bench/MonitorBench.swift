@@ -112,7 +112,7 @@ func benchMonitorIngest(directory: TemporaryDirectory) async throws {
     let monitorBinary = try builtProduct("edge-monitor")
     var monitor = try ChildProcess(monitorBinary, ["run", "--config", config], log: directory.file("monitor-1.log"))
     try await publishAll(port: broker.port, [MQTTMessage(topic: "edge/gw-bench/status",
-        payload: Array(#"{"state":"online","gateway":"gw-bench","boot":1,"session":1,"stats_interval_ms":10000}"#.utf8), qos: 1)])
+        payload: Array(#"{"state":"online","gateway":"gw-bench","boot":1,"session":1,"stats_interval_ms":10000}"#.utf8), qos: 1, retain: true)])
     try await waitForGateway("gw-bench", httpPort: httpPort)
     monitor.signal(SIGTERM)
     _ = try await monitor.waitForExit()
@@ -156,7 +156,7 @@ func benchMonitorFleet(directory: TemporaryDirectory) async throws {
     let monitor = try ChildProcess(try builtProduct("edge-monitor"), ["run", "--config", config], log: directory.file("fleet.log"))
     // A probe gateway proves the subscription before the burst.
     try await publishAll(port: broker.port, [MQTTMessage(topic: "edge/probe/status",
-        payload: Array(#"{"state":"online","gateway":"probe","boot":1,"session":1}"#.utf8), qos: 1)])
+        payload: Array(#"{"state":"online","gateway":"probe","boot":1,"session":1}"#.utf8), qos: 1, retain: true)])
     try await waitForGateway("probe", httpPort: httpPort)
     var messages: [MQTTMessage] = []
     for index in 0..<gateways {

@@ -22,6 +22,8 @@ import Glibc
         }
         // Not lost while the backlog is not empty.
         #expect(try await harness.gateway("gw-skip")?["lost"] as? Int == 0)
+        // An empty backlog, and a second look one stats interval later.
+        try publisher.stats(buffered: 0, committed: 10)
         try publisher.stats(buffered: 0, committed: 10)
         let view = try await harness.waitForGateway("gw-skip", "lost 2") { $0["lost"] as? Int == 2 }
         let ranges = try #require(view["lost_ranges"] as? [[String: Int]])
@@ -104,10 +106,11 @@ import Glibc
         try again.data(601...700)
         try again.stats(buffered: 0, committed: 700)
         try again.stats(buffered: 0, committed: 700)
+        try again.stats(buffered: 0, committed: 700)
         try await again.flush()
         let view = try await harness.waitForGateway("gw-restart", "seqs up to 700 and judged") {
             (($0["boots"] as? [[String: Any]])?.first?["received"] as? [[Int]])?.last?.last == 700
-                && (($0["boots"] as? [[String: Any]])?.first?["highest_committed"] as? Int) == 700
+                && (($0["boots"] as? [[String: Any]])?.first?["judged_through"] as? Int) == 700
         }
         try await harness.waitForMetric(#"edge_monitor_gateway_lost_total{gateway="gw-restart"} 0"#)
         #expect(view["lost"] as? Int == 0, "\(harness.logs.suffix(3000))")

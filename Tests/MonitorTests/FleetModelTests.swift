@@ -208,6 +208,10 @@ struct Fleet {
         fleet.data(boot: 7, [1, 2, 3, 4, 5, 7, 8, 9, 10])
         fleet.stats(boot: 7, buffered: 3, committed: 10)
         #expect(fleet.record.lost == 0)
+        // First look: 6 is missing, but data may still be queued behind the stats.
+        fleet.stats(boot: 7, buffered: 0, committed: 10)
+        #expect(fleet.record.lost == 0)
+        #expect(fleet.ledger(7).suspect.ranges == [6...6])
         let notes = fleet.stats(boot: 7, buffered: 0, committed: 10)
         #expect(fleet.record.lost == 1)
         #expect(fleet.view.lostRanges == [LostRange(boot: 7, first: 6, last: 6)])
@@ -223,7 +227,20 @@ struct Fleet {
         #expect(fleet.record.lost == 0)
         fleet.data(boot: 7, [4])
         fleet.stats(boot: 7, buffered: 0, committed: 4)
+        fleet.stats(boot: 7, buffered: 0, committed: 4)
         #expect(fleet.view.lostRanges == [LostRange(boot: 7, first: 3, last: 3)])
+    }
+
+    @Test func dataQueuedBehindTheStatsArrivesBeforeTheSecondLookAndIsNotLost() {
+        var fleet = watched()
+        fleet.data(boot: 7, [1, 2])
+        fleet.stats(boot: 7, buffered: 5, committed: 6)
+        // The empty-backlog stats overtook 3...6 (QoS 0 beside queued QoS 1 data).
+        fleet.stats(boot: 7, buffered: 0, committed: 6)
+        fleet.data(boot: 7, [3, 4, 5, 6])
+        fleet.stats(boot: 7, buffered: 0, committed: 6)
+        #expect(fleet.record.lost == 0)
+        #expect(fleet.ledger(7).judgedThrough == 6)
     }
 
     @Test func aBacklogThatIsNotEmptyNeverDeclaresLoss() {
@@ -239,6 +256,7 @@ struct Fleet {
     @Test func exactRangesAcrossSeveralHoles() {
         var fleet = watched()
         fleet.data(boot: 7, Array(1...39) + Array(48...60) + [62])
+        fleet.stats(boot: 7, buffered: 0, committed: 62)
         fleet.stats(boot: 7, buffered: 0, committed: 62)
         fleet.stats(boot: 7, buffered: 0, committed: 62)
         #expect(fleet.record.lost == 9)
@@ -264,6 +282,7 @@ struct Fleet {
         fleet.data(boot: 7, [1, 4])
         fleet.stats(boot: 7, buffered: 0, committed: 4)
         fleet.stats(boot: 7, buffered: 0, committed: 4)
+        fleet.stats(boot: 7, buffered: 0, committed: 4)
         #expect(fleet.record.lost == 2)
         fleet.apply(.gap(gateway: fleet.gateway, GapRecord(boot: 7, first: 2, last: 3, reason: "outbox full")))
         #expect(fleet.record.lost == 0)
@@ -286,6 +305,7 @@ struct Fleet {
         fleet.birth(boot: 8, session: 1, previous: (7, 5))
         fleet.data(boot: 7, [4])
         fleet.stats(boot: 8, buffered: 0, committed: 0)
+        fleet.stats(boot: 8, buffered: 0, committed: 0)
         #expect(fleet.record.lost == 1)
         #expect(fleet.view.lostRanges == [LostRange(boot: 7, first: 5, last: 5)])
     }
@@ -296,6 +316,7 @@ struct Fleet {
         fleet.data(boot: 3, [500, 501, 503])
         fleet.stats(boot: 3, buffered: 0, committed: 503)
         fleet.stats(boot: 3, buffered: 0, committed: 503)
+        fleet.stats(boot: 3, buffered: 0, committed: 503)
         #expect(fleet.ledger(3).unobserved.ranges == [1...499])
         #expect(fleet.view.lostRanges == [LostRange(boot: 3, first: 502, last: 502)])
     }
@@ -303,6 +324,7 @@ struct Fleet {
     @Test func aLiveBirthMakesSeqOneCount() {
         var fleet = watched()
         fleet.data(boot: 7, [2, 3])
+        fleet.stats(boot: 7, buffered: 0, committed: 3)
         fleet.stats(boot: 7, buffered: 0, committed: 3)
         fleet.stats(boot: 7, buffered: 0, committed: 3)
         #expect(fleet.view.lostRanges == [LostRange(boot: 7, first: 1, last: 1)])
@@ -323,6 +345,7 @@ struct Fleet {
     @Test func aLateArrivalAfterLossIsNoLongerLost() {
         var fleet = watched()
         fleet.data(boot: 7, [1, 3])
+        fleet.stats(boot: 7, buffered: 0, committed: 3)
         fleet.stats(boot: 7, buffered: 0, committed: 3)
         fleet.stats(boot: 7, buffered: 0, committed: 3)
         #expect(fleet.record.lost == 1)

@@ -70,6 +70,7 @@ import Testing
         fleet.apply(.sealFailure(gateway: fleet.gateway, keyID: "k1", reason: "bad tag"))
         fleet.stats(boot: 2, buffered: 0, committed: 3)
         fleet.stats(boot: 2, buffered: 0, committed: 3)
+        fleet.stats(boot: 2, buffered: 0, committed: 3)
         return fleet
     }
 
