@@ -76,7 +76,7 @@ public struct FleetSnapshot: Sendable {
             var container = encoder.singleValueContainer()
             try container.encode(MessageEncoding.timestamp(date))
         }
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = []
         return encoder
     }
 

@@ -152,3 +152,12 @@ import Testing
         }
     }
 }
+
+@Suite struct ExpositionEscapingTests {
+    @Test func labelValuesAreEscaped() {
+        var fleet = Fleet()
+        fleet.apply(.status(gateway: #"gw"\x"#, GatewayStatus(kind: .birth, boot: 1, session: 1)))
+        let text = String(decoding: MetricsExposition.render(FleetSnapshot(model: fleet.model, takenAt: fleet.now)), as: UTF8.self)
+        #expect(text.contains(#"edge_monitor_gateway_up{gateway="gw\"\\x"} 1.0"#))
+    }
+}
