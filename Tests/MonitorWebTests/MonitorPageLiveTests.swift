@@ -167,6 +167,8 @@ func fleetGateways(_ base: String) async -> [String: [String: Any]] {
         // Seqs 4 and 5 never arrive; the gateway reports 7 committed and an empty backlog.
         try await publisher.birth("gw-lossy", boot: 1, session: 1, statsIntervalMs: 60_000)
         for seq in [1, 2, 3, 6, 7] { try await publisher.data("gw-lossy", "press", boot: 1, seq: seq) }
+        // The report, then two empty-backlog stats: the monitor looks twice before it calls a seq lost.
+        try await publisher.stats("gw-lossy", boot: 1, buffered: 0, seqCommitted: 7)
         try await publisher.stats("gw-lossy", boot: 1, buffered: 0, seqCommitted: 7)
         try await publisher.stats("gw-lossy", boot: 1, buffered: 0, seqCommitted: 7)
 
