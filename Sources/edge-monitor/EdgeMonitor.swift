@@ -136,7 +136,8 @@ struct Status: AsyncParsableCommand {
         } else {
             print(StatusTable.render(fleet, source: source))
         }
-        let troubled = fleet.gateways.filter { $0.state != .online || $0.lost > 0 }
+        // Offline (either way), stale, or lost data; `unknown` (no status yet) alone is not trouble.
+        let troubled = fleet.gateways.filter { [.offlineConnectionLost, .offlineShutdown, .stale].contains($0.state) || $0.lost > 0 }
         if !troubled.isEmpty { throw ExitCode(2) }
     }
 
