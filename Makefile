@@ -1,8 +1,10 @@
 # edge-gateway: build, demo, tests, benchmarks. Run `make help`.
 SHELL := /bin/bash
 SWIFT ?= swift
+# prometheus brings promtool (alert rule tests), chromium the browser for the monitor page's tests.
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
+                prometheus chromium \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
                 debootstrap systemd-container
 
@@ -13,7 +15,7 @@ help:
 	@echo "make test   - install what the tests need and run the whole suite"
 	@echo "make bench  - benchmarks with figures and ratios against in-run baselines"
 	@echo "make build  - debug build; make release - optimised build"
-	@echo "make package - static release binary and the Debian package in .build/deploy/"
+	@echo "make package - static release binaries and the Debian packages (edge-gateway, edge-monitor) in .build/deploy/"
 
 # Installs the Debian packages the build, the demo and the tests need (only the missing ones).
 deps:
