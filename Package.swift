@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "edge-gateway", targets: ["edge-gateway"]),
+        .executable(name: "edge-monitor", targets: ["edge-monitor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -14,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        // edge-monitor only (the gateway binary links no HTTP).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries, each behind a three-line module map.
@@ -57,6 +61,29 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
 
+        // edge-monitor: the central side. `Monitor` is the model, ledger, store and
+        // subscriber (no HTTP); `MonitorHTTP` serves it; `edge-monitor` is the CLI.
+        .target(name: "Monitor", dependencies: [
+            "GatewayConfig", "MQTTUplink", "Sealing", "Gateway",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "MonitorHTTP", dependencies: [
+            "Monitor", "MonitorWeb",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "edge-monitor", dependencies: [
+            "Monitor", "MonitorHTTP",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ]),
+
         // `make bench`: figures and ratios against baselines measured in the same run.
         .executableTarget(name: "edge-gateway-bench", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport", "CModbus", "Sealing",
@@ -73,6 +100,15 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "MonitorHTTP", "Sealing"]),
+        .testTarget(name: "MonitorIntegrationTests", dependencies: [
+            "Monitor", "Gateway", "MQTTUplink", "Sealing", "TestSupport",
+        ]),
+        // The forwarder's logic in process, against fakes of the uplink and the outbox.
+        .testTarget(name: "ForwarderTests", dependencies: [
+            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // edge-monitor's page in a real browser, and its ops files (alert rules, dashboard, unit).
         .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [

@@ -1,6 +1,6 @@
-// From the outbox to the broker: leases in replay order, keeps an inflight window,
-// deletes only what the broker acknowledged, announces the gateway's state.
-import DequeModule
+// From the outbox to the broker: the forwarder service. It owns the MQTT uplink,
+// turns everything that happens into `ForwarderEvent`s for its `ForwardingLoop`,
+// and runs the reader and the deleter beside it.
 import Foundation
 import GatewayConfig
 import Logging
@@ -22,52 +22,9 @@ enum ForwarderEvent: Sendable {
     case outboxCommitted(newestID: Int64)
     case deviceStatus(device: String, error: String?)
     /// Housekeeping, every `ForwarderService.tickInterval`: acks, gaps, stats,
-    /// rate limiting, shutdown deadline.
+    /// rate limiting, read retries, shutdown deadline.
     case tick
     case shutdown
-}
-
-/// What to read next from the outbox, for one session.
-struct LeaseRequest: Sendable {
-    enum Side: Sendable { case live, backlog }
-
-    var session: Int
-    var side: Side
-    /// Rows with a greater id are wanted.
-    var cursor: Int64
-    /// `.live`: the newest id known committed when asking; when nothing is found,
-    /// every row up to it is gone (acknowledged or dropped) and the cursor moves
-    /// past it. `.backlog`: the backlog's last id; nothing beyond it is wanted.
-    var limit: Int64
-    var max: Int
-}
-
-/// Rows read for a `LeaseRequest`, and where its side's cursor goes next.
-struct LeaseResult: Sendable {
-    var session: Int
-    var side: LeaseRequest.Side
-    var rows: [OutboxMessage]
-    var cursor: Int64
-}
-
-/// Acknowledgements from the network thread, waiting for the forwarder.
-final class PubackQueue: Sendable {
-    private let queued = Mutex<[(session: Int, mid: Int32)]>([])
-
-    /// Returns true when the queue was empty: the caller wakes the forwarder.
-    func append(session: Int, mid: Int32) -> Bool {
-        queued.withLock { queue in
-            queue.append((session, mid))
-            return queue.count == 1
-        }
-    }
-
-    func takeAll() -> [(session: Int, mid: Int32)] {
-        queued.withLock { queue in
-            defer { queue.removeAll(keepingCapacity: true) }
-            return queue
-        }
-    }
 }
 
 /// Counters the forwarder keeps for the stats topic.
@@ -80,52 +37,59 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var uplinkProblem: String?
 }
 
+/// `ForwarderCounters` shared between the forwarding task (writes) and readers
+/// (the watchdog's status line, stats).
+final class ForwarderCounterState: Sendable {
+    private let state = Mutex(ForwarderCounters())
+
+    var value: ForwarderCounters { state.withLock { $0 } }
+
+    func update(_ change: (inout ForwarderCounters) -> Void) {
+        state.withLock { change(&$0) }
+    }
+}
+
 /// Owns the MQTT uplink. Announces the gateway (birth, Last Will, clean offline
 /// status), republishes device statuses after every connect, forwards outbox rows
 /// and deletes them once acknowledged, reports gaps, publishes stats.
 public final class ForwarderService: Service, Sendable {
-    /// Acks are applied to the outbox in batches of at most this many.
-    static let ackBatch = 1024
     static let tickInterval = Duration.milliseconds(250)
+    /// When cancelled (the graceful period ran out): how long the offline status's
+    /// PUBACK is awaited before DISCONNECT, and how long the network thread then gets.
+    static let cancellationBound = Duration.milliseconds(250)
+    static let stopBoundWhenCancelled = Duration.milliseconds(150)
 
-    let identity: GatewayIdentity
-    let maxInflight: Int
-    let replay: ReplaySettings
+    let settings: ForwardingLoop.Settings
     let outbox: Outbox
     let pollCounters: PollCounters
     let logger: Logger
     let uplink: MQTTUplink
-    let countersState = Mutex(ForwarderCounters())
-    let shutdownGrace: Duration
+    let counterState = ForwarderCounterState()
     private let events: AsyncStream<ForwarderEvent>
     private let eventSink: AsyncStream<ForwarderEvent>.Continuation
     private let acks: AsyncStream<[Int64]>
-    let ackSink: AsyncStream<[Int64]>.Continuation
+    private let ackSink: AsyncStream<[Int64]>.Continuation
     private let leaseRequests: AsyncStream<LeaseRequest>
-    let leaseSink: AsyncStream<LeaseRequest>.Continuation
-    let pubacks = PubackQueue()
+    private let leaseSink: AsyncStream<LeaseRequest>.Continuation
+    private let pubacks = PubackQueue()
     /// Devices whose retained meta topic is published after every connect.
-    let announcedDevices = Mutex<[DeviceConfiguration]>([])
+    private let announcedDevices = Mutex<[DeviceConfiguration]>([])
     /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
-        self.identity = identity
-        self.maxInflight = mqtt.maxInflight
-        self.replay = replay
+        settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
+                                           shutdownGrace: shutdownGrace)
         self.outbox = outbox
         self.pollCounters = pollCounters
         self.logger = logger
-        self.shutdownGrace = shutdownGrace
         let (events, sink) = AsyncStream.makeStream(of: ForwarderEvent.self)
         self.events = events
         self.eventSink = sink
         (acks, ackSink) = AsyncStream.makeStream(of: [Int64].self)
         (leaseRequests, leaseSink) = AsyncStream.makeStream(of: LeaseRequest.self)
         let boot = outbox.boot
-        let gateway = identity.id
-        let statusTopic = identity.statusTopic
         uplink = MQTTUplink(
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
@@ -133,12 +97,7 @@ public final class ForwarderService: Service, Sendable {
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
-            will: {
-                MQTTMessage(topic: statusTopic,
-                            payload: MessageEncoding.status(state: "offline", gateway: gateway, boot: boot, at: Date(),
-                                                            extra: ["reason": "connection lost"]),
-                            qos: 1, retain: true)
-            },
+            will: { session in StatusAnnouncer.will(identity: identity, boot: boot, session: session) },
             onEvent: { [pubacks] event in
                 // PUBACKs come in bursts: queue them and wake the forwarder once per
                 // burst instead of once per message.
@@ -150,7 +109,7 @@ public final class ForwarderService: Service, Sendable {
             })
     }
 
-    public var counters: ForwarderCounters { countersState.withLock { $0 } }
+    public var counters: ForwarderCounters { counterState.value }
 
     /// Publishes (retained, after every connect) `<prefix>/<gw>/<device>/meta` for each device.
     public func announce(devices: [DeviceConfiguration]) {
@@ -166,10 +125,16 @@ public final class ForwarderService: Service, Sendable {
     }
 
     public func run() async throws {
-        let loop = try await ForwardingLoop(service: self)
+        var loopLogger = logger
+        loopLogger[metadataKey: "broker"] = "\(uplink.settings.endpoint)"
+        let loop = ForwardingLoop(
+            settings: settings, uplink: uplink, outbox: outbox, newestCommitted: try await outbox.newestID(),
+            pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
+            devices: { self.announcedDevices.withLock { $0 } },
+            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) }),
+            logger: loopLogger)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()
-        defer { uplink.stop() }
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 let sink = eventSink
@@ -183,8 +148,10 @@ public final class ForwarderService: Service, Sendable {
                 group.addTask { await self.readAhead() }
                 async let acksWritten: Void = deleteAcknowledged()
                 for await event in events {
+                    if case .tick = event { heartbeat.beat() }
                     if await loop.handle(event) == .stop { break }
                 }
+                if Task.isCancelled { await lastWord(loop) }
                 ackSink.finish()
                 await acksWritten
                 leaseSink.finish()
@@ -193,28 +160,34 @@ public final class ForwarderService: Service, Sendable {
         } onGracefulShutdown: {
             self.eventSink.yield(.shutdown)
         }
+        await uplink.stop(timeout: Task.isCancelled ? Self.stopBoundWhenCancelled : .seconds(2))
     }
-}
 
-extension ForwarderService {
+    /// Cancelled before a clean stop (the graceful period ran out): the retained
+    /// status must still say offline (shutdown), not online. Publishes it and waits
+    /// for its PUBACK a short, bounded time; the DISCONNECT follows it on the same
+    /// connection either way, so the broker stores it before discarding the Will.
+    private func lastWord(_ loop: ForwardingLoop) async {
+        guard loop.offlineStatusOnCancellation() != nil else { return }
+        let deadline = ContinuousClock.now + Self.cancellationBound
+        while !loop.offlineStatusAcknowledged() {
+            guard ContinuousClock.now < deadline else {
+                logger.warning("cancelled: the offline status was sent but not acknowledged in time")
+                return
+            }
+            await pauseIgnoringCancellation(.milliseconds(10))
+        }
+        logger.info("cancelled: the offline status was acknowledged")
+    }
+
     /// Answers lease requests, one at a time.
     private func readAhead() async {
         for await request in leaseRequests {
-            var result = LeaseResult(session: request.session, side: request.side, rows: [], cursor: request.cursor)
+            let result: LeaseResult
             do {
-                let rows = try await outbox.lease(after: request.cursor, max: request.max)
-                switch request.side {
-                case .live:
-                    result.rows = rows
-                    result.cursor = rows.last?.id ?? max(request.cursor, request.limit)
-                case .backlog:
-                    result.rows = rows.filter { $0.id <= request.limit }
-                    // Short of what was asked, or cut at the limit: the backlog is done.
-                    let done = rows.count < request.max || result.rows.count < rows.count
-                    result.cursor = done ? request.limit : result.rows.last?.id ?? request.limit
-                }
+                result = request.answer(try await outbox.lease(after: request.cursor, max: request.max))
             } catch {
-                logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
+                result = request.failed(error)  // the loop logs it once and backs off
             }
             eventSink.yield(.leased(result))
         }
@@ -235,351 +208,12 @@ extension ForwarderService {
     }
 }
 
-/// The forwarder's state, owned by its `run()` task alone.
-private final class ForwardingLoop {
-    enum Next { case go, stop }
-
-    /// Rows read from the outbox per lease: fewer reads than one per window slot.
-    static let leaseAhead = 512
-
-    /// One MQTT connection as the forwarder sees it.
-    struct Session {
-        var id: Int
-        /// Highest outbox id sent in this session from the live side (everything
-        /// for `oldest_first`).
-        var liveCursor: Int64
-        /// `live_first` only: the backlog is ids `backlogCursor + 1 ... backlogEnd`.
-        var backlogCursor: Int64 = 0
-        var backlogEnd: Int64 = 0
-        /// mid → outbox id of data messages awaiting PUBACK.
-        var inflight: [Int32: Int64] = [:]
-        /// mid → gap record awaiting PUBACK.
-        var gapsInflight: [Int32: OutboxGap] = [:]
-        /// Rows leased ahead, not yet published (the cursors are past them);
-        /// `live` goes first.
-        var live: Deque<OutboxMessage> = []
-        var backlog: Deque<OutboxMessage> = []
-        /// A lease request is out; its answer comes as `.leased`.
-        var leasing = false
-
-        /// Nothing leased is waiting and nothing more is known to be committed.
-        func drained(newestCommitted: Int64) -> Bool {
-            live.isEmpty && backlog.isEmpty && !leasing && liveCursor >= newestCommitted
-                && backlogCursor >= backlogEnd
+/// Suspends for `duration` also in a cancelled task (where `Task.sleep` returns at
+/// once), without blocking a thread: a timer resumes it.
+func pauseIgnoringCancellation(_ duration: Duration) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(duration / .nanoseconds(1)))) {
+            continuation.resume()
         }
-    }
-
-    let service: ForwarderService
-    var session: Session?
-    var pendingAcks: [Int64] = []
-    /// Gap records the broker acknowledged, to be marked reported.
-    var reportedGaps: [OutboxGap] = []
-    var deviceErrors: [String: String?] = [:]
-    var newestCommittedID: Int64
-    var stopping = false
-    var offlineStatusMid: Int32?
-    var stopDeadline: ContinuousClock.Instant?
-    var nextStats: ContinuousClock.Instant
-    var nextGapCheck = ContinuousClock.now
-    /// Token bucket for `replay.max_rate`.
-    var tokens: Double = 0
-    var tokensUpdated = ContinuousClock.now
-
-    var outbox: Outbox { service.outbox }
-    var logger: Logger { service.logger }
-    var identity: GatewayIdentity { service.identity }
-
-    init(service: ForwarderService) async throws {
-        self.service = service
-        newestCommittedID = try await service.outbox.newestID()
-        nextStats = ContinuousClock.now + service.identity.statsInterval
-    }
-
-    func handle(_ event: ForwarderEvent) async -> Next {
-        switch event {
-        case let .mqtt(.connected(id)):
-            await connected(session: id)
-
-        case let .mqtt(.disconnected(id, reason)):
-            guard session?.id == id else { break }
-            // What was in flight stays in the outbox and goes again next session.
-            session = nil
-            service.countersState.withLock { $0.connected = false; $0.inflight = 0; $0.uplinkProblem = reason }
-            flushAcks()
-            if stopping { return .stop }
-
-        case let .mqtt(.connectFailed(reason, _)):
-            service.countersState.withLock { $0.uplinkProblem = reason }
-            if stopping { return .stop }
-
-        case .pubacks:
-            for (id, mid) in service.pubacks.takeAll() where session?.id == id {
-                if mid == offlineStatusMid {
-                    flushAcks()
-                    return .stop
-                }
-                acknowledged(mid: mid)
-            }
-            if let current = session, pendingAcks.count >= ForwarderService.ackBatch
-                || (current.inflight.isEmpty && current.drained(newestCommitted: newestCommittedID)) {
-                flushAcks()
-            }
-            await fill()
-
-        case .mqtt(.published):
-            break  // delivered through `.pubacks`
-
-        case let .leased(result):
-            guard session?.id == result.session else { break }
-            session!.leasing = false
-            switch result.side {
-            case .live:
-                session!.liveCursor = result.cursor
-                session!.live.append(contentsOf: result.rows)
-            case .backlog:
-                session!.backlogCursor = result.cursor
-                session!.backlog.append(contentsOf: result.rows)
-            }
-            await fill()
-
-        case .mqtt(.message):
-            break
-
-        case let .outboxCommitted(newestID):
-            newestCommittedID = max(newestCommittedID, newestID)
-            await fill()
-
-        case let .deviceStatus(device, error):
-            deviceErrors[device] = .some(error)
-            if session != nil {
-                publishRetained(identity.deviceStatusTopic(device: device), devicePayload(error))
-            }
-
-        case .tick:
-            service.heartbeat.beat()
-            if let stopDeadline, ContinuousClock.now >= stopDeadline {
-                logger.warning("the broker did not acknowledge the offline status in time; stopping anyway")
-                flushAcks()
-                return .stop
-            }
-            flushAcks()
-            await reportGaps()
-            await fill()
-            if ContinuousClock.now >= nextStats {
-                nextStats = ContinuousClock.now + identity.statsInterval
-                await publishStats()
-            }
-
-        case .shutdown:
-            guard session != nil else {
-                stopping = true
-                flushAcks()
-                return .stop
-            }
-            // The ingest service has committed its last polls: send what the window
-            // takes (the rest waits in the outbox for the next start), then the
-            // offline status. One connection delivers in order: once the status is
-            // acknowledged, every data message sent before it has been too.
-            await leaseForShutdown()
-            await fill()
-            stopping = true
-            offlineStatusMid = publishRetained(
-                identity.statusTopic,
-                MessageEncoding.status(state: "offline", gateway: identity.id, boot: outbox.boot, at: Date(),
-                                       extra: ["reason": "shutdown"]))
-            if offlineStatusMid == nil {
-                flushAcks()
-                return .stop
-            }
-            stopDeadline = ContinuousClock.now + service.shutdownGrace
-        }
-        return .go
-    }
-
-    private func connected(session id: Int) async {
-        var fresh = Session(id: id, liveCursor: 0)
-        if service.replay.order == .liveFirst {
-            // What is committed now is the backlog; whatever comes after goes first.
-            fresh.liveCursor = newestCommittedID
-            fresh.backlogEnd = newestCommittedID
-        }
-        session = fresh
-        service.countersState.withLock { $0.connected = true; $0.uplinkProblem = nil }
-        logger.info("connected to broker", metadata: [
-            "broker": "\(service.uplink.settings.endpoint)", "session": "\(id)",
-        ])
-        var extra: KeyValuePairs<String, String> = [:]
-        if let quarantined = outbox.quarantinedPath {
-            extra = ["outbox_quarantined": quarantined]
-        }
-        publishRetained(identity.statusTopic,
-                        MessageEncoding.status(state: "online", gateway: identity.id, boot: outbox.boot,
-                                               at: Date(), extra: extra))
-        for (device, error) in deviceErrors.sorted(by: { $0.key < $1.key }) {
-            publishRetained(identity.deviceStatusTopic(device: device), devicePayload(error))
-        }
-        for device in service.announcedDevices.withLock({ $0 }) {
-            publishRetained(identity.deviceMetaTopic(device: device.name),
-                            MessageEncoding.deviceMeta(device, gateway: identity.id, boot: outbox.boot, at: Date()))
-        }
-        nextGapCheck = ContinuousClock.now
-        await reportGaps()
-        await fill()
-    }
-
-    /// Books one PUBACK: a gap record is marked reported later (on the tick), a
-    /// data message goes to the next ack batch.
-    private func acknowledged(mid: Int32) {
-        if let gap = session!.gapsInflight.removeValue(forKey: mid) {
-            reportedGaps.append(gap)
-            return
-        }
-        guard let outboxID = session!.inflight.removeValue(forKey: mid) else { return }
-        pendingAcks.append(outboxID)
-        let inflight = session!.inflight.count
-        service.countersState.withLock { $0.published += 1; $0.inflight = inflight }
-    }
-
-    /// Hands the acknowledged ids to the deleting task.
-    private func flushAcks() {
-        guard !pendingAcks.isEmpty else { return }
-        service.ackSink.yield(pendingAcks)
-        pendingAcks.removeAll(keepingCapacity: true)
-    }
-
-    /// How many messages the rate limit allows now (all of `wanted` when unlimited).
-    private func allowance(_ wanted: Int) -> Int {
-        let rate = service.replay.maxRate
-        guard rate > 0 else { return wanted }
-        let now = ContinuousClock.now
-        let elapsed = Double((now - tokensUpdated) / .milliseconds(1)) / 1000
-        tokensUpdated = now
-        // At most a quarter second's worth at once: the burst stays small.
-        tokens = min(tokens + elapsed * Double(rate), max(1, Double(rate) / 4))
-        return min(wanted, Int(tokens))
-    }
-
-    /// At shutdown, reads what the window can still take right now instead of
-    /// through the reader (its answer would come too late).
-    private func leaseForShutdown() async {
-        guard var current = session.take() else { return }
-        defer { session = current }
-        let room = service.maxInflight - current.inflight.count - current.live.count
-        guard room > 0 else { return }
-        do {
-            let rows = try await outbox.lease(after: current.liveCursor, max: room)
-            current.live.append(contentsOf: rows)
-            current.liveCursor = rows.last?.id ?? current.liveCursor
-        } catch {
-            logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// Sends as much as the window and the rate allow, one message per free slot,
-    /// from rows leased ahead; asks for more while half a batch is still in hand.
-    private func fill() async {
-        // Moved out, not copied: a copy would duplicate the window and the leased
-        // rows on every call (copy-on-write).
-        guard !stopping, var current = session.take() else { return }
-        defer {
-            session = current
-            service.countersState.withLock { $0.inflight = current.inflight.count }
-        }
-        var room = allowance(service.maxInflight - current.inflight.count)
-        while room > 0, let message = current.live.popFirst() ?? current.backlog.popFirst() {
-            let sent: (session: Int, mid: Int32)
-            do {
-                sent = try service.uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
-                                                              qos: Int(message.qos)))
-            } catch {
-                return  // the connection went; its disconnect event follows
-            }
-            guard sent.session == current.id else { return }
-            tokens -= 1
-            room -= 1
-            current.inflight[sent.mid] = message.id
-        }
-        guard !current.leasing else { return }
-        if current.liveCursor < newestCommittedID && current.live.count < Self.leaseAhead / 2 {
-            current.leasing = true
-            service.leaseSink.yield(LeaseRequest(session: current.id, side: .live, cursor: current.liveCursor,
-                                                 limit: newestCommittedID, max: Self.leaseAhead))
-        } else if current.backlogCursor < current.backlogEnd && current.backlog.count < Self.leaseAhead / 2 {
-            current.leasing = true
-            service.leaseSink.yield(LeaseRequest(session: current.id, side: .backlog, cursor: current.backlogCursor,
-                                                 limit: current.backlogEnd, max: Self.leaseAhead))
-        }
-    }
-
-    private func reportGaps() async {
-        if !reportedGaps.isEmpty {
-            do {
-                try await outbox.markGapsReported(reportedGaps)
-                reportedGaps.removeAll()
-            } catch {
-                logger.error("cannot mark gap records reported", metadata: ["error": "\(error)"])
-            }
-        }
-        guard var current = session, current.gapsInflight.isEmpty, ContinuousClock.now >= nextGapCheck else { return }
-        nextGapCheck = ContinuousClock.now + .seconds(1)
-        let gaps: [OutboxGap]
-        do {
-            gaps = try await outbox.pendingGaps()
-        } catch {
-            logger.error("cannot read gap records", metadata: ["error": "\(error)"])
-            return
-        }
-        guard !gaps.isEmpty else { return }
-        for gap in gaps {
-            let payload = MessageEncoding.gap(gateway: identity.id, boot: gap.boot, firstSeq: gap.firstSeq,
-                                              lastSeq: gap.lastSeq, count: gap.count, reason: gap.reason, at: Date())
-            guard let sent = try? service.uplink.publish(MQTTMessage(topic: identity.gapsTopic, payload: payload, qos: 1)),
-                  sent.session == current.id
-            else { break }
-            current.gapsInflight[sent.mid] = gap
-        }
-        session = current
-    }
-
-    @discardableResult
-    private func publishRetained(_ topic: String, _ payload: [UInt8]) -> Int32? {
-        try? service.uplink.publish(MQTTMessage(topic: topic, payload: payload, qos: 1, retain: true)).mid
-    }
-
-    private func devicePayload(_ error: String?) -> [UInt8] {
-        MessageEncoding.status(state: error == nil ? "online" : "offline", gateway: identity.id,
-                               boot: outbox.boot, at: Date(), extra: error.map { ["error": $0] } ?? [:])
-    }
-
-    private func publishStats() async {
-        let polls = service.pollCounters.snapshot
-        let forwarder = service.counters
-        let buffered: OutboxStatistics
-        do {
-            buffered = try await outbox.statistics()
-        } catch {
-            logger.error("cannot read outbox statistics", metadata: ["error": "\(error)"])
-            return
-        }
-        logger.debug("stats", metadata: [
-            "buffered": "\(buffered.bufferedMessages)", "published": "\(forwarder.published)",
-            "dropped": "\(buffered.dropped)", "polls_failed": "\(polls.pollsFailed)",
-        ])
-        guard session != nil else { return }
-        let oldest = buffered.oldestAge.map { Int64($0 / .milliseconds(1)) }
-        let payload = MessageEncoding.counters([
-            ("buffered_messages", Int64(buffered.bufferedMessages)),
-            ("buffered_bytes", buffered.bufferedBytes),
-            ("oldest_age_ms", oldest),
-            ("dropped", buffered.dropped),
-            ("published", forwarder.published),
-            ("inflight", Int64(forwarder.inflight)),
-            ("polls_ok", polls.pollsOK),
-            ("polls_failed", polls.pollsFailed),
-            ("poll_overruns", polls.overruns),
-            ("polls_unchanged", polls.pollsUnchanged),
-            ("modbus_requests", polls.requests),
-        ], gateway: identity.id, boot: outbox.boot, at: Date())
-        _ = try? service.uplink.publish(MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0))
     }
 }

@@ -3,6 +3,7 @@
 import Foundation
 import GatewayConfig
 import Modbus
+import Outbox
 
 /// Builds the payloads this gateway publishes.
 public enum MessageEncoding {
@@ -79,14 +80,47 @@ public enum MessageEncoding {
         return json.bytes
     }
 
-    /// A status payload: `{"state":…,"gateway":…,"boot":…,"ts":…, extra…}`.
-    public static func status(state: String, gateway: String, boot: Int64, at date: Date,
-                              extra: KeyValuePairs<String, String> = [:]) -> [UInt8] {
+    /// The retained `<prefix>/<gw>/status` payload: the birth, the Last Will or the
+    /// clean offline status, each naming the MQTT connection (`session`) it belongs to.
+    ///
+    /// `{"state":"online","gateway":…,"boot":…,"session":…,"ts":…,"stats_interval_ms":…,
+    /// ["previous_boot":…,"previous_boot_last_seq":…,]["outbox_quarantined":…]}` or
+    /// `{"state":"offline","reason":"connection lost"|"shutdown","gateway":…,"boot":…,"session":…,"ts":…}`.
+    /// Consumers order these by `(boot, session)`, never by `ts`.
+    public static func gatewayStatus(_ status: GatewayStatus, gateway: String, boot: Int64, session: Int,
+                                     at date: Date) -> [UInt8] {
         var json = JSONWriter()
         json.beginObject()
-        json.key("state"); json.string(state)
-        for (key, value) in extra {
-            json.key(key); json.string(value)
+        json.key("state"); json.string(status.state.rawValue)
+        if case let .offline(reason) = status {
+            json.key("reason"); json.string(reason.rawValue)
+        }
+        json.key("gateway"); json.string(gateway)
+        json.key("boot"); json.integer(boot)
+        json.key("session"); json.integer(Int64(session))
+        json.key("ts"); json.string(timestamp(date))
+        if case let .online(birth) = status {
+            json.key("stats_interval_ms"); json.integer(Int64(birth.statsInterval / .milliseconds(1)))
+            if let previous = birth.previousBoot {
+                json.key("previous_boot"); json.integer(previous.boot)
+                json.key("previous_boot_last_seq"); json.integer(previous.lastSeq)
+            }
+            if let quarantined = birth.quarantinedOutbox {
+                json.key("outbox_quarantined"); json.string(quarantined)
+            }
+        }
+        json.endObject()
+        return json.bytes
+    }
+
+    /// The retained `<prefix>/<gw>/<device>/status` payload:
+    /// `{"state":"online"|"offline",["error":…,]"gateway":…,"boot":…,"ts":…}`; `error` nil means online.
+    public static func deviceStatus(error: String?, gateway: String, boot: Int64, at date: Date) -> [UInt8] {
+        var json = JSONWriter()
+        json.beginObject()
+        json.key("state"); json.string((error == nil ? Presence.online : .offline).rawValue)
+        if let error {
+            json.key("error"); json.string(error)
         }
         json.key("gateway"); json.string(gateway)
         json.key("boot"); json.integer(boot)
@@ -139,6 +173,49 @@ public enum MessageEncoding {
         }
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
             + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+    }
+}
+
+/// The `state` of a status payload.
+public enum Presence: String, Sendable {
+    case online
+    case offline
+}
+
+/// Why the gateway's status says offline (its `reason`).
+public enum OfflineReason: String, Sendable {
+    /// The Last Will: the broker lost the connection without a DISCONNECT.
+    case connectionLost = "connection lost"
+    /// The gateway stopped cleanly.
+    case shutdown
+}
+
+/// What the gateway's retained status announces.
+public enum GatewayStatus: Sendable {
+    /// What a birth carries besides the gateway, boot, session and time.
+    public struct Birth: Sendable {
+        /// How often the stats topic is published (a consumer's staleness clock).
+        public var statsInterval: Duration
+        /// Where the previous boot ended, when the outbox knows.
+        public var previousBoot: OutboxBootEnd?
+        /// Where a corrupt outbox was moved at start, if that happened.
+        public var quarantinedOutbox: String?
+
+        public init(statsInterval: Duration, previousBoot: OutboxBootEnd?, quarantinedOutbox: String?) {
+            self.statsInterval = statsInterval
+            self.previousBoot = previousBoot
+            self.quarantinedOutbox = quarantinedOutbox
+        }
+    }
+
+    case online(Birth)
+    case offline(OfflineReason)
+
+    public var state: Presence {
+        switch self {
+        case .online: .online
+        case .offline: .offline
+        }
     }
 }
 

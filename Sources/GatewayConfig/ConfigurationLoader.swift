@@ -209,7 +209,7 @@ struct SchemaReader {
 
     // MARK: mqtt
 
-    private func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
+    func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
         guard var section = MappingReader(value, hint: "write mqtt: as a mapping with host:, port:, ...")
         else { return nil }
         let host = section.required(

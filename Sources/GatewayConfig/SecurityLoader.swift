@@ -361,7 +361,7 @@ extension SchemaReader {
         return PayloadSettings(seal: seal, keys: keys, sealKey: seal == .none ? nil : sealKey)
     }
 
-    private func payloadKey(_ value: YAMLValue) -> PayloadSettings.Key? {
+    func payloadKey(_ value: YAMLValue) -> PayloadSettings.Key? {
         guard var section = MappingReader(value, hint: "write each key as { id: k1, file: /etc/edge-gateway/k1.key }")
         else { return nil }
         let id = section.required("id", hint: "add id: <key id>; it is the kid of every message sealed with it")

@@ -102,16 +102,24 @@ public final class MQTTUplink: Sendable {
     public let settings: MQTTUplinkSettings
     let logger: Logger
     private let onEvent: @Sendable (MQTTEvent) -> Void
-    /// Built before every connection attempt, so its `ts` is fresh.
-    private let makeWill: @Sendable () -> MQTTMessage?
+    /// Built before every connection attempt for that attempt's session number (the
+    /// one its `.connected` event carries), so its `ts` is fresh.
+    private let makeWill: @Sendable (_ session: Int) -> MQTTMessage?
     private let current = Mutex<ConnectionHandle?>(nil)
     private let stopRequested = Atomic<Bool>(false)
+    /// Waited on by the network thread only (between connection attempts).
     private let wakeUp = DispatchSemaphore(value: 0)
-    private let threadFinished = DispatchSemaphore(value: 0)
+    private let networkThread = Mutex(NetworkThreadState())
     private let started = Atomic<Bool>(false)
 
+    /// Whether the network thread has ended, and who waits for it (`stop`).
+    private struct NetworkThreadState {
+        var finished = false
+        var waiters: [StopWaiter] = []
+    }
+
     public init(settings: MQTTUplinkSettings, logger: Logger,
-                will: @escaping @Sendable () -> MQTTMessage? = { nil },
+                will: @escaping @Sendable (_ session: Int) -> MQTTMessage? = { _ in nil },
                 onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
         _ = libraryInitialised
         self.settings = settings
@@ -130,18 +138,29 @@ public final class MQTTUplink: Sendable {
 
     /// Queues a message on the live connection. Returns the session and message id
     /// that a later `.published` event acknowledges.
-    public func publish(_ message: MQTTMessage) throws(MQTTError) -> (session: Int, mid: Int32) {
-        try current.withLock { handle throws(MQTTError) in
+    ///
+    /// - Throws: `MQTTPublishError` saying whether the connection is gone, the message
+    ///   can never be published (a topic or payload beyond MQTT's limits), or a retry may work.
+    public func publish(_ message: MQTTMessage) throws(MQTTPublishError) -> (session: Int, mid: Int32) {
+        try current.withLock { handle throws(MQTTPublishError) in
             guard let handle, handle.context.isConnected.load(ordering: .acquiring) else {
-                throw MQTTError("not connected to \(settings.endpoint)")
+                throw MQTTPublishError(kind: .notConnected, code: nil, cause: "not connected to \(settings.endpoint)",
+                                       topic: message.topic, payloadBytes: message.payload.count)
+            }
+            guard message.payload.count <= mqttMaxPayload else {
+                // Int32(count) below would trap; MQTT cannot carry it anyway.
+                throw MQTTPublishError.mosquitto(MOSQ_ERR_PAYLOAD_SIZE.rawValue, errno: 0, topic: message.topic,
+                                                 payloadBytes: message.payload.count)
             }
             var mid: Int32 = 0
-            let rc = message.payload.withUnsafeBytes { bytes in
-                mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
-                                  Int32(message.qos), message.retain)
+            let (rc, savedErrno) = message.payload.withUnsafeBytes { bytes in
+                let rc = mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                           Int32(message.qos), message.retain)
+                return (rc, errno)
             }
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                throw MQTTError.mosquitto(rc, "publish to \(message.topic)")
+                throw MQTTPublishError.mosquitto(rc, errno: savedErrno, topic: message.topic,
+                                                 payloadBytes: message.payload.count)
             }
             return (handle.context.session, mid)
         }
@@ -159,22 +178,48 @@ public final class MQTTUplink: Sendable {
     }
 
     /// Sends DISCONNECT (so the broker discards the Last Will), stops the network
-    /// thread and waits for it, at most `timeout`.
-    public func stop(timeout: Duration = .seconds(2)) {
+    /// thread and waits for it to end, at most `timeout`. Messages published before
+    /// go out before the DISCONNECT (libmosquitto sends in order). Suspends without
+    /// blocking a thread: the network thread (or a timer) resumes the caller.
+    public func stop(timeout: Duration = .seconds(2)) async {
+        requestStop()
+        guard started.load(ordering: .acquiring) else { return }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let waiter = StopWaiter(continuation)
+            let finished = networkThread.withLock { state in
+                if !state.finished { state.waiters.append(waiter) }
+                return state.finished
+            }
+            if finished {
+                waiter.resume()
+            } else {
+                DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(timeout / .nanoseconds(1)))) {
+                    waiter.resume()
+                }
+            }
+        }
+    }
+
+    /// Sends DISCONNECT and tells the network thread to end, without waiting for it.
+    public func requestStop() {
         guard !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else { return }
         current.withLock { handle in
             if let handle { _ = mosquitto_disconnect(handle.raw) }
         }
         wakeUp.signal()
-        if started.load(ordering: .acquiring) {
-            _ = threadFinished.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000)))
-        }
     }
 
     // MARK: - Network thread
 
     private func networkLoop() {
-        defer { threadFinished.signal() }
+        defer {
+            let waiters = networkThread.withLock { state in
+                state.finished = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            waiters.forEach { $0.resume() }
+        }
         var session = 0
         var delay = settings.reconnectMin
         while !stopRequested.load(ordering: .acquiring) {
@@ -226,7 +271,7 @@ public final class MQTTUplink: Sendable {
         if let problem = configureSecurity(raw, context: context, settings: settings, logger: logger) {
             return .failedToConnect(problem)
         }
-        if let will = makeWill() {
+        if let will = makeWill(session) {
             let rc = will.payload.withUnsafeBytes { bytes in
                 mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain)
             }
@@ -276,6 +321,20 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))
         }
         return .failedToConnect(describeConnectFailure(raw, context: context, settings: settings, fallback: reason))
+    }
+}
+
+/// One caller of `MQTTUplink.stop` waiting for the network thread: resumed once,
+/// by the thread's end or by the timeout, whichever comes first.
+private final class StopWaiter: Sendable {
+    private let continuation: CheckedContinuation<Void, Never>
+    private let resumed = Atomic<Bool>(false)
+
+    init(_ continuation: CheckedContinuation<Void, Never>) { self.continuation = continuation }
+
+    func resume() {
+        guard !resumed.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        continuation.resume()
     }
 }
 

@@ -18,6 +18,9 @@ public final class Outbox: Sendable {
     public let boot: Int64
     /// Path the corrupt file was moved to at open, if that happened (the gateway announces it).
     public let quarantinedPath: String?
+    /// Where the previous boot of this file ended (its last committed seq); nil for a
+    /// new (or quarantined and replaced) file.
+    public let previousBoot: OutboxBootEnd?
     /// The settings the outbox was opened with.
     public let settings: OutboxSettings
 
@@ -83,6 +86,11 @@ public final class Outbox: Sendable {
                 throw Self.openError(error, path: path)
             }
             quarantinedPath = aside
+        } catch {
+            throw Self.openError(error, path: path)
+        }
+        do {
+            previousBoot = try database.read { db in try OutboxStore.previousBoot(db) }
         } catch {
             throw Self.openError(error, path: path)
         }
@@ -529,6 +537,27 @@ public final class Outbox: Sendable {
             }
         } catch {
             throw Self.operationError(error, path: settings.path, doing: "deleting \(ids.count) acknowledged messages")
+        }
+    }
+
+    /// Drops messages that MQTT can never carry (a topic or payload beyond the protocol's
+    /// limits), in one transaction: counted as dropped and recorded as a gap with reason
+    /// `unpublishable`, so consumers see a reported loss instead of a backlog that never
+    /// drains. Unknown ids (acknowledged or dropped meanwhile) are ignored.
+    public func discardUnpublishable(_ ids: [Int64]) async throws {
+        guard !ids.isEmpty else { return }
+        do {
+            let ledger = try await database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                try OutboxStore.delete(db, ids: ids.sorted(), meta: &meta, ledger: &ledger, reason: .unpublishable)
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+                try meta.save(db)
+                return ledger
+            }
+            noteDrops(ledger, alreadyNoted: [], appendSucceeded: false)
+        } catch {
+            throw Self.operationError(error, path: settings.path, doing: "dropping \(ids.count) unpublishable messages")
         }
     }
 

@@ -79,6 +79,22 @@ public struct OutboxStatistics: Sendable, Equatable {
     public var acknowledged: Int64
     /// The boot the "this boot" counters belong to.
     public var boot: Int64
+    /// The highest seq `boot` has assigned in a committed transaction (0 when none yet).
+    /// Every seq up to it is either in the outbox, acknowledged, or in a gap record
+    /// (dropped). Read in the same transaction as the other counters.
+    public var seqCommitted: Int64 = 0
+}
+
+/// Where a boot ended: the last seq it committed. Every seq `1...lastSeq` of `boot`
+/// was committed (or dropped and recorded as a gap).
+public struct OutboxBootEnd: Sendable, Equatable {
+    public var boot: Int64
+    public var lastSeq: Int64
+
+    public init(boot: Int64, lastSeq: Int64) {
+        self.boot = boot
+        self.lastSeq = lastSeq
+    }
 }
 
 /// A range of messages that was dropped, to be reported upstream so consumers can tell a
@@ -96,7 +112,7 @@ public struct OutboxGap: Sendable, Equatable {
     public var lastSeq: Int64
     /// Number of dropped messages.
     public var count: Int64
-    /// Why they were dropped: `max_messages`, `max_bytes`, `max_age`, `disk_full` or `io_error`.
+    /// Why they were dropped: `max_messages`, `max_bytes`, `max_age`, `disk_full`, `io_error` or `unpublishable`.
     public var reason: String
 
     /// A gap value; the outbox creates these.
@@ -117,4 +133,6 @@ enum DropReason: String, Sendable {
     case maxAge = "max_age"
     case diskFull = "disk_full"
     case ioError = "io_error"
+    /// MQTT cannot carry the message (a topic or payload beyond the protocol's limits).
+    case unpublishable
 }

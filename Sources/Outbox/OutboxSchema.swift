@@ -54,6 +54,18 @@ enum OutboxSchema {
                 );
                 """)
         }
+        migrator.registerMigration("v2: last seq of the previous boot") { db in
+            // Where the previous boot ended: copied from `boot` and `next_seq - 1` by
+            // `OutboxStore.startBoot`, in the transaction that starts the next boot.
+            // `next_seq` itself is saved in every transaction that assigns seqs, so the
+            // pair names the last seq that boot committed, even after a SIGKILL.
+            // NULL while unknown (a new file, or a file from before this migration
+            // that has not started a boot since).
+            try db.execute(sql: """
+                ALTER TABLE meta ADD COLUMN previous_boot INTEGER;
+                ALTER TABLE meta ADD COLUMN previous_boot_last_seq INTEGER;
+                """)
+        }
         return migrator
     }
 }

@@ -41,7 +41,12 @@ struct DropLedger: Sendable {
 
 enum OutboxStore {
     /// Sets up a fresh boot: boot + 1, seq restarts at 1, per-boot counters at zero.
+    /// Records where the ending boot stopped (`previous_boot`, `previous_boot_last_seq`)
+    /// when the file has had one.
     static func startBoot(_ db: Database) throws -> Meta {
+        try db.execute(sql: """
+            UPDATE meta SET previous_boot = boot, previous_boot_last_seq = next_seq - 1 WHERE id = 1 AND boot > 0
+            """)
         var meta = try Meta.fetch(db)
         meta.boot += 1
         meta.nextSeq = 1
@@ -119,6 +124,21 @@ enum OutboxStore {
         return lastDeleted
     }
 
+    /// Deletes the messages with these ids (ascending) as drops for `reason`: counted
+    /// in `meta` and recorded in `ledger`. Ids not in the table are skipped.
+    static func delete(
+        _ db: Database, ids: [Int64], meta: inout Meta, ledger: inout DropLedger, reason: DropReason
+    ) throws {
+        let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id = ? RETURNING boot, seq, size")
+        for id in ids {
+            guard let row = try Row.fetchOne(delete, arguments: [id]) else { continue }
+            ledger.add(boot: row[0], seq: row[1], reason: reason)
+            meta.bufferedMessages -= 1
+            meta.bufferedBytes -= row[2] as Int64
+            meta.countDropped(1)
+        }
+    }
+
     /// Writes the runs of `ledger` as gap records, extending the newest unreported gap when
     /// a run continues it (same boot and reason, next seq), so a long drop episode stays one record.
     static func recordGaps(_ db: Database, ledger: DropLedger, now: Int64) throws {
@@ -144,6 +164,15 @@ enum OutboxStore {
         }
     }
 
+    /// Where the boot before the current one ended, if the file knows.
+    static func previousBoot(_ db: Database) throws -> OutboxBootEnd? {
+        let row = try Row.fetchOne(db, sql: "SELECT previous_boot, previous_boot_last_seq FROM meta WHERE id = 1")
+        guard let row, let boot: Int64 = row["previous_boot"], let lastSeq: Int64 = row["previous_boot_last_seq"] else {
+            return nil
+        }
+        return OutboxBootEnd(boot: boot, lastSeq: lastSeq)
+    }
+
     /// The oldest message's commit time, or nil when empty.
     static func oldestCreatedAt(_ db: Database) throws -> Int64? {
         let statement = try db.cachedStatement(sql: "SELECT created_at FROM message ORDER BY id LIMIT 1")
@@ -162,7 +191,8 @@ enum OutboxStore {
             committedThisBoot: meta.committedThisBoot,
             acknowledgedThisBoot: meta.acknowledgedThisBoot,
             acknowledged: meta.acknowledgedTotal,
-            boot: meta.boot)
+            boot: meta.boot,
+            seqCommitted: meta.nextSeq - 1)
     }
 }
 

@@ -143,7 +143,7 @@ func replayBaseline(port: Int, total: Int, window: Int) async throws -> Duration
         counter.acked.load(ordering: .relaxed) >= total
     }
     let baselineTime = clock.now - baselineStart
-    uplink.stop()
+    await uplink.stop()
     return baselineTime
 }
 

@@ -220,3 +220,82 @@ final class EndToEnd: @unchecked Sendable {
         }
     }
 }
+
+/// The wire additions a central monitor relies on: `session` in every gateway status
+/// (birth, Will, clean offline), the stats interval and where the previous boot ended
+/// in the birth, `seq_committed` in stats.
+@Suite(.serialized) struct GatewayStatusSessionTests {
+    /// Live (not retained) gateway statuses, in arrival order.
+    func statuses(_ e2e: EndToEnd) -> [[String: Any]] {
+        e2e.subscriber.messages(on: e2e.statusTopic).filter { !$0.retained }.map(\.json)
+    }
+
+    func births(_ e2e: EndToEnd, boot: Int) -> [[String: Any]] {
+        statuses(e2e).filter { $0["state"] as? String == "online" && $0["boot"] as? Int == boot }
+    }
+
+    @Test func everyStatusNamesItsSessionAndTheBirthSaysWhereThePreviousBootEnded() async throws {
+        let e2e = try await EndToEnd()
+        try e2e.startGateway()
+
+        // Boot 1, first connection: session 1, the stats interval, no previous boot.
+        try await waitUntil("the first birth") { !births(e2e, boot: 1).isEmpty }
+        let first = births(e2e, boot: 1)[0]
+        #expect(first["session"] as? Int == 1, "\(first)")
+        #expect(first["stats_interval_ms"] as? Int == 1000, "\(first)")
+        #expect(first["previous_boot"] == nil && first["previous_boot_last_seq"] == nil,
+                "a new outbox knows no previous boot: \(first)")
+
+        // Stats carry the highest seq committed in this boot.
+        let statsTopic = "edge/\(e2e.gatewayID)/stats"
+        try await waitUntil("stats with seq_committed > 0") {
+            e2e.subscriber.messages(on: statsTopic).contains { ($0.json["seq_committed"] as? Int ?? 0) > 0 }
+        }
+        let stats = try #require(e2e.subscriber.messages(on: statsTopic).last?.json)
+        #expect(stats["boot"] as? Int == 1)
+
+        // A new connection (broker restart) increments the session within the boot.
+        try await e2e.broker.stop(graceful: true)
+        try await waitUntil("the outage to be noticed") { e2e.gateway!.output.contains("connection to broker lost") }
+        try await e2e.broker.start()
+        try await waitUntil("a second birth", timeout: .seconds(20)) { births(e2e, boot: 1).count >= 2 }
+        let second = births(e2e, boot: 1)[1]
+        let secondSession = try #require(second["session"] as? Int, "\(second)")
+        #expect(secondSession > 1, "a reconnection carries a higher session: \(second)")
+
+        // SIGKILL: the Will carries the session of the connection it was set on.
+        e2e.gateway!.signal(SIGKILL)
+        _ = try await e2e.gateway!.waitForExit()
+        try await waitUntil("the Last Will") { statuses(e2e).last?["state"] as? String == "offline" }
+        let will = try #require(statuses(e2e).last)
+        #expect(will["reason"] as? String == "connection lost", "\(will)")
+        #expect(will["boot"] as? Int == 1)
+        #expect(will["session"] as? Int == secondSession, "the Will and its birth name the same session: \(will) \(second)")
+
+        // Boot 2's birth names where boot 1 ended: its last committed seq, as the outbox has it.
+        let boot1 = try Outbox.readStatistics(path: e2e.outboxPath)
+        #expect(boot1.boot == 1)
+        #expect(boot1.seqCommitted > 0)
+        try e2e.startGateway()
+        try await waitUntil("boot 2's birth") { !births(e2e, boot: 2).isEmpty }
+        let rebirth = births(e2e, boot: 2)[0]
+        #expect(rebirth["session"] as? Int == 1, "the session counts from 1 in every boot: \(rebirth)")
+        #expect(rebirth["previous_boot"] as? Int == 1, "\(rebirth)")
+        #expect(rebirth["previous_boot_last_seq"] as? Int == Int(boot1.seqCommitted), "\(rebirth)")
+        // ... and every seq up to it arrives (the backlog of boot 1 is replayed in boot 2).
+        let boot1Seqs = { Set(e2e.dataMessages.filter { $0["boot"] as? Int == 1 }.compactMap { $0["seq"] as? Int }) }
+        try await waitUntil("boot 1 replayed up to its last committed seq", timeout: .seconds(20)) {
+            boot1Seqs().isSuperset(of: 1...Int(boot1.seqCommitted))
+        }
+        #expect((boot1Seqs().max() ?? 0) == Int(boot1.seqCommitted), "nothing of boot 1 beyond its last seq")
+
+        // A clean stop: the offline status names the session of boot 2's connection.
+        e2e.gateway!.signal(SIGTERM)
+        #expect(try await e2e.gateway!.waitForExit(timeout: .seconds(5)) == 0, "\(e2e.diagnostics)")
+        try await e2e.subscriber.roundTrip()
+        let shutdown = try #require(statuses(e2e).last)
+        #expect(shutdown["reason"] as? String == "shutdown", "\(shutdown)")
+        #expect(shutdown["boot"] as? Int == 2)
+        #expect(shutdown["session"] as? Int == rebirth["session"] as? Int, "\(shutdown)")
+    }
+}

@@ -93,7 +93,7 @@ final class TLSBroker: @unchecked Sendable {
             }
         }
         uplink.start()
-        defer { uplink.stop() }
+        defer { uplink.requestStop() }
         try await waitUntil("the uplink to connect or fail") { outcome.withLock { $0 != nil } }
         return outcome.withLock { $0! }
     }

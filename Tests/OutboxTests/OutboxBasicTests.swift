@@ -76,6 +76,33 @@ struct OutboxBasicTests {
         }
     }
 
+    /// The last seq of each boot survives into the next one (for the birth), and
+    /// `seqCommitted` counts dropped seqs too: they are covered by gap records.
+    @Test func theNextBootKnowsTheLastSeqThePreviousOneCommitted() async throws {
+        try await withTemporaryDirectory { dir in
+            let settings = OutboxSettings(path: dir.file("outbox.sqlite"), maxMessages: 5, dropPolicy: .dropNewest)
+            do {
+                let outbox = try Outbox(settings: settings, logger: quietLogger)
+                #expect(outbox.previousBoot == nil, "a new file has no previous boot")
+                #expect(try await outbox.statistics().seqCommitted == 0)
+                _ = try await outbox.append(drafts(3))
+                _ = try await outbox.append(drafts(4))  // 2 of them dropped: max_messages 5
+                let stats = try await outbox.statistics()
+                #expect(stats.seqCommitted == 7)
+                #expect(stats.droppedThisBoot == 2)
+            }
+            do {
+                let outbox = try Outbox(settings: settings, logger: quietLogger)
+                #expect(outbox.previousBoot == OutboxBootEnd(boot: 1, lastSeq: 7))
+                #expect(try await outbox.statistics().seqCommitted == 0)
+                #expect(try Outbox.readStatistics(path: settings.path).seqCommitted == 0)
+            }
+            // A boot that committed nothing ends at seq 0.
+            let third = try Outbox(settings: settings, logger: quietLogger)
+            #expect(third.previousBoot == OutboxBootEnd(boot: 2, lastSeq: 0))
+        }
+    }
+
     @Test func committedMessagesSurviveReopenUnchanged() async throws {
         try await withTemporaryDirectory { dir in
             let settings = OutboxSettings(path: dir.file("outbox.sqlite"))

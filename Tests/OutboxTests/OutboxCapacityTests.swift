@@ -23,6 +23,24 @@ struct OutboxCapacityTests {
         gaps.map { "\($0.boot):\($0.firstSeq)-\($0.lastSeq)x\($0.count) \($0.reason)" }
     }
 
+    // MARK: unpublishable
+
+    /// Messages MQTT can never carry leave as a counted drop with a gap record, so the
+    /// backlog can drain and consumers see a reported loss.
+    @Test func unpublishableMessagesAreDroppedWithAGapRecord() async throws {
+        try await withTemporaryDirectory { dir in
+            let outbox = try open(dir, policy: .dropOldest)
+            let committed = try await outbox.append(drafts(6, topic: "t"))
+            try await outbox.discardUnpublishable([committed[1].id, committed[2].id, committed[4].id, 999])
+            #expect(try await outbox.lease(after: 0, max: 100).map(\.seq) == [1, 4, 6])
+            #expect(gapSummary(try await outbox.pendingGaps()) == ["1:2-3x2 unpublishable", "1:5-5x1 unpublishable"])
+            let stats = try await outbox.statistics()
+            #expect(stats.bufferedMessages == 3)
+            #expect(stats.bufferedBytes == 3 * Self.messageBytes)
+            #expect(stats.dropped == 3)
+        }
+    }
+
     // MARK: max_messages
 
     @Test func maxMessagesDropOldestDeletesTheOldest() async throws {

@@ -61,7 +61,7 @@ public final class RecordingSubscriber: Sendable {
         uplink.start()
     }
 
-    deinit { uplink.stop(timeout: .seconds(1)) }
+    deinit { uplink.requestStop() }
 
     public var messages: [ReceivedMessage] { store.received.withLock { $0 } }
 
@@ -94,5 +94,9 @@ public final class RecordingSubscriber: Sendable {
 
     public func publish(_ topic: String, _ text: String, retain: Bool = false) throws {
         _ = try uplink.publish(MQTTMessage(topic: topic, payload: Array(text.utf8), qos: 1, retain: retain))
+    }
+
+    public func publishBytes(_ topic: String, _ payload: [UInt8], retain: Bool = false) throws {
+        _ = try uplink.publish(MQTTMessage(topic: topic, payload: payload, qos: 1, retain: retain))
     }
 }

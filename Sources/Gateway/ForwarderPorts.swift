@@ -1,0 +1,30 @@
+// What the forwarder needs from the MQTT uplink and from the outbox, as two small
+// protocols: the gateway plugs in `MQTTUplink` and `Outbox`, the unit tests small fakes.
+import MQTTUplink
+import Outbox
+
+/// Publishing on the live MQTT connection.
+protocol UplinkPublishing: Sendable {
+    /// Queues `message` on the live connection; returns the session it went out on
+    /// and the message id that session's PUBACK will carry. Never blocks.
+    func publish(_ message: MQTTMessage) throws(MQTTPublishError) -> (session: Int, mid: Int32)
+}
+
+extension MQTTUplink: UplinkPublishing {}
+
+/// The outbox as the forwarder uses it: read in id order, delete what the broker
+/// acknowledged, report gaps, count.
+protocol OutboxReading: Sendable {
+    var boot: Int64 { get }
+    var previousBoot: OutboxBootEnd? { get }
+    var quarantinedPath: String? { get }
+    func newestID() async throws -> Int64
+    func lease(after id: Int64, max: Int) async throws -> [OutboxMessage]
+    func acknowledge(_ ids: [Int64]) async throws
+    func discardUnpublishable(_ ids: [Int64]) async throws
+    func pendingGaps() async throws -> [OutboxGap]
+    func markGapsReported(_ gaps: [OutboxGap]) async throws
+    func statistics() async throws -> OutboxStatistics
+}
+
+extension Outbox: OutboxReading {}

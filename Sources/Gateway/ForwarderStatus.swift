@@ -1,0 +1,72 @@
+// What the forwarder announces about the gateway and its devices: the birth after
+// every connect, the Last Will, the clean offline status, device statuses and meta.
+import Foundation
+import GatewayConfig
+import MQTTUplink
+import Outbox
+
+/// Builds the retained status messages and remembers each device's last status, so
+/// a new connection can announce the current picture.
+struct StatusAnnouncer {
+    let identity: GatewayIdentity
+    let boot: Int64
+    let birth: GatewayStatus.Birth
+    /// Device → its last error (nil: online), for the devices that reported.
+    private(set) var deviceErrors: [String: String?] = [:]
+
+    init(identity: GatewayIdentity, outbox: any OutboxReading) {
+        self.identity = identity
+        boot = outbox.boot
+        birth = GatewayStatus.Birth(statsInterval: identity.statsInterval, previousBoot: outbox.previousBoot,
+                                    quarantinedOutbox: outbox.quarantinedPath)
+    }
+
+    /// The Last Will set in the CONNECT of `session`.
+    static func will(identity: GatewayIdentity, boot: Int64, session: Int, at date: Date = Date()) -> MQTTMessage {
+        MQTTMessage(topic: identity.statusTopic,
+                    payload: MessageEncoding.gatewayStatus(.offline(.connectionLost), gateway: identity.id, boot: boot,
+                                                           session: session, at: date),
+                    qos: 1, retain: true)
+    }
+
+    /// The clean offline status (`reason` `shutdown`) on `session`.
+    func offline(session: Int) -> MQTTMessage {
+        MQTTMessage(topic: identity.statusTopic,
+                    payload: MessageEncoding.gatewayStatus(.offline(.shutdown), gateway: identity.id, boot: boot,
+                                                           session: session, at: Date()),
+                    qos: 1, retain: true)
+    }
+
+    /// Everything a new connection announces, in order: the birth, each known device
+    /// status, each device's meta.
+    func announcements(session: Int, devices: [DeviceConfiguration]) -> [MQTTMessage] {
+        var messages = [MQTTMessage(
+            topic: identity.statusTopic,
+            payload: MessageEncoding.gatewayStatus(.online(birth), gateway: identity.id, boot: boot, session: session,
+                                                   at: Date()),
+            qos: 1, retain: true)]
+        for device in deviceErrors.keys.sorted() {
+            messages.append(deviceStatus(device))
+        }
+        for device in devices {
+            messages.append(MQTTMessage(
+                topic: identity.deviceMetaTopic(device: device.name),
+                payload: MessageEncoding.deviceMeta(device, gateway: identity.id, boot: boot, at: Date()),
+                qos: 1, retain: true))
+        }
+        return messages
+    }
+
+    /// Records a device's status; returns the message announcing it.
+    mutating func deviceChanged(_ device: String, error: String?) -> MQTTMessage {
+        deviceErrors[device] = .some(error)
+        return deviceStatus(device)
+    }
+
+    private func deviceStatus(_ device: String) -> MQTTMessage {
+        MQTTMessage(topic: identity.deviceStatusTopic(device: device),
+                    payload: MessageEncoding.deviceStatus(error: deviceErrors[device] ?? nil, gateway: identity.id,
+                                                          boot: boot, at: Date()),
+                    qos: 1, retain: true)
+    }
+}

@@ -1,0 +1,364 @@
+// The forwarder's work between events: each event goes to the state machine, and the
+// loop does what it answers (publish, read, acknowledge, announce, report).
+import Foundation
+import GatewayConfig
+import Logging
+import Modbus
+import MQTTUplink
+import Outbox
+
+/// Drives `ForwarderStateMachine` with the uplink and the outbox. Owned by one task
+/// (the forwarder's `run()`, or a test): not thread-safe, and never blocks.
+final class ForwardingLoop {
+    enum Next { case go, stop }
+
+    struct Settings {
+        var identity: GatewayIdentity
+        var replay = ReplaySettings()
+        var maxInflight = 100
+        /// How long the offline status's PUBACK is awaited at shutdown.
+        var shutdownGrace = Duration.seconds(2)
+        /// Rows read from the outbox per lease: fewer reads than one per window slot.
+        var leaseAhead = 512
+    }
+
+    /// Where the loop's requests to other tasks go.
+    struct Outlets {
+        /// A read for the reader task; its answer comes back as `.leased`.
+        var lease: (LeaseRequest) -> Void
+        /// Acknowledged outbox ids for the deleting task.
+        var delete: ([Int64]) -> Void
+    }
+
+    private let settings: Settings
+    private let uplink: any UplinkPublishing
+    private let outbox: any OutboxReading
+    private let now: () -> ContinuousClock.Instant
+    private let logger: Logger
+    private let outlets: Outlets
+    let pubacks: PubackQueue
+    let counters: ForwarderCounterState
+    private let pollCounters: PollCounters
+    private let devices: () -> [DeviceConfiguration]
+
+    private(set) var machine: ForwarderStateMachine
+    private var announcer: StatusAnnouncer
+    private var rate: TokenBucket
+    private var acks = AckBatch()
+    private var gaps: GapSchedule
+    private var stats: StatsSchedule
+    private var publishErrors = PublishErrorLog()
+    private var leaseBackoff = LeaseBackoff()
+    /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
+    private var unpublishable: [Int64] = []
+    private var outboxErrors = OutboxErrorLog()
+
+    init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
+         pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
+         devices: @escaping () -> [DeviceConfiguration], outlets: Outlets, logger: Logger,
+         now: @escaping () -> ContinuousClock.Instant = { ContinuousClock.now }) {
+        self.settings = settings
+        self.uplink = uplink
+        self.outbox = outbox
+        self.now = now
+        self.logger = logger
+        self.outlets = outlets
+        self.pubacks = pubacks
+        self.counters = counters
+        self.pollCounters = pollCounters
+        self.devices = devices
+        let start = now()
+        machine = ForwarderStateMachine(order: settings.replay.order, maxInflight: settings.maxInflight,
+                                        newestCommitted: newestCommitted)
+        announcer = StatusAnnouncer(identity: settings.identity, outbox: outbox)
+        rate = TokenBucket(rate: settings.replay.maxRate, now: start)
+        gaps = GapSchedule(now: start)
+        stats = StatsSchedule(interval: settings.identity.statsInterval, now: start)
+    }
+
+    func handle(_ event: ForwarderEvent) async -> Next {
+        switch event {
+        case let .mqtt(.connected(id)):
+            guard machine.connected(session: id) == .announce(session: id) else { break }
+            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0 }
+            publishErrors.newEpisode()
+            logger.info("connected to broker", metadata: ["session": "\(id)"])
+            for message in announcer.announcements(session: id, devices: devices()) {
+                publish(message)
+            }
+            gaps.checkSoon(now: now())
+            await reportGaps()
+            await fill()
+
+        case let .mqtt(.disconnected(id, reason)):
+            let wasCurrent = machine.sessionID == id
+            let stop = machine.disconnected(session: id, reason: reason)
+            if wasCurrent {
+                counters.update { $0.connected = false; $0.inflight = 0; $0.uplinkProblem = reason }
+                logSkipped()
+            }
+            flushAcks()
+            if stop { return .stop }
+
+        case let .mqtt(.connectFailed(reason, _)):
+            machine.connectFailed(reason: reason)
+            counters.update { $0.uplinkProblem = reason }
+            if machine.isStopped { return .stop }
+
+        case .pubacks:
+            for (session, mid) in pubacks.takeAll() {
+                switch machine.acknowledged(session: session, mid: mid) {
+                case let .data(outboxID):
+                    acks.add(outboxID)
+                    counters.update { $0.published += 1 }
+                case let .gap(gap):
+                    gaps.reported(gap)
+                case .offlineStatus:
+                    flushAcks()
+                    return .stop
+                case .unknown:
+                    break
+                }
+            }
+            if acks.isFull || machine.idle { flushAcks() }
+            await fill()
+
+        case let .leased(result):
+            if result.session == machine.sessionID {
+                noteLease(result.outcome)
+            }
+            machine.leased(result)
+            await fill()
+
+        case .mqtt(.published), .mqtt(.message):
+            break  // PUBACKs come through `.pubacks`; the gateway subscribes to nothing
+
+        case let .outboxCommitted(newestID):
+            machine.committed(newestID: newestID)
+            await fill()
+
+        case let .deviceStatus(device, error):
+            let message = announcer.deviceChanged(device, error: error)
+            if machine.isConnected { publish(message) }
+
+        case .tick:
+            if machine.deadlinePassed(now: now()) {
+                logger.warning("the broker did not acknowledge the offline status in time; stopping anyway")
+                flushAcks()
+                return .stop
+            }
+            flushAcks()
+            await dropUnpublishable()
+            await reportGaps()
+            await fill()
+            if stats.due(now: now()) { await publishStats() }
+
+        case .shutdown:
+            switch machine.shutdown() {
+            case .stop:
+                flushAcks()
+                return .stop
+            case .alreadyStopping:
+                break
+            case let .sendOfflineStatus(session):
+                // The ingest service has committed its last polls: send what the window
+                // takes (the rest waits in the outbox for the next start), then the
+                // offline status. One connection delivers in order: once the status is
+                // acknowledged, every data message sent before it has been too.
+                await leaseForShutdown()
+                await fill()
+                guard let mid = publish(announcer.offline(session: session)) else {
+                    machine.stop()
+                    flushAcks()
+                    return .stop
+                }
+                machine.offlineStatusSent(mid: mid, deadline: now() + settings.shutdownGrace)
+            }
+        }
+        counters.update { $0.inflight = machine.inflightCount }
+        return .go
+    }
+
+    /// The forwarder was cancelled (the service group's graceful period ran out):
+    /// publishes the offline status (reason `shutdown`) unless it is out already,
+    /// sending no more data. Returns its message id to await, nil when not connected.
+    func offlineStatusOnCancellation() -> Int32? {
+        if let mid = machine.offlineStatusMid { return mid }
+        guard case let .sendOfflineStatus(session) = machine.shutdown() else { return nil }
+        guard let mid = publish(announcer.offline(session: session)) else {
+            machine.stop()
+            return nil
+        }
+        machine.offlineStatusSent(mid: mid, deadline: now())
+        return mid
+    }
+
+    /// True once the PUBACK of the offline status (`mid`) arrived; other PUBACKs
+    /// taken meanwhile are booked as usual.
+    func offlineStatusAcknowledged() -> Bool {
+        var acknowledged = false
+        for (session, mid) in pubacks.takeAll() {
+            switch machine.acknowledged(session: session, mid: mid) {
+            case let .data(outboxID):
+                acks.add(outboxID)
+                counters.update { $0.published += 1 }
+            case .offlineStatus:
+                acknowledged = true
+            case .gap, .unknown:
+                break
+            }
+        }
+        flushAcks()
+        return acknowledged
+    }
+
+    // MARK: - Publishing
+
+    /// Sends as much as the window and the rate allow, one message per free slot,
+    /// from rows leased ahead; asks for more while half a batch is still in hand.
+    private func fill() async {
+        guard let session = machine.sessionID, machine.isConnected else { return }
+        var allowed = rate.allowance(machine.room, now: now())
+        while allowed > 0, let (message, side) = machine.nextToPublish() {
+            do {
+                let sent = try uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
+                                                          qos: Int(message.qos)))
+                rate.spend()
+                allowed -= 1
+                // Sent on a newer connection whose `.connected` is still on its way: that
+                // session starts over from the outbox (a duplicate at worst).
+                guard sent.session == session else { return }
+                machine.published(message, session: sent.session, mid: sent.mid)
+            } catch {
+                publishErrors.note(error, logger: logger)
+                switch error.kind {
+                case .unpublishable:
+                    unpublishable.append(message.id)  // dropped on the tick; the rest flows
+                    continue
+                case .brokerLimit:
+                    continue  // skipped on this connection; it stays in the outbox
+                case .notConnected, .transient:
+                    machine.putBack(message, side: side)  // again on the next tick or connection
+                    return
+                }
+            }
+        }
+        guard leaseBackoff.allows(now: now()), let request = machine.leaseRequest(batch: settings.leaseAhead) else {
+            return
+        }
+        outlets.lease(request)
+    }
+
+    /// Publishes one message (announcements, gap records, stats); returns its message
+    /// id, nil when it could not be queued on the current session.
+    @discardableResult
+    private func publish(_ message: MQTTMessage) -> Int32? {
+        do {
+            let sent = try uplink.publish(message)
+            return sent.session == machine.sessionID ? sent.mid : nil
+        } catch {
+            publishErrors.note(error, logger: logger)
+            return nil
+        }
+    }
+
+    private func logSkipped() {
+        guard publishErrors.skipped > 0 else { return }
+        logger.error("messages skipped during the connection because the broker refused them", metadata: [
+            "count": "\(publishErrors.skipped)",
+        ])
+    }
+
+    /// Drops the messages MQTT can never carry: a counted, reported gap instead of a
+    /// backlog that never drains. Kept for the next tick if the outbox cannot write.
+    private func dropUnpublishable() async {
+        guard !unpublishable.isEmpty else { return }
+        do {
+            try await outbox.discardUnpublishable(unpublishable)
+            unpublishable.removeAll()
+            gaps.checkSoon(now: now())
+            outboxErrors.succeeded(.dropUnpublishable, logger: logger)
+        } catch {
+            outboxErrors.failed(.dropUnpublishable, error, logger: logger)
+        }
+    }
+
+    // MARK: - Reading
+
+    private func noteLease(_ outcome: LeaseResult.Outcome) {
+        switch outcome {
+        case let .failed(error):
+            if leaseBackoff.failed(now: now()) {
+                logger.error("cannot read the outbox; retrying with backoff (up to every \(LeaseBackoff.longest))",
+                             metadata: ["error": "\(error)"])
+            }
+        case .rows:
+            if let failures = leaseBackoff.succeeded() {
+                logger.info("reading the outbox works again", metadata: ["failed_reads": "\(failures)"])
+            }
+        }
+    }
+
+    /// At shutdown, reads what the window can still take right now instead of
+    /// through the reader (its answer would come too late).
+    private func leaseForShutdown() async {
+        guard let (after, room) = machine.shutdownLease else { return }
+        do {
+            machine.leasedForShutdown(try await outbox.lease(after: after, max: room))
+        } catch {
+            logger.error("cannot read the outbox", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: - Acknowledgements, gaps, stats
+
+    /// Hands the acknowledged ids to the deleting task.
+    private func flushAcks() {
+        if let ids = acks.take() { outlets.delete(ids) }
+    }
+
+    private func reportGaps() async {
+        if !gaps.acknowledged.isEmpty {
+            do {
+                try await outbox.markGapsReported(gaps.acknowledged)
+                gaps.markedReported()
+                outboxErrors.succeeded(.markGapsReported, logger: logger)
+            } catch {
+                outboxErrors.failed(.markGapsReported, error, logger: logger)
+            }
+        }
+        guard machine.readyForGaps, let session = machine.sessionID, gaps.due(now: now()) else { return }
+        let pending: [OutboxGap]
+        do {
+            pending = try await outbox.pendingGaps()
+            outboxErrors.succeeded(.readGaps, logger: logger)
+        } catch {
+            outboxErrors.failed(.readGaps, error, logger: logger)
+            return
+        }
+        for gap in pending {
+            guard let mid = publish(GapSchedule.message(gap, identity: settings.identity)) else { break }
+            machine.gapSent(gap, session: session, mid: mid)
+        }
+    }
+
+    private func publishStats() async {
+        let polls = pollCounters.snapshot
+        let forwarder = counters.value
+        let buffered: OutboxStatistics
+        do {
+            buffered = try await outbox.statistics()
+            outboxErrors.succeeded(.readStatistics, logger: logger)
+        } catch {
+            outboxErrors.failed(.readStatistics, error, logger: logger)
+            return
+        }
+        logger.debug("stats", metadata: [
+            "buffered": "\(buffered.bufferedMessages)", "published": "\(forwarder.published)",
+            "dropped": "\(buffered.dropped)", "polls_failed": "\(polls.pollsFailed)",
+        ])
+        guard machine.isConnected else { return }
+        publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
+                                      forwarder: forwarder, polls: polls))
+    }
+}
