@@ -46,7 +46,7 @@ let promtoolAvailable = (try? requireTool("promtool", package: "prometheus")) !=
         let text = try String(contentsOfFile: rules, encoding: .utf8)
         let used = edgeMetricNames(in: text)
         #expect(used.subtracting(contractMetricNames).isEmpty, "unknown metrics: \(used.subtracting(contractMetricNames))")
-        for alert in ["EdgeGatewayOffline", "EdgeGatewayStale", "EdgeGatewayBacklogOld", "EdgeGatewayDataLost",
+        for alert in ["EdgeGatewayOffline", "EdgeGatewayStopped", "EdgeGatewayStale", "EdgeGatewayBacklogOld", "EdgeGatewayDataLost",
                       "EdgeGatewaySealFailures", "EdgeDeviceOffline"] {
             #expect(text.contains("- alert: \(alert)\n"), "no alert \(alert)")
         }
