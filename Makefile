@@ -1,10 +1,11 @@
 # edge-gateway: build, demo, tests, benchmarks. Run `make help`.
 SHELL := /bin/bash
 SWIFT ?= swift
-# prometheus brings promtool (alert rule tests), chromium the browser for the monitor page's tests.
+# prometheus brings promtool (alert rule tests), chromium the browser for the monitor page's tests,
+# libcurl4-openssl-dev the libcurl.so that the static edge-monitor (Foundation's URLSession) links.
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
-                prometheus chromium \
+                prometheus chromium libcurl4-openssl-dev \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
                 debootstrap systemd-container
 

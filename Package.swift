@@ -122,7 +122,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // edge-monitor's page in a real browser, and its ops files (alert rules, dashboard, unit).
-        .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "TestSupport"]),
+        .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "GatewayConfig", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayClock", "CTimex", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport",
         ]),

@@ -61,13 +61,16 @@ if [ -n "${MONITOR_BINARY:-}" ] || grep -q '\.executable(name: "edge-monitor"' P
     install -d "$mstage/DEBIAN"
     install -m 0755 deploy/debian/monitor/postinst deploy/debian/monitor/prerm deploy/debian/monitor/postrm "$mstage/DEBIAN/"
     msize=$(du -sk --exclude=DEBIAN "$mstage" | cut -f1)
+    # Depends: the C libraries the static binary still links (libmodbus through the
+    # shared gateway code, libcurl through Foundation's URLSession in `status`);
+    # test-package.sh checks the list against the binary's NEEDED entries.
     cat > "$mstage/DEBIAN/control" <<CONTROL
 Package: edge-monitor
 Version: $version
 Architecture: $arch
 Maintainer: edge-gateway maintainers <edge-gateway@localhost>
 Installed-Size: $msize
-Depends: libmosquitto1, libsqlite3-0, libssl3, libc6, libstdc++6, libgcc-s1, passwd
+Depends: libmodbus5, libmosquitto1, libsqlite3-0, libssl3, libcurl4, libc6, libstdc++6, libgcc-s1, passwd
 Recommends: mosquitto
 Suggests: prometheus
 Section: net

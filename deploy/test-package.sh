@@ -106,6 +106,16 @@ if [ -f /tmp/edge-monitor.deb ]; then
     [ -f /etc/edge-monitor/monitor.yaml ] || fail "no /etc/edge-monitor/monitor.yaml"
     [ ! -e /etc/systemd/system/multi-user.target.wants/edge-monitor.service ] || fail "the monitor package enabled the service"
     if ldd /usr/bin/edge-monitor | grep -q 'libswift\|not found'; then ldd /usr/bin/edge-monitor; fail "edge-monitor needs libraries the target lacks"; fi
+    # Every library the binary links comes from a package its Depends names.
+    depends=$(dpkg-query -W -f='${Depends}' edge-monitor)
+    for lib in $(objdump -p /usr/bin/edge-monitor | awk '$1 == "NEEDED" {print $2}'); do
+        case $lib in ld-linux*) continue ;; esac   # the dynamic loader: libc6
+        path=$(ldd /usr/bin/edge-monitor | awk -v lib="$lib" '$1 == lib {print $3}')
+        # dpkg knows a library by the path its package ships (/lib or /usr/lib on a merged /usr).
+        package=$( (dpkg -S "$path" || dpkg -S "$(readlink -f "$path")") 2>/dev/null | head -1 | cut -d: -f1)
+        [ -n "$package" ] || fail "no package ships $lib ($path) for edge-monitor"
+        echo "$depends" | tr ',' '\n' | grep -qw "$package" || fail "edge-monitor links $lib from $package, which its Depends lacks: $depends"
+    done
     # The installed configuration as shipped: broker 127.0.0.1:1883, page on 127.0.0.1:9470.
     setpriv --reuid edge-monitor --regid edge-monitor --init-groups --no-new-privs \
         /usr/bin/edge-monitor run --config /etc/edge-monitor/monitor.yaml > /tmp/monitor.log 2>&1 &

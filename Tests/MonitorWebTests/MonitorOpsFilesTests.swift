@@ -3,6 +3,7 @@
 // dashboard's queries against the metric names of the contract (and PromQL's
 // parser), and the systemd unit with `systemd-analyze verify` and `security`.
 import Foundation
+import GatewayConfig
 import Testing
 import TestSupport
 
@@ -45,7 +46,7 @@ let promtoolAvailable = (try? requireTool("promtool", package: "prometheus")) !=
         let text = try String(contentsOfFile: rules, encoding: .utf8)
         let used = edgeMetricNames(in: text)
         #expect(used.subtracting(contractMetricNames).isEmpty, "unknown metrics: \(used.subtracting(contractMetricNames))")
-        for alert in ["EdgeGatewayOffline", "EdgeGatewayStale", "EdgeGatewayBacklogOld", "EdgeGatewayDataLost",
+        for alert in ["EdgeGatewayOffline", "EdgeGatewayStopped", "EdgeGatewayStale", "EdgeGatewayBacklogOld", "EdgeGatewayDataLost",
                       "EdgeGatewaySealFailures", "EdgeDeviceOffline"] {
             #expect(text.contains("- alert: \(alert)\n"), "no alert \(alert)")
         }
@@ -156,10 +157,17 @@ let promtoolAvailable = (try? requireTool("promtool", package: "prometheus")) !=
         #expect(exposure <= 2.5, "\(security.output)")
     }
 
-    @Test func exampleConfigurationMatchesTheUnit() throws {
-        let example = try String(contentsOfFile: repositoryRoot + "/monitor.yaml", encoding: .utf8)
+    @Test func exampleConfigurationLoadsAndMatchesTheUnit() throws {
+        // The monitor's own loader reads the shipped example without a problem.
+        let example = try MonitorConfigurationLoader.load(file: repositoryRoot + "/monitor.yaml")
         // The unit's StateDirectory is where the example keeps the state.
-        #expect(example.contains("state: /var/lib/edge-monitor/monitor.sqlite"))
-        #expect(example.contains("listen: 127.0.0.1:9470"))
+        #expect(example.statePath == "/var/lib/edge-monitor/monitor.sqlite")
+        #expect(example.listenHost == "127.0.0.1" && example.listenPort == 9470)
+        #expect(example.topicPrefix == "edge")
+        #expect(example.staleAfter == .auto)
+        #expect(example.mqtt.clientID == "edge-monitor")
+        // make demo rewrites these two lines; they must stay as the script expects them.
+        let text = try String(contentsOfFile: repositoryRoot + "/monitor.yaml", encoding: .utf8)
+        #expect(text.contains("  state: /var/lib/edge-monitor/monitor.sqlite\n") && text.contains("  listen: 127.0.0.1:9470\n"))
     }
 }
