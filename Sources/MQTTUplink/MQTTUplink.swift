@@ -183,6 +183,7 @@ public final class MQTTUplink: Sendable {
                 throw MQTTPublishError.mosquitto(rc, errno: savedErrno, topic: message.topic,
                                                  payloadBytes: message.payload.count)
             }
+            if message.qos == 2 { handle.context.qos2Awaiting.withLock { _ = $0.insert(mid) } }
             return (handle.context.session, mid)
         }
     }
@@ -243,32 +244,71 @@ public final class MQTTUplink: Sendable {
             waiters.forEach { $0.resume() }
         }
         var session = 0
-        var delay = settings.reconnectMin
+        var backoff = ReconnectBackoff(minimum: settings.reconnectMin, maximum: settings.reconnectMax)
         while !stopRequested.load(ordering: .acquiring) {
             session += 1
             let outcome = runSession(session)
             if stopRequested.load(ordering: .acquiring) { break }
+            let delay: Duration
             switch outcome {
             case let .failedToConnect(reason):
+                delay = backoff.ended(.failedToConnect)
                 logger.warning("cannot connect to broker", metadata: [
                     "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
                 ])
                 onEvent(.connectFailed(reason: reason, retryIn: delay))
-            case let .lost(reason):
-                delay = settings.reconnectMin
+            case let .lost(lost):
+                delay = backoff.ended(.lost(lasted: lost.lasted, cause: lost.cause))
+                let reason = Self.explain(lost, backoff: backoff, clientID: settings.clientID)
                 logger.warning("connection to broker lost", metadata: [
                     "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "connected_for": "\(lost.lasted)",
                 ])
                 onEvent(.disconnected(session: session, reason: reason))
             }
             _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
-            delay = min(delay * 2, settings.reconnectMax)
         }
+    }
+
+    /// How long CONNACK is awaited: three quarters of the keepalive (libmosquitto
+    /// closes a connection silent for a whole keepalive), at least one second.
+    static func connackWait(keepalive: Duration) -> Duration {
+        max(keepalive * 3 / 4, .seconds(1))
+    }
+
+    /// `duration` as "N s" for messages.
+    static func seconds(_ duration: Duration) -> String {
+        let milliseconds = duration / .milliseconds(1)
+        return milliseconds.truncatingRemainder(dividingBy: 1000) == 0
+            ? "\(Int(milliseconds / 1000)) s" : "\(Double(Int(milliseconds)) / 1000) s"
     }
 
     private enum SessionOutcome {
         case failedToConnect(String)
-        case lost(String)
+        case lost(LostSession)
+    }
+
+    /// An established connection that ended.
+    struct LostSession {
+        /// libmosquitto's error, with the broker's address.
+        var error: String
+        /// From CONNACK to the end.
+        var lasted: Duration
+        var cause: LossCause
+    }
+
+    /// The reason a lost connection is reported with: the cause in words where the
+    /// uplink can name one.
+    static func explain(_ lost: LostSession, backoff: ReconnectBackoff, clientID: String) -> String {
+        switch lost.cause {
+        case .qos2AnsweredWithPUBACK:
+            return "the broker does not support QoS 2 (answered PUBACK): use qos: 1 (\(lost.error))"
+        case .closedByBroker where backoff.closedRightAfterCONNACK >= ReconnectBackoff.closedRightAfterCONNACKWorthNaming:
+            return "the broker closed the connection \(backoff.closedRightAfterCONNACK) times right after CONNACK: "
+                + "another client with the same client id (\(clientID))? (\(lost.error))"
+        case .closedByBroker, .other:
+            return lost.error
+        }
     }
 
     private func runSession(_ session: Int) -> SessionOutcome {
@@ -315,7 +355,10 @@ public final class MQTTUplink: Sendable {
         // instead of waiting out the kernel's SYN backoff (minutes).
         let rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
         let connectErrno = errno
-        let connectDeadline = ContinuousClock.now + max(settings.keepalive, .seconds(5))
+        // Shorter than the keepalive, so this deadline, which names the cause, fires
+        // before libmosquitto's keepalive check closes the socket ("Unknown error").
+        let connackWait = Self.connackWait(keepalive: settings.keepalive)
+        let connectDeadline = ContinuousClock.now + connackWait
         guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_CONN_PENDING.rawValue else {
             let from = source.map { " from \($0)" } ?? ""
             return .failedToConnect(describeConnectFailure(
@@ -328,12 +371,16 @@ public final class MQTTUplink: Sendable {
         current.withLock { $0 = handle }
         var loopRC = MOSQ_ERR_SUCCESS.rawValue
         var loopErrno: Int32 = 0
+        let noCONNACK = "no CONNACK from \(settings.endpoint) within \(Self.seconds(connackWait)): "
+            + "the broker accepts TCP but does not answer MQTT (a wrong port, a TLS listener, an overloaded broker?)"
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
-            loopRC = mosquitto_loop(raw, 1000, 1)
+            // Short turns before CONNACK, so the deadline is met on time.
+            let everConnected = context.everConnected.load(ordering: .acquiring)
+            loopRC = mosquitto_loop(raw, everConnected ? 1000 : 100, 1)
             loopErrno = errno
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
             if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
-                return .failedToConnect("no CONNACK from \(settings.endpoint) within \(max(settings.keepalive, .seconds(5)))")
+                return .failedToConnect(noCONNACK)
             }
             if stopRequested.load(ordering: .acquiring) && !context.isConnected.load(ordering: .acquiring) { break }
         }
@@ -343,7 +390,20 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(describeRefusal(refusal, settings: settings))
         }
         let reason = MQTTError.mosquitto(loopRC, errno: loopErrno, "connection to \(settings.endpoint)").message
-        if wasConnected { return .lost(reason) }
+        if wasConnected {
+            let connectedAt = context.connectedAt.withLock { $0 } ?? ContinuousClock.now
+            let cause: LossCause
+            switch loopRC {
+            case MOSQ_ERR_PROTOCOL.rawValue where !context.qos2Awaiting.withLock({ $0.isEmpty }):
+                cause = .qos2AnsweredWithPUBACK
+            case MOSQ_ERR_CONN_LOST.rawValue:
+                cause = .closedByBroker
+            default:
+                cause = .other
+            }
+            return .lost(LostSession(error: reason, lasted: ContinuousClock.now - connectedAt, cause: cause))
+        }
+        if loopRC == MOSQ_ERR_KEEPALIVE.rawValue { return .failedToConnect(noCONNACK) }
         if settings.tls == nil, loopRC == MOSQ_ERR_CONN_LOST.rawValue {
             return .failedToConnect(Self.closedBeforeCONNACK(settings: settings))
         }
@@ -388,6 +448,13 @@ final class CallbackContext: Sendable {
     let security = SecurityState()
     let isConnected = Atomic<Bool>(false)
     let everConnected = Atomic<Bool>(false)
+    /// When CONNACK came (set once, on the network thread).
+    let connectedAt = Mutex<ContinuousClock.Instant?>(nil)
+    /// Message ids of QoS 2 publishes not yet completed (PUBCOMP). Inserted after
+    /// `mosquitto_publish` returns, so a PUBCOMP could in theory come first and leave
+    /// a stale id: the only effect is that a later protocol error on this connection
+    /// is blamed on QoS 2; the connection (and the set) ends with that error anyway.
+    let qos2Awaiting = Mutex<Set<Int32>>([])
     let refusal = Mutex<String?>(nil)
 
     init(session: Int, onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
@@ -406,6 +473,7 @@ final class CallbackContext: Sendable {
 private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32) {
     let context = CallbackContext.from(user)
     if rc == 0 {
+        context.connectedAt.withLock { $0 = ContinuousClock.now }
         context.isConnected.store(true, ordering: .releasing)
         context.everConnected.store(true, ordering: .releasing)
         context.onEvent(.connected(session: context.session))
@@ -416,6 +484,7 @@ private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawP
 
 private func onPublishCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32) {
     let context = CallbackContext.from(user)
+    context.qos2Awaiting.withLock { _ = $0.remove(mid) }
     context.onEvent(.published(session: context.session, mid: mid))
 }
 
