@@ -209,9 +209,10 @@ struct SchemaReader {
         guard var root = MappingReader(document, hint: "the file must be a mapping with gateway:, mqtt: and devices:")
         else { return nil }
 
-        let gateway = root.required(
+        let gatewaySection = root.required(
             "gateway", hint: "add a gateway: section with at least id: <gateway id>"
         ).flatMap(identity)
+        let gateway = gatewaySection?.identity
         let mqtt = root.required(
             "mqtt", message: "missing broker: there is no mqtt section",
             hint: "add mqtt: with at least host: <broker address>"
@@ -221,7 +222,7 @@ struct SchemaReader {
         let logLevel = root.optional("log_level").map { $0.choice(LogLevel.self) } ?? .info
         let devices = root.required(
             "devices", hint: "add devices: with at least one device and its tags"
-        ).flatMap { self.devices($0, identity: gateway) }
+        ).flatMap { self.devices($0, identity: gateway, dots: gatewaySection?.dots ?? .refused) }
         let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
         root.finish()
 
@@ -239,19 +240,22 @@ struct SchemaReader {
 
     // MARK: gateway
 
-    private func identity(_ value: YAMLValue) -> GatewayIdentity? {
+    private func identity(_ value: YAMLValue) -> (identity: GatewayIdentity, dots: TopicDots)? {
         guard var section = MappingReader(value, hint: "write gateway: as a mapping, e.g. gateway: { id: gw-01 }")
         else { return nil }
+        let dots = section.optional("allow_dots_in_topics").map { value -> TopicDots? in
+            value.boolean(hint: "write allow_dots_in_topics: true or false").map { $0 ? .allowed : .refused }
+        } ?? .refused
         let idValue = section.required(
             "id", hint: "add id: <name of this gateway>; it becomes a topic level <prefix>/<id>/...")
-        let id = idValue.flatMap { topicLevel($0, what: "gateway id") }
+        let id = idValue.flatMap { topicLevel($0, what: "gateway id", dots: dots ?? .refused) }
         let prefixValue = section.optional("topic_prefix")
-        let prefix = prefixValue.map(topicPrefix) ?? "edge"
+        let prefix = prefixValue.map { topicPrefix($0, dots: dots ?? .refused) } ?? "edge"
         let statsInterval = section.optional("stats_interval")
             .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(60)
         section.finish()
 
-        guard let id, let prefix, let statsInterval else { return nil }
+        guard let id, let prefix, let statsInterval, let dots else { return nil }
         let identity = GatewayIdentity(id: id, topicPrefix: prefix, statsInterval: statsInterval)
         // Every topic of the gateway itself; the devices' topics are checked with each device.
         for topic in [identity.statusTopic, identity.statsTopic, identity.gapsTopic] {
@@ -260,25 +264,45 @@ struct SchemaReader {
             (culprit ?? value).report(problem, hint: "shorten gateway.topic_prefix or gateway.id: MQTT topics are at most 65535 bytes")
             return nil
         }
-        return identity
+        return (identity, dots)
     }
 
-    private func topicLevel(_ value: YAMLValue, what: String) -> String? {
+    private func topicLevel(_ value: YAMLValue, what: String, dots: TopicDots) -> String? {
         guard let name = value.string() else { return nil }
         guard TopicSyntax.isLevelName(name) else {
             value.report("\(what) '\(Excerpt.of(name))' is not a valid MQTT topic level",
                          hint: "use only \(TopicSyntax.levelCharacters); no '/', '+', '#' or spaces")
             return nil
         }
-        return name
+        return checkDots(in: name, of: value, what: what, dots: dots) ? name : nil
     }
 
-    private func topicPrefix(_ value: YAMLValue) -> String? {
+    /// A '.' in a topic: refused, or with `gateway.allow_dots_in_topics: true` a warning.
+    /// Returns false when refused.
+    private func checkDots(in text: String, of value: YAMLValue, what: String, dots: TopicDots) -> Bool {
+        guard text.contains(".") else { return true }
+        let shown = Excerpt.of(text)
+        switch dots {
+        case .refused:
+            value.report("\(what) '\(shown)' contains '.': \(TopicSyntax.whyNoDots)",
+                         hint: "use '-' or '_' instead (e.g. '\(Excerpt.of(text.replacingOccurrences(of: ".", with: "-")))'), "
+                             + "or set gateway.allow_dots_in_topics: true if every broker on the way keeps '.' (mosquitto does)")
+            return false
+        case .allowed:
+            log.warn(value.path, at: value.mark,
+                     "\(what) '\(shown)' contains '.' (allowed by gateway.allow_dots_in_topics): \(TopicSyntax.whyNoDots)",
+                     hint: "keep it only while every broker on the way keeps '.'; '-' or '_' work everywhere")
+            return true
+        }
+    }
+
+    private func topicPrefix(_ value: YAMLValue, dots: TopicDots) -> String? {
         guard let prefix = value.string() else { return nil }
         if let problem = TopicSyntax.prefixProblem(prefix) {
             value.report(problem, hint: "write topic levels separated by single '/', e.g. edge or plant-a/edge")
             return nil
         }
+        guard checkDots(in: prefix, of: value, what: "topic prefix", dots: dots) else { return nil }
         return prefix
     }
 
@@ -304,6 +328,13 @@ struct SchemaReader {
         let qos = section.optional("qos").map {
             $0.integer(in: 0...2, rangeHint: "QoS is 0 (at most once), 1 (at least once) or 2 (exactly once)")
         } ?? 1
+        if qos == 2, let qosValue = section.optional("qos") {
+            log.warn(qosValue.path, at: qosValue.mark,
+                     "QoS 2 is not supported by some brokers: RabbitMQ answers it with PUBACK, which ends the "
+                         + "connection (the gateway then says so and backs off); AWS IoT Core refuses it",
+                     hint: "use qos: 1 unless the broker is known to support QoS 2 (mosquitto does): the outbox resends "
+                         + "until PUBACK and every data message carries (boot, seq) for consumers to drop duplicates")
+        }
         let maxInflight = section.optional("max_inflight").map { $0.integer(in: 1...65535) } ?? 100
         let reconnectMin = section.optional("reconnect_min")
             .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(1)
@@ -485,7 +516,7 @@ struct SchemaReader {
         var transport: ModbusTransport?
     }
 
-    private func devices(_ value: YAMLValue, identity: GatewayIdentity?) -> [DeviceConfiguration]? {
+    private func devices(_ value: YAMLValue, identity: GatewayIdentity?, dots: TopicDots) -> [DeviceConfiguration]? {
         guard let items = value.list(
             itemName: "device", hint: "write each device as a list item starting with '- name: ...'")
         else { return nil }
@@ -495,7 +526,7 @@ struct SchemaReader {
         }
         var keys: [DeviceKey] = []
         let devices = items.enumerated().map { index, item in
-            device(item, index: index, identity: identity, keys: &keys)
+            device(item, index: index, identity: identity, dots: dots, keys: &keys)
         }
         checkUniqueNames(keys)
         checkDistinctUnits(keys)
@@ -537,14 +568,14 @@ struct SchemaReader {
         }
     }
 
-    private func device(_ value: YAMLValue, index: Int, identity: GatewayIdentity?,
+    private func device(_ value: YAMLValue, index: Int, identity: GatewayIdentity?, dots: TopicDots,
                         keys: inout [DeviceKey]) -> DeviceConfiguration? {
         guard var section = MappingReader(value, hint: "write each device as a mapping with name:, tcp:, tags:")
         else { return nil }
         let nameValue = section.required(
             "name", hint: "add name: <device>; it becomes the topic level <prefix>/<gw>/<device>/data")
         let name = nameValue.flatMap { value -> String? in
-            guard let name = topicLevel(value, what: "device name") else { return nil }
+            guard let name = topicLevel(value, what: "device name", dots: dots) else { return nil }
             guard let identity else { return name }
             let topics = [identity.dataTopic(device: name), identity.deviceStatusTopic(device: name),
                           identity.deviceMetaTopic(device: name)]

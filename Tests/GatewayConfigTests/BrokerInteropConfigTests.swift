@@ -1,0 +1,68 @@
+// What check-config says about settings that some brokers do not carry: '.' in a
+// topic level (RabbitMQ delivers it as '/') and QoS 2 (RabbitMQ answers PUBACK).
+import Testing
+@testable import GatewayConfig
+
+@Suite struct BrokerInteropConfigTests {
+    private func document(gateway: String = "id: gw-01", device: String = "boiler-1", qos: String? = nil) -> String {
+        """
+        gateway: { \(gateway) }
+        mqtt:
+          host: broker
+        \(qos.map { "  qos: \($0)" } ?? "")
+        devices:
+          - name: \(device)
+            tcp: { host: 127.0.0.1 }
+            tags:
+              - { name: t, table: holding, address: 0, type: int16 }
+        """
+    }
+
+    private func refusal(_ yaml: String) -> [ConfigProblem] {
+        do {
+            _ = try ConfigurationLoader.parse(yaml: yaml)
+            Issue.record("accepted: \(yaml)")
+        } catch let error as ConfigurationError {
+            return error.problems
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+        return []
+    }
+
+    @Test func aDotInTheGatewayIdIsRefusedAndSaysWhy() {
+        let problems = refusal(document(gateway: "id: plant.a"))
+        #expect(problems.map(\.path) == ["gateway.id"])
+        let problem = problems.first
+        #expect(problem?.message.contains("gateway id 'plant.a' contains '.'") == true, "\(problems)")
+        #expect(problem?.message.contains("RabbitMQ") == true)
+        #expect(problem?.hint.contains("plant-a") == true && problem?.hint.contains("allow_dots_in_topics") == true)
+    }
+
+    @Test func aDotInADeviceNameOrThePrefixIsRefused() {
+        #expect(refusal(document(device: "boiler.1")).map(\.path) == ["devices[0].name"])
+        #expect(refusal(document(gateway: "id: gw-01, topic_prefix: plant.a/edge")).map(\.path) == ["gateway.topic_prefix"])
+    }
+
+    @Test func allowDotsInTopicsTurnsTheRefusalsIntoWarnings() throws {
+        let config = try ConfigurationLoader.parse(yaml: document(
+            gateway: "id: plant.a, topic_prefix: site.b, allow_dots_in_topics: true", device: "boiler.1"))
+        #expect(config.gateway.id == "plant.a" && config.devices.first?.name == "boiler.1")
+        #expect(Set(config.warnings.map(\.path)) == ["gateway.id", "gateway.topic_prefix", "devices[0].name"],
+                "\(config.warnings.map(\.description))")
+        #expect(config.warnings.allSatisfy { $0.message.contains("RabbitMQ") })
+    }
+
+    @Test func allowDotsInTopicsIsABoolean() {
+        #expect(refusal(document(gateway: "id: gw-01, allow_dots_in_topics: yes")).map(\.path) == ["gateway.allow_dots_in_topics"])
+    }
+
+    @Test func qos2IsAcceptedWithAWarning() throws {
+        let config = try ConfigurationLoader.parse(yaml: document(qos: "2"))
+        #expect(config.mqtt.qos == 2)
+        #expect(config.warnings.map(\.path) == ["mqtt.qos"])
+        #expect(config.warnings.first?.message.contains("QoS 2 is not supported by some brokers") == true)
+        #expect(config.warnings.first?.hint.contains("qos: 1") == true)
+        #expect(try ConfigurationLoader.parse(yaml: document(qos: "1")).warnings.isEmpty)
+    }
+}
