@@ -35,6 +35,8 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var connected = false
     /// Why the last connection attempt failed or the last connection ended; nil while connected.
     public var uplinkProblem: String?
+    /// The broker (`host:port`) of the live or last connection.
+    public var server: String?
 }
 
 /// `ForwarderCounters` shared between the forwarding task (writes) and readers
@@ -94,6 +96,7 @@ public final class ForwarderService: Service, Sendable {
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
                                          reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
+                .failingOver(as: mqtt)
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,

@@ -40,7 +40,7 @@ struct StatsSchedule {
             ("poll_overruns", polls.overruns),
             ("polls_unchanged", polls.pollsUnchanged),
             ("modbus_requests", polls.requests),
-        ], gateway: identity.id, boot: boot, at: Date())
+        ], gateway: identity.id, boot: boot, at: Date(), server: forwarder.server)
         return MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0)
     }
 }

@@ -40,7 +40,9 @@ struct StatusAnnouncer {
 
     /// Everything a new connection announces, in order: the birth, each known device
     /// status, each device's meta.
-    func announcements(session: Int, devices: [DeviceConfiguration]) -> [MQTTMessage] {
+    func announcements(session: Int, server: String? = nil, devices: [DeviceConfiguration]) -> [MQTTMessage] {
+        var birth = birth
+        birth.server = server
         var messages = [MQTTMessage(
             topic: identity.statusTopic,
             payload: MessageEncoding.gatewayStatus(.online(birth), gateway: identity.id, boot: boot, session: session,

@@ -80,10 +80,11 @@ final class ForwardingLoop {
         switch event {
         case let .mqtt(.connected(id)):
             guard machine.connected(session: id) == .announce(session: id) else { break }
-            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0 }
+            let server = uplink.server(ofSession: id)?.endpoint
+            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0; $0.server = server }
             publishErrors.newEpisode()
-            logger.info("connected to broker", metadata: ["session": "\(id)"])
-            for message in announcer.announcements(session: id, devices: devices()) {
+            logger.info("connected to broker", metadata: ["session": "\(id)", "server": "\(server ?? "?")"])
+            for message in announcer.announcements(session: id, server: server, devices: devices()) {
                 publish(message)
             }
             gaps.checkSoon(now: now())

@@ -101,6 +101,9 @@ public enum MessageEncoding {
         json.key("ts"); json.string(timestamp(date))
         if case let .online(birth) = status {
             json.key("stats_interval_ms"); json.integer(Int64(birth.statsInterval / .milliseconds(1)))
+            if let server = birth.server {
+                json.key("server"); json.string(server)
+            }
             if let previous = birth.previousBoot {
                 json.key("previous_boot"); json.integer(previous.boot)
                 json.key("previous_boot_last_seq"); json.integer(previous.lastSeq)
@@ -150,12 +153,16 @@ public enum MessageEncoding {
     }
 
     /// A flat object of integer counters (the stats topic), keys in the given order.
-    public static func counters(_ fields: [(String, Int64?)], gateway: String, boot: Int64, at date: Date) -> [UInt8] {
+    public static func counters(_ fields: [(String, Int64?)], gateway: String, boot: Int64, at date: Date,
+                                server: String? = nil) -> [UInt8] {
         var json = JSONWriter()
         json.beginObject()
         json.key("gateway"); json.string(gateway)
         json.key("boot"); json.integer(boot)
         json.key("ts"); json.string(timestamp(date))
+        if let server {
+            json.key("server"); json.string(server)
+        }
         for (key, value) in fields {
             json.key(key)
             if let value { json.integer(value) } else { json.null() }
@@ -206,6 +213,8 @@ public enum GatewayStatus: Sendable {
         public var quarantinedOutbox: String?
         /// Set when the outbox did not hold the last boot: the boot found elsewhere and where.
         public var bootRecovery: BootRecovery?
+        /// The broker (`host:port`) this connection is on, of `mqtt.servers`.
+        public var server: String?
 
         public init(statsInterval: Duration, previousBoot: OutboxBootEnd?, quarantinedOutbox: String?,
                     bootRecovery: BootRecovery? = nil) {

@@ -311,11 +311,23 @@ struct SchemaReader {
     private func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
         guard var section = MappingReader(value, hint: "write mqtt: as a mapping with host:, port:, ...")
         else { return nil }
-        let host = section.required(
-            "host", message: "missing broker: mqtt has no host",
-            hint: "add host: <broker address>, e.g. host: 10.8.0.1"
-        ).flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
-        let port = section.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
+        let serversValue = section.optional("servers")
+        let servers = serversValue.flatMap(mqttServers)  // nil when absent or wrong
+        let hostValue = serversValue == nil ? section.required(
+            "host", message: "missing broker: mqtt has no host (nor servers)",
+            hint: "add host: <broker address>, e.g. host: 10.8.0.1, or servers: [{ host: a }, { host: b }]"
+        ) : section.optional("host")
+        if let serversValue, hostValue != nil || section.contains("port") {
+            serversValue.report("mqtt has both servers: and host:/port:",
+                                hint: "list every broker under servers: (the first is preferred) and remove host: and port:")
+        }
+        let host = serversValue != nil ? servers?.first?.host : hostValue.flatMap {
+            nonEmptyString($0, hint: "write the broker's host name or IP address")
+        }
+        let port = serversValue != nil ? servers?.first?.port
+            : section.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
+        let failbackAfter = section.optional("failback_after")
+            .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(300)
         let clientID = section.optional("client_id").map { value -> String? in
             guard let id = value.string() else { return nil }
             guard (1...65535).contains(id.utf8.count) else {
@@ -356,14 +368,57 @@ struct SchemaReader {
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax, let security, let binding
+              let reconnectMin, let reconnectMax, let security, let binding, let failbackAfter
         else { return nil }
         var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
+        settings.failbackAfter = failbackAfter
         security.apply(to: &settings, portWritten: section.contains("port"))
+        if let list = servers {
+            // A server without port: gets the default of the connection (8883 with TLS).
+            let defaultPort = settings.tls == nil ? 1883 : 8883
+            let resolved = list.map { MQTTServer(host: $0.host, port: $0.port == 0 ? defaultPort : $0.port) }
+            settings.host = resolved[0].host
+            settings.port = resolved[0].port
+            settings.failover = Array(resolved.dropFirst())
+        }
         (settings.bindInterface, settings.bindAddress) = binding
         return settings
+    }
+
+    /// `mqtt.servers`: brokers in order of preference, each `{ host, port }`; a port
+    /// left out is 0 here and becomes the connection's default once TLS is known.
+    private func mqttServers(_ value: YAMLValue) -> [MQTTServer]? {
+        guard let items = value.list(itemName: "server", hint: "write servers: as a list, e.g. servers: [{ host: a }, { host: b, port: 1884 }]")
+        else { return nil }
+        guard !items.isEmpty else {
+            value.report("mqtt.servers is empty", hint: "list at least one broker, e.g. servers: [{ host: 10.8.0.1 }]")
+            return nil
+        }
+        var servers: [MQTTServer] = []
+        var failed = false
+        for item in items {
+            guard var entry = MappingReader(item, hint: "write each server as { host: <address>, port: <port> }") else {
+                failed = true
+                continue
+            }
+            let host = entry.required("host", hint: "add host: <broker address>")
+                .flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
+            let port = entry.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 0
+            entry.finish()
+            guard let host, let port else {
+                failed = true
+                continue
+            }
+            let server = MQTTServer(host: host, port: port)
+            if servers.contains(server) {
+                item.report("server \(server.endpoint) is listed twice", hint: "list each broker once")
+                failed = true
+            }
+            servers.append(server)
+        }
+        return failed ? nil : servers
     }
 
     /// `bind_interface` / `bind_address` (at most one): where the connection must come from.

@@ -22,8 +22,13 @@ public struct MQTTMessage: Sendable, Equatable {
 
 /// Where and how to connect.
 public struct MQTTUplinkSettings: Sendable {
+    /// The first (preferred) broker.
     public var host: String
     public var port: Int
+    /// Brokers tried in order after the first fails (`mqtt.servers`); empty for one broker.
+    public var failover: [MQTTServerAddress] = []
+    /// How long a connection to a later server is kept before the first is tried again.
+    public var failbackAfter: Duration = .seconds(300)
     public var clientID: String
     public var keepalive: Duration
     public var maxInflight: Int
@@ -52,6 +57,18 @@ public struct MQTTUplinkSettings: Sendable {
     }
 
     public var endpoint: String { "\(host):\(port)" }
+
+    /// Every broker, in the order they are tried.
+    public var servers: [MQTTServerAddress] { [MQTTServerAddress(host: host, port: port)] + failover }
+
+    /// These settings aimed at `server` (the TLS, credential and binding settings stay).
+    func aimed(at server: MQTTServerAddress) -> MQTTUplinkSettings {
+        var settings = self
+        settings.host = server.host
+        settings.port = server.port
+        settings.failover = []
+        return settings
+    }
 }
 
 /// What the uplink reports. `session` numbers each connection; events of an
@@ -132,6 +149,8 @@ public final class MQTTUplink: Sendable {
     private let wakeUp = DispatchSemaphore(value: 0)
     private let networkThread = Mutex(NetworkThreadState())
     private let started = Atomic<Bool>(false)
+    /// The broker of the live connection and its session.
+    private let connectedServer = Mutex<(session: Int, server: MQTTServerAddress)?>(nil)
 
     /// Whether the network thread has ended, and who waits for it (`stop`).
     private struct NetworkThreadState {
@@ -186,6 +205,11 @@ public final class MQTTUplink: Sendable {
             if message.qos == 2 { handle.context.qos2Awaiting.withLock { _ = $0.insert(mid) } }
             return (handle.context.session, mid)
         }
+    }
+
+    /// The broker that connection `session` is (or was last) on, while it is the newest one.
+    public func server(ofSession session: Int) -> MQTTServerAddress? {
+        connectedServer.withLock { current in current.flatMap { $0.session == session ? $0.server : nil } }
     }
 
     /// Subscribes on the live connection (used by monitors and tests).
@@ -245,28 +269,46 @@ public final class MQTTUplink: Sendable {
         }
         var session = 0
         var backoff = ReconnectBackoff(minimum: settings.reconnectMin, maximum: settings.reconnectMax)
+        let servers = settings.servers
+        var rotation = ServerRotation(count: servers.count)
         while !stopRequested.load(ordering: .acquiring) {
             session += 1
-            let outcome = runSession(session)
+            let server = servers[rotation.index]
+            let failback = rotation.onLaterServer ? settings.failbackAfter : nil
+            let outcome = runSession(session, settings: settings.aimed(at: server), failbackAfter: failback)
             if stopRequested.load(ordering: .acquiring) { break }
             let delay: Duration
             switch outcome {
             case let .failedToConnect(reason):
-                delay = backoff.ended(.failedToConnect)
+                let roundFailed = rotation.failed()
+                delay = roundFailed ? backoff.ended(.failedToConnect) : .zero
                 logger.warning("cannot connect to broker", metadata: [
-                    "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "broker": "\(server.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "next_broker": "\(servers[rotation.index].endpoint)",
                 ])
                 onEvent(.connectFailed(reason: reason, retryIn: delay))
             case let .lost(lost):
+                rotation.ended()
                 delay = backoff.ended(.lost(lasted: lost.lasted, cause: lost.cause))
                 let reason = Self.explain(lost, backoff: backoff, clientID: settings.clientID)
                 logger.warning("connection to broker lost", metadata: [
-                    "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "broker": "\(server.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
                     "connected_for": "\(lost.lasted)",
                 ])
                 onEvent(.disconnected(session: session, reason: reason))
+            case .leftForFailback:
+                rotation.ended()
+                delay = .zero
+                let reason = "left \(server.endpoint) after \(Self.seconds(settings.failbackAfter)) (failback_after) "
+                    + "to try \(servers[0].endpoint) again"
+                logger.notice("failing back to the first broker", metadata: [
+                    "broker": "\(server.endpoint)", "first_broker": "\(servers[0].endpoint)",
+                ])
+                onEvent(.disconnected(session: session, reason: reason))
             }
-            _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
+            if delay > .zero {
+                _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
+            }
         }
     }
 
@@ -286,6 +328,10 @@ public final class MQTTUplink: Sendable {
     private enum SessionOutcome {
         case failedToConnect(String)
         case lost(LostSession)
+        /// Connected to a later server for `failback_after`: the connection was ended
+        /// the way a failure ends it (no DISCONNECT), so that broker publishes the
+        /// Last Will and its retained status does not say online for ever.
+        case leftForFailback
     }
 
     /// An established connection that ended.
@@ -311,7 +357,10 @@ public final class MQTTUplink: Sendable {
         }
     }
 
-    private func runSession(_ session: Int) -> SessionOutcome {
+    /// One connection attempt and, if it connects, the connection, to the broker that
+    /// `settings` (this attempt's, shadowing the uplink's) names.
+    private func runSession(_ session: Int, settings: MQTTUplinkSettings, failbackAfter: Duration?) -> SessionOutcome {
+        connectedServer.withLock { $0 = (session, MQTTServerAddress(host: settings.host, port: settings.port)) }
         let context = CallbackContext(session: session, onEvent: onEvent)
         let retained = Unmanaged.passRetained(context)
         let created = mosquitto_new(settings.clientID, settings.cleanSession, retained.toOpaque())
@@ -381,6 +430,13 @@ public final class MQTTUplink: Sendable {
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
             if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
                 return .failedToConnect(noCONNACK)
+            }
+            if let failbackAfter, let connectedAt = context.connectedAt.withLock({ $0 }),
+               ContinuousClock.now - connectedAt >= failbackAfter, !stopRequested.load(ordering: .acquiring) {
+                context.isConnected.store(false, ordering: .releasing)
+                // No DISCONNECT: the broker sees the connection drop and publishes the Will.
+                _ = shutdown(mosquitto_socket(raw), Int32(SHUT_RDWR))
+                return .leftForFailback
             }
             if stopRequested.load(ordering: .acquiring) && !context.isConnected.load(ordering: .acquiring) { break }
         }
