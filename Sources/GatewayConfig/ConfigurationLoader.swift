@@ -311,23 +311,13 @@ struct SchemaReader {
     private func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
         guard var section = MappingReader(value, hint: "write mqtt: as a mapping with host:, port:, ...")
         else { return nil }
-        let serversValue = section.optional("servers")
-        let servers = serversValue.flatMap(mqttServers)  // nil when absent or wrong
-        let hostValue = serversValue == nil ? section.required(
-            "host", message: "missing broker: mqtt has no host (nor servers)",
-            hint: "add host: <broker address>, e.g. host: 10.8.0.1, or servers: [{ host: a }, { host: b }]"
-        ) : section.optional("host")
-        if let serversValue, hostValue != nil || section.contains("port") {
-            serversValue.report("mqtt has both servers: and host:/port:",
-                                hint: "list every broker under servers: (the first is preferred) and remove host: and port:")
-        }
-        let host = serversValue != nil ? servers?.first?.host : hostValue.flatMap {
-            nonEmptyString($0, hint: "write the broker's host name or IP address")
-        }
-        let port = serversValue != nil ? servers?.first?.port
-            : section.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
-        let failbackAfter = section.optional("failback_after")
-            .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(300)
+        let hasServers = section.contains("servers")
+        let hostValue = hasServers ? section.optional("host") : section.required(
+            "host", message: "missing broker: mqtt has no host",
+            hint: "add host: <broker address>, e.g. host: 10.8.0.1 (or servers: [{ host: a }, { host: b }] for a failover list)")
+        let portValue = section.optional("port")
+        var host = hostValue.flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
+        var port = portValue.map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
         let clientID = section.optional("client_id").map { value -> String? in
             guard let id = value.string() else { return nil }
             guard (1...65535).contains(id.utf8.count) else {
@@ -363,6 +353,18 @@ struct SchemaReader {
             }
             reconnectMax = nil
         }
+        let serversValue = section.optional("servers")
+        let servers = serversValue.flatMap(mqttServers)  // nil when absent or wrong
+        if let serversValue {
+            if hostValue != nil || portValue != nil {
+                serversValue.report("mqtt has both servers: and host:/port:",
+                                    hint: "list every broker under servers: (the first is preferred) and remove host: and port:")
+            }
+            host = servers?.first?.host
+            port = servers?.first?.port
+        }
+        let failbackAfter = section.optional("failback_after")
+            .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(300)
         let security = mqttSecurity(&section)
         let binding = mqttBinding(&section)
         section.finish()
@@ -374,11 +376,16 @@ struct SchemaReader {
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
         settings.failbackAfter = failbackAfter
-        security.apply(to: &settings, portWritten: section.contains("port"))
+        security.apply(to: &settings, portWritten: portValue != nil)
         if let list = servers {
             // A server without port: gets the default of the connection (8883 with TLS).
             let defaultPort = settings.tls == nil ? 1883 : 8883
             let resolved = list.map { MQTTServer(host: $0.host, port: $0.port == 0 ? defaultPort : $0.port) }
+            for (index, server) in resolved.enumerated() where resolved[..<index].contains(server) {
+                serversValue?.report("mqtt.servers[\(index)] (\(server.endpoint)) is listed twice",
+                                     hint: "list each broker once")
+                return nil
+            }
             settings.host = resolved[0].host
             settings.port = resolved[0].port
             settings.failover = Array(resolved.dropFirst())
@@ -411,12 +418,7 @@ struct SchemaReader {
                 failed = true
                 continue
             }
-            let server = MQTTServer(host: host, port: port)
-            if servers.contains(server) {
-                item.report("server \(server.endpoint) is listed twice", hint: "list each broker once")
-                failed = true
-            }
-            servers.append(server)
+            servers.append(MQTTServer(host: host, port: port))
         }
         return failed ? nil : servers
     }

@@ -66,3 +66,69 @@ import Testing
         #expect(try ConfigurationLoader.parse(yaml: document(qos: "1")).warnings.isEmpty)
     }
 }
+
+@Suite struct FailoverConfigTests {
+    private func mqtt(_ body: String) -> String {
+        """
+        gateway: { id: gw-01 }
+        mqtt:
+        \(body)
+        devices:
+          - name: boiler-1
+            tcp: { host: 127.0.0.1 }
+            tags:
+              - { name: t, table: holding, address: 0, type: int16 }
+        """
+    }
+
+    private func paths(_ yaml: String) -> [String] {
+        do {
+            _ = try ConfigurationLoader.parse(yaml: yaml)
+            Issue.record("accepted: \(yaml)")
+        } catch let error as ConfigurationError {
+            return error.problems.map(\.path)
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+        return []
+    }
+
+    @Test func serversListTheBrokersInOrder() throws {
+        let config = try ConfigurationLoader.parse(yaml: mqtt("""
+          servers:
+            - { host: a.example }
+            - { host: b.example, port: 1884 }
+          failback_after: 2m
+        """))
+        #expect(config.mqtt.servers == [MQTTServer(host: "a.example", port: 1883), MQTTServer(host: "b.example", port: 1884)])
+        #expect(config.mqtt.host == "a.example" && config.mqtt.port == 1883)
+        #expect(config.mqtt.failbackAfter == .seconds(120))
+    }
+
+    @Test func aSingleHostStaysValidWithNoFailover() throws {
+        let config = try ConfigurationLoader.parse(yaml: mqtt("  host: broker"))
+        #expect(config.mqtt.servers == [MQTTServer(host: "broker", port: 1883)])
+        #expect(config.mqtt.failbackAfter == .seconds(300))
+    }
+
+    @Test func serversWithTLSDefaultTo8883() throws {
+        let config = try ConfigurationLoader.parse(yaml: mqtt("""
+          servers: [{ host: a }, { host: b }]
+          tls: { insecure_skip_verify: true }
+        """))
+        #expect(config.mqtt.servers.map(\.port) == [8883, 8883])
+    }
+
+    @Test func serversAndHostTogetherAreRefused() {
+        #expect(paths(mqtt("""
+          host: a
+          servers: [{ host: b }]
+        """)).contains("mqtt.servers"))
+    }
+
+    @Test func emptyOrDuplicateServersAreRefused() {
+        #expect(paths(mqtt("  servers: []")) == ["mqtt.servers"])
+        #expect(paths(mqtt("  servers: [{ host: a }, { host: a, port: 1883 }]")) == ["mqtt.servers"])
+        #expect(paths(mqtt("  servers: [{ port: 1883 }]")) == ["mqtt.servers[0].host"])
+    }
+}

@@ -212,3 +212,27 @@ final class SilentListener: Sendable {
 struct ListenerError: Error, CustomStringConvertible {
     var description: String
 }
+
+@Suite struct ServerRotationTests {
+    @Test func aRoundGoesDownTheListAndOnlyAFullRoundWaits() {
+        var rotation = ServerRotation(count: 3)
+        #expect(rotation.index == 0)
+        #expect(rotation.failed() == false && rotation.index == 1)
+        #expect(rotation.failed() == false && rotation.index == 2)
+        #expect(rotation.failed() == true && rotation.index == 0)
+    }
+
+    @Test func aConnectionOnALaterServerFailsBackToTheFirst() {
+        var rotation = ServerRotation(count: 2)
+        _ = rotation.failed()
+        #expect(rotation.onLaterServer)
+        rotation.ended()
+        #expect(rotation.index == 0 && !rotation.onLaterServer)
+    }
+
+    @Test func oneServerWaitsAfterEveryFailure() {
+        var rotation = ServerRotation(count: 1)
+        #expect(rotation.failed() && rotation.failed())
+        #expect(!rotation.onLaterServer)
+    }
+}
