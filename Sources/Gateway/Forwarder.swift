@@ -37,6 +37,9 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var uplinkProblem: String?
     /// The broker (`host:port`) of the live or last connection.
     public var server: String?
+    /// MQTT 5: data messages the broker refused with a failure reason code (kept in
+    /// the outbox, sent again after the next connect).
+    public var refused: Int64 = 0
 }
 
 /// `ForwarderCounters` shared between the forwarding task (writes) and readers

@@ -34,6 +34,7 @@ struct StatsSchedule {
             ("dropped", buffered.dropped),
             ("seq_committed", buffered.seqCommitted),
             ("published", forwarder.published),
+            ("refused", forwarder.refused),
             ("inflight", Int64(forwarder.inflight)),
             ("polls_ok", polls.pollsOK),
             ("polls_failed", polls.pollsFailed),

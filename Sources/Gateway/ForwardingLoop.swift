@@ -48,6 +48,7 @@ final class ForwardingLoop {
     private var gaps: GapSchedule
     private var stats: StatsSchedule
     private var publishErrors = PublishErrorLog()
+    private var refusals = BrokerRefusalLog()
     private var leaseBackoff = LeaseBackoff()
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
@@ -83,6 +84,7 @@ final class ForwardingLoop {
             let server = uplink.server(ofSession: id)?.endpoint
             counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0; $0.server = server }
             publishErrors.newEpisode()
+            refusals.newEpisode()
             logger.info("connected to broker", metadata: ["session": "\(id)", "server": "\(server ?? "?")"])
             for message in announcer.announcements(session: id, server: server, devices: devices()) {
                 publish(message)
@@ -133,6 +135,21 @@ final class ForwardingLoop {
 
         case .mqtt(.published), .mqtt(.message):
             break  // PUBACKs come through `.pubacks`; the gateway subscribes to nothing
+
+        case let .mqtt(.refused(session, mid, reason)):
+            // Not delivered: the row stays in the outbox (no ack) and goes again after
+            // the next connect; its window slot is free.
+            switch machine.acknowledged(session: session, mid: mid) {
+            case let .data(outboxID):
+                counters.update { $0.refused += 1 }
+                refusals.note(reason, outboxID: outboxID, logger: logger)
+            case .gap, .unknown:
+                refusals.note(reason, outboxID: nil, logger: logger)
+            case .offlineStatus:
+                flushAcks()
+                return .stop
+            }
+            await fill()
 
         case let .outboxCommitted(newestID):
             machine.committed(newestID: newestID)

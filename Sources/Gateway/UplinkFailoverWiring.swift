@@ -8,6 +8,7 @@ extension MQTTUplinkSettings {
         var settings = self
         settings.failover = mqtt.failover.map { MQTTServerAddress(host: $0.host, port: $0.port) }
         settings.failbackAfter = mqtt.failbackAfter
+        settings.mqtt5 = mqtt.protocolVersion == .v5
         return settings
     }
 }

@@ -365,17 +365,20 @@ struct SchemaReader {
         }
         let failbackAfter = section.optional("failback_after")
             .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(300)
+        let protocolVersion = section.optional("protocol")
+            .map { $0.choice(MQTTProtocolVersion.self, aliases: ["3": .v311, "311": .v311, "5.0": .v5]) } ?? .v311
         let security = mqttSecurity(&section)
         let binding = mqttBinding(&section)
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax, let security, let binding, let failbackAfter
+              let reconnectMin, let reconnectMax, let security, let binding, let failbackAfter, let protocolVersion
         else { return nil }
         var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
         settings.failbackAfter = failbackAfter
+        settings.protocolVersion = protocolVersion
         security.apply(to: &settings, portWritten: portValue != nil)
         if let list = servers {
             // A server without port: gets the default of the connection (8883 with TLS).

@@ -61,6 +61,13 @@ public struct GatewayIdentity: Sendable, Equatable {
     public func deviceMetaTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/meta" }
 }
 
+/// `mqtt.protocol`: the MQTT version spoken to the broker.
+public enum MQTTProtocolVersion: String, Sendable, Equatable, CaseIterable {
+    case v311 = "3.1.1"
+    /// Reason codes on PUBACK: a broker's refusal of a message is seen (and the row kept).
+    case v5 = "5"
+}
+
 /// One broker of `mqtt.servers`.
 public struct MQTTServer: Sendable, Equatable {
     public var host: String
@@ -84,6 +91,8 @@ public struct MQTTSettings: Sendable, Equatable {
     /// `mqtt.failback_after`: how long the gateway stays on a later server before it
     /// tries the first again.
     public var failbackAfter: Duration = .seconds(300)
+    /// `mqtt.protocol` (default 3.1.1).
+    public var protocolVersion: MQTTProtocolVersion = .v311
     /// MQTT client id; defaults to the gateway id.
     public var clientID: String
     public var keepalive: Duration

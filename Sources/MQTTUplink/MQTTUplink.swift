@@ -29,6 +29,9 @@ public struct MQTTUplinkSettings: Sendable {
     public var failover: [MQTTServerAddress] = []
     /// How long a connection to a later server is kept before the first is tried again.
     public var failbackAfter: Duration = .seconds(300)
+    /// MQTT 5 instead of 3.1.1: PUBACK reason codes, so a refused message is reported
+    /// as `.refused`, never as `.published`.
+    public var mqtt5 = false
     public var clientID: String
     public var keepalive: Duration
     public var maxInflight: Int
@@ -83,6 +86,9 @@ public enum MQTTEvent: Sendable {
     /// The broker acknowledged message `mid` (PUBACK for QoS 1, PUBCOMP for QoS 2),
     /// or a QoS 0 message was handed to the socket.
     case published(session: Int, mid: Int32)
+    /// MQTT 5: the broker answered message `mid` with a failure reason code (not
+    /// authorised, quota exceeded, …): it was not delivered.
+    case refused(session: Int, mid: Int32, reason: String)
     /// A message arrived on a subscription.
     case message(MQTTMessage)
 }
@@ -376,10 +382,15 @@ public final class MQTTUplink: Sendable {
             _ = retained.takeRetainedValue()
         }
         mosquitto_threaded_set(raw, true)
-        _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        // Under MQTT 5 libmosquitto also applies what CONNACK announces: the server's
+        // receive maximum (it holds back publishes beyond it), maximum packet size
+        // (publish fails with MOSQ_ERR_OVERSIZE_PACKET: a broker limit) and keepalive.
+        // The session expiry interval stays 0 (no property): the outbox is the only queue.
+        _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, settings.mqtt5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311)
         _ = mosquitto_max_inflight_messages_set(raw, UInt32(settings.maxInflight))
         mosquitto_connect_callback_set(raw, onConnectCallback)
-        mosquitto_publish_callback_set(raw, onPublishCallback)
+        // The v5 callback also serves 3.1.1 (reason code always 0 there).
+        mosquitto_publish_v5_callback_set(raw, onPublishCallback)
         mosquitto_message_callback_set(raw, onMessageCallback)
         if let problem = configureSecurity(raw, context: context, settings: settings, logger: logger) {
             return .failedToConnect(problem)
@@ -538,10 +549,17 @@ private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawP
     }
 }
 
-private func onPublishCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32) {
+private func onPublishCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32,
+                               _ reasonCode: Int32, _ properties: OpaquePointer?) {
     let context = CallbackContext.from(user)
     context.qos2Awaiting.withLock { _ = $0.remove(mid) }
-    context.onEvent(.published(session: context.session, mid: mid))
+    // MQTT 5 §3.4.2.1: reason codes 0x80 and above are failures; the message was not accepted.
+    if reasonCode >= 0x80 {
+        let meaning = String(cString: mosquitto_reason_string(reasonCode))
+        context.onEvent(.refused(session: context.session, mid: mid, reason: "\(meaning) (reason code 0x\(String(reasonCode, radix: 16)))"))
+    } else {
+        context.onEvent(.published(session: context.session, mid: mid))
+    }
 }
 
 private func onMessageCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?,
