@@ -230,13 +230,16 @@ final class ForwarderHarness {
         var deletes: [[Int64]] = []
     }
 
+    /// The counters the loop keeps (stats, status line).
+    let counters = ForwarderCounterState()
+
     init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2)) {
         let clock = clock
         let queue = queue
         loop = ForwardingLoop(
             settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
-            counters: ForwarderCounterState(), pollCounters: PollCounters(), devices: { [] },
+            counters: counters, pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) }),
             logger: logs.logger, now: { clock.now })
     }
