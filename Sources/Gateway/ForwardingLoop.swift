@@ -239,8 +239,11 @@ final class ForwardingLoop {
         var allowed = rate.allowance(machine.room, now: now())
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             do {
-                let sent = try uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
-                                                          qos: Int(message.qos)))
+                var outgoing = MQTTMessage(topic: message.topic, payload: message.payload, qos: Int(message.qos))
+                // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
+                outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
+                                           MQTTUserProperty("seq", "\(message.seq)")]
+                let sent = try uplink.publish(outgoing)
                 rate.spend()
                 allowed -= 1
                 // Sent on a newer connection whose `.connected` is still on its way: that

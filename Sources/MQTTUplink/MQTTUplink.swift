@@ -5,12 +5,25 @@ import Foundation
 import Logging
 import Synchronization
 
+/// An MQTT 5 user property (name, value).
+public struct MQTTUserProperty: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
 /// One MQTT application message.
 public struct MQTTMessage: Sendable, Equatable {
     public var topic: String
     public var payload: [UInt8]
     public var qos: Int
     public var retain: Bool
+    /// Sent under MQTT 5 only (3.1.1 has no properties).
+    public var userProperties: [MQTTUserProperty] = []
 
     public init(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) {
         self.topic = topic
@@ -199,9 +212,27 @@ public final class MQTTUplink: Sendable {
                                                  payloadBytes: message.payload.count)
             }
             var mid: Int32 = 0
+            var properties: OpaquePointer? = nil
+            if settings.mqtt5 {
+                for property in message.userProperties {
+                    let rc = mosquitto_property_add_string_pair(&properties, Int32(MQTT_PROP_USER_PROPERTY.rawValue),
+                                                                property.name, property.value)
+                    let code = errno
+                    guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                        mosquitto_property_free_all(&properties)
+                        throw MQTTPublishError.mosquitto(rc, errno: code, topic: message.topic,
+                                                         payloadBytes: message.payload.count)
+                    }
+                }
+            }
+            // libmosquitto copies the properties: they are freed here either way.
+            defer { mosquitto_property_free_all(&properties) }
             let (rc, savedErrno) = message.payload.withUnsafeBytes { bytes in
-                let rc = mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
-                                           Int32(message.qos), message.retain)
+                let rc = properties == nil
+                    ? mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                        Int32(message.qos), message.retain)
+                    : mosquitto_publish_v5(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                           Int32(message.qos), message.retain, properties)
                 return (rc, errno)
             }
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {

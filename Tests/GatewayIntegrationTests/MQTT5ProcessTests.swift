@@ -69,4 +69,46 @@ import TestSupport
         #expect(gateway.output.contains("the broker refused a message"), "\(gateway.output.suffix(3000))")
         #expect(gateway.output.contains("0x87"), "the reason code is logged: \(gateway.output.suffix(3000))")
     }
+
+    /// Data messages carry `boot` and `seq` as MQTT 5 user properties.
+    @Test func dataMessagesCarryBootAndSeqAsUserProperties() async throws {
+        let directory = try TemporaryDirectory("mqtt5-props")
+        defer { directory.remove() }
+        let broker = try MosquittoBroker()
+        try await broker.start()
+        let modbusPort = freeLoopbackPort()
+        let simulator = try ModbusSimulator(port: modbusPort)
+        simulator.setHoldingRegisters(0, [715])
+        try simulator.start()
+        defer { simulator.stop() }
+        // mosquitto_sub itself prints the user properties it received (%P: key:value).
+        let sub = try ChildProcess(try requireTool("mosquitto_sub", package: "mosquitto-clients"),
+                                   ["-h", "127.0.0.1", "-p", "\(broker.port)", "-V", "5", "-q", "1",
+                                    "-t", "edge/gw-props/+/data", "-F", "%t %P", "-C", "3"],
+                                   log: directory.file("sub.log"))
+        defer { sub.signal(SIGKILL) }
+        // Whenever it has subscribed, the next polls (every 200 ms) reach it: no need to wait here.
+        let configPath = directory.file("gateway.yaml")
+        try """
+        gateway: { id: gw-props }
+        mqtt: { host: 127.0.0.1, port: \(broker.port), protocol: 5, keepalive: 5s }
+        buffer: { path: \(directory.file("outbox.sqlite")) }
+        devices:
+          - name: boiler-1
+            tcp: { host: 127.0.0.1, port: \(modbusPort) }
+            poll_interval: 200ms
+            tags:
+              - { name: temperature, table: holding, address: 0, type: int16 }
+        """.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", configPath],
+                                       log: directory.file("gateway.log"))
+        defer { gateway.signal(SIGKILL) }
+        _ = try await sub.waitForExit(timeout: .seconds(20))
+        let lines = sub.output.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3, "\(sub.output)")
+        for line in lines {
+            #expect(line.hasPrefix("edge/gw-props/boiler-1/data "), "\(line)")
+            #expect(line.contains("boot:1") && line.contains("seq:"), "user properties boot and seq: \(line)")
+        }
+    }
 }
