@@ -132,3 +132,35 @@ import Testing
         #expect(paths(mqtt("  servers: [{ port: 1883 }]")) == ["mqtt.servers[0].host"])
     }
 }
+
+@Suite struct ProtocolConfigTests {
+    private func mqtt(_ extra: String) -> String {
+        """
+        gateway: { id: gw-01 }
+        mqtt: { host: broker\(extra) }
+        devices:
+          - name: boiler-1
+            tcp: { host: 127.0.0.1 }
+            tags:
+              - { name: t, table: holding, address: 0, type: int16 }
+        """
+    }
+
+    @Test func protocolDefaultsTo311AndTakes5() throws {
+        #expect(try ConfigurationLoader.parse(yaml: mqtt("")).mqtt.protocolVersion == .v311)
+        #expect(try ConfigurationLoader.parse(yaml: mqtt(", protocol: 5")).mqtt.protocolVersion == .v5)
+        #expect(try ConfigurationLoader.parse(yaml: mqtt(", protocol: 3.1.1")).mqtt.protocolVersion == .v311)
+    }
+
+    @Test func anUnknownProtocolIsRefused() {
+        do {
+            _ = try ConfigurationLoader.parse(yaml: mqtt(", protocol: 4"))
+            Issue.record("protocol 4 accepted")
+        } catch let error as ConfigurationError {
+            #expect(error.problems.map(\.path) == ["mqtt.protocol"])
+            #expect(error.problems.first?.hint.contains("3.1.1, 5") == true, "\(error.problems)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+    }
+}
