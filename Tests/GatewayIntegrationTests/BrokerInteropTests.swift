@@ -1,7 +1,8 @@
-// The gateway against RabbitMQ's MQTT plugin (Debian's rabbitmq-server 3.10), started
-// by the test as its own process, everything on loopback: the node's listeners, its
-// Erlang distribution port and its own epmd. Skipped with a printed reason where
-// RabbitMQ is not installed; under CI=true a missing RabbitMQ fails.
+// The interop matrix: the gateway against RabbitMQ's MQTT plugin (Debian's
+// rabbitmq-server 3.10, started by the test as its own process, everything on loopback:
+// the node's listeners, its Erlang distribution port and its own epmd) and against
+// mosquitto under MQTT 5. RabbitMQ is skipped with a printed reason where it is not
+// installed; under CI=true a missing RabbitMQ fails.
 import Foundation
 import Logging
 import Modbus
@@ -13,8 +14,25 @@ import TestSupport
 import Glibc
 #endif
 
+/// A broker the interop scenario runs against.
+protocol InteropBroker: AnyObject, Sendable {
+    var mqttPort: Int { get }
+    func start() async throws
+    /// Stops the broker gracefully (what it persisted survives the restart).
+    func stop() async throws
+}
+
+/// mosquitto for the interop scenario (persistent, so its subscriber queue survives a restart).
+final class MosquittoInteropBroker: InteropBroker {
+    let broker: MosquittoBroker
+    var mqttPort: Int { broker.port }
+    init() throws { broker = try MosquittoBroker(persistent: true) }
+    func start() async throws { try await broker.start() }
+    func stop() async throws { try await broker.stop(graceful: true) }
+}
+
 /// A RabbitMQ node with the MQTT plugin, configured in its own directory.
-final class RabbitMQBroker: @unchecked Sendable {
+final class RabbitMQBroker: InteropBroker, @unchecked Sendable {
     static let server = "/usr/lib/rabbitmq/bin/rabbitmq-server"
     let mqttPort = freeLoopbackPort()
     private let epmdPort = freeLoopbackPort()
@@ -150,8 +168,23 @@ final class RabbitMQBroker: @unchecked Sendable {
     /// the Last Will on SIGKILL, the clean offline status on SIGTERM.
     @Test func birthReplayWillAndCleanOffline() async throws {
         guard let broker = try RabbitMQBroker.availableOrSkip("birthReplayWillAndCleanOffline") else { return }
+        try await InteropScenario.run(on: broker, gatewayID: "gw-rabbit", protocolLine: "")
+    }
+}
+
+/// The same scenario on mosquitto under MQTT 5 (mosquitto under 3.1.1: GatewayProcessTests).
+@Suite(.serialized) struct MosquittoMQTT5InteropTests {
+    @Test func birthReplayWillAndCleanOfflineUnderMQTT5() async throws {
+        try await InteropScenario.run(on: try MosquittoInteropBroker(), gatewayID: "gw-mosq5", protocolLine: "protocol: 5")
+    }
+}
+
+enum InteropScenario {
+    /// Birth retained, replay after a 20 s broker stop with no (boot, seq) missing,
+    /// the Last Will on SIGKILL, the clean offline status on SIGTERM.
+    static func run(on broker: some InteropBroker, gatewayID: String, protocolLine: String) async throws {
         try await broker.start()
-        let directory = try TemporaryDirectory("rabbitmq-gw")
+        let directory = try TemporaryDirectory("interop-gw")
         defer { directory.remove() }
         let modbusPort = freeLoopbackPort()
         let simulator = try ModbusSimulator(port: modbusPort)
@@ -162,13 +195,14 @@ final class RabbitMQBroker: @unchecked Sendable {
         try await subscriber.waitConnected(timeout: .seconds(30))
         let configPath = directory.file("gateway.yaml")
         try """
-        gateway: { id: gw-rabbit, stats_interval: 2s }
+        gateway: { id: \(gatewayID), stats_interval: 2s }
         mqtt:
           host: 127.0.0.1
           port: \(broker.mqttPort)
           keepalive: 5s
           reconnect_min: 200ms
           reconnect_max: 2s
+          \(protocolLine)
         buffer: { path: \(directory.file("outbox.sqlite")) }
         devices:
           - name: boiler-1
@@ -178,15 +212,15 @@ final class RabbitMQBroker: @unchecked Sendable {
             tags:
               - { name: temperature, table: holding, address: 0, type: int16 }
         """.write(toFile: configPath, atomically: true, encoding: .utf8)
-        let statusTopic = "edge/gw-rabbit/status"
-        let dataTopic = "edge/gw-rabbit/boiler-1/data"
+        let statusTopic = "edge/\(gatewayID)/status"
+        let dataTopic = "edge/\(gatewayID)/boiler-1/data"
         func seqs() -> [Int] { subscriber.messages(on: dataTopic).compactMap { $0.json["seq"] as? Int } }
         func states() -> [String] { subscriber.messages(on: statusTopic).map { $0.json["state"] as? String ?? "?" } }
 
         var gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", configPath],
                                        log: directory.file("gateway-1.log"))
         defer { gateway.signal(SIGKILL) }
-        try await waitUntil("data through RabbitMQ", timeout: .seconds(30)) { seqs().count >= 5 }
+        try await waitUntil("data through the broker", timeout: .seconds(30)) { seqs().count >= 5 }
 
         // The birth is retained: a subscriber that comes later gets it.
         let late = RecordingSubscriber(port: broker.mqttPort, filter: statusTopic)
@@ -206,9 +240,9 @@ final class RabbitMQBroker: @unchecked Sendable {
         }
         let received = Set(seqs())
         let missing = Set(1...(received.max() ?? 0)).subtracting(received)
-        #expect(missing.isEmpty, "seq missing after a 20 s RabbitMQ stop: \(missing.sorted()) gateway log: \(gateway.output.suffix(3000))")
+        #expect(missing.isEmpty, "seq missing after a 20 s broker stop: \(missing.sorted()) gateway log: \(gateway.output.suffix(3000))")
 
-        // SIGKILL: RabbitMQ publishes the Will.
+        // SIGKILL: the broker publishes the Will.
         gateway.signal(SIGKILL)
         _ = try await gateway.waitForExit()
         try await waitUntil("the Last Will", timeout: .seconds(30)) {
@@ -229,6 +263,7 @@ final class RabbitMQBroker: @unchecked Sendable {
         try await broker.stop()
     }
 }
+
 
 /// Lets `duration` pass: the outage length a scenario needs (not a synchronisation).
 private func pauseFor(_ duration: Duration) async throws {
