@@ -7,7 +7,8 @@ APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
                 prometheus chromium libcurl4-openssl-dev \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
-                debootstrap systemd-container
+                debootstrap systemd-container \
+                rabbitmq-server
 
 .PHONY: help deps build release package demo test bench clean
 
@@ -24,8 +25,16 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  policy=/usr/sbin/policy-rc.d; made_policy=; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$policy >/dev/null && $$SUDO chmod 755 $$policy && made_policy=1; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	  status=$$?; [ -n "$$made_policy" ] && $$SUDO rm -f $$policy; \
+	  if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now rabbitmq-server epmd.socket epmd.service 2>/dev/null || true; fi; \
+	  [ $$status -eq 0 ] || exit $$status; \
 	fi
+	@# rabbitmq-server's postinst would start a node (and epmd) listening on every
+	@# address: the policy-rc.d above (exit 101) keeps it from starting, and the unit is
+	@# disabled after. The interop tests start their own node on loopback.
 	@# The sealing tests cross-check AES-GCM against Python's cryptography package:
 	@# Debian's python3-cryptography above (never pip into the system Python).
 

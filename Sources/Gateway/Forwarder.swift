@@ -37,6 +37,11 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var connected = false
     /// Why the last connection attempt failed or the last connection ended; nil while connected.
     public var uplinkProblem: String?
+    /// The broker (`host:port`) of the live or last connection.
+    public var server: String?
+    /// MQTT 5: data messages the broker refused with a failure reason code (kept in
+    /// the outbox, sent again after the next connect).
+    public var refused: Int64 = 0
 }
 
 /// `ForwarderCounters` shared between the forwarding task (writes) and readers
@@ -100,6 +105,7 @@ public final class ForwarderService: Service, Sendable {
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
                                          reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
+                .failingOver(as: mqtt)
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,

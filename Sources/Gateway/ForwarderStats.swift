@@ -45,6 +45,7 @@ struct StatsSchedule {
             ("dropped", buffered.dropped),
             ("seq_committed", buffered.seqCommitted),
             ("published", forwarder.published),
+            ("refused", forwarder.refused),
             ("inflight", Int64(forwarder.inflight)),
             ("polls_ok", polls.pollsOK),
             ("polls_failed", polls.pollsFailed),
@@ -55,7 +56,8 @@ struct StatsSchedule {
             ("ts_corrected", clock.corrected),
             ("clock_steps", clock.steps),
             ("clock_maxerror_ms", clock.status.maxErrorMilliseconds),
-        ] } ?? []), gateway: identity.id, boot: boot, at: date, sync: clock?.status.sync)
+        ] } ?? []), gateway: identity.id, boot: boot, at: date, sync: clock?.status.sync,
+                                           server: forwarder.server)
         return MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0)
     }
 }

@@ -42,10 +42,11 @@ struct StatusAnnouncer {
     /// Everything a new connection announces, in order: the birth, each known device
     /// status, each device's meta.
     /// `clock` and `date` (its wall time) come from the gateway's time source.
-    func announcements(session: Int, devices: [DeviceConfiguration], clock: ClockStatus? = nil,
+    func announcements(session: Int, server: String? = nil, devices: [DeviceConfiguration], clock: ClockStatus? = nil,
                        at date: Date = Date()) -> [MQTTMessage] {
         var birth = birth
         birth.clock = clock
+        birth.server = server
         var messages = [MQTTMessage(
             topic: identity.statusTopic,
             payload: MessageEncoding.gatewayStatus(.online(birth), gateway: identity.id, boot: boot, session: session,

@@ -52,6 +52,7 @@ final class ForwardingLoop {
     private var gaps: GapSchedule
     private var stats: StatsSchedule
     private var publishErrors = PublishErrorLog()
+    private var refusals = BrokerRefusalLog()
     private var leaseBackoff = LeaseBackoff()
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
@@ -89,12 +90,14 @@ final class ForwardingLoop {
         switch event {
         case let .mqtt(.connected(id)):
             guard machine.connected(session: id) == .announce(session: id) else { break }
-            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0 }
+            let server = uplink.server(ofSession: id)?.endpoint
+            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0; $0.server = server }
             publishErrors.newEpisode()
-            logger.info("connected to broker", metadata: ["session": "\(id)"])
+            refusals.newEpisode()
+            logger.info("connected to broker", metadata: ["session": "\(id)", "server": "\(server ?? "?")"])
             let reading = observeClock()
-            for message in announcer.announcements(session: id, devices: devices(), clock: timeSource.status(),
-                                                   at: reading.wall) {
+            for message in announcer.announcements(session: id, server: server, devices: devices(),
+                                                   clock: timeSource.status(), at: reading.wall) {
                 publish(message)
             }
             gaps.checkSoon(now: now())
@@ -143,6 +146,21 @@ final class ForwardingLoop {
 
         case .mqtt(.published), .mqtt(.message):
             break  // PUBACKs come through `.pubacks`; the gateway subscribes to nothing
+
+        case let .mqtt(.refused(session, mid, reason)):
+            // Not delivered: the row stays in the outbox (no ack) and goes again after
+            // the next connect; its window slot is free.
+            switch machine.acknowledged(session: session, mid: mid) {
+            case let .data(outboxID):
+                counters.update { $0.refused += 1 }
+                refusals.note(reason, outboxID: outboxID, logger: logger)
+            case .gap, .unknown:
+                refusals.note(reason, outboxID: nil, logger: logger)
+            case .offlineStatus:
+                flushAcks()
+                return .stop
+            }
+            await fill()
 
         case let .outboxCommitted(newestID):
             machine.committed(newestID: newestID)
@@ -234,8 +252,11 @@ final class ForwardingLoop {
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             do {
                 let payload = timestamps.payload(for: message, sealer: settings.sealer)
-                let sent = try uplink.publish(MQTTMessage(topic: message.topic, payload: payload,
-                                                          qos: Int(message.qos)))
+                var outgoing = MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos))
+                // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
+                outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
+                                           MQTTUserProperty("seq", "\(message.seq)")]
+                let sent = try uplink.publish(outgoing)
                 rate.spend()
                 allowed -= 1
                 // Sent on a newer connection whose `.connected` is still on its way: that

@@ -109,6 +109,9 @@ public enum MessageEncoding {
         json.key("ts"); json.string(timestamp(date))
         if case let .online(birth) = status {
             json.key("stats_interval_ms"); json.integer(Int64(birth.statsInterval / .milliseconds(1)))
+            if let server = birth.server {
+                json.key("server"); json.string(server)
+            }
             if let previous = birth.previousBoot {
                 json.key("previous_boot"); json.integer(previous.boot)
                 json.key("previous_boot_last_seq"); json.integer(previous.lastSeq)
@@ -166,9 +169,10 @@ public enum MessageEncoding {
     }
 
     /// A flat object of integer counters (the stats topic), keys in the given order.
-    /// With `sync`, `ts_source` follows `ts` (the sync status of the clock that gave it).
+    /// With `sync`, `ts_source` follows `ts` (the sync status of the clock that gave it);
+    /// with `server`, the broker this connection is on.
     public static func counters(_ fields: [(String, Int64?)], gateway: String, boot: Int64, at date: Date,
-                                sync: ClockSync? = nil) -> [UInt8] {
+                                sync: ClockSync? = nil, server: String? = nil) -> [UInt8] {
         var json = JSONWriter()
         json.beginObject()
         json.key("gateway"); json.string(gateway)
@@ -176,6 +180,9 @@ public enum MessageEncoding {
         json.key("ts"); json.string(timestamp(date))
         if let sync {
             json.key("ts_source"); json.string(TimestampSource(sync).rawValue)
+        }
+        if let server {
+            json.key("server"); json.string(server)
         }
         for (key, value) in fields {
             json.key(key)
@@ -229,6 +236,8 @@ public enum GatewayStatus: Sendable {
         public var bootRecovery: BootRecovery?
         /// The clock's status when the birth is sent (its source, sync, kernel boot).
         public var clock: ClockStatus?
+        /// The broker (`host:port`) this connection is on, of `mqtt.servers`.
+        public var server: String?
 
         public init(statsInterval: Duration, previousBoot: OutboxBootEnd?, quarantinedOutbox: String?,
                     bootRecovery: BootRecovery? = nil, clock: ClockStatus? = nil) {

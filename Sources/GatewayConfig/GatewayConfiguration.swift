@@ -61,9 +61,38 @@ public struct GatewayIdentity: Sendable, Equatable {
     public func deviceMetaTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/meta" }
 }
 
-public struct MQTTSettings: Sendable, Equatable {
+/// `mqtt.protocol`: the MQTT version spoken to the broker.
+public enum MQTTProtocolVersion: String, Sendable, Equatable, CaseIterable {
+    case v311 = "3.1.1"
+    /// Reason codes on PUBACK: a broker's refusal of a message is seen (and the row kept).
+    case v5 = "5"
+}
+
+/// One broker of `mqtt.servers`.
+public struct MQTTServer: Sendable, Equatable {
     public var host: String
     public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var endpoint: String { "\(host):\(port)" }
+}
+
+public struct MQTTSettings: Sendable, Equatable {
+    /// The first (preferred) broker: `mqtt.host`/`port` or the first of `mqtt.servers`.
+    public var host: String
+    public var port: Int
+    /// The brokers after the first in `mqtt.servers`, tried in order when those
+    /// before them fail; empty for a single broker.
+    public var failover: [MQTTServer] = []
+    /// `mqtt.failback_after`: how long the gateway stays on a later server before it
+    /// tries the first again.
+    public var failbackAfter: Duration = .seconds(300)
+    /// `mqtt.protocol` (default 3.1.1).
+    public var protocolVersion: MQTTProtocolVersion = .v311
     /// MQTT client id; defaults to the gateway id.
     public var clientID: String
     public var keepalive: Duration
@@ -107,6 +136,9 @@ public struct MQTTSettings: Sendable, Equatable {
         self.reconnectMin = reconnectMin
         self.reconnectMax = reconnectMax
     }
+
+    /// Every broker, in the order they are tried.
+    public var servers: [MQTTServer] { [MQTTServer(host: host, port: port)] + failover }
 }
 
 /// The SQLite store-and-forward outbox.

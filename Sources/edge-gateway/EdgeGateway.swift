@@ -93,7 +93,10 @@ struct CheckConfig: ParsableCommand {
         let buses = Set(configuration.devices.map(\.transport.busKey)).count
         print("\(file): OK")
         print("  gateway \(configuration.gateway.id), topics under \(configuration.gateway.topicPrefix)/\(configuration.gateway.id)/")
-        print("  broker \(configuration.mqtt.host):\(configuration.mqtt.port) as \(configuration.mqtt.clientID), QoS \(configuration.mqtt.qos)")
+        let mqtt = configuration.mqtt
+        let brokers = mqtt.servers.map(\.endpoint).joined(separator: ", then ")
+        print("  broker \(brokers) as \(mqtt.clientID), MQTT \(mqtt.protocolVersion.rawValue), QoS \(mqtt.qos)"
+              + (mqtt.failover.isEmpty ? "" : ", back to the first after \(mqtt.failbackAfter)"))
         print("  \(configuration.devices.count) device(s) on \(buses) bus(es), \(tags) tag(s)")
         for device in configuration.devices {
             let plans = BusPoller.plans(for: device)

@@ -246,6 +246,9 @@ final class ForwarderHarness {
         var deletes: [[Int64]] = []
     }
 
+    /// The counters the loop keeps (stats, status line).
+    let counters = ForwarderCounterState()
+
     init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2),
          timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil) {
         let clock = clock
@@ -254,7 +257,7 @@ final class ForwarderHarness {
             settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace,
                             sealer: sealer),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
-            counters: ForwarderCounterState(), pollCounters: PollCounters(), devices: { [] },
+            counters: counters, pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) }),
             logger: logs.logger, timeSource: timeSource, now: { clock.now })
     }
