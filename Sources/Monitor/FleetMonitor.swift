@@ -175,7 +175,7 @@ public final class FleetMonitor: Service, Sendable {
             case let .message(message):
                 continuation.yield(.events(decoder.decode(topic: message.topic, payload: message.payload,
                                                           retained: message.retain)))
-            case .connectFailed, .disconnected, .published:
+            case .connectFailed, .disconnected, .published, .refused:
                 break  // MQTTUplink logs connection trouble itself
             }
         }
