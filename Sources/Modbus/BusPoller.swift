@@ -90,8 +90,10 @@ public struct BusPoller: Sendable {
     public var requestWatch: @Sendable (_ deadline: ContinuousClock.Instant?) -> Void = { _ in }
     /// Stops the bus from another thread (see `abandon()`).
     public let abandonment = BusAbandonment()
+    /// Commanded writes for this bus (BusWrites.swift); `nil` when commands are off.
+    public var writes: BusWriteQueue?
     private let emit: @Sendable (PollEvent) -> Void
-    private let logger: Logger
+    let logger: Logger
 
     public init(
         devices: [DeviceConfiguration],
@@ -169,12 +171,23 @@ public struct BusPoller: Sendable {
             }
         }
 
+        defer { writes?.close() }
         while !Task.isCancelled && !abandonment.isAbandoned {
             let index = slots.indices.min { slots[$0].nextDue < slots[$1].nextDue }!
-            do {
-                try await Task.sleep(until: slots[index].nextDue, clock: clock)
-            } catch {
-                return  // cancelled: shutdown
+            if let writes {
+                // Writes go first, between two polls; a new one cuts the wait short.
+                runWrites(writes.takeAll(), connection: connection) { (states[$0].online == true, states[$0].lastError) }
+                if clock.now < slots[index].nextDue {
+                    await writes.wait(until: slots[index].nextDue)
+                    if Task.isCancelled { return }
+                    continue
+                }
+            } else {
+                do {
+                    try await Task.sleep(until: slots[index].nextDue, clock: clock)
+                } catch {
+                    return  // cancelled: shutdown
+                }
             }
             let deviceIndex = slots[index].device
             let device = devices[deviceIndex]
