@@ -76,11 +76,14 @@ public final class ForwarderService: Service, Sendable {
     private let announcedDevices = Mutex<[DeviceConfiguration]>([])
     /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
+    /// The uplink's events for the command service (CommandService.swift), when commands are on.
+    public let commandEvents = CommandEventRelay()
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
-                outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
+                outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2),
+                commandCounters: CommandCounters? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
-                                           shutdownGrace: shutdownGrace)
+                                           shutdownGrace: shutdownGrace, commandCounters: commandCounters)
         self.outbox = outbox
         self.pollCounters = pollCounters
         self.logger = logger
@@ -98,7 +101,8 @@ public final class ForwarderService: Service, Sendable {
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
             will: { session in StatusAnnouncer.will(identity: identity, boot: boot, session: session) },
-            onEvent: { [pubacks] event in
+            onEvent: { [pubacks, commandEvents] event in
+                if commandEvents.relay(event) { return }
                 // PUBACKs come in bursts: queue them and wake the forwarder once per
                 // burst instead of once per message.
                 guard case let .published(session, mid) = event else {

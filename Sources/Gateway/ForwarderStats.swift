@@ -25,9 +25,10 @@ struct StatsSchedule {
 
     /// The stats message (QoS 0, not retained).
     static func message(identity: GatewayIdentity, boot: Int64, outbox buffered: OutboxStatistics,
-                        forwarder: ForwarderCounters, polls: PollCounters.Snapshot) -> MQTTMessage {
+                        forwarder: ForwarderCounters, polls: PollCounters.Snapshot,
+                        commands: CommandCounters.Snapshot? = nil) -> MQTTMessage {
         let oldest = buffered.oldestAge.map { Int64($0 / .milliseconds(1)) }
-        let payload = MessageEncoding.counters([
+        var fields: [(String, Int64?)] = [
             ("buffered_messages", Int64(buffered.bufferedMessages)),
             ("buffered_bytes", buffered.bufferedBytes),
             ("oldest_age_ms", oldest),
@@ -40,7 +41,12 @@ struct StatsSchedule {
             ("poll_overruns", polls.overruns),
             ("polls_unchanged", polls.pollsUnchanged),
             ("modbus_requests", polls.requests),
-        ], gateway: identity.id, boot: boot, at: Date())
+        ]
+        if let commands {
+            fields += [("commands_received", commands.received), ("commands_executed", commands.executed),
+                       ("commands_refused", commands.refused), ("commands_failed", commands.failed)]
+        }
+        let payload = MessageEncoding.counters(fields, gateway: identity.id, boot: boot, at: Date())
         return MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0)
     }
 }

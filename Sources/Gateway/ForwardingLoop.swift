@@ -18,6 +18,8 @@ final class ForwardingLoop {
         var maxInflight = 100
         /// How long the offline status's PUBACK is awaited at shutdown.
         var shutdownGrace = Duration.seconds(2)
+        /// The command service's counters for the stats topic; nil when commands are off.
+        var commandCounters: CommandCounters? = nil
         /// Rows read from the outbox per lease: fewer reads than one per window slot.
         var leaseAhead = 512
     }
@@ -359,6 +361,6 @@ final class ForwardingLoop {
         ])
         guard machine.isConnected else { return }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
-                                      forwarder: forwarder, polls: polls))
+                                      forwarder: forwarder, polls: polls, commands: settings.commandCounters?.snapshot))
     }
 }

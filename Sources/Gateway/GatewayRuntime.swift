@@ -20,6 +20,8 @@ public struct GatewayRuntime: Sendable {
     public let ingest: IngestService
     public let pollers: [PollingService]
     public let pollCounters: PollCounters
+    /// Guarded writes; nil unless `commands.enabled` (then nothing subscribes).
+    public let commands: CommandService?
     private let logger: Logger
 
     /// Opens the outbox (bumping the boot counter) and builds every service. Nothing runs yet.
@@ -35,9 +37,11 @@ public struct GatewayRuntime: Sendable {
             logger: logger)
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
+        let commandsOn = configuration.commands.enabled
+        let commandCounters = commandsOn ? CommandCounters() : nil
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
-                                         pollCounters: pollCounters, logger: logger)
+                                         pollCounters: pollCounters, logger: logger, commandCounters: commandCounters)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
                                    logger: logger, sealer: Self.sealer(configuration.payload),
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
@@ -55,17 +59,36 @@ public struct GatewayRuntime: Sendable {
         }
         // One wind-down for all buses at shutdown, however many are stuck.
         let stopDeadline = BusStopDeadline(windDown: Self.busWindDown)
+        var writeQueues: [String: BusWriteQueue] = [:]
         pollers = order.map { key in
             var busLogger = logger
             busLogger[metadataKey: "bus"] = "\(key)"
-            let poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
+            var poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
                 case let .poll(poll): ingest.submit(poll)
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
             }
+            if commandsOn {
+                let queue = BusWriteQueue()
+                poller.writes = queue
+                for device in buses[key]! { writeQueues[device.name] = queue }
+            }
             return PollingService(poller: poller, stopDeadline: stopDeadline, logger: busLogger)
+        }
+        commands = try commandCounters.map { counters in
+            var commandLogger = logger
+            commandLogger[metadataKey: "audit"] = "command"
+            let uplink = forwarder.uplink
+            let service = try CommandService(
+                identity: configuration.gateway, settings: configuration.commands, devices: configuration.devices,
+                queues: writeQueues,
+                uplink: .init(publish: { message throws(MQTTPublishError) in _ = try uplink.publish(message) },
+                              subscribe: { topic throws(MQTTError) in try uplink.subscribe(topic, qos: 1) }),
+                counters: counters, logger: commandLogger)
+            forwarder.commandEvents.attach(service.handle)
+            return service
         }
     }
 
