@@ -83,7 +83,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport",
         ]),
     ],
     swiftLanguageModes: [.v6]
