@@ -58,6 +58,9 @@ struct CommandGuard {
         do {
             plain = try opener.open(message.payload, topic: message.topic)
         } catch {
+            // The id is echoed (from a readable HS256 envelope) so the sender can match
+            // the refusal; the audit line says it was not authenticated.
+            verdict.id = Self.unverifiedID(message.payload)
             switch error.kind {
             case .unknownKeyID: return refuse(.unknownKey, error.message)
             case .authenticationFailed: return refuse(.badSignature, error.message)
@@ -121,6 +124,15 @@ struct CommandGuard {
         }
         verdict.outcome = .success(writes)
         return verdict
+    }
+
+    /// The `id` inside an HS256 envelope that did not verify (nil for A256GCM: unreadable).
+    static func unverifiedID(_ payload: [UInt8]) -> String? {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+              let msg = object["msg"] as? String, let plain = Data(base64Encoded: msg),
+              let command = try? JSONSerialization.jsonObject(with: plain) as? [String: Any],
+              let id = command["id"] as? String, (1...128).contains(id.utf8.count) else { return nil }
+        return id
     }
 
     /// The envelope's `kid`, for the audit line (nil when it has none).

@@ -168,6 +168,7 @@ public final class CommandService: Sendable {
             "id": "\(verdict.id ?? "-")", "key": "\(verdict.kid ?? "-")", "device": "\(verdict.device ?? "-")",
             "topic": "\(topic)", "outcome": "\(ok ? "ok" : outcome.reason ?? "failed")",
         ]
+        if verdict.command == nil, verdict.id != nil { metadata["id_authenticated"] = "false" }
         if let command = verdict.command {
             metadata["set"] = "\(command.values.map { "\($0.tag)=\(CommandResultEncoding.text($0.value))" }.joined(separator: ","))"
             metadata["issued"] = "\(MessageEncoding.timestamp(command.issued))"
