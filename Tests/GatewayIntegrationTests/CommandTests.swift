@@ -495,6 +495,53 @@ enum SendableValue: Sendable {
         }
     }
 
+    /// Over a serial line (socat's pty pair) with polls every 10 ms: every write lands
+    /// between two polls, and no answer on the line is garbled or lost.
+    @Test func rtuWritesBetweenPollsAt10msWithoutGarbledFrames() async throws {
+        let socat = try requireTool("socat", package: "socat")
+        let line = try TemporaryDirectory("cmd-rtu")
+        defer { line.remove() }
+        let deviceEnd = line.file("device"), gatewayEnd = line.file("gateway")
+        let pair = try ChildProcess(socat, ["-d", "-d", "pty,raw,echo=0,link=\(deviceEnd)", "pty,raw,echo=0,link=\(gatewayEnd)"],
+                                    log: line.file("socat.log"))
+        defer { pair.signal(SIGTERM) }
+        try await waitUntil("socat's pty links") {
+            FileManager.default.fileExists(atPath: deviceEnd) && FileManager.default.fileExists(atPath: gatewayEnd)
+        }
+        let simulator = try ModbusSimulator(rtuPath: deviceEnd, unit: 1)
+        simulator.setHoldingRegisters(0, [715])
+        simulator.setHoldingRegisters(40, [0x41F0, 0])
+        try simulator.start()
+        let rig = try await CommandRig(transport: "rtu: { port: \(gatewayEnd), baud: 115200 }", pollInterval: "10ms")
+        rig.simulator = simulator
+        try await rig.startGateway()
+        let readsBefore = simulator.requestCount(functionCode: 3)
+        for step in 1...10 {
+            let setpoint = 20.0 + Double(step) * 5.5
+            let level = Double(step) / 10
+            let result = try await rig.send(["setpoint": setpoint, "level": level, "pump": step % 2 == 0])
+            #expect(result["ok"] as? Bool == true, "step \(step): \(result) \(rig.diagnostics)")
+            let tags = try #require(result["tags"] as? [String: [String: Any]])
+            #expect(tags["setpoint"]?["read_back"] as? Double == setpoint)
+            #expect(tags["level"]?["read_back"] as? Double == level)
+            #expect(simulator.holdingRegisters(40, count: 2) == CommandTests.registers(
+                bits: UInt64(Float(setpoint).bitPattern), count: 2, order: "abcd"))
+            #expect(simulator.holdingRegisters(44, count: 1) == [UInt16(step)])
+            #expect(simulator.coils(3, count: 1) == [step % 2 == 0])
+        }
+        #expect(simulator.requestCount(functionCode: 3) > readsBefore + 50, "polls kept running meanwhile")
+        try await waitUntil("a stats message after the writes") {
+            rig.subscriber.messages(on: "edge/gw-c/stats").contains { $0.json["commands_executed"] as? Int == 10 }
+        }
+        let stats = try #require(rig.subscriber.messages(on: "edge/gw-c/stats").last?.json)
+        #expect(stats["polls_failed"] as? Int == 0, "no poll met a garbled or missing answer: \(stats)")
+        for trouble in ["invalid response", "timed out", "device offline", "write failed"] {
+            #expect(!rig.log.contains(trouble), "\(trouble): \(rig.diagnostics)")
+        }
+        try await rig.stopGateway()
+        simulator.stop()
+    }
+
     /// `enabled: false`: the broker counts no subscription of the gateway. The probe
     /// is shown to see one: the same gateway with commands on adds one per device.
     @Test func disabledCommandsSubscribeToNothing() async throws {
