@@ -37,7 +37,9 @@ struct CommandGuard {
         self.settings = settings
         self.devices = Dictionary(devices.map { (identity.commandTopic(device: $0.name), $0) }, uniquingKeysWith: { a, _ in a })
         opener = try Opener(keys: settings.keys)
-        self.started = started
+        // Issue times carry milliseconds: the start, cut to the same, so a command
+        // issued in the very millisecond the gateway started is not refused.
+        self.started = Date(timeIntervalSince1970: (started.timeIntervalSince1970 * 1000).rounded(.down) / 1000)
         bucket = CommandRateLimit(count: settings.rate.count, per: settings.rate.per, now: now)
     }
 
