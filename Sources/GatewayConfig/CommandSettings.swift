@@ -15,7 +15,11 @@ public struct CommandSettings: Sendable, Equatable {
             self.per = per
         }
 
-        public var description: String { "\(count)/\(DurationSyntax.format(per))" }
+        /// `5/s`, `30/m`, `1/10s`.
+        public var description: String {
+            let per = DurationSyntax.format(per)
+            return "\(count)/" + (per.hasPrefix("1") && per.dropFirst().allSatisfy(\.isLetter) ? String(per.dropFirst()) : per)
+        }
     }
 
     public var enabled: Bool

@@ -147,6 +147,8 @@ public struct BusPoller: Sendable {
 
     /// Polls until the task is cancelled or the bus is abandoned.
     public func run() async {
+        // However the bus ends (also when it cannot be set up), queued writes are refused, never left waiting.
+        defer { writes?.close() }
         let clock = ContinuousClock()
         let connection: ModbusConnection
         do {
@@ -171,7 +173,6 @@ public struct BusPoller: Sendable {
             }
         }
 
-        defer { writes?.close() }
         while !Task.isCancelled && !abandonment.isAbandoned {
             let index = slots.indices.min { slots[$0].nextDue < slots[$1].nextDue }!
             if let writes {
