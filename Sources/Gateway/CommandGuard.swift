@@ -46,13 +46,19 @@ struct CommandGuard {
     /// The topics to subscribe to: one per device.
     var topics: [String] { devices.keys.sorted() }
 
+    /// The largest command read at all; a 64-tag command is a few KiB.
+    static let maxPayload = 64 * 1024
+
     mutating func check(_ message: MQTTMessage, now: Date, monotonic: ContinuousClock.Instant) -> Verdict {
         var verdict = Verdict(device: devices[message.topic]?.name, outcome: .success([]))
-        verdict.kid = Self.keyID(message.payload)
         func refuse(_ reason: CommandRefusal.Reason, _ text: String) -> Verdict {
             verdict.outcome = .failure(CommandRefusal(reason, text))
             return verdict
         }
+        guard message.payload.count <= Self.maxPayload else {
+            return refuse(.malformed, "the message has \(message.payload.count) bytes; a command has at most \(Self.maxPayload)")
+        }
+        verdict.kid = Self.keyID(message.payload)
         guard let device = devices[message.topic] else {
             return refuse(.topicMismatch, "'\(message.topic)' is not the command topic of a device of gateway \(identity.id)")
         }

@@ -305,6 +305,32 @@ enum SendableValue: Sendable {
                 "\(audit)")
     }
 
+    /// Garbage on the command topic is refused as malformed, one result each, and
+    /// neither polling nor later commands notice.
+    @Test func garbageNeverStopsPollingOrCommands() async throws {
+        let rig = try await CommandRig()
+        try await rig.startGateway()
+        let topic = "edge/\(rig.gatewayID)/boiler-1/cmd"
+        let garbage = [
+            "not json", "{", "[]", "null", #"{"v":1}"#, #"{"v":1,"alg":"HS256","kid":"ops1","msg":"!!","sig":"AA=="}"#,
+            #"{"v":1,"alg":"A256GCM","kid":"ops1","iv":"AAAA","ct":"AAAA"}"#, String(repeating: "[", count: 60_000), String(repeating: #"{"a":"#, count: 10_000),
+            String(repeating: "x", count: 70_000),
+        ]
+        for text in garbage { try await rig.publish(topic, text) }
+        try await waitUntil("a refusal for each") {
+            rig.subscriber.messages.filter { $0.topic.hasSuffix("/cmd/result") }.count == garbage.count
+        }
+        let reasons = rig.subscriber.messages.filter { $0.topic.hasSuffix("/cmd/result") }.map { $0.json["reason"] as? String }
+        #expect(reasons.allSatisfy { $0 == "malformed" }, "\(reasons)")
+        let dataBefore = rig.subscriber.messages(on: "edge/\(rig.gatewayID)/boiler-1/data").count
+        let result = try await rig.send(["setpoint": 42])
+        #expect(result["ok"] as? Bool == true, "\(result)")
+        try await waitUntil("polling goes on") {
+            rig.subscriber.messages(on: "edge/\(rig.gatewayID)/boiler-1/data").count > dataBefore + 3
+        }
+        #expect(rig.gateway?.isRunning == true)
+    }
+
     /// Each register type in each byte order, written and read back; the server's own
     /// registers hold the value's bytes in that order (computed here from the value's bits).
     @Test func writesEveryTypeInEveryByteOrderAndTheServerHoldsIt() async throws {
