@@ -143,6 +143,8 @@ struct Command: AsyncParsableCommand {
         var sent = false
         var answer: [String: Any]?
         var raw = ""
+        /// A refusal of a sealed command that did not open names no id (the gateway cannot read it).
+        var anonymous: (object: [String: Any], raw: String)?
         loop: for await event in events {
             switch event {
             case .connected:
@@ -156,8 +158,12 @@ struct Command: AsyncParsableCommand {
                     FileHandle.standardError.write(Data("edge-gateway command: cannot send: \(error)\n".utf8))
                 }
             case let .message(message) where message.topic == resultTopic:
-                guard let object = try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any],
-                      object["id"] as? String == commandID else { continue }
+                guard let object = try? JSONSerialization.jsonObject(with: Data(message.payload)) as? [String: Any] else { continue }
+                if sent, object["id"] is NSNull, anonymous == nil {
+                    anonymous = (object, String(decoding: message.payload, as: UTF8.self))
+                    continue
+                }
+                guard object["id"] as? String == commandID else { continue }
                 answer = object
                 raw = String(decoding: message.payload, as: UTF8.self)
                 break loop
@@ -168,6 +174,12 @@ struct Command: AsyncParsableCommand {
             }
         }
         await uplink.stop()
+        if answer == nil, let anonymous {
+            // Most likely ours (e.g. sealed with a key the gateway does not have); say so.
+            print(anonymous.raw)
+            FileHandle.standardError.write(Data("edge-gateway command: no result named \(commandID); the refusal above names no id (a sealed command the gateway could not open): check --key\n".utf8))
+            throw ExitCode(exitRejected)
+        }
         guard let answer else {
             FileHandle.standardError.write(Data((sent
                 ? "edge-gateway command: no result for \(commandID) on \(resultTopic) within \(timeout) s (is commands.enabled on, and the gateway connected?)\n"

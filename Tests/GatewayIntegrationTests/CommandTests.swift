@@ -496,8 +496,8 @@ enum SendableValue: Sendable {
         let rig = try await CommandRig()
         try await rig.startGateway()
         let tool = try builtProduct("edge-gateway")
-        func run(_ arguments: [String]) async throws -> (Int32, String) {
-            let child = try ChildProcess(tool, ["command", "--key", "ops1=\(rig.directory.file("ops1.key"))",
+        func run(_ arguments: [String], key: String? = nil) async throws -> (Int32, String) {
+            let child = try ChildProcess(tool, ["command", "--key", "ops1=\(key ?? rig.directory.file("ops1.key"))",
                                                 "--gateway", rig.gatewayID, "--device", "boiler-1",
                                                 "--broker", "127.0.0.1:\(rig.broker.port)"] + arguments,
                                          log: rig.directory.file("cli-\(UUID().uuidString.prefix(6)).log"))
@@ -513,10 +513,18 @@ enum SendableValue: Sendable {
         let (refused, refusal) = try await run(["--set", "setpoint=95"])
         #expect(refused == 65, "\(refusal)")
         #expect(refusal.contains(#""reason":"out_of_range""#), "\(refusal)")
+        // Sealed with a key the gateway does not have: the refusal cannot name the id, the tool still shows it.
+        let wrongKey = rig.directory.file("wrong.key")
+        try rig.otherKeyHex.write(toFile: wrongKey, atomically: true, encoding: .utf8)
+        chmod(wrongKey, 0o600)
+        let (unopened, unopenedOutput) = try await run(["--set", "setpoint=50", "--alg", "a256gcm", "--timeout", "3"],
+                                                       key: wrongKey)
+        #expect(unopened == 65, "\(unopenedOutput)")
+        #expect(unopenedOutput.contains(#""reason":"bad_signature""#), "\(unopenedOutput)")
         try await waitUntil("stats counting the commands") {
             rig.subscriber.messages(on: "edge/\(rig.gatewayID)/stats").contains {
-                $0.json["commands_executed"] as? Int == 2 && $0.json["commands_refused"] as? Int == 1
-                    && $0.json["commands_received"] as? Int == 3
+                $0.json["commands_executed"] as? Int == 2 && $0.json["commands_refused"] as? Int == 2
+                    && $0.json["commands_received"] as? Int == 4
             }
         }
     }
