@@ -227,6 +227,7 @@ extension BusPoller {
     private func guarded<T>(device: DeviceConfiguration, connection: ModbusConnection, count: Int,
                             _ body: () throws(ModbusError) -> T) -> Result<T, ModbusError> {
         counters.recordRequests(1)
+        // The watchdog's deadline: as for reading the tag's registers (a write's answer is no longer).
         let block = RegisterBlock(table: .holding, address: 0, count: max(count, 1), tagIndices: [])
         requestWatch(.now + Self.longestAttempt(block, device: device, connection: connection))
         defer { requestWatch(nil) }
