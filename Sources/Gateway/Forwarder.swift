@@ -85,12 +85,15 @@ public final class ForwarderService: Service, Sendable {
     private let announcedDevices = Mutex<[DeviceConfiguration]>([])
     /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
+    /// The uplink's events for the command service (CommandService.swift), when commands are on.
+    public let commandEvents = CommandEventRelay()
 
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2),
-                sealer: Sealer? = nil, timeSource: any TimeSource = KernelClock()) {
+                sealer: Sealer? = nil, timeSource: any TimeSource = KernelClock(),
+                commandCounters: CommandCounters? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
-                                           shutdownGrace: shutdownGrace, sealer: sealer)
+                                           shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer)
         self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters
@@ -110,7 +113,8 @@ public final class ForwarderService: Service, Sendable {
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
             will: { session in StatusAnnouncer.will(identity: identity, boot: boot, session: session) },
-            onEvent: { [pubacks] event in
+            onEvent: { [pubacks, commandEvents] event in
+                if commandEvents.relay(event) { return }
                 // PUBACKs come in bursts: queue them and wake the forwarder once per
                 // burst instead of once per message.
                 guard case let .published(session, mid) = event else {

@@ -36,9 +36,9 @@ struct StatsSchedule {
     /// The stats message (QoS 0, not retained).
     static func message(identity: GatewayIdentity, boot: Int64, outbox buffered: OutboxStatistics,
                         forwarder: ForwarderCounters, polls: PollCounters.Snapshot, at date: Date = Date(),
-                        clock: Clock? = nil) -> MQTTMessage {
+                        clock: Clock? = nil, commands: CommandCounters.Snapshot? = nil) -> MQTTMessage {
         let oldest = buffered.oldestAge.map { Int64($0 / .milliseconds(1)) }
-        let payload = MessageEncoding.counters([
+        var fields: [(String, Int64?)] = [
             ("buffered_messages", Int64(buffered.bufferedMessages)),
             ("buffered_bytes", buffered.bufferedBytes),
             ("oldest_age_ms", oldest),
@@ -52,12 +52,17 @@ struct StatsSchedule {
             ("poll_overruns", polls.overruns),
             ("polls_unchanged", polls.pollsUnchanged),
             ("modbus_requests", polls.requests),
-        ] + (clock.map { clock in [
-            ("ts_corrected", clock.corrected),
-            ("clock_steps", clock.steps),
-            ("clock_maxerror_ms", clock.status.maxErrorMilliseconds),
-        ] } ?? []), gateway: identity.id, boot: boot, at: date, sync: clock?.status.sync,
-                                           server: forwarder.server)
+        ]
+        if let clock {
+            fields += [("ts_corrected", clock.corrected), ("clock_steps", clock.steps),
+                       ("clock_maxerror_ms", clock.status.maxErrorMilliseconds)]
+        }
+        if let commands {
+            fields += [("commands_received", commands.received), ("commands_executed", commands.executed),
+                       ("commands_refused", commands.refused), ("commands_failed", commands.failed)]
+        }
+        let payload = MessageEncoding.counters(fields, gateway: identity.id, boot: boot, at: date,
+                                               sync: clock?.status.sync, server: forwarder.server)
         return MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0)
     }
 }

@@ -20,6 +20,8 @@ final class ForwardingLoop {
         var maxInflight = 100
         /// How long the offline status's PUBACK is awaited at shutdown.
         var shutdownGrace = Duration.seconds(2)
+        /// The command service's counters for the stats topic; nil when commands are off.
+        var commandCounters: CommandCounters? = nil
         /// Rows read from the outbox per lease: fewer reads than one per window slot.
         var leaseAhead = 512
         /// Seals the data payloads whose `ts` is corrected at publish time (nil: plain).
@@ -409,6 +411,7 @@ final class ForwardingLoop {
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
                                       forwarder: forwarder, polls: polls, at: reading.wall,
                                       clock: .init(status: timeSource.status(), corrected: timestamps.corrected,
-                                                   steps: timestamps.steps)))
+                                                   steps: timestamps.steps),
+                                      commands: settings.commandCounters?.snapshot))
     }
 }

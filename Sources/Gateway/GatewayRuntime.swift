@@ -22,6 +22,8 @@ public struct GatewayRuntime: Sendable {
     public let ingest: IngestService
     public let pollers: [PollingService]
     public let pollCounters: PollCounters
+    /// Guarded writes; nil unless `commands.enabled` (then nothing subscribes).
+    public let commands: CommandService?
     private let logger: Logger
 
     /// Opens the outbox (bumping the boot counter) and builds every service. Nothing runs yet.
@@ -47,10 +49,12 @@ public struct GatewayRuntime: Sendable {
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
         let sealer = Self.sealer(configuration.payload)
+        let commandsOn = configuration.commands.enabled
+        let commandCounters = commandsOn ? CommandCounters() : nil
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
                                          pollCounters: pollCounters, logger: logger,
-                                         sealer: sealer, timeSource: timeSource)
+                                         sealer: sealer, timeSource: timeSource, commandCounters: commandCounters)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
                                    logger: logger, sealer: sealer,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
@@ -68,6 +72,7 @@ public struct GatewayRuntime: Sendable {
         }
         // One wind-down for all buses at shutdown, however many are stuck.
         let stopDeadline = BusStopDeadline(windDown: Self.busWindDown)
+        var writeQueues: [String: BusWriteQueue] = [:]
         pollers = order.map { key in
             var busLogger = logger
             busLogger[metadataKey: "bus"] = "\(key)"
@@ -79,7 +84,25 @@ public struct GatewayRuntime: Sendable {
                 }
             }
             poller.timeSource = timeSource
+            if commandsOn {
+                let queue = BusWriteQueue()
+                poller.writes = queue
+                for device in buses[key]! { writeQueues[device.name] = queue }
+            }
             return PollingService(poller: poller, stopDeadline: stopDeadline, logger: busLogger)
+        }
+        commands = try commandCounters.map { counters in
+            var commandLogger = logger
+            commandLogger[metadataKey: "audit"] = "command"
+            let uplink = forwarder.uplink
+            let service = try CommandService(
+                identity: configuration.gateway, settings: configuration.commands, devices: configuration.devices,
+                queues: writeQueues,
+                uplink: .init(publish: { message throws(MQTTPublishError) in _ = try uplink.publish(message) },
+                              subscribe: { topic throws(MQTTError) in try uplink.subscribe(topic, qos: 1) }),
+                counters: counters, logger: commandLogger)
+            forwarder.commandEvents.attach(service.handle)
+            return service
         }
     }
 

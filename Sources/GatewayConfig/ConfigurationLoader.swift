@@ -224,6 +224,7 @@ struct SchemaReader {
             "devices", hint: "add devices: with at least one device and its tags"
         ).flatMap { self.devices($0, identity: gateway, dots: gatewaySection?.dots ?? .refused) }
         let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
+        let commands = root.optional("commands").map(commandSettings) ?? CommandSettings()
         root.finish()
 
         if let gateway, let buffer, let devices, let payload, let maxBytes = buffer.maxBytes,
@@ -231,10 +232,12 @@ struct SchemaReader {
             checkRoom(maxBytes, in: bufferValue, identity: gateway, devices: devices, payload: payload)
         }
 
-        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload else { return nil }
+        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload, let commands
+        else { return nil }
         var configuration = GatewayConfiguration(
             gateway: gateway, mqtt: mqtt, buffer: buffer, replay: replay, devices: devices, logLevel: logLevel)
         configuration.payload = payload
+        configuration.commands = commands
         return configuration
     }
 
@@ -858,6 +861,7 @@ struct SchemaReader {
         } else if let percentValue {
             deadband = nonNegative(percentValue).map { .percent($0) }
         }
+        let writeGuard = self.writeGuard(&section)
         section.finish()
 
         // Combinations of table, type, bit and length.
@@ -918,11 +922,13 @@ struct SchemaReader {
         if case .some(.none) = pollInterval { return (nil, validName) }
         if case .some(.none) = unit { return (nil, validName) }
         if type == .bool, !table.holdsBits, bit == nil { return (nil, validName) }
-        return (TagConfiguration(name: name, table: table, address: address, type: type,
-                                 byteOrder: byteOrder, scale: scale, offset: offset, bit: bit,
-                                 length: type == .string ? length ?? 1 : 1, unit: unit ?? nil,
-                                 pollInterval: pollInterval ?? nil, deadband: deadband),
-                nameValue)
+        var tag = TagConfiguration(name: name, table: table, address: address, type: type,
+                                   byteOrder: byteOrder, scale: scale, offset: offset, bit: bit,
+                                   length: type == .string ? length ?? 1 : 1, unit: unit ?? nil,
+                                   pollInterval: pollInterval ?? nil, deadband: deadband)
+        guard let writeGuard, checkWriteGuard(writeGuard, of: tag) else { return (nil, validName) }
+        (tag.writable, tag.minimum, tag.maximum) = (writeGuard.writable, writeGuard.minimum, writeGuard.maximum)
+        return (tag, nameValue)
     }
 
     private func nonNegative(_ value: YAMLValue) -> Double? {

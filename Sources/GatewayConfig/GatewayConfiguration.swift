@@ -12,6 +12,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var logLevel: LogLevel
     /// Sealing of data payloads (`payload:`); off by default.
     public var payload = PayloadSettings()
+    /// Guarded writes to `writable` tags (`commands:`); off by default.
+    public var commands = CommandSettings()
     /// Things the loader accepted but an operator should change (e.g. a password
     /// written in gateway.yaml). Logged at startup, printed by `check-config`.
     public var warnings: [ConfigProblem] = []
@@ -407,6 +409,11 @@ public struct TagConfiguration: Sendable, Equatable {
     public var pollInterval: Duration?
     /// Report by exception: change needed before a new value is published.
     public var deadband: Deadband
+    /// `writable: true`: commands may set it (holding registers and coils only).
+    public var writable = false
+    /// Bounds of a commanded value (published units, after scale and offset); `nil`: the type's range.
+    public var minimum: Double? = nil
+    public var maximum: Double? = nil
 
     public init(
         name: String,

@@ -101,8 +101,10 @@ public struct BusPoller: Sendable {
     public var timeSource: any TimeSource = KernelClock()
     /// Stops the bus from another thread (see `abandon()`).
     public let abandonment = BusAbandonment()
+    /// Commanded writes for this bus (BusWrites.swift); `nil` when commands are off.
+    public var writes: BusWriteQueue?
     private let emit: @Sendable (PollEvent) -> Void
-    private let logger: Logger
+    let logger: Logger
 
     public init(
         devices: [DeviceConfiguration],
@@ -156,6 +158,8 @@ public struct BusPoller: Sendable {
 
     /// Polls until the task is cancelled or the bus is abandoned.
     public func run() async {
+        // However the bus ends (also when it cannot be set up), queued writes are refused, never left waiting.
+        defer { writes?.close() }
         let clock = ContinuousClock()
         let connection: ModbusConnection
         do {
@@ -182,10 +186,20 @@ public struct BusPoller: Sendable {
 
         while !Task.isCancelled && !abandonment.isAbandoned {
             let index = slots.indices.min { slots[$0].nextDue < slots[$1].nextDue }!
-            do {
-                try await Task.sleep(until: slots[index].nextDue, clock: clock)
-            } catch {
-                return  // cancelled: shutdown
+            if let writes {
+                // Writes go first, between two polls; a new one cuts the wait short.
+                runWrites(writes.takeAll(), connection: connection) { (states[$0].online == true, states[$0].lastError) }
+                if clock.now < slots[index].nextDue {
+                    await writes.wait(until: slots[index].nextDue)
+                    if Task.isCancelled { return }
+                    continue
+                }
+            } else {
+                do {
+                    try await Task.sleep(until: slots[index].nextDue, clock: clock)
+                } catch {
+                    return  // cancelled: shutdown
+                }
             }
             let deviceIndex = slots[index].device
             let device = devices[deviceIndex]

@@ -14,7 +14,7 @@ struct EdgeGateway: AsyncParsableCommand {
         commandName: "edge-gateway",
         abstract: "Polls Modbus devices and forwards their readings to MQTT, buffered in a local outbox.",
         version: "0.1.0",
-        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self, Open.self, Keygen.self],
+        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self, Open.self, Keygen.self, Command.self],
         defaultSubcommand: Run.self)
 }
 
