@@ -107,8 +107,8 @@ public final class CommandService: Sendable {
             session.store(0, ordering: .releasing)
         case let .message(message):
             received(message)
-        case .published:
-            break
+        case .published, .refused:
+            break  // the forwarder's: data messages' acknowledgements
         }
     }
 
