@@ -147,7 +147,7 @@ final class ForwardingLoop {
             await fill()
 
         case .mqtt(.published), .mqtt(.message):
-            break  // PUBACKs come through `.pubacks`; the gateway subscribes to nothing
+            break  // PUBACKs come through `.pubacks`; command messages go to the command service
 
         case let .mqtt(.refused(session, mid, reason)):
             // Not delivered: the row stays in the outbox (no ack) and goes again after

@@ -37,7 +37,7 @@ let exitNoAnswer: Int32 = 69
 
 struct Command: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Send a signed command that writes tags of a device, and print the gateway's result.",
+        abstract: "Send a signed (or sealed) command that writes tags of a device, and print the gateway's result.",
         discussion: """
         Publishes to <prefix>/<gateway>/<device>/cmd (QoS 1, not retained) and waits for the
         result on .../cmd/result. Exits 0 when the gateway wrote and read back every tag, 65
