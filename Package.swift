@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // C libraries, each behind a three-line module map.
@@ -44,8 +45,14 @@ let package = Package(
         // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files (COpenSSL's libcrypto;
         // GatewayConfig checks PEM files with it, MQTTUplink uses its libssl to say which TLS check failed).
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
+        // Sparkplug B 3.0: topics, aliases, payloads. sparkplug_b.pb.swift is generated
+        // once by scripts/generate-sparkplug-proto.sh and committed (no build plugin).
+        .target(name: "SparkplugB", dependencies: [
+            "GatewayConfig", "Modbus",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         .target(name: "Gateway", dependencies: [
-            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
+            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "SparkplugB",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -77,13 +84,18 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
+        .testTarget(name: "SparkplugBTests", dependencies: [
+            "SparkplugB", "GatewayConfig", "Modbus",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         // The forwarder's logic in process, against fakes of the uplink and the outbox.
         .testTarget(name: "ForwarderTests", dependencies: [
             "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport", "SparkplugB",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
     ],
     swiftLanguageModes: [.v6]

@@ -77,10 +77,13 @@ public final class ForwarderService: Service, Sendable {
     /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
 
+    /// - Parameter sparkplug: set with `mqtt.format: sparkplug`: NDEATH is the Will, births
+    ///   and data follow Sparkplug B.
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
-                outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2)) {
+                outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2),
+                sparkplug: SparkplugEdge? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
-                                           shutdownGrace: shutdownGrace)
+                                           shutdownGrace: shutdownGrace, sparkplug: sparkplug)
         self.outbox = outbox
         self.pollCounters = pollCounters
         self.logger = logger
@@ -97,7 +100,9 @@ public final class ForwarderService: Service, Sendable {
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
-            will: { session in StatusAnnouncer.will(identity: identity, boot: boot, session: session) },
+            will: { session in
+                sparkplug?.will(session: session) ?? StatusAnnouncer.will(identity: identity, boot: boot, session: session)
+            },
             onEvent: { [pubacks] event in
                 // PUBACKs come in bursts: queue them and wake the forwarder once per
                 // burst instead of once per message.
@@ -131,7 +136,16 @@ public final class ForwarderService: Service, Sendable {
             settings: settings, uplink: uplink, outbox: outbox, newestCommitted: try await outbox.newestID(),
             pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
             devices: { self.announcedDevices.withLock { $0 } },
-            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) }),
+            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) },
+                           subscribe: { [uplink, logger] filters in
+                               for filter in filters {
+                                   do {
+                                       try uplink.subscribe(filter, qos: 1)
+                                   } catch {
+                                       logger.error("cannot subscribe", metadata: ["filter": "\(filter)", "error": "\(error)"])
+                                   }
+                               }
+                           }),
             logger: loopLogger)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()

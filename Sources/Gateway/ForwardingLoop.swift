@@ -6,6 +6,7 @@ import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import SparkplugB
 
 /// Drives `ForwarderStateMachine` with the uplink and the outbox. Owned by one task
 /// (the forwarder's `run()`, or a test): not thread-safe, and never blocks.
@@ -20,6 +21,8 @@ final class ForwardingLoop {
         var shutdownGrace = Duration.seconds(2)
         /// Rows read from the outbox per lease: fewer reads than one per window slot.
         var leaseAhead = 512
+        /// Set with `mqtt.format: sparkplug`: the gateway is a Sparkplug B edge node.
+        var sparkplug: SparkplugEdge?
     }
 
     /// Where the loop's requests to other tasks go.
@@ -28,21 +31,23 @@ final class ForwardingLoop {
         var lease: (LeaseRequest) -> Void
         /// Acknowledged outbox ids for the deleting task.
         var delete: ([Int64]) -> Void
+        /// Topic filters to subscribe to (QoS 1) on the current connection.
+        var subscribe: ([String]) -> Void = { _ in }
     }
 
     private let settings: Settings
-    private let uplink: any UplinkPublishing
-    private let outbox: any OutboxReading
-    private let now: () -> ContinuousClock.Instant
-    private let logger: Logger
-    private let outlets: Outlets
+    let uplink: any UplinkPublishing
+    let outbox: any OutboxReading
+    let now: () -> ContinuousClock.Instant
+    let logger: Logger
+    let outlets: Outlets
     let pubacks: PubackQueue
     let counters: ForwarderCounterState
-    private let pollCounters: PollCounters
-    private let devices: () -> [DeviceConfiguration]
+    let pollCounters: PollCounters
+    let devices: () -> [DeviceConfiguration]
 
     private(set) var machine: ForwarderStateMachine
-    private var announcer: StatusAnnouncer
+    var announcer: StatusAnnouncer
     private var rate: TokenBucket
     private var acks = AckBatch()
     private var gaps: GapSchedule
@@ -52,6 +57,8 @@ final class ForwardingLoop {
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
     private var outboxErrors = OutboxErrorLog()
+    /// Set with `mqtt.format: sparkplug` (see ForwardingLoop+Sparkplug.swift).
+    var sparkplug: SparkplugSession?
 
     init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
          pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
@@ -74,6 +81,7 @@ final class ForwardingLoop {
         rate = TokenBucket(rate: settings.replay.maxRate, now: start)
         gaps = GapSchedule(now: start)
         stats = StatsSchedule(interval: settings.identity.statsInterval, now: start)
+        sparkplug = settings.sparkplug.map { SparkplugSession(edge: $0, newestCommitted: newestCommitted) }
     }
 
     func handle(_ event: ForwarderEvent) async -> Next {
@@ -83,8 +91,12 @@ final class ForwardingLoop {
             counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0 }
             publishErrors.newEpisode()
             logger.info("connected to broker", metadata: ["session": "\(id)"])
-            for message in announcer.announcements(session: id, devices: devices()) {
-                publish(message)
+            if sparkplug != nil {
+                await sparkplugConnected(session: id)
+            } else {
+                for message in announcer.announcements(session: id, devices: devices()) {
+                    publish(message)
+                }
             }
             gaps.checkSoon(now: now())
             await reportGaps()
@@ -130,16 +142,26 @@ final class ForwardingLoop {
             machine.leased(result)
             await fill()
 
-        case .mqtt(.published), .mqtt(.message):
-            break  // PUBACKs come through `.pubacks`; the gateway subscribes to nothing
+        case let .mqtt(.message(message)):
+            // Only a Sparkplug node subscribes (NCMD, DCMD, the primary host's STATE).
+            if sparkplug != nil { await sparkplugReceived(message) }
+
+        case .mqtt(.published):
+            break  // PUBACKs come through `.pubacks`
 
         case let .outboxCommitted(newestID):
             machine.committed(newestID: newestID)
+            if let known = sparkplug?.newestCommitted, known < newestID { sparkplug?.newestCommitted = newestID }
             await fill()
 
         case let .deviceStatus(device, error):
+            let previous = announcer.deviceErrors[device]
             let message = announcer.deviceChanged(device, error: error)
-            if machine.isConnected { publish(message) }
+            if sparkplug != nil {
+                sparkplugDeviceChanged(device, error: error, previous: previous)
+            } else if machine.isConnected {
+                publish(message)
+            }
 
         case .tick:
             if machine.deadlinePassed(now: now()) {
@@ -167,7 +189,7 @@ final class ForwardingLoop {
                 // acknowledged, every data message sent before it has been too.
                 await leaseForShutdown()
                 await fill()
-                guard let mid = publish(announcer.offline(session: session)) else {
+                guard let mid = publish(offlineMessage(session: session)) else {
                     machine.stop()
                     flushAcks()
                     return .stop
@@ -185,7 +207,7 @@ final class ForwardingLoop {
     func offlineStatusOnCancellation() -> Int32? {
         if let mid = machine.offlineStatusMid { return mid }
         guard case let .sendOfflineStatus(session) = machine.shutdown() else { return nil }
-        guard let mid = publish(announcer.offline(session: session)) else {
+        guard let mid = publish(offlineMessage(session: session)) else {
             machine.stop()
             return nil
         }
@@ -216,13 +238,26 @@ final class ForwardingLoop {
 
     /// Sends as much as the window and the rate allow, one message per free slot,
     /// from rows leased ahead; asks for more while half a batch is still in hand.
-    private func fill() async {
+    func fill() async {
         guard let session = machine.sessionID, machine.isConnected else { return }
+        // A Sparkplug node sends no data before its births (nor while its primary host is offline).
+        if let sparkplug, sparkplug.births == .pending { return }
         var allowed = rate.allowance(machine.room, now: now())
         while allowed > 0, let (message, side) = machine.nextToPublish() {
+            let outgoing: MQTTMessage
+            var sequenced = false
+            if sparkplug != nil {
+                guard let rendered = sparkplugData(message) else {
+                    unpublishable.append(message.id)  // dropped on the tick as a reported gap
+                    continue
+                }
+                (outgoing, sequenced) = rendered
+            } else {
+                outgoing = MQTTMessage(topic: message.topic, payload: message.payload, qos: Int(message.qos))
+            }
             do {
-                let sent = try uplink.publish(MQTTMessage(topic: message.topic, payload: message.payload,
-                                                          qos: Int(message.qos)))
+                let sent = try uplink.publish(outgoing)
+                if sequenced { _ = sparkplug?.sequence.take() }
                 rate.spend()
                 allowed -= 1
                 // Sent on a newer connection whose `.connected` is still on its way: that
@@ -252,7 +287,7 @@ final class ForwardingLoop {
     /// Publishes one message (announcements, gap records, stats); returns its message
     /// id, nil when it could not be queued on the current session.
     @discardableResult
-    private func publish(_ message: MQTTMessage) -> Int32? {
+    func publish(_ message: MQTTMessage) -> Int32? {
         do {
             let sent = try uplink.publish(message)
             return sent.session == machine.sessionID ? sent.mid : nil
@@ -358,6 +393,11 @@ final class ForwardingLoop {
             "dropped": "\(buffered.dropped)", "polls_failed": "\(polls.pollsFailed)",
         ])
         guard machine.isConnected else { return }
+        if sparkplug != nil {
+            sparkplugStats(SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered.bufferedMessages),
+                                               dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed)))
+            return
+        }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
                                       forwarder: forwarder, polls: polls))
     }

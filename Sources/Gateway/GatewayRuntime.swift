@@ -35,11 +35,17 @@ public struct GatewayRuntime: Sendable {
             logger: logger)
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
+        let outbox = outbox
+        let sparkplug = configuration.sparkplug.map { settings in
+            SparkplugEdge(settings: settings, identity: configuration.gateway, devices: configuration.devices,
+                          logger: logger, nextBdSeq: { try outbox.nextSparkplugBdSeq() })
+        }
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
-                                         pollCounters: pollCounters, logger: logger)
+                                         pollCounters: pollCounters, logger: logger, sparkplug: sparkplug)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
                                    logger: logger, sealer: Self.sealer(configuration.payload),
+                                   sparkplug: sparkplug?.node,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest
@@ -60,7 +66,9 @@ public struct GatewayRuntime: Sendable {
             busLogger[metadataKey: "bus"] = "\(key)"
             let poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
-                case let .poll(poll): ingest.submit(poll)
+                case let .poll(poll):
+                    sparkplug?.note(poll)  // a DBIRTH's current values
+                    ingest.submit(poll)
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }

@@ -6,6 +6,7 @@ import Logging
 import Modbus
 import Outbox
 import Sealing
+import SparkplugB
 import ServiceLifecycle
 import Synchronization
 
@@ -27,11 +28,15 @@ public final class IngestService: Service, Sendable {
     /// Seals each data payload inside the committing transaction, so the outbox
     /// on disk holds only sealed payloads; `nil` when `payload.seal` is `none`.
     private let sealer: Sealer?
+    /// Set with `mqtt.format: sparkplug`: polls are committed as Sparkplug DDATA.
+    private let sparkplug: SparkplugNode?
 
     /// - Parameter sealer: seals every data payload before it is committed.
+    /// - Parameter sparkplug: commits polls as the node's stored DDATA instead of JSON.
     public init(identity: GatewayIdentity, qos: Int, outbox: Outbox, logger: Logger, sealer: Sealer? = nil,
-                onCommit: @escaping @Sendable (Int64) -> Void) {
+                sparkplug: SparkplugNode? = nil, onCommit: @escaping @Sendable (Int64) -> Void) {
         self.sealer = sealer
+        self.sparkplug = sparkplug
         self.identity = identity
         self.qos = UInt8(qos)
         self.outbox = outbox
@@ -80,6 +85,11 @@ public final class IngestService: Service, Sendable {
             let gateway = identity.id
             let sealer = self.sealer
             let drafts = batch.map { poll in
+                if let node = sparkplug {
+                    return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos) { boot, seq in
+                        node.storedDData(poll, boot: boot, seq: seq)
+                    }
+                }
                 let topic = identity.dataTopic(device: poll.device)
                 return OutboxDraft(topic: topic, qos: qos) { boot, seq in
                     let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)

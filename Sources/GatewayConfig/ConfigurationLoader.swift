@@ -223,17 +223,24 @@ struct SchemaReader {
             "devices", hint: "add devices: with at least one device and its tags"
         ).flatMap { self.devices($0, identity: gateway) }
         let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
+        let sparkplugValue = root.optional("sparkplug")
+        let sparkplug = sparkplugValue.map(sparkplugSettings)
         root.finish()
+        let sparkplugChecked = checkSparkplug(format: mqtt?.format, section: sparkplug, sectionValue: sparkplugValue,
+                                              payload: payload, payloadValue: root.optional("payload"),
+                                              document: document)
 
         if let gateway, let buffer, let devices, let payload, let maxBytes = buffer.maxBytes,
            let bufferValue = root.optional("buffer") {
             checkRoom(maxBytes, in: bufferValue, identity: gateway, devices: devices, payload: payload)
         }
 
-        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload else { return nil }
+        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload,
+              let sparkplugChecked else { return nil }
         var configuration = GatewayConfiguration(
             gateway: gateway, mqtt: mqtt, buffer: buffer, replay: replay, devices: devices, logLevel: logLevel)
         configuration.payload = payload
+        configuration.sparkplug = sparkplugChecked
         return configuration
     }
 
@@ -322,16 +329,18 @@ struct SchemaReader {
         }
         let security = mqttSecurity(&section)
         let binding = mqttBinding(&section)
+        let format = section.optional("format").map { $0.choice(MessageFormat.self) } ?? .json
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax, let security, let binding
+              let reconnectMin, let reconnectMax, let security, let binding, let format
         else { return nil }
         var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
         security.apply(to: &settings, portWritten: section.contains("port"))
         (settings.bindInterface, settings.bindAddress) = binding
+        settings.format = format
         return settings
     }
 

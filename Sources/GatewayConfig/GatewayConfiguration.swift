@@ -12,6 +12,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var logLevel: LogLevel
     /// Sealing of data payloads (`payload:`); off by default.
     public var payload = PayloadSettings()
+    /// The `sparkplug:` section; set exactly when `mqtt.format` is `sparkplug`.
+    public var sparkplug: SparkplugSettings?
     /// Things the loader accepted but an operator should change (e.g. a password
     /// written in gateway.yaml). Logged at startup, printed by `check-config`.
     public var warnings: [ConfigProblem] = []
@@ -87,6 +89,8 @@ public struct MQTTSettings: Sendable, Equatable {
     public var bindInterface: String?
     /// `bind_address`: connect only from this local address.
     public var bindAddress: String?
+    /// `format`: the JSON topics (default) or Sparkplug B (then `GatewayConfiguration.sparkplug` is set).
+    public var format: MessageFormat = .json
 
     public init(
         host: String,
