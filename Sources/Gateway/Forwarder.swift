@@ -145,7 +145,8 @@ public final class ForwarderService: Service, Sendable {
                                        logger.error("cannot subscribe", metadata: ["filter": "\(filter)", "error": "\(error)"])
                                    }
                                }
-                           }),
+                           },
+                           reconnect: { [uplink] in uplink.reconnect() }),
             logger: loopLogger)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()

@@ -150,14 +150,16 @@ extension ForwardingLoop {
             await sendBirths(session: session)
             await fill()
         case (false, .sent):
-            // The node stops publishing and says so with NDEATH; data stays in the outbox
-            // and goes out as historical after the next births.
-            logger.warning("primary host offline: NDEATH, holding data in the outbox until it is back")
+            // tck-id-operational-behavior-edge-node-termination-host-offline(-reconnect):
+            // NDEATH, disconnect, connect again (new bdSeq) and wait for the host. Data
+            // stays in the outbox and goes out as historical after the next births.
+            logger.warning("primary host offline: NDEATH and reconnect; holding data in the outbox until it is back")
             if let bdSeq = state.edge.bdSeq(session: session) {
                 publish(MQTTMessage(topic: state.node.topics.ndeath,
                                     payload: state.node.ndeath(bdSeq: bdSeq, at: Date()), qos: 1))
             }
             sparkplug?.births = .pending
+            outlets.reconnect()
         case (true, .sent), (false, .pending):
             break
         }

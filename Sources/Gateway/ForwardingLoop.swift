@@ -33,6 +33,8 @@ final class ForwardingLoop {
         var delete: ([Int64]) -> Void
         /// Topic filters to subscribe to (QoS 1) on the current connection.
         var subscribe: ([String]) -> Void = { _ in }
+        /// Ends the connection cleanly and connects again (new session, new Will).
+        var reconnect: () -> Void = {}
     }
 
     private let settings: Settings

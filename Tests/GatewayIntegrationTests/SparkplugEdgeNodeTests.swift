@@ -357,5 +357,22 @@ final class SparkplugEndToEnd: @unchecked Sendable {
         // Poll times, not send times: the first historical value is older than the births.
         let births = try #require(e2e.recorded(e2e.topics.nbirth).first)
         #expect(historical.first!.metrics[0].timestamp + 1000 < births.timestamp)
+
+        // tck-id-operational-behavior-edge-node-termination-host-offline-timestamp: an offline
+        // STATE older than the last online one changes nothing ...
+        try await e2e.publish(state, Array(#"{"online":false,"timestamp":1500}"#.utf8), retain: true)
+        // ... a current one: NDEATH (this session's bdSeq), disconnect, reconnect, wait for the host
+        // (tck-id-operational-behavior-edge-node-termination-host-offline, -reconnect).
+        try await e2e.publish(state, Array(#"{"online":false,"timestamp":3000}"#.utf8), retain: true)
+        try await waitUntil("NDEATH after the host went offline") { !e2e.recorded(e2e.topics.ndeath).isEmpty }
+        #expect(e2e.recorded(e2e.topics.ndeath).count == 1, "the stale offline STATE was acted on")
+        #expect(e2e.bdSeq(e2e.recorded(e2e.topics.ndeath)[0]) == e2e.bdSeq(births))
+        try await waitUntil("the gateway waiting for the host on its new connection", timeout: .seconds(20)) {
+            e2e.gateway?.output.components(separatedBy: "waiting for the primary host").count == 3
+        }
+        #expect(e2e.recorded(e2e.topics.nbirth).count == 1)
+        try await e2e.publish(state, Array(#"{"online":true,"timestamp":4000}"#.utf8), retain: true)
+        try await waitUntil("the second NBIRTH") { e2e.recorded(e2e.topics.nbirth).count == 2 }
+        #expect(e2e.bdSeq(e2e.recorded(e2e.topics.nbirth)[1]) == e2e.bdSeq(births)! + 1, "\(e2e.diagnostics)")
     }
 }
