@@ -67,7 +67,7 @@ let package = Package(
 
         // `make bench`: figures and ratios against baselines measured in the same run.
         .executableTarget(name: "edge-gateway-bench", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "LocalPeers", "CModbus", "Sealing",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "LocalPeers", "CModbus", "Sealing", "SparkplugB",
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -45,7 +45,7 @@ public struct GatewayRuntime: Sendable {
                                          pollCounters: pollCounters, logger: logger, sparkplug: sparkplug)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
                                    logger: logger, sealer: Self.sealer(configuration.payload),
-                                   sparkplug: sparkplug?.node,
+                                   sparkplug: sparkplug?.node, devices: configuration.devices,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest

@@ -30,13 +30,17 @@ public final class IngestService: Service, Sendable {
     private let sealer: Sealer?
     /// Set with `mqtt.format: sparkplug`: polls are committed as Sparkplug DDATA.
     private let sparkplug: SparkplugNode?
+    /// What of an `on_change` poll changed (Sparkplug only); used by the committing task alone.
+    private let exceptions: Mutex<SparkplugReportByException>
 
     /// - Parameter sealer: seals every data payload before it is committed.
     /// - Parameter sparkplug: commits polls as the node's stored DDATA instead of JSON.
     public init(identity: GatewayIdentity, qos: Int, outbox: Outbox, logger: Logger, sealer: Sealer? = nil,
-                sparkplug: SparkplugNode? = nil, onCommit: @escaping @Sendable (Int64) -> Void) {
+                sparkplug: SparkplugNode? = nil, devices: [DeviceConfiguration] = [],
+                onCommit: @escaping @Sendable (Int64) -> Void) {
         self.sealer = sealer
         self.sparkplug = sparkplug
+        exceptions = Mutex(SparkplugReportByException(devices: devices))
         self.identity = identity
         self.qos = UInt8(qos)
         self.outbox = outbox
@@ -86,6 +90,7 @@ public final class IngestService: Service, Sendable {
             let sealer = self.sealer
             let drafts = batch.map { poll in
                 if let node = sparkplug {
+                    let poll = exceptions.withLock { $0.changes(in: poll) }
                     return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos) { boot, seq in
                         node.storedDData(poll, boot: boot, seq: seq)
                     }
@@ -100,6 +105,7 @@ public final class IngestService: Service, Sendable {
                 let committed = try await outbox.append(drafts)
                 if let newest = committed.last?.id { onCommit(newest) }
             } catch {
+                exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next
                 // The outbox has applied its drop policy and counted the loss.
                 logger.error("could not commit polls to the outbox", metadata: [
                     "polls": "\(batch.count)", "error": "\(error)",

@@ -10,6 +10,7 @@
 //   modbus   see ModbusBench.swift
 //   seal     seal + outbox append (AES-256-GCM, HMAC-SHA256) vs unsealed appends (SealBench.swift)
 //   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
+//   sparkplug  a 100-tag Sparkplug DDATA vs the JSON message of the same poll (SparkplugBench.swift)
 import Foundation
 import Gateway
 import GatewayConfig
@@ -22,7 +23,7 @@ import ServiceLifecycle
 import Synchronization
 
 let arguments = Set(CommandLine.arguments.dropFirst())
-let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus", "seal", "service"] : arguments
+let selected = arguments.isEmpty ? ["append", "replay", "rss", "modbus", "seal", "service", "sparkplug"] : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
@@ -235,3 +236,4 @@ if selected.contains("rss") { try await benchRSS(directory: directory) }
 if selected.contains("modbus") { try await benchModbus() }
 if selected.contains("seal") { try await benchSeal(directory: directory) }
 if selected.contains("service") { try await benchService(directory: directory) }
+if selected.contains("sparkplug") { benchSparkplug() }

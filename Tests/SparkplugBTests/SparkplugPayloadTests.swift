@@ -216,3 +216,29 @@ private func poll(at date: Date = when) -> DevicePoll {
         #expect(!SparkplugNode.isRebirthRequest([0xFF, 0xFF]))
     }
 }
+
+/// tck-id-topics-ddata-payload: with `publish: on_change`, DDATA carries the metrics that changed.
+@Suite struct SparkplugReportByExceptionTests {
+    private func poll(_ device: String, _ values: [String: Int64?]) -> DevicePoll {
+        DevicePoll(device: device, timestamp: when, readings: values.keys.sorted().map { tag in
+            .init(tag: tag, value: values[tag]!.map { .success(.integer($0)) } ?? .failure(TagError("timeout")))
+        })
+    }
+
+    @Test func onlyChangedTagsOfOnChangeDevicesHeartbeatsWhole() {
+        let devices = [
+            DeviceConfiguration(name: "rbe", transport: .tcp(host: "127.0.0.1", port: 502),
+                                tags: [tag("a", .int16), tag("b", .int16)], publish: .onChange(maxInterval: .seconds(60))),
+            DeviceConfiguration(name: "all", transport: .tcp(host: "127.0.0.1", port: 502), tags: [tag("a", .int16)]),
+        ]
+        var filter = SparkplugReportByException(devices: devices)
+        #expect(filter.changes(in: poll("rbe", ["a": 1, "b": 2])).readings.map(\.tag) == ["a", "b"])
+        #expect(filter.changes(in: poll("rbe", ["a": 1, "b": 3])).readings.map(\.tag) == ["b"])
+        #expect(filter.changes(in: poll("rbe", ["a": nil, "b": 3])).readings.map(\.tag) == ["a"])  // an error is a change
+        #expect(filter.changes(in: poll("rbe", ["a": nil, "b": 3])).readings.map(\.tag) == ["a", "b"])  // heartbeat
+        #expect(filter.changes(in: poll("all", ["a": 1])).readings.count == 1)
+        #expect(filter.changes(in: poll("all", ["a": 1])).readings.count == 1)  // `always` passes whole
+        filter.forget()
+        #expect(filter.changes(in: poll("rbe", ["a": nil, "b": 4])).readings.map(\.tag) == ["a", "b"])
+    }
+}
