@@ -90,7 +90,8 @@ let package = Package(
         ]),
         // The forwarder's logic in process, against fakes of the uplink and the outbox.
         .testTarget(name: "ForwarderTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox",
+            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "SparkplugB",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
