@@ -95,6 +95,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
               - { name: b, table: coils, address: 0, type: bool }
               - { name: s, table: holding, address: 20, type: string, length: 4 }
               - { name: scaled, table: holding, address: 24, type: int16, scale: 0.1 }
+              - { name: bad, table: holding, address: 30, type: uint16 }
         """.write(toFile: directory.file("gateway.yaml"), atomically: true, encoding: .utf8)
     }
 
@@ -128,6 +129,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
         simulator.setHoldingRegisters(20, [0x4142, 0x4344, 0x4546, 0x4748])
         simulator.setHoldingRegisters(24, [715])
         simulator.setCoils(0, [true])
+        simulator.reject(functionCode: 3, addresses: 30..<31)  // tag `bad`: exception 2 on every poll
         try simulator.start()
         self.simulator = simulator
     }
@@ -246,7 +248,12 @@ final class SparkplugEndToEnd: @unchecked Sendable {
                 #expect("\(data["value"] ?? "nil")" == expected.value, "\(decoder) \(name): \(data["value"] ?? "nil")")
                 #expect(data["is_historical"] as? Bool == false)
             }
+            // A failed tag stays in the message: is_null, no value (tck-id-payloads-metric-is-null).
+            let bad = try #require(ddata.metric("bad"), "\(decoder): the failed tag is missing")
+            #expect(bad["is_null"] as? Bool == true && bad["value"] is NSNull, "\(decoder): \(bad)")
             if decoder == .protobuf {
+                let quality = (bad["properties"] as? [String: [String: Any]])?["Quality"]
+                #expect(quality?["type"] as? Int == 3 && quality?["value"] as? Int == 0, "\(bad)")
                 #expect(ddata.metrics.allSatisfy { $0["named_on_wire"] as? Bool == false }, "DDATA carries names")
                 let units = dbirth.metric("i16")?["properties"] as? [String: [String: Any]]
                 #expect(units?["engUnit"]?["value"] as? String == "°C")
@@ -299,14 +306,22 @@ final class SparkplugEndToEnd: @unchecked Sendable {
         command.timestamp = SparkplugNode.milliseconds(Date())
         command.metrics = [metric]
         try await e2e.publish(e2e.topics.ncmd, try command.serializedBytes())
-        try await waitUntil("a second NBIRTH and DBIRTH") {
-            e2e.recorded(e2e.topics.dbirth(device: "boiler-1")).count >= 2
+        try await waitUntil("a second NBIRTH and a DBIRTH after it") {
+            let topics = e2e.recorded.map(\.topic)
+            guard let rebirth = topics.lastIndex(of: e2e.topics.nbirth), rebirth > 0 else { return false }
+            return topics[rebirth...].contains(e2e.topics.dbirth(device: "boiler-1"))
         }
         let after = Array(e2e.recorded.dropFirst(before))
         let index = try #require(after.firstIndex { $0.topic == e2e.topics.nbirth }, "\(e2e.diagnostics)")
         #expect(after[index].payload?.seq == 0)
         #expect(e2e.bdSeq(after[index].payload!) == e2e.bdSeq(e2e.recorded(e2e.topics.nbirth)[0]))
         #expect(after[index + 1].topic == e2e.topics.dbirth(device: "boiler-1") && after[index + 1].payload?.seq == 1)
+
+        // DCMD: subscribed, refused with the reason in the log (writes are not enabled).
+        try await e2e.publish(e2e.topics.dcmd(device: "boiler-1"), try command.serializedBytes())
+        try await waitUntil("the DCMD refusal in the log") {
+            e2e.gateway?.output.contains("DCMD refused: writing to devices is not enabled") == true
+        }
     }
 
     /// Dead Modbus device → DDEATH; back → DBIRTH (with seq continuing).
