@@ -200,6 +200,30 @@ final class SparkplugEndToEnd: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct SparkplugEdgeNodeTests {
+    /// tck-id-topic-structure-namespace-valid-group-id through the real binary: `check-config`
+    /// refuses a group id with a reserved character (exit 78, YAML path) and names the node when valid.
+    @Test func checkConfigRefusesInvalidSparkplugIDsAndNamesTheNode() async throws {
+        let directory = try TemporaryDirectory("sparkplug-check")
+        defer { directory.remove() }
+        func check(group: String) async throws -> (Int32, String) {
+            let config = directory.file("gateway-\(UUID().uuidString.prefix(6)).yaml")
+            try """
+            gateway: { id: gw-sp }
+            mqtt: { host: 127.0.0.1, port: \(freeLoopbackPort()), format: sparkplug }
+            sparkplug: { group_id: "\(group)", primary_host_id: scada-1 }
+            buffer: { path: \(directory.file("outbox.sqlite")) }
+            devices: [{ name: d, tcp: { host: 127.0.0.1, port: \(freeLoopbackPort()) }, tags: [{ name: t, table: input, address: 0, type: int16 }] }]
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+            let child = try ChildProcess(try builtProduct("edge-gateway"), ["check-config", config], log: config + ".log")
+            return (try await child.waitForExit(timeout: .seconds(30)), child.output)
+        }
+        let (refused, refusal) = try await check(group: "plant+a")
+        #expect(refused == 78 && refusal.contains("sparkplug.group_id") && refusal.contains("not a valid Sparkplug id"), "\(refusal)")
+        let (accepted, summary) = try await check(group: "plant-a")
+        #expect(accepted == 0 && summary.contains("Sparkplug B edge node gw-sp in group plant-a")
+                && summary.contains("primary host scada-1"), "\(summary)")
+    }
+
     /// SessionEstablishment + SendData: tck-id-topics-nbirth-topic, -nbirth-seq-num, -nbirth-bdseq-included,
     /// -nbirth-rebirth-metric, -dbirth-topic, -dbirth-metrics, -ddata-topic, -ddata-seq-num (wrapping),
     /// tck-id-payloads-alias-birth-requirement, -alias-data-cmd-requirement, tck-id-topics-nbirth-mqtt,
