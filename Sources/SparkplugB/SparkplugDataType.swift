@@ -33,33 +33,40 @@ public struct SparkplugValueError: Error, Equatable, CustomStringConvertible {
     public var description: String
 }
 
-extension Org_Eclipse_Tahu_Protobuf_Payload.Metric {
-    /// Sets `datatype` and the value field for `value`.
+/// A metric's value in the field sparkplug_b.proto gives its datatype.
+enum SparkplugMetricValue: Equatable {
+    case int(UInt32)
+    case long(UInt64)
+    case float(Float)
+    case double(Double)
+    case boolean(Bool)
+    case string(String)
+
+    /// The value field for `value` as a metric of `type`.
     ///
     /// Signed integers narrower than 64 bits go into the uint32 `int_value` as their
     /// two's complement at their own width (Int16 −1 → 65535, Int32 −1 → 4294967295),
     /// as Eclipse Tahu's Python core writes them; Tahu Java's decoder reads that back
     /// by a narrowing cast. Int64 goes into `long_value` as its 64-bit two's complement.
-    mutating func set(_ value: TagValue, as type: SparkplugDataType) throws(SparkplugValueError) {
-        datatype = type.rawValue
+    init(_ value: TagValue, as type: SparkplugDataType) throws(SparkplugValueError) {
         switch (type, value) {
-        case let (.int8, .integer(v)): intValue = UInt32(UInt8(bitPattern: try Self.exact(v, Int8.self)))
-        case let (.int16, .integer(v)): intValue = UInt32(UInt16(bitPattern: try Self.exact(v, Int16.self)))
-        case let (.int32, .integer(v)): intValue = UInt32(bitPattern: try Self.exact(v, Int32.self))
-        case let (.int64, .integer(v)): longValue = UInt64(bitPattern: v)
-        case let (.uint8, .integer(v)): intValue = UInt32(try Self.exact(v, UInt8.self))
-        case let (.uint16, .integer(v)): intValue = UInt32(try Self.exact(v, UInt16.self))
-        case let (.uint32, .integer(v)): intValue = try Self.exact(v, UInt32.self)
-        case let (.uint64, .integer(v)): longValue = try Self.exact(v, UInt64.self)
+        case let (.int8, .integer(v)): self = .int(UInt32(UInt8(bitPattern: try Self.exact(v, Int8.self))))
+        case let (.int16, .integer(v)): self = .int(UInt32(UInt16(bitPattern: try Self.exact(v, Int16.self))))
+        case let (.int32, .integer(v)): self = .int(UInt32(bitPattern: try Self.exact(v, Int32.self)))
+        case let (.int64, .integer(v)): self = .long(UInt64(bitPattern: v))
+        case let (.uint8, .integer(v)): self = .int(UInt32(try Self.exact(v, UInt8.self)))
+        case let (.uint16, .integer(v)): self = .int(UInt32(try Self.exact(v, UInt16.self)))
+        case let (.uint32, .integer(v)): self = .int(try Self.exact(v, UInt32.self))
+        case let (.uint64, .integer(v)): self = .long(try Self.exact(v, UInt64.self))
         case let (.uint64, .number(v)):  // above Int64.max the decoder hands a Double
             guard let exact = UInt64(exactly: v) else { throw SparkplugValueError(description: "\(v) is no UInt64") }
-            longValue = exact
-        case let (.float, .number(v)): floatValue = Float(v)
-        case let (.float, .integer(v)): floatValue = Float(v)
-        case let (.double, .number(v)): doubleValue = v
-        case let (.double, .integer(v)): doubleValue = Double(v)
-        case let (.boolean, .bool(v)): booleanValue = v
-        case let (.string, .string(v)): stringValue = v
+            self = .long(exact)
+        case let (.float, .number(v)): self = .float(Float(v))
+        case let (.float, .integer(v)): self = .float(Float(v))
+        case let (.double, .number(v)): self = .double(v)
+        case let (.double, .integer(v)): self = .double(Double(v))
+        case let (.boolean, .bool(v)): self = .boolean(v)
+        case let (.string, .string(v)): self = .string(v)
         default:
             throw SparkplugValueError(description: "a \(value) cannot be a \(type) metric")
         }
@@ -70,6 +77,22 @@ extension Org_Eclipse_Tahu_Protobuf_Payload.Metric {
             throw SparkplugValueError(description: "\(value) is out of range for \(T.self)")
         }
         return exact
+    }
+}
+
+extension Org_Eclipse_Tahu_Protobuf_Payload.Metric {
+    /// Sets `datatype` and the value field for `value` (see `SparkplugMetricValue`).
+    mutating func set(_ value: TagValue, as type: SparkplugDataType) throws(SparkplugValueError) {
+        let encoded = try SparkplugMetricValue(value, as: type)
+        datatype = type.rawValue
+        switch encoded {
+        case let .int(v): intValue = v
+        case let .long(v): longValue = v
+        case let .float(v): floatValue = v
+        case let .double(v): doubleValue = v
+        case let .boolean(v): booleanValue = v
+        case let .string(v): stringValue = v
+        }
     }
 
     /// No value, `is_null` set, and the `Quality` property BAD (0), for a tag whose

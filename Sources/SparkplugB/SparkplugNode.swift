@@ -210,54 +210,115 @@ public struct SparkplugNode: Sendable {
     /// Quality BAD for a failed tag), plus `Gateway/Boot` and `Gateway/Seq`; no payload
     /// `seq` or timestamp. `wireDData` turns it into what is published.
     public func storedDData(_ poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
-        var payload = SparkplugPayload()
         let polled = Self.milliseconds(poll.timestamp)
         let types = devices[poll.device]?.typeByName ?? [:]
-        var metrics: [SparkplugMetric] = []
-        metrics.reserveCapacity(poll.readings.count + 2)
+        var payload = ProtobufWriter(capacity: 32 + poll.readings.count * 24)
+        var metric = ProtobufWriter(capacity: 64)
+        func appendMetric() {
+            payload.lengthDelimited(Field.payloadMetrics, metric.bytes)
+            metric.bytes.removeAll(keepingCapacity: true)
+        }
         for (name, value) in [(SparkplugDeviceMetric.boot, boot), (.seq, seq)] {
-            var metric = SparkplugMetric()
-            metric.name = name.rawValue
-            metric.timestamp = polled
-            metric.datatype = SparkplugDataType.int64.rawValue
-            metric.longValue = UInt64(bitPattern: value)
-            metrics.append(metric)
+            metric.lengthDelimited(Field.metricName, name.rawValue.utf8)
+            metric.varintField(Field.metricTimestamp, polled)
+            metric.varintField(Field.metricDatatype, UInt64(SparkplugDataType.int64.rawValue))
+            metric.varintField(Field.metricLongValue, UInt64(bitPattern: value))
+            appendMetric()
         }
         for reading in poll.readings {
-            var metric = SparkplugMetric()
-            metric.name = reading.tag
-            metric.timestamp = polled
-            Self.fill(&metric, reading.value, as: types[reading.tag] ?? Self.guessedType(reading.value))
-            metrics.append(metric)
+            let type = types[reading.tag] ?? Self.guessedType(reading.value)
+            metric.lengthDelimited(Field.metricName, reading.tag.utf8)
+            metric.varintField(Field.metricTimestamp, polled)
+            metric.varintField(Field.metricDatatype, UInt64(type.rawValue))
+            if case let .success(value) = reading.value, let encoded = try? SparkplugMetricValue(value, as: type) {
+                switch encoded {
+                case let .int(v): metric.varintField(Field.metricIntValue, UInt64(v))
+                case let .long(v): metric.varintField(Field.metricLongValue, v)
+                case let .float(v): metric.fixed32Field(Field.metricFloatValue, v.bitPattern)
+                case let .double(v): metric.fixed64Field(Field.metricDoubleValue, v.bitPattern)
+                case let .boolean(v): metric.varintField(Field.metricBooleanValue, v ? 1 : 0)
+                case let .string(v): metric.lengthDelimited(Field.metricStringValue, v.utf8)
+                }
+            } else {
+                // A failed read, or a value its datatype cannot hold: is_null and Quality BAD.
+                metric.varintField(Field.metricIsNull, 1)
+                metric.lengthDelimited(Field.metricProperties, Self.qualityBad)
+            }
+            appendMetric()
         }
-        payload.metrics = metrics
-        return Self.serialize(payload)
+        return payload.bytes
     }
 
     /// The published DDATA of a stored one: names replaced by this node's aliases
     /// (a name the configuration no longer has stays a name), `seq`, the payload
     /// timestamp (now: when it is sent) and, for data buffered before the current
-    /// births, `is_historical` on every metric.
+    /// births, `is_historical` on every metric. Copies every other field unchanged.
     public func wireDData(stored: [UInt8], device name: String, seq: UInt8, historical: Bool,
                           at date: Date) throws(SparkplugRenderError) -> [UInt8] {
-        var payload: SparkplugPayload
-        do {
-            payload = try SparkplugPayload(serializedBytes: stored)
-        } catch {
-            throw SparkplugRenderError(description: "stored DDATA of \(name) is not a Sparkplug payload: \(error)")
-        }
         let aliases = devices[name]?.aliasByName ?? [:]
-        for index in payload.metrics.indices {
-            if let alias = aliases[payload.metrics[index].name] {
-                payload.metrics[index].alias = alias
-                payload.metrics[index].clearName()
+        var payload = ProtobufWriter(capacity: stored.count + 16)
+        var metric = ProtobufWriter(capacity: 64)
+        var reader = ProtobufReader(stored)
+        do {
+            while !reader.atEnd {
+                let field = try reader.next()
+                switch (field.number, field.wireType) {
+                case (Field.payloadMetrics, 2):
+                    var fields = ProtobufReader(stored, range: field.content)
+                    while !fields.atEnd {
+                        let inner = try fields.next()
+                        switch (inner.number, inner.wireType) {
+                        case (Field.metricName, 2):
+                            if let alias = aliases[String(decoding: stored[inner.content], as: UTF8.self)] {
+                                metric.varintField(Field.metricAlias, alias)
+                            } else {
+                                metric.bytes.append(contentsOf: stored[inner.raw])
+                            }
+                        case (Field.metricIsHistorical, _):
+                            break  // set below
+                        default:
+                            metric.bytes.append(contentsOf: stored[inner.raw])
+                        }
+                    }
+                    if historical { metric.varintField(Field.metricIsHistorical, 1) }
+                    payload.lengthDelimited(Field.payloadMetrics, metric.bytes)
+                    metric.bytes.removeAll(keepingCapacity: true)
+                case (Field.payloadTimestamp, _), (Field.payloadSeq, _):
+                    break  // set below
+                default:
+                    payload.bytes.append(contentsOf: stored[field.raw])
+                }
             }
-            if historical { payload.metrics[index].isHistorical = true }
+        } catch {
+            throw SparkplugRenderError(description: "stored DDATA of \(name) is not a Sparkplug payload")
         }
-        payload.seq = UInt64(seq)
-        payload.timestamp = Self.milliseconds(date)
-        return Self.serialize(payload)
+        payload.varintField(Field.payloadTimestamp, Self.milliseconds(date))
+        payload.varintField(Field.payloadSeq, UInt64(seq))
+        return payload.bytes
     }
+
+    /// Field numbers of sparkplug_b.proto used by the hand-written DDATA path.
+    private enum Field {
+        static let payloadTimestamp: UInt64 = 1
+        static let payloadMetrics: UInt64 = 2
+        static let payloadSeq: UInt64 = 3
+        static let metricName: UInt64 = 1
+        static let metricAlias: UInt64 = 2
+        static let metricTimestamp: UInt64 = 3
+        static let metricDatatype: UInt64 = 4
+        static let metricIsHistorical: UInt64 = 5
+        static let metricIsNull: UInt64 = 7
+        static let metricProperties: UInt64 = 9
+        static let metricIntValue: UInt64 = 10
+        static let metricLongValue: UInt64 = 11
+        static let metricFloatValue: UInt64 = 12
+        static let metricDoubleValue: UInt64 = 13
+        static let metricBooleanValue: UInt64 = 14
+        static let metricStringValue: UInt64 = 15
+    }
+
+    /// The PropertySet `{Quality: 0 (BAD)}`, serialized once.
+    private static let qualityBad: [UInt8] = (try? SparkplugPayload.PropertySet.quality(.bad).serializedBytes()) ?? []
 
     // MARK: - Pieces
 

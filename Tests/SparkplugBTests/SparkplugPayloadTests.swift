@@ -199,6 +199,22 @@ private func poll(at date: Date = when) -> DevicePoll {
         #expect(wire.metrics.last?.isNull == true)
     }
 
+    /// A row stored before the configuration dropped a tag keeps that metric's name (no alias
+    /// to give it); a row that is not a Sparkplug payload is an error, not a guess.
+    @Test func unknownNamesStayNamesAndGarbageIsRefused() throws {
+        let model = node()
+        let renamed = DevicePoll(device: "pump-2", timestamp: when, readings: [
+            .init(tag: "i16", value: .success(.integer(1))), .init(tag: "gone", value: .success(.integer(2))),
+        ])
+        let wire = try decode(model.wireDData(stored: model.storedDData(renamed, boot: 1, seq: 1), device: "pump-2",
+                                              seq: 1, historical: false, at: when))
+        #expect(wire.metrics.last?.name == "gone" && wire.metrics.last?.hasAlias == false)
+        #expect(wire.metrics.dropLast().allSatisfy { $0.hasAlias && !$0.hasName })
+        #expect(throws: SparkplugRenderError.self) {
+            try model.wireDData(stored: Array(#"{"seq":1}"#.utf8), device: "pump-2", seq: 1, historical: false, at: when)
+        }
+    }
+
     /// tck-id-operational-behavior-data-commands-ncmd-rebirth-name, -value.
     @Test func rebirthRequestIsRecognised() throws {
         func ncmd(_ name: String, _ value: Bool) throws -> [UInt8] {
