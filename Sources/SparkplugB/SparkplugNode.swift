@@ -83,6 +83,10 @@ public struct SparkplugNode: Sendable {
         var metrics: [Metric]
         var aliasByName: [String: UInt64]
         var typeByName: [String: SparkplugDataType]
+        /// Each metric's name as UTF-8, in `metrics` order: polls and stored rows list
+        /// tags in configuration order, so the next expected name usually matches
+        /// without hashing a string (`OrderedLookup`).
+        var utf8Names: [[UInt8]]
     }
 
     public let topics: SparkplugTopics
@@ -111,7 +115,8 @@ public struct SparkplugNode: Sendable {
             devices[configuration.name] = Device(
                 name: configuration.name, metrics: metrics,
                 aliasByName: Dictionary(metrics.map { ($0.name, $0.alias) }, uniquingKeysWith: { first, _ in first }),
-                typeByName: Dictionary(metrics.map { ($0.name, $0.type) }, uniquingKeysWith: { first, _ in first }))
+                typeByName: Dictionary(metrics.map { ($0.name, $0.type) }, uniquingKeysWith: { first, _ in first }),
+                utf8Names: metrics.map { Array($0.name.utf8) })
         }
         self.devices = devices
         deviceNames = configurations.map(\.name)
@@ -211,7 +216,7 @@ public struct SparkplugNode: Sendable {
     /// `seq` or timestamp. `wireDData` turns it into what is published.
     public func storedDData(_ poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
         let polled = Self.milliseconds(poll.timestamp)
-        let types = devices[poll.device]?.typeByName ?? [:]
+        var lookup = OrderedLookup(devices[poll.device])
         var payload = ProtobufWriter(capacity: 32 + poll.readings.count * 24)
         var metric = ProtobufWriter(capacity: 64)
         func appendMetric() {
@@ -219,6 +224,7 @@ public struct SparkplugNode: Sendable {
             metric.bytes.removeAll(keepingCapacity: true)
         }
         for (name, value) in [(SparkplugDeviceMetric.boot, boot), (.seq, seq)] {
+            _ = lookup.metric(named: name.rawValue)
             metric.lengthDelimited(Field.metricName, name.rawValue.utf8)
             metric.varintField(Field.metricTimestamp, polled)
             metric.varintField(Field.metricDatatype, UInt64(SparkplugDataType.int64.rawValue))
@@ -226,7 +232,7 @@ public struct SparkplugNode: Sendable {
             appendMetric()
         }
         for reading in poll.readings {
-            let type = types[reading.tag] ?? Self.guessedType(reading.value)
+            let type = lookup.metric(named: reading.tag)?.type ?? Self.guessedType(reading.value)
             metric.lengthDelimited(Field.metricName, reading.tag.utf8)
             metric.varintField(Field.metricTimestamp, polled)
             metric.varintField(Field.metricDatatype, UInt64(type.rawValue))
@@ -255,7 +261,7 @@ public struct SparkplugNode: Sendable {
     /// births, `is_historical` on every metric. Copies every other field unchanged.
     public func wireDData(stored: [UInt8], device name: String, seq: UInt8, historical: Bool,
                           at date: Date) throws(SparkplugRenderError) -> [UInt8] {
-        let aliases = devices[name]?.aliasByName ?? [:]
+        var lookup = OrderedLookup(devices[name])
         var payload = ProtobufWriter(capacity: stored.count + 16)
         var metric = ProtobufWriter(capacity: 64)
         var reader = ProtobufReader(stored)
@@ -269,8 +275,8 @@ public struct SparkplugNode: Sendable {
                         let inner = try fields.next()
                         switch (inner.number, inner.wireType) {
                         case (Field.metricName, 2):
-                            if let alias = aliases[String(decoding: stored[inner.content], as: UTF8.self)] {
-                                metric.varintField(Field.metricAlias, alias)
+                            if let known = lookup.metric(utf8: stored[inner.content]) {
+                                metric.varintField(Field.metricAlias, known.alias)
                             } else {
                                 metric.bytes.append(contentsOf: stored[inner.raw])
                             }
@@ -295,6 +301,33 @@ public struct SparkplugNode: Sendable {
         payload.varintField(Field.payloadTimestamp, Self.milliseconds(date))
         payload.varintField(Field.payloadSeq, UInt64(seq))
         return payload.bytes
+    }
+
+    /// Finds a device's metrics by name, trying the one after the last match first.
+    struct OrderedLookup {
+        let device: Device?
+        var next = 0
+
+        init(_ device: Device?) { self.device = device }
+
+        mutating func metric(named name: String) -> Metric? {
+            guard let device else { return nil }
+            if next < device.metrics.count, device.metrics[next].name == name { return found(next) }
+            guard let alias = device.aliasByName[name],
+                  let index = device.metrics.firstIndex(where: { $0.alias == alias }) else { return nil }
+            return found(index)
+        }
+
+        mutating func metric(utf8 name: ArraySlice<UInt8>) -> Metric? {
+            guard let device else { return nil }
+            if next < device.metrics.count, device.utf8Names[next].elementsEqual(name) { return found(next) }
+            return metric(named: String(decoding: name, as: UTF8.self))
+        }
+
+        private mutating func found(_ index: Int) -> Metric {
+            next = index + 1
+            return device!.metrics[index]  // index comes from device.metrics
+        }
     }
 
     /// Field numbers of sparkplug_b.proto used by the hand-written DDATA path.
