@@ -1,9 +1,14 @@
 # edge-gateway: build, demo, tests, benchmarks. Run `make help`.
 SHELL := /bin/bash
 SWIFT ?= swift
+# prometheus brings promtool (alert rule tests), chromium the browser for the monitor page's tests,
+# libcurl4-openssl-dev the libcurl.so that the static edge-monitor (Foundation's URLSession) links.
 APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
+                prometheus chromium libcurl4-openssl-dev \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
+                debootstrap systemd-container \
+                rabbitmq-server \
                 protobuf-compiler python3-protobuf python3-paho-mqtt python3-venv
 
 .PHONY: help deps build release package demo test bench clean
@@ -13,7 +18,7 @@ help:
 	@echo "make test   - install what the tests need and run the whole suite"
 	@echo "make bench  - benchmarks with figures and ratios against in-run baselines"
 	@echo "make build  - debug build; make release - optimised build"
-	@echo "make package - static release binary and the Debian package in .build/deploy/"
+	@echo "make package - static release binaries and the Debian packages (edge-gateway, edge-monitor) in .build/deploy/"
 
 # Installs the Debian packages the build, the demo and the tests need (only the missing ones).
 deps:
@@ -21,8 +26,16 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing: $$missing"; \
 	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  policy=/usr/sbin/policy-rc.d; made_policy=; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$policy >/dev/null && $$SUDO chmod 755 $$policy && made_policy=1; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	  status=$$?; [ -n "$$made_policy" ] && $$SUDO rm -f $$policy; \
+	  if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now rabbitmq-server epmd.socket epmd.service 2>/dev/null || true; fi; \
+	  [ $$status -eq 0 ] || exit $$status; \
 	fi
+	@# rabbitmq-server's postinst would start a node (and epmd) listening on every
+	@# address: the policy-rc.d above (exit 101) keeps it from starting, and the unit is
+	@# disabled after. The interop tests start their own node on loopback.
 	@# The sealing tests cross-check AES-GCM against Python's cryptography package:
 	@# Debian's python3-cryptography above (never pip into the system Python).
 	@# The Sparkplug tests decode with pysparkplug (PyPI) from a venv of its own, and
@@ -40,7 +53,8 @@ demo: build
 	bash scripts/demo.sh
 
 # The Debian package from a static release build (deploy/build-deb.sh); the test
-# suite installs it into a throwaway root (PackageInstallTests).
+# suite installs it into a throwaway root (PackageInstallTests) and boots it under
+# systemd (SystemdBootTests).
 package: deps
 	SWIFT=$(SWIFT) deploy/build-deb.sh
 

@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "edge-gateway", targets: ["edge-gateway"]),
+        .executable(name: "edge-monitor", targets: ["edge-monitor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -15,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        // edge-monitor only (the gateway binary links no HTTP).
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries, each behind a three-line module map.
@@ -24,6 +28,12 @@ let package = Package(
                        providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
                        providers: [.apt(["libssl-dev"])]),
+        // glibc's <sys/timex.h>: the kernel's NTP state, read-only.
+        .systemLibrary(name: "CTimex"),
+
+        // The one clock interface: wall time, boottime, kernel boot id, sync status;
+        // the kernel's (read-only) or, in tests, a clock file.
+        .target(name: "GatewayClock", dependencies: ["CTimex"]),
 
         // Reads the sealing keys (Sealing) and TLS PEM files (COpenSSL) named in gateway.yaml at load time.
         .target(name: "GatewayConfig", dependencies: [
@@ -31,7 +41,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .target(name: "Modbus", dependencies: [
-            "CModbus", "GatewayConfig",
+            "CModbus", "GatewayConfig", "GatewayClock",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Outbox", dependencies: [
@@ -51,18 +61,43 @@ let package = Package(
             "GatewayConfig", "Modbus",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        // edge-monitor's web page: one self-contained HTML document, no dependencies.
+        .target(name: "MonitorWeb"),
         .target(name: "Gateway", dependencies: [
-            "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "SparkplugB",
+            "GatewayConfig", "GatewayClock", "Modbus", "Outbox", "MQTTUplink", "Sealing", "SparkplugB",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "edge-gateway", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
+        // edge-monitor: the central side. `Monitor` is the model, ledger, store and
+        // subscriber (no HTTP); `MonitorHTTP` serves it; `edge-monitor` is the CLI.
+        .target(name: "Monitor", dependencies: [
+            "GatewayConfig", "MQTTUplink", "Sealing", "Gateway",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "MonitorHTTP", dependencies: [
+            "Monitor", "MonitorWeb",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "edge-monitor", dependencies: [
+            "Monitor", "MonitorHTTP",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
 
         // `make bench`: figures and ratios against baselines measured in the same run.
@@ -88,14 +123,20 @@ let package = Package(
             "SparkplugB", "GatewayConfig", "Modbus",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
+        .testTarget(name: "MonitorTests", dependencies: ["Monitor", "MonitorHTTP", "Sealing"]),
+        .testTarget(name: "MonitorIntegrationTests", dependencies: [
+            "Monitor", "Gateway", "MQTTUplink", "Sealing", "TestSupport",
+        ]),
         // The forwarder's logic in process, against fakes of the uplink and the outbox.
         .testTarget(name: "ForwarderTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "SparkplugB",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "Sealing", "SparkplugB",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // edge-monitor's page in a real browser, and its ops files (alert rules, dashboard, unit).
+        .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "GatewayConfig", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "TestSupport", "SparkplugB",
+            "Gateway", "GatewayClock", "CTimex", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport", "SparkplugB",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
     ],

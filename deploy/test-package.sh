@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian package for real into a throwaway root and runs it there:
-#   deploy/test-package.sh path/to/edge-gateway_VERSION_ARCH.deb
+#   deploy/test-package.sh path/to/edge-gateway_VERSION_ARCH.deb [path/to/edge-monitor_VERSION_ARCH.deb]
 #
 # The throwaway root is a network-namespaced chroot built from this machine's own
 # files: /usr, /etc and /var are overlay mounts (the host's files below, every
@@ -11,14 +11,22 @@
 # edge-gateway user with the installed configuration (edited as an operator
 # would), a subscriber that must see the birth and data, then dpkg -r (keeps
 # configuration and outbox) and dpkg -P (removes them and the user).
+# With the edge-monitor package too: installed beside it (user, configuration,
+# not enabled), run as its user with the installed configuration, its API must
+# list the gateway and its page answer; then removed and purged the same way.
 # Needs root, unshare, overlayfs. Prints "test-package: OK" on success.
 set -euo pipefail
 
 fail() { echo "test-package: FAIL: $*" >&2; exit 1; }
 
 if [ "${1:-}" != --inside ]; then
-    deb=$(readlink -f "${1:?usage: test-package.sh DEB}")
+    deb=$(readlink -f "${1:?usage: test-package.sh DEB [MONITOR_DEB]}")
     [ -f "$deb" ] || fail "no package at $1 (make package builds it)"
+    monitor_deb=
+    if [ -n "${2:-}" ]; then
+        monitor_deb=$(readlink -f "$2")
+        [ -f "$monitor_deb" ] || fail "no package at $2 (make package builds it)"
+    fi
     [ "$(id -u)" -eq 0 ] || fail "needs root (mount and network namespaces, overlayfs, chroot)"
     for tool in unshare chroot mosquitto mosquitto_sub setpriv; do
         command -v "$tool" >/dev/null || fail "$tool is missing (make deps)"
@@ -28,12 +36,13 @@ if [ "${1:-}" != --inside ]; then
     # The namespaces die with the script's child, and their mounts and processes
     # with them; only the directory is left to remove.
     trap 'rm -rf "$work"' EXIT
-    unshare --mount --net --pid --fork --kill-child "$0" --inside "$deb" "$work"
+    unshare --mount --net --pid --fork --kill-child "$0" --inside "$deb" "$work" "$monitor_deb"
     exit $?
 fi
 
 deb=$2
 work=$3
+monitor_deb=${4:-}
 root=$work/root
 mount --make-rprivate /
 mkdir -p "$root"
@@ -51,6 +60,7 @@ mount -t proc proc "$root/proc"
 mount --rbind /dev "$root/dev"
 ip link set lo up
 cp "$deb" "$root/tmp/edge-gateway.deb"
+[ -z "$monitor_deb" ] || cp "$monitor_deb" "$root/tmp/edge-monitor.deb"
 [ -e "$root/opt/swift" ] && fail "the Swift toolchain is visible in the throwaway root"
 
 cat > "$root/tmp/inside.sh" <<'INSIDE'
@@ -89,6 +99,48 @@ kill -TERM $gateway
 wait $gateway || fail "the gateway did not exit cleanly"
 wait_for 5 "the offline status" grep -q '"state":"offline","reason":"shutdown"' /tmp/received.txt
 echo "test-package: messages flowed: $(grep -c '/data {' /tmp/received.txt) data messages, seq $(echo $seqs | cut -d' ' -f1)...$(echo $seqs | awk '{print $NF}')"
+
+if [ -f /tmp/edge-monitor.deb ]; then
+    dpkg -i /tmp/edge-monitor.deb
+    id edge-monitor || fail "the monitor package did not create the user"
+    [ -f /etc/edge-monitor/monitor.yaml ] || fail "no /etc/edge-monitor/monitor.yaml"
+    [ ! -e /etc/systemd/system/multi-user.target.wants/edge-monitor.service ] || fail "the monitor package enabled the service"
+    if ldd /usr/bin/edge-monitor | grep -q 'libswift\|not found'; then ldd /usr/bin/edge-monitor; fail "edge-monitor needs libraries the target lacks"; fi
+    # Every library the binary links comes from a package its Depends names.
+    depends=$(dpkg-query -W -f='${Depends}' edge-monitor)
+    for lib in $(objdump -p /usr/bin/edge-monitor | awk '$1 == "NEEDED" {print $2}'); do
+        case $lib in ld-linux*) continue ;; esac   # the dynamic loader: libc6
+        path=$(ldd /usr/bin/edge-monitor | awk -v lib="$lib" '$1 == lib {print $3}')
+        # dpkg knows a library by the path its package ships (/lib or /usr/lib on a merged /usr).
+        package=$( (dpkg -S "$path" || dpkg -S "$(readlink -f "$path")") 2>/dev/null | head -1 | cut -d: -f1)
+        [ -n "$package" ] || fail "no package ships $lib ($path) for edge-monitor"
+        echo "$depends" | tr ',' '\n' | grep -qw "$package" || fail "edge-monitor links $lib from $package, which its Depends lacks: $depends"
+    done
+    # The installed configuration as shipped: broker 127.0.0.1:1883, page on 127.0.0.1:9470.
+    setpriv --reuid edge-monitor --regid edge-monitor --init-groups --no-new-privs \
+        /usr/bin/edge-monitor run --config /etc/edge-monitor/monitor.yaml > /tmp/monitor.log 2>&1 &
+    monitor=$!
+    fleet_lists_gateway() {
+        python3 -c 'import json, sys, urllib.request
+fleet = json.load(urllib.request.urlopen("http://127.0.0.1:9470/api/fleet", timeout=2))
+sys.exit(0 if any(g.get("id") == "gw-01" for g in fleet.get("gateways", [])) else 1)'
+    }
+    if ! wait_for 20 "the monitor to list gw-01" fleet_lists_gateway; then cat /tmp/monitor.log; fail "the monitor does not list the gateway"; fi
+    python3 -c 'import urllib.request; page = urllib.request.urlopen("http://127.0.0.1:9470/", timeout=2).read().decode()
+assert "edge-monitor" in page and "api/fleet" in page, page[:200]' || fail "the monitor does not serve its page"
+    [ -f /var/lib/edge-monitor/monitor.sqlite ] || fail "the monitor keeps no state in /var/lib/edge-monitor"
+    kill -TERM $monitor
+    wait $monitor || fail "the monitor did not exit cleanly"
+    echo "test-package: edge-monitor installed (not enabled), ran as edge-monitor, listed gw-01"
+    dpkg -r edge-monitor
+    [ ! -e /usr/bin/edge-monitor ] || fail "dpkg -r left the monitor binary"
+    [ -f /etc/edge-monitor/monitor.yaml ] || fail "dpkg -r removed the monitor configuration"
+    [ -f /var/lib/edge-monitor/monitor.sqlite ] || fail "dpkg -r removed the monitor state"
+    dpkg -P edge-monitor
+    [ ! -e /etc/edge-monitor ] || fail "dpkg -P left /etc/edge-monitor"
+    [ ! -e /var/lib/edge-monitor ] || fail "dpkg -P left /var/lib/edge-monitor"
+    ! id edge-monitor 2>/dev/null || fail "dpkg -P left the monitor user"
+fi
 
 dpkg -r edge-gateway
 [ ! -e /usr/bin/edge-gateway ] || fail "dpkg -r left the binary"

@@ -2,11 +2,13 @@
 // turns everything that happens into `ForwarderEvent`s for its `ForwardingLoop`,
 // and runs the reader and the deleter beside it.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 import ServiceLifecycle
 import Synchronization
 
@@ -35,6 +37,11 @@ public struct ForwarderCounters: Sendable, Equatable {
     public var connected = false
     /// Why the last connection attempt failed or the last connection ended; nil while connected.
     public var uplinkProblem: String?
+    /// The broker (`host:port`) of the live or last connection.
+    public var server: String?
+    /// MQTT 5: data messages the broker refused with a failure reason code (kept in
+    /// the outbox, sent again after the next connect).
+    public var refused: Int64 = 0
 }
 
 /// `ForwarderCounters` shared between the forwarding task (writes) and readers
@@ -65,6 +72,8 @@ public final class ForwarderService: Service, Sendable {
     let logger: Logger
     let uplink: MQTTUplink
     let counterState = ForwarderCounterState()
+    /// Wall time, boottime, boot id and sync status: for corrections, the birth, the stats.
+    let timeSource: any TimeSource
     private let events: AsyncStream<ForwarderEvent>
     private let eventSink: AsyncStream<ForwarderEvent>.Continuation
     private let acks: AsyncStream<[Int64]>
@@ -76,14 +85,19 @@ public final class ForwarderService: Service, Sendable {
     private let announcedDevices = Mutex<[DeviceConfiguration]>([])
     /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
+    /// The uplink's events for the command service (CommandService.swift), when commands are on.
+    public let commandEvents = CommandEventRelay()
 
     /// - Parameter sparkplug: set with `mqtt.format: sparkplug`: NDEATH is the Will, births
     ///   and data follow Sparkplug B.
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2),
-                sparkplug: SparkplugEdge? = nil) {
+                sealer: Sealer? = nil, timeSource: any TimeSource = KernelClock(),
+                commandCounters: CommandCounters? = nil, sparkplug: SparkplugEdge? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
-                                           shutdownGrace: shutdownGrace, sparkplug: sparkplug)
+                                           shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer,
+                                           sparkplug: sparkplug)
+        self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters
         self.logger = logger
@@ -97,13 +111,15 @@ public final class ForwarderService: Service, Sendable {
             settings: MQTTUplinkSettings(host: mqtt.host, port: mqtt.port, clientID: mqtt.clientID,
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
                                          reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
+                .failingOver(as: mqtt)
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
             will: { session in
                 sparkplug?.will(session: session) ?? StatusAnnouncer.will(identity: identity, boot: boot, session: session)
             },
-            onEvent: { [pubacks] event in
+            onEvent: { [pubacks, commandEvents] event in
+                if commandEvents.relay(event) { return }
                 // PUBACKs come in bursts: queue them and wake the forwarder once per
                 // burst instead of once per message.
                 guard case let .published(session, mid) = event else {
@@ -147,7 +163,7 @@ public final class ForwarderService: Service, Sendable {
                                }
                            },
                            reconnect: { [uplink] in uplink.reconnect() }),
-            logger: loopLogger)
+            logger: loopLogger, timeSource: timeSource)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()
         await withGracefulShutdownHandler {

@@ -75,3 +75,22 @@ struct OutboxErrorLog {
         logger.info("the outbox works again: \(operation.rawValue)", metadata: ["failed_attempts": "\(failures)"])
     }
 }
+
+/// MQTT 5 PUBACKs with a failure reason code: logged once per reason per connection
+/// (the count is in the stats as `refused`).
+struct BrokerRefusalLog {
+    private var logged: Set<String> = []
+
+    /// A new connection: reasons are logged again.
+    mutating func newEpisode() { logged.removeAll() }
+
+    mutating func note(_ reason: String, outboxID: Int64?, logger: Logger) {
+        guard logged.insert(reason).inserted else { return }
+        var metadata: Logger.Metadata = [
+            "reason": "\(reason)",
+            "hint": "the message stays in the outbox and is sent again after the next connect; check the broker's ACL and quotas for this client",
+        ]
+        if let outboxID { metadata["outbox_id"] = "\(outboxID)" }
+        logger.error("the broker refused a message (PUBACK with a failure reason code): not delivered, kept", metadata: metadata)
+    }
+}

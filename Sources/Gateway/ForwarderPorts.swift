@@ -8,6 +8,12 @@ protocol UplinkPublishing: Sendable {
     /// Queues `message` on the live connection; returns the session it went out on
     /// and the message id that session's PUBACK will carry. Never blocks.
     func publish(_ message: MQTTMessage) throws(MQTTPublishError) -> (session: Int, mid: Int32)
+    /// The broker connection `session` is on (of `mqtt.servers`).
+    func server(ofSession session: Int) -> MQTTServerAddress?
+}
+
+extension UplinkPublishing {
+    func server(ofSession session: Int) -> MQTTServerAddress? { nil }
 }
 
 extension MQTTUplink: UplinkPublishing {}

@@ -1,6 +1,7 @@
 // The stats topic: the outbox's counters, the forwarder's and the pollers', every
 // `gateway.stats_interval`.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Modbus
 import MQTTUplink
@@ -23,24 +24,45 @@ struct StatsSchedule {
         return true
     }
 
+    /// The clock's part of the stats.
+    struct Clock {
+        var status: ClockStatus
+        /// Data messages sent with a corrected `ts` since start.
+        var corrected: Int64
+        /// Wall clock steps (more than `TimestampCorrector.stepThreshold`) seen since start.
+        var steps: Int64
+    }
+
     /// The stats message (QoS 0, not retained).
     static func message(identity: GatewayIdentity, boot: Int64, outbox buffered: OutboxStatistics,
-                        forwarder: ForwarderCounters, polls: PollCounters.Snapshot) -> MQTTMessage {
+                        forwarder: ForwarderCounters, polls: PollCounters.Snapshot, at date: Date = Date(),
+                        clock: Clock? = nil, commands: CommandCounters.Snapshot? = nil) -> MQTTMessage {
         let oldest = buffered.oldestAge.map { Int64($0 / .milliseconds(1)) }
-        let payload = MessageEncoding.counters([
+        var fields: [(String, Int64?)] = [
             ("buffered_messages", Int64(buffered.bufferedMessages)),
             ("buffered_bytes", buffered.bufferedBytes),
             ("oldest_age_ms", oldest),
             ("dropped", buffered.dropped),
             ("seq_committed", buffered.seqCommitted),
             ("published", forwarder.published),
+            ("refused", forwarder.refused),
             ("inflight", Int64(forwarder.inflight)),
             ("polls_ok", polls.pollsOK),
             ("polls_failed", polls.pollsFailed),
             ("poll_overruns", polls.overruns),
             ("polls_unchanged", polls.pollsUnchanged),
             ("modbus_requests", polls.requests),
-        ], gateway: identity.id, boot: boot, at: Date())
+        ]
+        if let clock {
+            fields += [("ts_corrected", clock.corrected), ("clock_steps", clock.steps),
+                       ("clock_maxerror_ms", clock.status.maxErrorMilliseconds)]
+        }
+        if let commands {
+            fields += [("commands_received", commands.received), ("commands_executed", commands.executed),
+                       ("commands_refused", commands.refused), ("commands_failed", commands.failed)]
+        }
+        let payload = MessageEncoding.counters(fields, gateway: identity.id, boot: boot, at: date,
+                                               sync: clock?.status.sync, server: forwarder.server)
         return MQTTMessage(topic: identity.statsTopic, payload: payload, qos: 0)
     }
 }

@@ -1,6 +1,7 @@
 // What the forwarder announces about the gateway and its devices: the birth after
 // every connect, the Last Will, the clean offline status, device statuses and meta.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import MQTTUplink
 import Outbox
@@ -40,11 +41,16 @@ struct StatusAnnouncer {
 
     /// Everything a new connection announces, in order: the birth, each known device
     /// status, each device's meta.
-    func announcements(session: Int, devices: [DeviceConfiguration]) -> [MQTTMessage] {
+    /// `clock` and `date` (its wall time) come from the gateway's time source.
+    func announcements(session: Int, server: String? = nil, devices: [DeviceConfiguration], clock: ClockStatus? = nil,
+                       at date: Date = Date()) -> [MQTTMessage] {
+        var birth = birth
+        birth.clock = clock
+        birth.server = server
         var messages = [MQTTMessage(
             topic: identity.statusTopic,
             payload: MessageEncoding.gatewayStatus(.online(birth), gateway: identity.id, boot: boot, session: session,
-                                                   at: Date()),
+                                                   at: date),
             qos: 1, retain: true)]
         for device in deviceErrors.keys.sorted() {
             messages.append(deviceStatus(device))
@@ -52,7 +58,7 @@ struct StatusAnnouncer {
         for device in devices {
             messages.append(MQTTMessage(
                 topic: identity.deviceMetaTopic(device: device.name),
-                payload: MessageEncoding.deviceMeta(device, gateway: identity.id, boot: boot, at: Date()),
+                payload: MessageEncoding.deviceMeta(device, gateway: identity.id, boot: boot, at: date, clock: clock),
                 qos: 1, retain: true))
         }
         return messages

@@ -66,14 +66,16 @@ extension ForwardingLoop {
     /// DDATA gets aliases, the next seq and (committed before the births) is_historical;
     /// any other row (e.g. JSON committed before the format changed) goes out unchanged.
     /// nil when a DDATA row cannot be decoded (it is dropped as a reported gap).
-    func sparkplugData(_ message: OutboxMessage) -> (MQTTMessage, sequenced: Bool)? {
+    /// `pollTime`: the corrected poll time of a row measured unsynchronised (ClockCorrection.swift).
+    func sparkplugData(_ message: OutboxMessage, pollTime: Date? = nil) -> (MQTTMessage, sequenced: Bool)? {
         guard let state = sparkplug, case let .sent(historicalUpTo) = state.births else { return nil }
         guard let device = state.node.topics.device(in: message.topic, verb: "DDATA") else {
             return (MQTTMessage(topic: message.topic, payload: message.payload, qos: Int(message.qos)), false)
         }
         do {
             let payload = try state.node.wireDData(stored: message.payload, device: device, seq: state.sequence.next,
-                                                   historical: message.id <= historicalUpTo, at: Date())
+                                                   historical: message.id <= historicalUpTo, at: Date(),
+                                                   pollTime: pollTime)
             return (MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos)), true)
         } catch {
             logger.error("cannot render a stored DDATA; dropping it as a gap", metadata: [

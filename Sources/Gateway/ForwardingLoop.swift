@@ -1,11 +1,13 @@
 // The forwarder's work between events: each event goes to the state machine, and the
 // loop does what it answers (publish, read, acknowledge, announce, report).
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 import SparkplugB
 
 /// Drives `ForwarderStateMachine` with the uplink and the outbox. Owned by one task
@@ -19,8 +21,12 @@ final class ForwardingLoop {
         var maxInflight = 100
         /// How long the offline status's PUBACK is awaited at shutdown.
         var shutdownGrace = Duration.seconds(2)
+        /// The command service's counters for the stats topic; nil when commands are off.
+        var commandCounters: CommandCounters? = nil
         /// Rows read from the outbox per lease: fewer reads than one per window slot.
         var leaseAhead = 512
+        /// Seals the data payloads whose `ts` is corrected at publish time (nil: plain).
+        var sealer: Sealer?
         /// Set with `mqtt.format: sparkplug`: the gateway is a Sparkplug B edge node.
         var sparkplug: SparkplugEdge?
     }
@@ -55,18 +61,24 @@ final class ForwardingLoop {
     private var gaps: GapSchedule
     private var stats: StatsSchedule
     private var publishErrors = PublishErrorLog()
+    private var refusals = BrokerRefusalLog()
     private var leaseBackoff = LeaseBackoff()
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
     private var outboxErrors = OutboxErrorLog()
     /// Set with `mqtt.format: sparkplug` (see ForwardingLoop+Sparkplug.swift).
     var sparkplug: SparkplugSession?
+    /// Wall time, boottime, kernel boot id and sync status (the kernel's, or a test's).
+    private let timeSource: any TimeSource
+    private var timestamps = TimestampCorrector()
 
     init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
          pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
          devices: @escaping () -> [DeviceConfiguration], outlets: Outlets, logger: Logger,
+         timeSource: any TimeSource = KernelClock(),
          now: @escaping () -> ContinuousClock.Instant = { ContinuousClock.now }) {
         self.settings = settings
+        self.timeSource = timeSource
         self.uplink = uplink
         self.outbox = outbox
         self.now = now
@@ -90,13 +102,17 @@ final class ForwardingLoop {
         switch event {
         case let .mqtt(.connected(id)):
             guard machine.connected(session: id) == .announce(session: id) else { break }
-            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0 }
+            let server = uplink.server(ofSession: id)?.endpoint
+            counters.update { $0.connected = true; $0.uplinkProblem = nil; $0.inflight = 0; $0.server = server }
             publishErrors.newEpisode()
-            logger.info("connected to broker", metadata: ["session": "\(id)"])
+            refusals.newEpisode()
+            logger.info("connected to broker", metadata: ["session": "\(id)", "server": "\(server ?? "?")"])
+            let reading = observeClock()
             if sparkplug != nil {
                 await sparkplugConnected(session: id)
             } else {
-                for message in announcer.announcements(session: id, devices: devices()) {
+                for message in announcer.announcements(session: id, server: server, devices: devices(),
+                                                       clock: timeSource.status(), at: reading.wall) {
                     publish(message)
                 }
             }
@@ -150,6 +166,21 @@ final class ForwardingLoop {
 
         case .mqtt(.published):
             break  // PUBACKs come through `.pubacks`
+
+        case let .mqtt(.refused(session, mid, reason)):
+            // Not delivered: the row stays in the outbox (no ack) and goes again after
+            // the next connect; its window slot is free.
+            switch machine.acknowledged(session: session, mid: mid) {
+            case let .data(outboxID):
+                counters.update { $0.refused += 1 }
+                refusals.note(reason, outboxID: outboxID, logger: logger)
+            case .gap, .unknown:
+                refusals.note(reason, outboxID: nil, logger: logger)
+            case .offlineStatus:
+                flushAcks()
+                return .stop
+            }
+            await fill()
 
         case let .outboxCommitted(newestID):
             machine.committed(newestID: newestID)
@@ -245,18 +276,24 @@ final class ForwardingLoop {
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
         if let sparkplug, sparkplug.births == .pending { return }
         var allowed = rate.allowance(machine.room, now: now())
+        if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {
-            let outgoing: MQTTMessage
+            var outgoing: MQTTMessage
             var sequenced = false
             if sparkplug != nil {
-                guard let rendered = sparkplugData(message) else {
+                // Metric timestamps corrected as the JSON `ts` is (a row polled unsynchronised).
+                guard let rendered = sparkplugData(message, pollTime: timestamps.correctedPollTime(for: message)) else {
                     unpublishable.append(message.id)  // dropped on the tick as a reported gap
                     continue
                 }
                 (outgoing, sequenced) = rendered
             } else {
-                outgoing = MQTTMessage(topic: message.topic, payload: message.payload, qos: Int(message.qos))
+                let payload = timestamps.payload(for: message, sealer: settings.sealer)
+                outgoing = MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos))
             }
+            // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
+            outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
+                                       MQTTUserProperty("seq", "\(message.seq)")]
             do {
                 let sent = try uplink.publish(outgoing)
                 if sequenced { _ = sparkplug?.sequence.take() }
@@ -284,6 +321,19 @@ final class ForwardingLoop {
             return
         }
         outlets.lease(request)
+    }
+
+    /// Reads the clock (cheap: the sync status is refreshed about once a second) for
+    /// the corrections, and logs a step of the wall clock.
+    @discardableResult
+    private func observeClock() -> ClockReading {
+        let reading = timeSource.now()
+        if let step = timestamps.observe(reading) {
+            logger.warning("the wall clock stepped; seq order stays the truth, nothing already sent is changed", metadata: [
+                "step_ms": "\(step)", "clock_sync": "\(reading.sync.rawValue)",
+            ])
+        }
+        return reading
     }
 
     /// Publishes one message (announcements, gap records, stats); returns its message
@@ -395,12 +445,16 @@ final class ForwardingLoop {
             "dropped": "\(buffered.dropped)", "polls_failed": "\(polls.pollsFailed)",
         ])
         guard machine.isConnected else { return }
+        let reading = observeClock()
         if sparkplug != nil {
             sparkplugStats(SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered.bufferedMessages),
                                                dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed)))
             return
         }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
-                                      forwarder: forwarder, polls: polls))
+                                      forwarder: forwarder, polls: polls, at: reading.wall,
+                                      clock: .init(status: timeSource.status(), corrected: timestamps.corrected,
+                                                   steps: timestamps.steps),
+                                      commands: settings.commandCounters?.snapshot))
     }
 }

@@ -1,5 +1,7 @@
-// Wiring: one function from a configuration to the running system, so tests can
-// build a gateway without the CLI.
+// Wiring: from a configuration to the running system (its services, their order and
+// the stop limits). `edge-gateway run` builds it; the integration tests run that
+// binary as a process, and StopBoundTests holds the unit's TimeoutStopSec to `stopBound`.
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -20,10 +22,16 @@ public struct GatewayRuntime: Sendable {
     public let ingest: IngestService
     public let pollers: [PollingService]
     public let pollCounters: PollCounters
+    /// Guarded writes; nil unless `commands.enabled` (then nothing subscribes).
+    public let commands: CommandService?
     private let logger: Logger
 
     /// Opens the outbox (bumping the boot counter) and builds every service. Nothing runs yet.
-    public init(configuration: GatewayConfiguration, logger: Logger) throws {
+    ///
+    /// - Parameter timeSource: every timestamp, boottime, boot id and sync status comes
+    ///   from it (the kernel's clocks; tests may pass a `ClockFile`).
+    public init(configuration: GatewayConfiguration, logger: Logger,
+                timeSource: any TimeSource = KernelClock()) throws {
         self.configuration = configuration
         self.logger = logger
         let buffer = configuration.buffer
@@ -32,7 +40,12 @@ public struct GatewayRuntime: Sendable {
                                      maxMessages: buffer.maxMessages, maxBytes: buffer.maxBytes,
                                      maxAge: buffer.maxAge,
                                      dropPolicy: buffer.dropPolicy == .dropOldest ? .dropOldest : .dropNewest),
-            logger: logger)
+            logger: logger,
+            measuring: {
+                let now = timeSource.now()
+                return MeasuredAt(boottime: now.boottime, kernelBootID: now.bootID,
+                                  synchronised: now.sync == .synchronised)
+            })
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
         let outbox = outbox
@@ -40,11 +53,17 @@ public struct GatewayRuntime: Sendable {
             SparkplugEdge(settings: settings, identity: configuration.gateway, devices: configuration.devices,
                           logger: logger, nextBdSeq: { try outbox.nextSparkplugBdSeq() })
         }
+        let sealer = Self.sealer(configuration.payload)
+        // The loader refuses commands with mqtt.format: sparkplug (DCMD is refused).
+        let commandsOn = configuration.commands.enabled
+        let commandCounters = commandsOn ? CommandCounters() : nil
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
-                                         pollCounters: pollCounters, logger: logger, sparkplug: sparkplug)
+                                         pollCounters: pollCounters, logger: logger,
+                                         sealer: sealer, timeSource: timeSource, commandCounters: commandCounters,
+                                         sparkplug: sparkplug)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
-                                   logger: logger, sealer: Self.sealer(configuration.payload),
+                                   logger: logger, sealer: sealer,
                                    sparkplug: sparkplug?.node, devices: configuration.devices,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
@@ -61,10 +80,11 @@ public struct GatewayRuntime: Sendable {
         }
         // One wind-down for all buses at shutdown, however many are stuck.
         let stopDeadline = BusStopDeadline(windDown: Self.busWindDown)
+        var writeQueues: [String: BusWriteQueue] = [:]
         pollers = order.map { key in
             var busLogger = logger
             busLogger[metadataKey: "bus"] = "\(key)"
-            let poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
+            var poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
                 case let .poll(poll):
                     sparkplug?.note(poll)  // a DBIRTH's current values
@@ -73,7 +93,26 @@ public struct GatewayRuntime: Sendable {
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
             }
+            poller.timeSource = timeSource
+            if commandsOn {
+                let queue = BusWriteQueue()
+                poller.writes = queue
+                for device in buses[key]! { writeQueues[device.name] = queue }
+            }
             return PollingService(poller: poller, stopDeadline: stopDeadline, logger: busLogger)
+        }
+        commands = try commandCounters.map { counters in
+            var commandLogger = logger
+            commandLogger[metadataKey: "audit"] = "command"
+            let uplink = forwarder.uplink
+            let service = try CommandService(
+                identity: configuration.gateway, settings: configuration.commands, devices: configuration.devices,
+                queues: writeQueues,
+                uplink: .init(publish: { message throws(MQTTPublishError) in _ = try uplink.publish(message) },
+                              subscribe: { topic throws(MQTTError) in try uplink.subscribe(topic, qos: 1) }),
+                counters: counters, logger: commandLogger)
+            forwarder.commandEvents.attach(service.handle)
+            return service
         }
     }
 

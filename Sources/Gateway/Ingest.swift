@@ -1,6 +1,7 @@
 // From polls to committed outbox rows: group commit of everything that arrived
 // while the previous commit was syncing.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -89,14 +90,17 @@ public final class IngestService: Service, Sendable {
             let gateway = identity.id
             let sealer = self.sealer
             let drafts = batch.map { poll in
+                let measured = MeasuredAt(boottime: poll.clock.boottime, kernelBootID: poll.clock.bootID,
+                                          synchronised: poll.clock.sync == .synchronised)
                 if let node = sparkplug {
                     let poll = exceptions.withLock { $0.changes(in: poll) }
-                    return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos) { boot, seq in
+                    return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos,
+                                       measured: measured) { boot, seq in
                         node.storedDData(poll, boot: boot, seq: seq)
                     }
                 }
                 let topic = identity.dataTopic(device: poll.device)
-                return OutboxDraft(topic: topic, qos: qos) { boot, seq in
+                return OutboxDraft(topic: topic, qos: qos, measured: measured) { boot, seq in
                     let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
                     return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain
                 }

@@ -1,6 +1,7 @@
-// The JSON payloads of DESIGN.md's wire contract, written by hand so the key
-// order is fixed and encoding a poll costs one pass.
+// The JSON payloads of the wire contract (docs/ARCHITECTURE.md, "The wire contract"),
+// written by hand so the key order is fixed and encoding a poll costs one pass.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Modbus
 import Outbox
@@ -14,6 +15,7 @@ public enum MessageEncoding {
         json.key("gateway"); json.string(gateway)
         json.key("device"); json.string(poll.device)
         json.key("ts"); json.string(timestamp(poll.timestamp))
+        json.key("ts_source"); json.string(TimestampSource(poll.clock.sync).rawValue)
         json.key("boot"); json.integer(boot)
         json.key("seq"); json.integer(seq)
         json.key("values"); json.beginObject()
@@ -40,7 +42,8 @@ public enum MessageEncoding {
 
     /// The retained meta payload of a device: where it is and, per tag, what it
     /// is (`{"tags":{"temperature":{"type":"int16","table":"holding","address":0,"unit":"°C"}}}`).
-    public static func deviceMeta(_ device: DeviceConfiguration, gateway: String, boot: Int64, at date: Date) -> [UInt8] {
+    public static func deviceMeta(_ device: DeviceConfiguration, gateway: String, boot: Int64, at date: Date,
+                                  clock: ClockStatus? = nil) -> [UInt8] {
         var json = JSONWriter()
         json.beginObject()
         json.key("gateway"); json.string(gateway)
@@ -76,6 +79,10 @@ public enum MessageEncoding {
         json.endObject()
         json.key("boot"); json.integer(boot)
         json.key("ts"); json.string(timestamp(date))
+        if let clock {
+            json.key("ts_source"); json.string(TimestampSource(clock.sync).rawValue)
+            json.key("time_source"); json.string(clock.source)
+        }
         json.endObject()
         return json.bytes
     }
@@ -84,7 +91,8 @@ public enum MessageEncoding {
     /// clean offline status, each naming the MQTT connection (`session`) it belongs to.
     ///
     /// `{"state":"online","gateway":…,"boot":…,"session":…,"ts":…,"stats_interval_ms":…,
-    /// ["previous_boot":…,"previous_boot_last_seq":…,]["outbox_quarantined":…][,"boot_recovered_above":…,"boot_recovered_from":"state_file"|"quarantined_outbox"]}` or
+    /// ["previous_boot":…,"previous_boot_last_seq":…,]["outbox_quarantined":…][,"boot_recovered_above":…,"boot_recovered_from":"state_file"|"quarantined_outbox"]
+    /// [,"ts_source":…,"time_source":…[,"clock_maxerror_ms":…],"kernel_boot_id":…]}` or
     /// `{"state":"offline","reason":"connection lost"|"shutdown","gateway":…,"boot":…,"session":…,"ts":…}`.
     /// Consumers order these by `(boot, session)`, never by `ts`.
     public static func gatewayStatus(_ status: GatewayStatus, gateway: String, boot: Int64, session: Int,
@@ -101,6 +109,9 @@ public enum MessageEncoding {
         json.key("ts"); json.string(timestamp(date))
         if case let .online(birth) = status {
             json.key("stats_interval_ms"); json.integer(Int64(birth.statsInterval / .milliseconds(1)))
+            if let server = birth.server {
+                json.key("server"); json.string(server)
+            }
             if let previous = birth.previousBoot {
                 json.key("previous_boot"); json.integer(previous.boot)
                 json.key("previous_boot_last_seq"); json.integer(previous.lastSeq)
@@ -111,6 +122,14 @@ public enum MessageEncoding {
             if let recovery = birth.bootRecovery {
                 json.key("boot_recovered_above"); json.integer(recovery.previousBoot)
                 json.key("boot_recovered_from"); json.string(recovery.source.rawValue)
+            }
+            if let clock = birth.clock {
+                json.key("ts_source"); json.string(TimestampSource(clock.sync).rawValue)
+                json.key("time_source"); json.string(clock.source)
+                if let maxError = clock.maxErrorMilliseconds {
+                    json.key("clock_maxerror_ms"); json.integer(maxError)
+                }
+                json.key("kernel_boot_id"); json.string(clock.bootID)
             }
         }
         json.endObject()
@@ -150,12 +169,21 @@ public enum MessageEncoding {
     }
 
     /// A flat object of integer counters (the stats topic), keys in the given order.
-    public static func counters(_ fields: [(String, Int64?)], gateway: String, boot: Int64, at date: Date) -> [UInt8] {
+    /// With `sync`, `ts_source` follows `ts` (the sync status of the clock that gave it);
+    /// with `server`, the broker this connection is on.
+    public static func counters(_ fields: [(String, Int64?)], gateway: String, boot: Int64, at date: Date,
+                                sync: ClockSync? = nil, server: String? = nil) -> [UInt8] {
         var json = JSONWriter()
         json.beginObject()
         json.key("gateway"); json.string(gateway)
         json.key("boot"); json.integer(boot)
         json.key("ts"); json.string(timestamp(date))
+        if let sync {
+            json.key("ts_source"); json.string(TimestampSource(sync).rawValue)
+        }
+        if let server {
+            json.key("server"); json.string(server)
+        }
         for (key, value) in fields {
             json.key(key)
             if let value { json.integer(value) } else { json.null() }
@@ -206,13 +234,18 @@ public enum GatewayStatus: Sendable {
         public var quarantinedOutbox: String?
         /// Set when the outbox did not hold the last boot: the boot found elsewhere and where.
         public var bootRecovery: BootRecovery?
+        /// The clock's status when the birth is sent (its source, sync, kernel boot).
+        public var clock: ClockStatus?
+        /// The broker (`host:port`) this connection is on, of `mqtt.servers`.
+        public var server: String?
 
         public init(statsInterval: Duration, previousBoot: OutboxBootEnd?, quarantinedOutbox: String?,
-                    bootRecovery: BootRecovery? = nil) {
+                    bootRecovery: BootRecovery? = nil, clock: ClockStatus? = nil) {
             self.statsInterval = statsInterval
             self.previousBoot = previousBoot
             self.quarantinedOutbox = quarantinedOutbox
             self.bootRecovery = bootRecovery
+            self.clock = clock
         }
     }
 
@@ -242,6 +275,17 @@ struct JSONWriter {
 
     mutating func endObject() {
         bytes.append(UInt8(ascii: "}"))
+        needsComma = true
+    }
+
+    mutating func beginArray() {
+        separate()
+        bytes.append(UInt8(ascii: "["))
+        needsComma = false
+    }
+
+    mutating func endArray() {
+        bytes.append(UInt8(ascii: "]"))
         needsComma = true
     }
 

@@ -209,9 +209,10 @@ struct SchemaReader {
         guard var root = MappingReader(document, hint: "the file must be a mapping with gateway:, mqtt: and devices:")
         else { return nil }
 
-        let gateway = root.required(
+        let gatewaySection = root.required(
             "gateway", hint: "add a gateway: section with at least id: <gateway id>"
         ).flatMap(identity)
+        let gateway = gatewaySection?.identity
         let mqtt = root.required(
             "mqtt", message: "missing broker: there is no mqtt section",
             hint: "add mqtt: with at least host: <broker address>"
@@ -221,13 +222,16 @@ struct SchemaReader {
         let logLevel = root.optional("log_level").map { $0.choice(LogLevel.self) } ?? .info
         let devices = root.required(
             "devices", hint: "add devices: with at least one device and its tags"
-        ).flatMap { self.devices($0, identity: gateway) }
+        ).flatMap { self.devices($0, identity: gateway, dots: gatewaySection?.dots ?? .refused) }
         let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
         let sparkplugValue = root.optional("sparkplug")
         let sparkplug = sparkplugValue.map(sparkplugSettings)
+        let commandsValue = root.optional("commands")
+        let commands = commandsValue.map(commandSettings) ?? CommandSettings()
         root.finish()
         let sparkplugChecked = checkSparkplug(format: mqtt?.format, section: sparkplug, sectionValue: sparkplugValue,
                                               payload: payload, payloadValue: root.optional("payload"),
+                                              commands: commands, commandsValue: commandsValue,
                                               document: document)
 
         if let gateway, let buffer, let devices, let payload, let maxBytes = buffer.maxBytes,
@@ -235,30 +239,34 @@ struct SchemaReader {
             checkRoom(maxBytes, in: bufferValue, identity: gateway, devices: devices, payload: payload)
         }
 
-        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload,
+        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload, let commands,
               let sparkplugChecked else { return nil }
         var configuration = GatewayConfiguration(
             gateway: gateway, mqtt: mqtt, buffer: buffer, replay: replay, devices: devices, logLevel: logLevel)
         configuration.payload = payload
         configuration.sparkplug = sparkplugChecked
+        configuration.commands = commands
         return configuration
     }
 
     // MARK: gateway
 
-    private func identity(_ value: YAMLValue) -> GatewayIdentity? {
+    private func identity(_ value: YAMLValue) -> (identity: GatewayIdentity, dots: TopicDots)? {
         guard var section = MappingReader(value, hint: "write gateway: as a mapping, e.g. gateway: { id: gw-01 }")
         else { return nil }
+        let dots = section.optional("allow_dots_in_topics").map { value -> TopicDots? in
+            value.boolean(hint: "write allow_dots_in_topics: true or false").map { $0 ? .allowed : .refused }
+        } ?? .refused
         let idValue = section.required(
             "id", hint: "add id: <name of this gateway>; it becomes a topic level <prefix>/<id>/...")
-        let id = idValue.flatMap { topicLevel($0, what: "gateway id") }
+        let id = idValue.flatMap { topicLevel($0, what: "gateway id", dots: dots ?? .refused) }
         let prefixValue = section.optional("topic_prefix")
-        let prefix = prefixValue.map(topicPrefix) ?? "edge"
+        let prefix = prefixValue.map { topicPrefix($0, dots: dots ?? .refused) } ?? "edge"
         let statsInterval = section.optional("stats_interval")
             .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(60)
         section.finish()
 
-        guard let id, let prefix, let statsInterval else { return nil }
+        guard let id, let prefix, let statsInterval, let dots else { return nil }
         let identity = GatewayIdentity(id: id, topicPrefix: prefix, statsInterval: statsInterval)
         // Every topic of the gateway itself; the devices' topics are checked with each device.
         for topic in [identity.statusTopic, identity.statsTopic, identity.gapsTopic] {
@@ -267,38 +275,60 @@ struct SchemaReader {
             (culprit ?? value).report(problem, hint: "shorten gateway.topic_prefix or gateway.id: MQTT topics are at most 65535 bytes")
             return nil
         }
-        return identity
+        return (identity, dots)
     }
 
-    private func topicLevel(_ value: YAMLValue, what: String) -> String? {
+    private func topicLevel(_ value: YAMLValue, what: String, dots: TopicDots) -> String? {
         guard let name = value.string() else { return nil }
         guard TopicSyntax.isLevelName(name) else {
             value.report("\(what) '\(Excerpt.of(name))' is not a valid MQTT topic level",
                          hint: "use only \(TopicSyntax.levelCharacters); no '/', '+', '#' or spaces")
             return nil
         }
-        return name
+        return checkDots(in: name, of: value, what: what, dots: dots) ? name : nil
     }
 
-    private func topicPrefix(_ value: YAMLValue) -> String? {
+    /// A '.' in a topic: refused, or with `gateway.allow_dots_in_topics: true` a warning.
+    /// Returns false when refused.
+    private func checkDots(in text: String, of value: YAMLValue, what: String, dots: TopicDots) -> Bool {
+        guard text.contains(".") else { return true }
+        let shown = Excerpt.of(text)
+        switch dots {
+        case .refused:
+            value.report("\(what) '\(shown)' contains '.': \(TopicSyntax.whyNoDots)",
+                         hint: "use '-' or '_' instead (e.g. '\(Excerpt.of(text.replacingOccurrences(of: ".", with: "-")))'), "
+                             + "or set gateway.allow_dots_in_topics: true if every broker on the way keeps '.' (mosquitto does)")
+            return false
+        case .allowed:
+            log.warn(value.path, at: value.mark,
+                     "\(what) '\(shown)' contains '.' (allowed by gateway.allow_dots_in_topics): \(TopicSyntax.whyNoDots)",
+                     hint: "keep it only while every broker on the way keeps '.'; '-' or '_' work everywhere")
+            return true
+        }
+    }
+
+    private func topicPrefix(_ value: YAMLValue, dots: TopicDots) -> String? {
         guard let prefix = value.string() else { return nil }
         if let problem = TopicSyntax.prefixProblem(prefix) {
             value.report(problem, hint: "write topic levels separated by single '/', e.g. edge or plant-a/edge")
             return nil
         }
+        guard checkDots(in: prefix, of: value, what: "topic prefix", dots: dots) else { return nil }
         return prefix
     }
 
     // MARK: mqtt
 
-    private func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
+    func mqttSettings(_ value: YAMLValue, gatewayID: String?) -> MQTTSettings? {
         guard var section = MappingReader(value, hint: "write mqtt: as a mapping with host:, port:, ...")
         else { return nil }
-        let host = section.required(
+        let hasServers = section.contains("servers")
+        let hostValue = hasServers ? section.optional("host") : section.required(
             "host", message: "missing broker: mqtt has no host",
-            hint: "add host: <broker address>, e.g. host: 10.8.0.1"
-        ).flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
-        let port = section.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
+            hint: "add host: <broker address>, e.g. host: 10.8.0.1 (or servers: [{ host: a }, { host: b }] for a failover list)")
+        let portValue = section.optional("port")
+        var host = hostValue.flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
+        var port = portValue.map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 1883
         let clientID = section.optional("client_id").map { value -> String? in
             guard let id = value.string() else { return nil }
             guard (1...65535).contains(id.utf8.count) else {
@@ -311,6 +341,13 @@ struct SchemaReader {
         let qos = section.optional("qos").map {
             $0.integer(in: 0...2, rangeHint: "QoS is 0 (at most once), 1 (at least once) or 2 (exactly once)")
         } ?? 1
+        if qos == 2, let qosValue = section.optional("qos") {
+            log.warn(qosValue.path, at: qosValue.mark,
+                     "QoS 2 is not supported by some brokers: RabbitMQ answers it with PUBACK, which ends the "
+                         + "connection (the gateway then says so and backs off); AWS IoT Core refuses it",
+                     hint: "use qos: 1 unless the broker is known to support QoS 2 (mosquitto does): the outbox resends "
+                         + "until PUBACK and every data message carries (boot, seq) for consumers to drop duplicates")
+        }
         let maxInflight = section.optional("max_inflight").map { $0.integer(in: 1...65535) } ?? 100
         let reconnectMin = section.optional("reconnect_min")
             .map { $0.duration(in: .milliseconds(10) ... .seconds(86_400)) } ?? .seconds(1)
@@ -327,21 +364,80 @@ struct SchemaReader {
             }
             reconnectMax = nil
         }
+        let serversValue = section.optional("servers")
+        let servers = serversValue.flatMap(mqttServers)  // nil when absent or wrong
+        if let serversValue {
+            if hostValue != nil || portValue != nil {
+                serversValue.report("mqtt has both servers: and host:/port:",
+                                    hint: "list every broker under servers: (the first is preferred) and remove host: and port:")
+            }
+            host = servers?.first?.host
+            port = servers?.first?.port
+        }
+        let failbackAfter = section.optional("failback_after")
+            .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(300)
+        let protocolVersion = section.optional("protocol")
+            .map { $0.choice(MQTTProtocolVersion.self, aliases: ["3": .v311, "311": .v311, "5.0": .v5]) } ?? .v311
         let security = mqttSecurity(&section)
         let binding = mqttBinding(&section)
         let format = section.optional("format").map { $0.choice(MessageFormat.self) } ?? .json
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax, let security, let binding, let format
+              let reconnectMin, let reconnectMax, let security, let binding, let format, let failbackAfter,
+              let protocolVersion
         else { return nil }
         var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
-        security.apply(to: &settings, portWritten: section.contains("port"))
+        settings.failbackAfter = failbackAfter
+        settings.protocolVersion = protocolVersion
+        security.apply(to: &settings, portWritten: portValue != nil)
+        if let list = servers {
+            // A server without port: gets the default of the connection (8883 with TLS).
+            let defaultPort = settings.tls == nil ? 1883 : 8883
+            let resolved = list.map { MQTTServer(host: $0.host, port: $0.port == 0 ? defaultPort : $0.port) }
+            for (index, server) in resolved.enumerated() where resolved[..<index].contains(server) {
+                serversValue?.report("mqtt.servers[\(index)] (\(server.endpoint)) is listed twice",
+                                     hint: "list each broker once")
+                return nil
+            }
+            settings.host = resolved[0].host
+            settings.port = resolved[0].port
+            settings.failover = Array(resolved.dropFirst())
+        }
         (settings.bindInterface, settings.bindAddress) = binding
         settings.format = format
         return settings
+    }
+
+    /// `mqtt.servers`: brokers in order of preference, each `{ host, port }`; a port
+    /// left out is 0 here and becomes the connection's default once TLS is known.
+    private func mqttServers(_ value: YAMLValue) -> [MQTTServer]? {
+        guard let items = value.list(itemName: "server", hint: "write servers: as a list, e.g. servers: [{ host: a }, { host: b, port: 1884 }]")
+        else { return nil }
+        guard !items.isEmpty else {
+            value.report("mqtt.servers is empty", hint: "list at least one broker, e.g. servers: [{ host: 10.8.0.1 }]")
+            return nil
+        }
+        var servers: [MQTTServer] = []
+        var failed = false
+        for item in items {
+            guard var entry = MappingReader(item, hint: "write each server as { host: <address>, port: <port> }") else {
+                failed = true
+                continue
+            }
+            let host = entry.required("host", hint: "add host: <broker address>")
+                .flatMap { nonEmptyString($0, hint: "write the broker's host name or IP address") }
+            let port = entry.optional("port").map { $0.integer(in: 1...65535, rangeHint: "TCP ports are 1...65535") } ?? 0
+            entry.finish()
+            guard let host, let port else {
+                failed = true
+                continue
+            }
+            servers.append(MQTTServer(host: host, port: port))
+        }
+        return failed ? nil : servers
     }
 
     /// `bind_interface` / `bind_address` (at most one): where the connection must come from.
@@ -494,7 +590,7 @@ struct SchemaReader {
         var transport: ModbusTransport?
     }
 
-    private func devices(_ value: YAMLValue, identity: GatewayIdentity?) -> [DeviceConfiguration]? {
+    private func devices(_ value: YAMLValue, identity: GatewayIdentity?, dots: TopicDots) -> [DeviceConfiguration]? {
         guard let items = value.list(
             itemName: "device", hint: "write each device as a list item starting with '- name: ...'")
         else { return nil }
@@ -504,7 +600,7 @@ struct SchemaReader {
         }
         var keys: [DeviceKey] = []
         let devices = items.enumerated().map { index, item in
-            device(item, index: index, identity: identity, keys: &keys)
+            device(item, index: index, identity: identity, dots: dots, keys: &keys)
         }
         checkUniqueNames(keys)
         checkDistinctUnits(keys)
@@ -546,14 +642,14 @@ struct SchemaReader {
         }
     }
 
-    private func device(_ value: YAMLValue, index: Int, identity: GatewayIdentity?,
+    private func device(_ value: YAMLValue, index: Int, identity: GatewayIdentity?, dots: TopicDots,
                         keys: inout [DeviceKey]) -> DeviceConfiguration? {
         guard var section = MappingReader(value, hint: "write each device as a mapping with name:, tcp:, tags:")
         else { return nil }
         let nameValue = section.required(
             "name", hint: "add name: <device>; it becomes the topic level <prefix>/<gw>/<device>/data")
         let name = nameValue.flatMap { value -> String? in
-            guard let name = topicLevel(value, what: "device name") else { return nil }
+            guard let name = topicLevel(value, what: "device name", dots: dots) else { return nil }
             guard let identity else { return name }
             let topics = [identity.dataTopic(device: name), identity.deviceStatusTopic(device: name),
                           identity.deviceMetaTopic(device: name)]
@@ -776,6 +872,7 @@ struct SchemaReader {
         } else if let percentValue {
             deadband = nonNegative(percentValue).map { .percent($0) }
         }
+        let writeGuard = self.writeGuard(&section)
         section.finish()
 
         // Combinations of table, type, bit and length.
@@ -836,11 +933,13 @@ struct SchemaReader {
         if case .some(.none) = pollInterval { return (nil, validName) }
         if case .some(.none) = unit { return (nil, validName) }
         if type == .bool, !table.holdsBits, bit == nil { return (nil, validName) }
-        return (TagConfiguration(name: name, table: table, address: address, type: type,
-                                 byteOrder: byteOrder, scale: scale, offset: offset, bit: bit,
-                                 length: type == .string ? length ?? 1 : 1, unit: unit ?? nil,
-                                 pollInterval: pollInterval ?? nil, deadband: deadband),
-                nameValue)
+        var tag = TagConfiguration(name: name, table: table, address: address, type: type,
+                                   byteOrder: byteOrder, scale: scale, offset: offset, bit: bit,
+                                   length: type == .string ? length ?? 1 : 1, unit: unit ?? nil,
+                                   pollInterval: pollInterval ?? nil, deadband: deadband)
+        guard let writeGuard, checkWriteGuard(writeGuard, of: tag) else { return (nil, validName) }
+        (tag.writable, tag.minimum, tag.maximum) = (writeGuard.writable, writeGuard.minimum, writeGuard.maximum)
+        return (tag, nameValue)
     }
 
     private func nonNegative(_ value: YAMLValue) -> Double? {

@@ -14,6 +14,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var payload = PayloadSettings()
     /// The `sparkplug:` section; set exactly when `mqtt.format` is `sparkplug`.
     public var sparkplug: SparkplugSettings?
+    /// Guarded writes to `writable` tags (`commands:`); off by default.
+    public var commands = CommandSettings()
     /// Things the loader accepted but an operator should change (e.g. a password
     /// written in gateway.yaml). Logged at startup, printed by `check-config`.
     public var warnings: [ConfigProblem] = []
@@ -63,9 +65,38 @@ public struct GatewayIdentity: Sendable, Equatable {
     public func deviceMetaTopic(device: String) -> String { "\(topicPrefix)/\(id)/\(device)/meta" }
 }
 
-public struct MQTTSettings: Sendable, Equatable {
+/// `mqtt.protocol`: the MQTT version spoken to the broker.
+public enum MQTTProtocolVersion: String, Sendable, Equatable, CaseIterable {
+    case v311 = "3.1.1"
+    /// Reason codes on PUBACK: a broker's refusal of a message is seen (and the row kept).
+    case v5 = "5"
+}
+
+/// One broker of `mqtt.servers`.
+public struct MQTTServer: Sendable, Equatable {
     public var host: String
     public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public var endpoint: String { "\(host):\(port)" }
+}
+
+public struct MQTTSettings: Sendable, Equatable {
+    /// The first (preferred) broker: `mqtt.host`/`port` or the first of `mqtt.servers`.
+    public var host: String
+    public var port: Int
+    /// The brokers after the first in `mqtt.servers`, tried in order when those
+    /// before them fail; empty for a single broker.
+    public var failover: [MQTTServer] = []
+    /// `mqtt.failback_after`: how long the gateway stays on a later server before it
+    /// tries the first again.
+    public var failbackAfter: Duration = .seconds(300)
+    /// `mqtt.protocol` (default 3.1.1).
+    public var protocolVersion: MQTTProtocolVersion = .v311
     /// MQTT client id; defaults to the gateway id.
     public var clientID: String
     public var keepalive: Duration
@@ -111,6 +142,9 @@ public struct MQTTSettings: Sendable, Equatable {
         self.reconnectMin = reconnectMin
         self.reconnectMax = reconnectMax
     }
+
+    /// Every broker, in the order they are tried.
+    public var servers: [MQTTServer] { [MQTTServer(host: host, port: port)] + failover }
 }
 
 /// The SQLite store-and-forward outbox.
@@ -379,6 +413,11 @@ public struct TagConfiguration: Sendable, Equatable {
     public var pollInterval: Duration?
     /// Report by exception: change needed before a new value is published.
     public var deadband: Deadband
+    /// `writable: true`: commands may set it (holding registers and coils only).
+    public var writable = false
+    /// Bounds of a commanded value (published units, after scale and offset); `nil`: the type's range.
+    public var minimum: Double? = nil
+    public var maximum: Double? = nil
 
     public init(
         name: String,

@@ -385,7 +385,7 @@ extension SchemaReader {
 
     /// One `keys:` item, its key file read and checked now (so a malformed key
     /// stops `check-config` and `run` with the file's YAML path and line).
-    private func payloadKey(_ value: YAMLValue) -> (setting: PayloadSettings.Key, key: SealingKey)? {
+    func payloadKey(_ value: YAMLValue) -> (setting: PayloadSettings.Key, key: SealingKey)? {
         guard var section = MappingReader(value, hint: "write each key as { id: k1, file: /etc/edge-gateway/k1.key }")
         else { return nil }
         let id = section.required("id", hint: "add id: <key id>; it is the kid of every message sealed with it")

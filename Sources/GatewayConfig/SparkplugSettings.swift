@@ -70,6 +70,7 @@ extension SchemaReader {
     /// Returns nil on a problem, else the settings (nil for `json`).
     func checkSparkplug(format: MessageFormat?, section: SparkplugSettings??, sectionValue: YAMLValue?,
                         payload: PayloadSettings?, payloadValue: YAMLValue?,
+                        commands: CommandSettings? = nil, commandsValue: YAMLValue? = nil,
                         document: YAMLValue) -> SparkplugSettings?? {
         guard let format else { return nil }  // mqtt: was reported
         switch format {
@@ -91,6 +92,13 @@ extension SchemaReader {
                 log.report("payload.seal", at: payloadValue?.mark ?? document.mark,
                            "payload.seal cannot be used with mqtt.format: sparkplug: Sparkplug hosts cannot open sealed envelopes",
                            hint: "set payload.seal: none (TLS still protects the connection), or use format: json")
+                return nil
+            }
+            if let commands, commands.enabled {
+                // Guarded writes are a JSON-scheme feature; a Sparkplug node refuses DCMD.
+                log.report("commands.enabled", at: commandsValue?.mark ?? document.mark,
+                           "commands cannot be enabled with mqtt.format: sparkplug: the gateway refuses Sparkplug DCMD and subscribes to no JSON command topic",
+                           hint: "set commands.enabled: false, or use format: json for guarded writes")
                 return nil
             }
             return .some(settings)

@@ -105,9 +105,24 @@ enum ByteSizeSyntax {
     }
 }
 
+/// Whether '.' may appear in the gateway's topics (`gateway.allow_dots_in_topics`).
+enum TopicDots {
+    case refused
+    /// Allowed, with a warning.
+    case allowed
+}
+
 /// MQTT topic names (MQTT 3.1.1 §1.5.3, §4.7): UTF-8 (a Swift `String` always is),
 /// at most 65,535 bytes, no U+0000, no control characters, no wildcards.
 enum TopicSyntax {
+    /// Why a '.' in a topic is refused by default.
+    /// (RabbitMQ's MQTT plugin turns '/' into '.' for its AMQP routing keys and back,
+    /// so 'a.b/c' reaches subscribers as 'a/b/c'. The other characters of a level,
+    /// letters, digits, '-' and '_', pass every broker unchanged.)
+    static let whyNoDots = "RabbitMQ routes MQTT over its own '.'-separated routing keys and delivers '.' "
+        + "as '/', so consumers' wildcard subscriptions miss these messages and sealed "
+        + "messages fail to open (their topic is authenticated)"
+
     static let levelCharacters = "letters, digits, '_', '.' and '-'"
     /// The longest topic MQTT can carry: its length is a 16-bit number.
     static let maximumBytes = 65_535

@@ -5,12 +5,25 @@ import Foundation
 import Logging
 import Synchronization
 
+/// An MQTT 5 user property (name, value).
+public struct MQTTUserProperty: Sendable, Equatable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
 /// One MQTT application message.
 public struct MQTTMessage: Sendable, Equatable {
     public var topic: String
     public var payload: [UInt8]
     public var qos: Int
     public var retain: Bool
+    /// Sent under MQTT 5 only (3.1.1 has no properties).
+    public var userProperties: [MQTTUserProperty] = []
 
     public init(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) {
         self.topic = topic
@@ -22,8 +35,16 @@ public struct MQTTMessage: Sendable, Equatable {
 
 /// Where and how to connect.
 public struct MQTTUplinkSettings: Sendable {
+    /// The first (preferred) broker.
     public var host: String
     public var port: Int
+    /// Brokers tried in order after the first fails (`mqtt.servers`); empty for one broker.
+    public var failover: [MQTTServerAddress] = []
+    /// How long a connection to a later server is kept before the first is tried again.
+    public var failbackAfter: Duration = .seconds(300)
+    /// MQTT 5 instead of 3.1.1: PUBACK reason codes, so a refused message is reported
+    /// as `.refused`, never as `.published`.
+    public var mqtt5 = false
     public var clientID: String
     public var keepalive: Duration
     public var maxInflight: Int
@@ -52,6 +73,18 @@ public struct MQTTUplinkSettings: Sendable {
     }
 
     public var endpoint: String { "\(host):\(port)" }
+
+    /// Every broker, in the order they are tried.
+    public var servers: [MQTTServerAddress] { [MQTTServerAddress(host: host, port: port)] + failover }
+
+    /// These settings aimed at `server` (the TLS, credential and binding settings stay).
+    func aimed(at server: MQTTServerAddress) -> MQTTUplinkSettings {
+        var settings = self
+        settings.host = server.host
+        settings.port = server.port
+        settings.failover = []
+        return settings
+    }
 }
 
 /// What the uplink reports. `session` numbers each connection; events of an
@@ -66,6 +99,9 @@ public enum MQTTEvent: Sendable {
     /// The broker acknowledged message `mid` (PUBACK for QoS 1, PUBCOMP for QoS 2),
     /// or a QoS 0 message was handed to the socket.
     case published(session: Int, mid: Int32)
+    /// MQTT 5: the broker answered message `mid` with a failure reason code (not
+    /// authorised, quota exceeded, …): it was not delivered.
+    case refused(session: Int, mid: Int32, reason: String)
     /// A message arrived on a subscription.
     case message(MQTTMessage)
 }
@@ -132,6 +168,8 @@ public final class MQTTUplink: Sendable {
     private let wakeUp = DispatchSemaphore(value: 0)
     private let networkThread = Mutex(NetworkThreadState())
     private let started = Atomic<Bool>(false)
+    /// The broker of the live connection and its session.
+    private let connectedServer = Mutex<(session: Int, server: MQTTServerAddress)?>(nil)
 
     /// Whether the network thread has ended, and who waits for it (`stop`).
     private struct NetworkThreadState {
@@ -174,17 +212,41 @@ public final class MQTTUplink: Sendable {
                                                  payloadBytes: message.payload.count)
             }
             var mid: Int32 = 0
+            var properties: OpaquePointer? = nil
+            if settings.mqtt5 {
+                for property in message.userProperties {
+                    let rc = mosquitto_property_add_string_pair(&properties, Int32(MQTT_PROP_USER_PROPERTY.rawValue),
+                                                                property.name, property.value)
+                    let code = errno
+                    guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                        mosquitto_property_free_all(&properties)
+                        throw MQTTPublishError.mosquitto(rc, errno: code, topic: message.topic,
+                                                         payloadBytes: message.payload.count)
+                    }
+                }
+            }
+            // libmosquitto copies the properties: they are freed here either way.
+            defer { mosquitto_property_free_all(&properties) }
             let (rc, savedErrno) = message.payload.withUnsafeBytes { bytes in
-                let rc = mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
-                                           Int32(message.qos), message.retain)
+                let rc = properties == nil
+                    ? mosquitto_publish(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                        Int32(message.qos), message.retain)
+                    : mosquitto_publish_v5(handle.raw, &mid, message.topic, Int32(bytes.count), bytes.baseAddress,
+                                           Int32(message.qos), message.retain, properties)
                 return (rc, errno)
             }
             guard rc == MOSQ_ERR_SUCCESS.rawValue else {
                 throw MQTTPublishError.mosquitto(rc, errno: savedErrno, topic: message.topic,
                                                  payloadBytes: message.payload.count)
             }
+            if message.qos == 2 { handle.context.qos2Awaiting.withLock { _ = $0.insert(mid) } }
             return (handle.context.session, mid)
         }
+    }
+
+    /// The broker that connection `session` is (or was last) on, while it is the newest one.
+    public func server(ofSession session: Int) -> MQTTServerAddress? {
+        connectedServer.withLock { current in current.flatMap { $0.session == session ? $0.server : nil } }
     }
 
     /// Subscribes on the live connection (used by monitors and tests).
@@ -253,35 +315,99 @@ public final class MQTTUplink: Sendable {
             waiters.forEach { $0.resume() }
         }
         var session = 0
-        var delay = settings.reconnectMin
+        var backoff = ReconnectBackoff(minimum: settings.reconnectMin, maximum: settings.reconnectMax)
+        let servers = settings.servers
+        var rotation = ServerRotation(count: servers.count)
         while !stopRequested.load(ordering: .acquiring) {
             session += 1
-            let outcome = runSession(session)
+            let server = servers[rotation.index]
+            let failback = rotation.onLaterServer ? settings.failbackAfter : nil
+            let outcome = runSession(session, settings: settings.aimed(at: server), failbackAfter: failback)
             if stopRequested.load(ordering: .acquiring) { break }
+            let delay: Duration
             switch outcome {
             case let .failedToConnect(reason):
+                let roundFailed = rotation.failed()
+                delay = roundFailed ? backoff.ended(.failedToConnect) : .zero
                 logger.warning("cannot connect to broker", metadata: [
-                    "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "broker": "\(server.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "next_broker": "\(servers[rotation.index].endpoint)",
                 ])
                 onEvent(.connectFailed(reason: reason, retryIn: delay))
-            case let .lost(reason):
-                delay = settings.reconnectMin
+            case let .lost(lost):
+                rotation.ended()
+                delay = backoff.ended(.lost(lasted: lost.lasted, cause: lost.cause))
+                let reason = Self.explain(lost, backoff: backoff, clientID: settings.clientID)
                 logger.warning("connection to broker lost", metadata: [
-                    "broker": "\(settings.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "broker": "\(server.endpoint)", "error": "\(reason)", "retry_in": "\(delay)",
+                    "connected_for": "\(lost.lasted)",
+                ])
+                onEvent(.disconnected(session: session, reason: reason))
+            case .leftForFailback:
+                rotation.ended()
+                delay = .zero
+                let reason = "left \(server.endpoint) after \(Self.seconds(settings.failbackAfter)) (failback_after) "
+                    + "to try \(servers[0].endpoint) again"
+                logger.notice("failing back to the first broker", metadata: [
+                    "broker": "\(server.endpoint)", "first_broker": "\(servers[0].endpoint)",
                 ])
                 onEvent(.disconnected(session: session, reason: reason))
             }
-            _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
-            delay = min(delay * 2, settings.reconnectMax)
+            if delay > .zero {
+                _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
+            }
         }
+    }
+
+    /// How long CONNACK is awaited: three quarters of the keepalive (libmosquitto
+    /// closes a connection silent for a whole keepalive), at least one second.
+    static func connackWait(keepalive: Duration) -> Duration {
+        max(keepalive * 3 / 4, .seconds(1))
+    }
+
+    /// `duration` as "N s" for messages.
+    static func seconds(_ duration: Duration) -> String {
+        let milliseconds = duration / .milliseconds(1)
+        return milliseconds.truncatingRemainder(dividingBy: 1000) == 0
+            ? "\(Int(milliseconds / 1000)) s" : "\(Double(Int(milliseconds)) / 1000) s"
     }
 
     private enum SessionOutcome {
         case failedToConnect(String)
-        case lost(String)
+        case lost(LostSession)
+        /// Connected to a later server for `failback_after`: the connection was ended
+        /// the way a failure ends it (no DISCONNECT), so that broker publishes the
+        /// Last Will and its retained status does not say online for ever.
+        case leftForFailback
     }
 
-    private func runSession(_ session: Int) -> SessionOutcome {
+    /// An established connection that ended.
+    struct LostSession {
+        /// libmosquitto's error, with the broker's address.
+        var error: String
+        /// From CONNACK to the end.
+        var lasted: Duration
+        var cause: LossCause
+    }
+
+    /// The reason a lost connection is reported with: the cause in words where the
+    /// uplink can name one.
+    static func explain(_ lost: LostSession, backoff: ReconnectBackoff, clientID: String) -> String {
+        switch lost.cause {
+        case .qos2AnsweredWithPUBACK:
+            return "the broker does not support QoS 2 (answered PUBACK): use qos: 1 (\(lost.error))"
+        case .closedByBroker where backoff.closedRightAfterCONNACK >= ReconnectBackoff.closedRightAfterCONNACKWorthNaming:
+            return "the broker closed the connection \(backoff.closedRightAfterCONNACK) times right after CONNACK: "
+                + "another client with the same client id (\(clientID))? (\(lost.error))"
+        case .closedByBroker, .other:
+            return lost.error
+        }
+    }
+
+    /// One connection attempt and, if it connects, the connection, to the broker that
+    /// `settings` (this attempt's, shadowing the uplink's) names.
+    private func runSession(_ session: Int, settings: MQTTUplinkSettings, failbackAfter: Duration?) -> SessionOutcome {
+        connectedServer.withLock { $0 = (session, MQTTServerAddress(host: settings.host, port: settings.port)) }
         let context = CallbackContext(session: session, onEvent: onEvent)
         let retained = Unmanaged.passRetained(context)
         let created = mosquitto_new(settings.clientID, settings.cleanSession, retained.toOpaque())
@@ -297,10 +423,15 @@ public final class MQTTUplink: Sendable {
             _ = retained.takeRetainedValue()
         }
         mosquitto_threaded_set(raw, true)
-        _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311)
+        // Under MQTT 5 libmosquitto also applies what CONNACK announces: the server's
+        // receive maximum (it holds back publishes beyond it), maximum packet size
+        // (publish fails with MOSQ_ERR_OVERSIZE_PACKET: a broker limit) and keepalive.
+        // The session expiry interval stays 0 (no property): the outbox is the only queue.
+        _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, settings.mqtt5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311)
         _ = mosquitto_max_inflight_messages_set(raw, UInt32(settings.maxInflight))
         mosquitto_connect_callback_set(raw, onConnectCallback)
-        mosquitto_publish_callback_set(raw, onPublishCallback)
+        // The v5 callback also serves 3.1.1 (reason code always 0 there).
+        mosquitto_publish_v5_callback_set(raw, onPublishCallback)
         mosquitto_message_callback_set(raw, onMessageCallback)
         if let problem = configureSecurity(raw, context: context, settings: settings, logger: logger) {
             return .failedToConnect(problem)
@@ -325,7 +456,10 @@ public final class MQTTUplink: Sendable {
         // instead of waiting out the kernel's SYN backoff (minutes).
         let rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
         let connectErrno = errno
-        let connectDeadline = ContinuousClock.now + max(settings.keepalive, .seconds(5))
+        // Shorter than the keepalive, so this deadline, which names the cause, fires
+        // before libmosquitto's keepalive check closes the socket ("Unknown error").
+        let connackWait = Self.connackWait(keepalive: settings.keepalive)
+        let connectDeadline = ContinuousClock.now + connackWait
         guard rc == MOSQ_ERR_SUCCESS.rawValue || rc == MOSQ_ERR_CONN_PENDING.rawValue else {
             let from = source.map { " from \($0)" } ?? ""
             return .failedToConnect(describeConnectFailure(
@@ -338,12 +472,23 @@ public final class MQTTUplink: Sendable {
         current.withLock { $0 = handle }
         var loopRC = MOSQ_ERR_SUCCESS.rawValue
         var loopErrno: Int32 = 0
+        let noCONNACK = "no CONNACK from \(settings.endpoint) within \(Self.seconds(connackWait)): "
+            + "the broker accepts TCP but does not answer MQTT (a wrong port, a TLS listener, an overloaded broker?)"
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
-            loopRC = mosquitto_loop(raw, 1000, 1)
+            // Short turns before CONNACK, so the deadline is met on time.
+            let everConnected = context.everConnected.load(ordering: .acquiring)
+            loopRC = mosquitto_loop(raw, everConnected ? 1000 : 100, 1)
             loopErrno = errno
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
             if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
-                return .failedToConnect("no CONNACK from \(settings.endpoint) within \(max(settings.keepalive, .seconds(5)))")
+                return .failedToConnect(noCONNACK)
+            }
+            if let failbackAfter, let connectedAt = context.connectedAt.withLock({ $0 }),
+               ContinuousClock.now - connectedAt >= failbackAfter, !stopRequested.load(ordering: .acquiring) {
+                context.isConnected.store(false, ordering: .releasing)
+                // No DISCONNECT: the broker sees the connection drop and publishes the Will.
+                _ = shutdown(mosquitto_socket(raw), Int32(SHUT_RDWR))
+                return .leftForFailback
             }
             if stopRequested.load(ordering: .acquiring) && !context.isConnected.load(ordering: .acquiring) { break }
         }
@@ -353,7 +498,20 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(describeRefusal(refusal, settings: settings))
         }
         let reason = MQTTError.mosquitto(loopRC, errno: loopErrno, "connection to \(settings.endpoint)").message
-        if wasConnected { return .lost(reason) }
+        if wasConnected {
+            let connectedAt = context.connectedAt.withLock { $0 } ?? ContinuousClock.now
+            let cause: LossCause
+            switch loopRC {
+            case MOSQ_ERR_PROTOCOL.rawValue where !context.qos2Awaiting.withLock({ $0.isEmpty }):
+                cause = .qos2AnsweredWithPUBACK
+            case MOSQ_ERR_CONN_LOST.rawValue:
+                cause = .closedByBroker
+            default:
+                cause = .other
+            }
+            return .lost(LostSession(error: reason, lasted: ContinuousClock.now - connectedAt, cause: cause))
+        }
+        if loopRC == MOSQ_ERR_KEEPALIVE.rawValue { return .failedToConnect(noCONNACK) }
         if settings.tls == nil, loopRC == MOSQ_ERR_CONN_LOST.rawValue {
             return .failedToConnect(Self.closedBeforeCONNACK(settings: settings))
         }
@@ -398,6 +556,13 @@ final class CallbackContext: Sendable {
     let security = SecurityState()
     let isConnected = Atomic<Bool>(false)
     let everConnected = Atomic<Bool>(false)
+    /// When CONNACK came (set once, on the network thread).
+    let connectedAt = Mutex<ContinuousClock.Instant?>(nil)
+    /// Message ids of QoS 2 publishes not yet completed (PUBCOMP). Inserted after
+    /// `mosquitto_publish` returns, so a PUBCOMP could in theory come first and leave
+    /// a stale id: the only effect is that a later protocol error on this connection
+    /// is blamed on QoS 2; the connection (and the set) ends with that error anyway.
+    let qos2Awaiting = Mutex<Set<Int32>>([])
     let refusal = Mutex<String?>(nil)
 
     init(session: Int, onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
@@ -416,6 +581,7 @@ final class CallbackContext: Sendable {
 private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32) {
     let context = CallbackContext.from(user)
     if rc == 0 {
+        context.connectedAt.withLock { $0 = ContinuousClock.now }
         context.isConnected.store(true, ordering: .releasing)
         context.everConnected.store(true, ordering: .releasing)
         context.onEvent(.connected(session: context.session))
@@ -424,9 +590,17 @@ private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawP
     }
 }
 
-private func onPublishCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32) {
+private func onPublishCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32,
+                               _ reasonCode: Int32, _ properties: OpaquePointer?) {
     let context = CallbackContext.from(user)
-    context.onEvent(.published(session: context.session, mid: mid))
+    context.qos2Awaiting.withLock { _ = $0.remove(mid) }
+    // MQTT 5 §3.4.2.1: reason codes 0x80 and above are failures; the message was not accepted.
+    if reasonCode >= 0x80 {
+        let meaning = String(cString: mosquitto_reason_string(reasonCode))
+        context.onEvent(.refused(session: context.session, mid: mid, reason: "\(meaning) (reason code 0x\(String(reasonCode, radix: 16)))"))
+    } else {
+        context.onEvent(.published(session: context.session, mid: mid))
+    }
 }
 
 private func onMessageCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?,

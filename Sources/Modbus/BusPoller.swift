@@ -1,6 +1,7 @@
 // The polling loop of one field bus: a drift-free schedule over the poll groups
 // of the devices that share the bus, with backoff for unreachable devices.
 import Foundation
+import GatewayClock
 import GatewayConfig
 import Logging
 import Synchronization
@@ -19,14 +20,22 @@ public struct DevicePoll: Sendable {
 
     public var device: String
     /// When the poll started (wall clock): the `ts` of the data message.
-    public var timestamp: Date
+    public var timestamp: Date { clock.wall }
+    /// The clocks when the poll started: wall, boottime, kernel boot id, sync status.
+    public var clock: ClockReading
     /// The tags of the poll group, in the order of the device's tags.
     public var readings: [Reading]
 
-    public init(device: String, timestamp: Date, readings: [Reading]) {
+    public init(device: String, clock: ClockReading, readings: [Reading]) {
         self.device = device
-        self.timestamp = timestamp
+        self.clock = clock
         self.readings = readings
+    }
+
+    /// A poll with only a wall time: marked unsynchronised, of no known kernel boot.
+    public init(device: String, timestamp: Date, readings: [Reading]) {
+        self.init(device: device, clock: ClockReading(wall: timestamp, boottime: 0, bootID: "", sync: .unsynchronised),
+                  readings: readings)
     }
 }
 
@@ -88,10 +97,14 @@ public struct BusPoller: Sendable {
     /// deadline), and `nil` once the bus thread is back: the watchdog counts a bus
     /// waiting inside a bounded request as alive until that deadline.
     public var requestWatch: @Sendable (_ deadline: ContinuousClock.Instant?) -> Void = { _ in }
+    /// Where each poll's wall time, boottime, boot id and sync status come from.
+    public var timeSource: any TimeSource = KernelClock()
     /// Stops the bus from another thread (see `abandon()`).
     public let abandonment = BusAbandonment()
+    /// Commanded writes for this bus (BusWrites.swift); `nil` when commands are off.
+    public var writes: BusWriteQueue?
     private let emit: @Sendable (PollEvent) -> Void
-    private let logger: Logger
+    let logger: Logger
 
     public init(
         devices: [DeviceConfiguration],
@@ -145,6 +158,8 @@ public struct BusPoller: Sendable {
 
     /// Polls until the task is cancelled or the bus is abandoned.
     public func run() async {
+        // However the bus ends (also when it cannot be set up), queued writes are refused, never left waiting.
+        defer { writes?.close() }
         let clock = ContinuousClock()
         let connection: ModbusConnection
         do {
@@ -171,19 +186,31 @@ public struct BusPoller: Sendable {
 
         while !Task.isCancelled && !abandonment.isAbandoned {
             let index = slots.indices.min { slots[$0].nextDue < slots[$1].nextDue }!
-            do {
-                try await Task.sleep(until: slots[index].nextDue, clock: clock)
-            } catch {
-                return  // cancelled: shutdown
+            if let writes {
+                // Writes go first, between two polls; a new one cuts the wait short.
+                runWrites(writes.takeAll(), connection: connection) { (states[$0].online == true, states[$0].lastError) }
+                if clock.now < slots[index].nextDue {
+                    await writes.wait(until: slots[index].nextDue)
+                    if Task.isCancelled { return }
+                    continue
+                }
+            } else {
+                do {
+                    try await Task.sleep(until: slots[index].nextDue, clock: clock)
+                } catch {
+                    return  // cancelled: shutdown
+                }
             }
             let deviceIndex = slots[index].device
             let device = devices[deviceIndex]
             connection.setResponseTimeout(device.timeout)
             if let byteTimeout = device.byteTimeout { connection.setByteTimeout(byteTimeout) }
-            let timestamp = Date()
+            let stamp = timeSource.now()
             let outcome = poll(device, slot: &slots[index], connection: connection)
             // Abandoned meanwhile: the outcome (likely the shut-down socket's error) is nobody's business.
             if abandonment.isAbandoned { return }
+            // Stopping (the task is cancelled): a poll the stop cut short says nothing about the device.
+            if Task.isCancelled, case .failure = outcome { return }
             switch outcome {
             case let .success((readings, answersMalformed)):
                 // A malformed answer is a tag error (the device answered), and a failed poll in the stats.
@@ -195,7 +222,7 @@ public struct BusPoller: Sendable {
                 states[deviceIndex].online = true
                 states[deviceIndex].lastError = nil
                 if slots[index].filter.admit(readings, at: clock.now) {
-                    report(.poll(DevicePoll(device: device.name, timestamp: timestamp, readings: readings)))
+                    report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings)))
                 } else {
                     counters.recordUnchanged()
                 }

@@ -74,7 +74,8 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
 /// and checks the whole MBAP header of the answer (see `TCPReadFrame`) before
 /// decoding it; libmodbus still connects and reads the answer's bytes.
 public final class ModbusConnection {
-    private let context: OpaquePointer
+    /// Used on the bus thread only (ModbusWrites.swift writes through it too).
+    let context: OpaquePointer
     /// `host:port` or the serial port, for messages.
     public let endpoint: String
     public private(set) var isConnected = false
@@ -178,7 +179,7 @@ public final class ModbusConnection {
         return words
     }
 
-    private func selectUnit(_ unit: Int) throws(ModbusError) {
+    func selectUnit(_ unit: Int) throws(ModbusError) {
         guard modbus_set_slave(context, Int32(unit)) == 0 else {
             throw ModbusError(kind: .setup, message: "unit id \(unit) rejected by libmodbus")
         }
@@ -221,7 +222,7 @@ public final class ModbusConnection {
         }
     }
 
-    private func check(_ received: Int32, errno code: Int32, expected: Int, what: String) throws(ModbusError) {
+    func check(_ received: Int32, errno code: Int32, expected: Int, what: String) throws(ModbusError) {
         if received == -1 {
             let error = ModbusError.fromErrno(code, context: "\(what) at \(endpoint)")
             if error.kind == .connection { close() }

@@ -123,6 +123,16 @@ public final class ModbusSimulator: @unchecked Sendable {
         }
     }
 
+    /// The holding registers as the server holds them now (what a write left there).
+    public func holdingRegisters(_ address: Int, count: Int) -> [UInt16] {
+        lock.withLock { (0..<count).map { mapping.pointee.tab_registers[address + $0] } }
+    }
+
+    /// The coils as the server holds them now.
+    public func coils(_ address: Int, count: Int) -> [Bool] {
+        lock.withLock { (0..<count).map { mapping.pointee.tab_bits[address + $0] != 0 } }
+    }
+
     public func setInputRegisters(_ address: Int, _ words: [UInt16]) {
         lock.withLock {
             for (offset, word) in words.enumerated() { mapping.pointee.tab_input_registers[address + offset] = word }

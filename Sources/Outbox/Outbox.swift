@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Logging
+import Synchronization
 
 /// The store-and-forward buffer of the gateway: an SQLite file (WAL) holding every data
 /// message from the moment it is committed until the broker acknowledged it.
@@ -33,7 +34,9 @@ public final class Outbox: Sendable {
     let database: DatabaseQueue  // internal: SparkplugBdSeq.swift uses it too
     private let logger: Logger
     private let now: @Sendable () -> Date
-    private let state = Locked(MemoryState())
+    private let measuring: (@Sendable () -> MeasuredAt)?
+    /// The in-memory state beside SQLite, touched from GRDB's queue and from callers' tasks.
+    private let state = Mutex(MemoryState())
     private let reserve: ReserveFile
     /// Held while the outbox is open: no second process uses the file.
     private let lock: OutboxLock
@@ -65,18 +68,22 @@ public final class Outbox: Sendable {
     /// and records it in the boot file; seq starts at 1.
     ///
     /// - Parameter now: the wall clock used for `createdAt`, `max_age` and ages (tests pass their own).
+    /// - Parameter measuring: boottime and kernel boot now, when known: `max_age` then ages the
+    ///   rows of the current kernel boot by boottime, not by a wall clock that may have stepped.
     /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory,
     ///   `.inUse` with the pid of the process holding the outbox, …).
     public init(
         settings: OutboxSettings,
         logger: Logger,
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() },
+        measuring: (@Sendable () -> MeasuredAt)? = nil
     ) throws {
         var logger = logger
         logger[metadataKey: "outbox"] = "\(settings.path)"
         self.settings = settings
         self.logger = logger
         self.now = now
+        self.measuring = measuring
 
         let path = settings.path
         try Self.prepareDirectory(of: path)
@@ -216,9 +223,9 @@ public final class Outbox: Sendable {
         Self.consumeSeqs(for: unrecordedLoss, meta: &meta, ledger: &ledger)
 
         if let maxAge = settings.maxAge {
-            let cutoff = createdAt - Self.milliseconds(maxAge)
+            let age = MessageAge(maxAge: Self.milliseconds(maxAge), wallNow: createdAt, measuredNow: measuring?())
             _ = try OutboxStore.dropOldest(db, meta: &meta, ledger: &ledger) { _, row in
-                row.createdAt < cutoff ? .maxAge : nil
+                age.expired(row) ? .maxAge : nil
             }
         }
 
@@ -240,14 +247,14 @@ public final class Outbox: Sendable {
             }
             let id = try OutboxStore.insert(
                 db, boot: meta.boot, seq: seq, topic: draft.topic, qos: draft.qos,
-                createdAt: createdAt, size: size, payload: payload)
+                createdAt: createdAt, size: size, payload: payload, measured: draft.measured)
             meta.bufferedMessages += 1
             meta.bufferedBytes += size
             meta.committedTotal += 1
             meta.committedThisBoot += 1
             committed.append(OutboxMessage(
                 id: id, boot: meta.boot, seq: seq, topic: draft.topic, qos: draft.qos,
-                payload: payload, createdAt: Date(outboxMilliseconds: createdAt)))
+                payload: payload, createdAt: Date(outboxMilliseconds: createdAt), measured: draft.measured))
         }
 
         if settings.dropPolicy == .dropOldest, overLimit(meta, ceiling: ceiling) != nil {
@@ -513,7 +520,8 @@ public final class Outbox: Sendable {
         do {
             return try await database.read { db in
                 let statement = try db.cachedStatement(sql: """
-                    SELECT id, boot, seq, topic, qos, created_at, payload FROM message
+                    SELECT id, boot, seq, topic, qos, created_at, payload,
+                           boottime_ns, kernel_boot_id, clock_synchronised FROM message
                     WHERE id > ? ORDER BY id LIMIT ?
                     """)
                 var messages: [OutboxMessage] = []
@@ -524,7 +532,8 @@ public final class Outbox: Sendable {
                     messages.append(OutboxMessage(
                         id: row[0], boot: row[1], seq: row[2], topic: row[3],
                         qos: UInt8(clamping: row[4] as Int64),
-                        payload: payload, createdAt: Date(outboxMilliseconds: row[5])))
+                        payload: payload, createdAt: Date(outboxMilliseconds: row[5]),
+                        measured: OutboxStore.measured(boottime: row[7], kernelBootID: row[8], synchronised: row[9])))
                 }
                 return messages
             }

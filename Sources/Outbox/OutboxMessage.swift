@@ -14,12 +14,31 @@ public struct OutboxDraft: Sendable {
     public var qos: UInt8
     /// Builds the payload from the boot and seq the outbox assigns.
     public var render: @Sendable (_ boot: Int64, _ seq: Int64) -> [UInt8]
+    /// When the message was measured, kept beside the payload (nil: not known).
+    public var measured: MeasuredAt?
 
     /// A draft for `topic` whose payload `render` builds.
-    public init(topic: String, qos: UInt8, render: @escaping @Sendable (Int64, Int64) -> [UInt8]) {
+    public init(topic: String, qos: UInt8, measured: MeasuredAt? = nil,
+                render: @escaping @Sendable (Int64, Int64) -> [UInt8]) {
         self.topic = topic
         self.qos = qos
+        self.measured = measured
         self.render = render
+    }
+}
+
+/// When a message was measured on the clock that is never set, stored with the row:
+/// nanoseconds since the kernel booted (CLOCK_BOOTTIME), which kernel boot, and
+/// whether the wall clock (the payload's `ts`) was synchronised then.
+public struct MeasuredAt: Sendable, Equatable {
+    public var boottime: Int64
+    public var kernelBootID: String
+    public var synchronised: Bool
+
+    public init(boottime: Int64, kernelBootID: String, synchronised: Bool) {
+        self.boottime = boottime
+        self.kernelBootID = kernelBootID
+        self.synchronised = synchronised
     }
 }
 
@@ -39,9 +58,12 @@ public struct OutboxMessage: Sendable, Equatable {
     public var payload: [UInt8]
     /// Commit time, stored with millisecond precision (milliseconds since 1970, UTC).
     public var createdAt: Date
+    /// When it was measured (boottime, kernel boot, sync); nil for rows without it.
+    public var measured: MeasuredAt?
 
     /// A message value; the outbox creates these, tests and callers may too.
-    public init(id: Int64, boot: Int64, seq: Int64, topic: String, qos: UInt8, payload: [UInt8], createdAt: Date) {
+    public init(id: Int64, boot: Int64, seq: Int64, topic: String, qos: UInt8, payload: [UInt8], createdAt: Date,
+                measured: MeasuredAt? = nil) {
         self.id = id
         self.boot = boot
         self.seq = seq
@@ -49,6 +71,7 @@ public struct OutboxMessage: Sendable, Equatable {
         self.qos = qos
         self.payload = payload
         self.createdAt = createdAt
+        self.measured = measured
     }
 
     /// Bytes the message counts against `maxBytes`: payload plus UTF-8 topic.

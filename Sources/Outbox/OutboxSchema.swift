@@ -66,7 +66,20 @@ enum OutboxSchema {
                 ALTER TABLE meta ADD COLUMN previous_boot_last_seq INTEGER;
                 """)
         }
-        migrator.registerMigration("v3-sparkplug") { db in
+        migrator.registerMigration("v3-timestamps") { db in
+            // When each message was measured, on a clock that is never set: the
+            // kernel's CLOCK_BOOTTIME (nanoseconds) and the kernel boot it belongs to,
+            // and whether the wall clock was synchronised then (1) or not (0). A row
+            // committed unsynchronised gets its `ts` corrected at publish time once a
+            // synchronised clock of the same kernel boot tells the wall time of that
+            // boottime. NULL in rows committed before this migration (sent as they are).
+            try db.execute(sql: """
+                ALTER TABLE message ADD COLUMN boottime_ns INTEGER;
+                ALTER TABLE message ADD COLUMN kernel_boot_id TEXT;
+                ALTER TABLE message ADD COLUMN clock_synchronised INTEGER;
+                """)
+        }
+        migrator.registerMigration("v4-sparkplug") { db in
             // Sparkplug B's bdSeq: the value sent in the last MQTT CONNECT's Will (NDEATH)
             // and the NBIRTH of that session. NULL before the first Sparkplug CONNECT;
             // the next CONNECT uses this + 1, modulo 256 (`Outbox.nextSparkplugBdSeq`).

@@ -63,14 +63,23 @@ enum OutboxStore {
     /// Inserts one message and returns its id.
     static func insert(
         _ db: Database, boot: Int64, seq: Int64, topic: String, qos: UInt8,
-        createdAt: Int64, size: Int64, payload: [UInt8]
+        createdAt: Int64, size: Int64, payload: [UInt8], measured: MeasuredAt? = nil
     ) throws -> Int64 {
         let statement = try db.cachedStatement(sql: """
-            INSERT INTO message (boot, seq, topic, qos, created_at, size, payload) VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO message (boot, seq, topic, qos, created_at, size, payload,
+                                 boottime_ns, kernel_boot_id, clock_synchronised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        statement.setUncheckedArguments([boot, seq, topic, Int64(qos), createdAt, size, Data(payload)])
+        statement.setUncheckedArguments([boot, seq, topic, Int64(qos), createdAt, size, Data(payload),
+                                         measured?.boottime, measured?.kernelBootID,
+                                         measured.map { $0.synchronised ? 1 : 0 } as Int64?])
         try statement.execute()
         return db.lastInsertedRowID
+    }
+
+    /// The measurement columns of a row (all NULL in rows from before "v3-timestamps").
+    static func measured(boottime: Int64?, kernelBootID: String?, synchronised: Int64?) -> MeasuredAt? {
+        guard let boottime, let kernelBootID, let synchronised else { return nil }
+        return MeasuredAt(boottime: boottime, kernelBootID: kernelBootID, synchronised: synchronised != 0)
     }
 
     /// The oldest rows as seen by the drop logic (no payload).
@@ -80,6 +89,7 @@ enum OutboxStore {
         var seq: Int64
         var size: Int64
         var createdAt: Int64
+        var measured: MeasuredAt?
     }
 
     /// Deletes the oldest messages, oldest first, as long as `reason` names a reason to drop
@@ -93,14 +103,16 @@ enum OutboxStore {
         // every append), then grow so a large trim does few round trips.
         var chunkSize = 16
         let select = try db.cachedStatement(sql: """
-            SELECT id, boot, seq, size, created_at FROM message WHERE id > ? ORDER BY id LIMIT ?
+            SELECT id, boot, seq, size, created_at, boottime_ns, kernel_boot_id, clock_synchronised
+            FROM message WHERE id > ? ORDER BY id LIMIT ?
             """)
         var lastDeleted: Int64?
         var cursorID: Int64 = 0
         scan: while true {
             let rows = try Row.fetchAll(select, arguments: [cursorID, chunkSize])
             for row in rows {
-                let old = OldRow(id: row[0], boot: row[1], seq: row[2], size: row[3], createdAt: row[4])
+                let old = OldRow(id: row[0], boot: row[1], seq: row[2], size: row[3], createdAt: row[4],
+                                 measured: measured(boottime: row[5], kernelBootID: row[6], synchronised: row[7]))
                 guard let why = reason(meta, old) else { break scan }
                 ledger.add(boot: old.boot, seq: old.seq, reason: why)
                 meta.bufferedMessages -= 1
@@ -196,6 +208,31 @@ enum OutboxStore {
             acknowledged: meta.acknowledgedTotal,
             boot: meta.boot,
             seqCommitted: meta.nextSeq - 1)
+    }
+}
+
+/// How old a row is, for `max_age`, when the wall clock may have stepped since it was
+/// committed (a cold start without NTP, then a 3 h jump, must not age the backlog by 3 h).
+struct MessageAge {
+    var maxAge: Int64
+    /// Wall clock now, milliseconds since 1970.
+    var wallNow: Int64
+    /// Boottime and kernel boot now, when the caller knows them.
+    var measuredNow: MeasuredAt?
+
+    /// A row of the current kernel boot is aged by boottime (never set, never steps).
+    /// A row committed unsynchronised in another kernel boot has no knowable age (its
+    /// wall time may be 1970): it is never dropped for age, only for the other limits.
+    /// Other rows (synchronised in another boot, or from before boottimes were kept)
+    /// are aged by their commit time on the wall clock.
+    func expired(_ row: OutboxStore.OldRow) -> Bool {
+        if let measured = row.measured, let now = measuredNow {
+            if measured.kernelBootID == now.kernelBootID {
+                return (now.boottime - measured.boottime) / 1_000_000 > maxAge
+            }
+            if !measured.synchronised { return false }
+        }
+        return row.createdAt < wallNow - maxAge
     }
 }
 

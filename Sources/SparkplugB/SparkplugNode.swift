@@ -258,9 +258,12 @@ public struct SparkplugNode: Sendable {
     /// The published DDATA of a stored one: names replaced by this node's aliases
     /// (a name the configuration no longer has stays a name), `seq`, the payload
     /// timestamp (now: when it is sent) and, for data buffered before the current
-    /// births, `is_historical` on every metric. Copies every other field unchanged.
+    /// births, `is_historical` on every metric. With `corrected` (the true poll time of a
+    /// row measured while the wall clock was unsynchronised) every metric timestamp is
+    /// replaced by it, as the JSON path corrects `ts`. Copies every other field unchanged.
     public func wireDData(stored: [UInt8], device name: String, seq: UInt8, historical: Bool,
-                          at date: Date) throws(SparkplugRenderError) -> [UInt8] {
+                          at date: Date, pollTime corrected: Date? = nil) throws(SparkplugRenderError) -> [UInt8] {
+        let correctedMilliseconds = corrected.map(Self.milliseconds)
         var lookup = OrderedLookup(devices[name])
         var payload = ProtobufWriter(capacity: stored.count + 16)
         var metric = ProtobufWriter(capacity: 64)
@@ -282,6 +285,12 @@ public struct SparkplugNode: Sendable {
                             }
                         case (Field.metricIsHistorical, _):
                             break  // set below
+                        case (Field.metricTimestamp, 0):
+                            if let correctedMilliseconds {
+                                metric.varintField(Field.metricTimestamp, correctedMilliseconds)
+                            } else {
+                                metric.bytes.append(contentsOf: stored[inner.raw])
+                            }
                         default:
                             metric.bytes.append(contentsOf: stored[inner.raw])
                         }

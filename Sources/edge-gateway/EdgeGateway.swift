@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Gateway
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
@@ -13,7 +14,7 @@ struct EdgeGateway: AsyncParsableCommand {
         commandName: "edge-gateway",
         abstract: "Polls Modbus devices and forwards their readings to MQTT, buffered in a local outbox.",
         version: "0.1.0",
-        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self, Open.self, Keygen.self],
+        subcommands: [Run.self, CheckConfig.self, Status.self, Simulate.self, Open.self, Keygen.self, Command.self],
         defaultSubcommand: Run.self)
 }
 
@@ -51,9 +52,17 @@ struct Run: AsyncParsableCommand {
         let configuration = try loadConfiguration(options.config)
         let logger = Logging.makeLogger(level: Logger.Level(configuration.logLevel))
         logConfigurationWarnings(configuration, logger: logger)
+        let timeSource: any TimeSource
+        do {
+            // Before the outbox: a refused test clock leaves no boot behind.
+            timeSource = try TimeSources.fromEnvironment(ProcessInfo.processInfo.environment)
+        } catch {
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(exitConfigurationError)
+        }
         let runtime: GatewayRuntime
         do {
-            runtime = try GatewayRuntime(configuration: configuration, logger: logger)
+            runtime = try GatewayRuntime(configuration: configuration, logger: logger, timeSource: timeSource)
         } catch let error as OutboxError where error.kind == .inUse {
             // Another gateway runs on this outbox: restarting cannot help until someone
             // stops one of them, so EX_CONFIG, which the unit does not restart.
@@ -89,7 +98,10 @@ struct CheckConfig: ParsableCommand {
         } else {
             print("  gateway \(configuration.gateway.id), topics under \(configuration.gateway.topicPrefix)/\(configuration.gateway.id)/")
         }
-        print("  broker \(configuration.mqtt.host):\(configuration.mqtt.port) as \(configuration.mqtt.clientID), QoS \(configuration.mqtt.qos)")
+        let mqtt = configuration.mqtt
+        let brokers = mqtt.servers.map(\.endpoint).joined(separator: ", then ")
+        print("  broker \(brokers) as \(mqtt.clientID), MQTT \(mqtt.protocolVersion.rawValue), QoS \(mqtt.qos)"
+              + (mqtt.failover.isEmpty ? "" : ", back to the first after \(mqtt.failbackAfter)"))
         print("  \(configuration.devices.count) device(s) on \(buses) bus(es), \(tags) tag(s)")
         for device in configuration.devices {
             let plans = BusPoller.plans(for: device)

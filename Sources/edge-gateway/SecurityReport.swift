@@ -41,6 +41,14 @@ func printSecurity(_ configuration: GatewayConfiguration) {
     case .none:
         print("  data payloads not sealed")
     }
+    let commands = configuration.commands
+    let writable = configuration.devices.reduce(0) { $0 + $1.tags.filter(\.writable).count }
+    if commands.enabled {
+        print("  commands on: key(s) \(commands.keys.map(\.id).joined(separator: ", ")), max_age \(commands.maxAge), "
+              + "rate \(commands.rate), \(writable) writable tag(s)")
+    } else {
+        print("  commands off: no command topic subscribed" + (writable > 0 ? " (\(writable) tag(s) marked writable)" : ""))
+    }
     for warning in configuration.warnings {
         print("  warning: \(warning)")
     }

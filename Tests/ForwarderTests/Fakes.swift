@@ -2,11 +2,13 @@
 // harness that drives a `ForwardingLoop` the way `ForwarderService` does, in process.
 import Foundation
 @testable import Gateway
+import GatewayClock
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Outbox
+import Sealing
 import Synchronization
 import Testing
 
@@ -112,6 +114,20 @@ final class FakeOutbox: OutboxReading {
                 state.nextID += 1
                 state.rows.append(OutboxMessage(id: id, boot: 1, seq: id, topic: topic, qos: 1,
                                                 payload: payload?(id) ?? Array("{\"seq\":\(id)}".utf8), createdAt: Date()))
+            }
+            return state.nextID - 1
+        }
+    }
+
+    /// Commits messages with these payloads and measurements on `topic`; returns the newest id.
+    @discardableResult
+    func commit(_ rows: [(payload: [UInt8], measured: MeasuredAt?)], topic: String) -> Int64 {
+        state.withLock { state in
+            for row in rows {
+                let id = state.nextID
+                state.nextID += 1
+                state.rows.append(OutboxMessage(id: id, boot: 1, seq: id, topic: topic, qos: 1, payload: row.payload,
+                                                createdAt: Date(), measured: row.measured))
             }
             return state.nextID - 1
         }
@@ -231,17 +247,20 @@ final class ForwarderHarness {
         var deletes: [[Int64]] = []
     }
 
+    /// The counters the loop keeps (stats, status line).
+    let counters = ForwarderCounterState()
+
     init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2),
-         sparkplug: SparkplugEdge? = nil) {
+         timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil, sparkplug: SparkplugEdge? = nil) {
         let clock = clock
         let queue = queue
         loop = ForwardingLoop(
             settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace,
-                            sparkplug: sparkplug),
+                            sealer: sealer, sparkplug: sparkplug),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
-            counters: ForwarderCounterState(), pollCounters: PollCounters(), devices: { [] },
+            counters: counters, pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) }),
-            logger: logs.logger, now: { clock.now })
+            logger: logs.logger, timeSource: timeSource, now: { clock.now })
     }
 
     var now: ContinuousClock.Instant { clock.now }

@@ -7,6 +7,7 @@ import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
+import Outbox
 import SparkplugB
 import SwiftProtobuf
 import Testing
@@ -105,5 +106,44 @@ private extension ForwarderHarness {
         try await harness.send(state(#"{"online":true,"timestamp":300}"#))
         #expect(harness.sparkplugSent.map(\.verb) == ["NBIRTH", "DBIRTH", "DDATA"])
         #expect(harness.sparkplugSent.last?.historical == true)
+    }
+
+    /// Timestamps: DDATA rows polled while the wall clock was 3 h slow and unsynchronised
+    /// go out, once a synchronised reading of the same kernel boot is seen, with every
+    /// metric timestamp at the true poll time (as the JSON path corrects `ts`); a row
+    /// polled synchronised keeps its poll time.
+    @Test func metricTimestampsOfUnsynchronisedPollsAreCorrected() async throws {
+        let trueWallAtBoot: Int64 = 1_795_000_000_000
+        let threeHours: Int64 = 3 * 3600 * 1000
+        let clock = ManualClock(wallAtBoot: trueWallAtBoot - threeHours, sync: .unsynchronised)
+        let edge = edge()
+        let node = edge.node
+        let harness = ForwarderHarness(timeSource: clock, sparkplug: edge)
+        func commitPoll() async throws -> Int64 {
+            let reading = clock.now()
+            let poll = DevicePoll(device: "boiler-1", clock: reading,
+                                  readings: [.init(tag: "t", value: .success(.integer(3)))])
+            let measured = MeasuredAt(boottime: reading.boottime, kernelBootID: reading.bootID,
+                                      synchronised: reading.sync == .synchronised)
+            let newest = harness.outbox.commit([(node.storedDData(poll, boot: 1, seq: 1), measured)],
+                                               topic: node.topics.ddata(device: "boiler-1"))
+            try await harness.send(.outboxCommitted(newestID: newest))
+            return trueWallAtBoot + reading.boottime / 1_000_000
+        }
+        let unsynchronisedTrueTime = try await commitPoll()
+        clock.change { $0.boottime += 1_000_000_000; $0.wallAtBoot = trueWallAtBoot; $0.sync = .synchronised }
+        let synchronisedTime = try await commitPoll()
+        _ = edge.will(session: 1)
+        try await harness.connect(session: 1)
+
+        let ddata = try harness.uplink.sent.filter { $0.message.topic == node.topics.ddata(device: "boiler-1") }
+            .map { try SparkplugPayload(serializedBytes: $0.message.payload) }
+        #expect(ddata.count == 2)
+        let first = try #require(ddata.first).metrics.filter { $0.hasTimestamp }
+        #expect(!first.isEmpty)
+        #expect(first.allSatisfy { $0.timestamp == UInt64(unsynchronisedTrueTime) }, "\(first.map(\.timestamp))")
+        let second = try #require(ddata.last).metrics.filter { $0.hasTimestamp }
+        #expect(!second.isEmpty)
+        #expect(second.allSatisfy { $0.timestamp == UInt64(synchronisedTime) }, "\(second.map(\.timestamp))")
     }
 }

@@ -120,7 +120,7 @@ devices:                     # required, at least one
 
 @Test func fullFileWithNonDefaultValues() throws {
     let config = try ConfigurationLoader.parse(yaml: """
-    gateway: { id: line_3.gw, topic_prefix: plant-a/edge, stats_interval: 2m }
+    gateway: { id: line_3.gw, topic_prefix: plant-a/edge, stats_interval: 2m, allow_dots_in_topics: true }
     mqtt:
       host: 10.8.0.1
       port: 8883

@@ -95,4 +95,25 @@ private func rejected(_ yaml: String, sourceLocation: SourceLocation = #_sourceL
         #expect(problems.map(\.path) == ["payload.seal"], "\(problems)")
         #expect(problems.first?.message.contains("Sparkplug hosts cannot open") == true)
     }
+
+    /// Guarded writes are the JSON scheme's: with Sparkplug, DCMD stays refused and
+    /// `commands.enabled: true` is refused at load, naming the fix.
+    @Test func commandsAreRefusedWithSparkplug() throws {
+        let directory = NSTemporaryDirectory() + "sparkplug-config-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let key = directory + "/ops1.key"
+        try String(repeating: "ab", count: 32).write(toFile: key, atomically: false, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: key)
+        let commands = "commands: { enabled: true, keys: [{ id: ops1, file: \(key) }] }"
+        // Commands themselves are fine with JSON ...
+        _ = try ConfigurationLoader.parse(yaml: document(format: "json", sparkplug: nil, payload: commands))
+        // ... off is fine with Sparkplug ...
+        _ = try ConfigurationLoader.parse(yaml: document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }",
+                                                         payload: "commands: { enabled: false }"))
+        // ... and on is refused with Sparkplug.
+        let problems = rejected(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: commands))
+        #expect(problems.map(\.path) == ["commands.enabled"], "\(problems)")
+        #expect(problems.first?.hint.contains("format: json") == true, "\(problems)")
+    }
 }

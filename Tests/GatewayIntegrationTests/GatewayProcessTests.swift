@@ -79,9 +79,10 @@ final class EndToEnd: @unchecked Sendable {
         self.simulator = simulator
     }
 
-    func startGateway() throws {
+    func startGateway(environment: [String: String] = [:]) throws {
         gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", configPath],
-                                   log: directory.file("gateway-\(UUID().uuidString.prefix(6)).log"))
+                                   log: directory.file("gateway-\(UUID().uuidString.prefix(6)).log"),
+                                   environment: environment)
     }
 
     func statuses(_ topic: String) -> [String] {

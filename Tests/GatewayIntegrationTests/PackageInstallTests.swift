@@ -9,10 +9,11 @@ import TestSupport
 import Glibc
 #endif
 
-/// The newest package `make package` built, if any.
-func builtPackage() -> String? {
+/// The newest package named `name` (edge-gateway, edge-monitor) that `make package` built, if any.
+func builtPackage(_ name: String = "edge-gateway") -> String? {
     let directory = repositoryRoot + "/.build/deploy"
-    let debs = (try? FileManager.default.contentsOfDirectory(atPath: directory))?.filter { $0.hasSuffix(".deb") } ?? []
+    let debs = (try? FileManager.default.contentsOfDirectory(atPath: directory))?
+        .filter { $0.hasPrefix(name + "_") && $0.hasSuffix(".deb") } ?? []
     return debs.map { directory + "/" + $0 }.max { modified($0) < modified($1) }
 }
 
@@ -32,10 +33,18 @@ let isCI = ProcessInfo.processInfo.environment["CI"] == "true"
         let deb = try #require(builtPackage(), "no .deb in .build/deploy: run `make package` (make test does)")
         let directory = try TemporaryDirectory("package")
         defer { directory.remove() }
-        let result = try await runCommand("/bin/bash", [repositoryRoot + "/deploy/test-package.sh", deb],
-                                          in: directory, timeout: .seconds(120))
+        // The edge-monitor package too, once the package has that product (build-deb.sh builds it then).
+        let monitorDeb = builtPackage("edge-monitor")
+        let declaresMonitor = (try? String(contentsOfFile: repositoryRoot + "/Package.swift", encoding: .utf8))?
+            .contains(#".executable(name: "edge-monitor""#) ?? false
+        #expect(!declaresMonitor || monitorDeb != nil, "no edge-monitor .deb in .build/deploy: run `make package`")
+        let result = try await runCommand("/bin/bash", [repositoryRoot + "/deploy/test-package.sh", deb] + (monitorDeb.map { [$0] } ?? []),
+                                          in: directory, timeout: .seconds(180))
         let summary = result.output.split(separator: "\n").filter { $0.hasPrefix("test-package:") }
         print(summary.joined(separator: "\n"))
         #expect(result.status == 0 && result.output.contains("test-package: OK"), "\(result.output)")
+        if monitorDeb != nil {
+            #expect(result.output.contains("test-package: edge-monitor installed (not enabled)"), "\(result.output)")
+        }
     }
 }

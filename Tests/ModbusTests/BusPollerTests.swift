@@ -39,7 +39,8 @@ import TestSupport
         try simulator.start()
 
         let recorder = Recorder()
-        var poller = BusPoller(devices: [device(port: port)], counters: PollCounters(),
+        let counters = PollCounters()
+        var poller = BusPoller(devices: [device(port: port)], counters: counters,
                                logger: Logger(label: "test")) { recorder.record($0) }
         poller.maxBackoff = .milliseconds(200)
         let executor = BusExecutor(name: "test bus")
@@ -60,11 +61,22 @@ import TestSupport
             if case .deviceOnline("boiler") = events.first { true } else { false }
         })
 
-        // The device goes away: offline with the reason, once.
+        // The device goes away: offline with the reason, once per reason, not once per
+        // failed poll (the poller retries every `maxBackoff` while it is gone).
         simulator.stop()
         try await recorder.wait(for: "offline") { events in
             events.contains { if case .deviceOffline("boiler", _) = $0 { true } else { false } }
         }
+        let failedWhenOffline = counters.snapshot.pollsFailed
+        try await waitUntil("three more failed polls of the stopped device") {
+            counters.snapshot.pollsFailed >= failedWhenOffline + 3
+        }
+        let offlineErrors = recorder.events.withLock { events in
+            events.compactMap { if case let .deviceOffline("boiler", error) = $0 { error } else { nil } }
+        }
+        #expect(Set(offlineErrors).count == offlineErrors.count, "each reason reported once: \(offlineErrors)")
+        #expect(offlineErrors.count < counters.snapshot.pollsFailed,
+                "\(offlineErrors.count) offline reports for \(counters.snapshot.pollsFailed) failed polls")
         // It comes back on the same port: online again and polls resume.
         let revived = try ModbusSimulator(port: port)
         revived.setHoldingRegisters(0, [200])

@@ -54,7 +54,7 @@ final class PtyPair {
         #expect(live.transport.busKey == dead.transport.busKey)
 
         let log = EventLog()
-        let poller = RunningPoller([live, dead], log: log, maxBackoff: .milliseconds(500))
+        let poller = RunningPoller([live, dead], log: log, maxBackoff: .seconds(2))
         try await log.wait(for: "the dead unit to go offline") { events in
             events.contains { if case .deviceOffline("dead", _) = $0 { true } else { false } }
         }
@@ -73,7 +73,9 @@ final class PtyPair {
         #expect(log.polls(of: "dead").isEmpty)
         // Polled at its own interval, the dead unit would cost one attempt per live poll;
         // with backoff it is tried a few times while the live unit keeps its schedule.
-        #expect(deadAttempts * 5 <= livePolls, "dead attempts \(deadAttempts), live polls \(livePolls)")
+        // (The backoff is wall time and the window is counted in live polls, which a loaded
+        // machine slows down: the margin keeps the check about backoff, not about load.)
+        #expect(deadAttempts * 3 <= livePolls, "dead attempts \(deadAttempts), live polls \(livePolls)")
         let read = values(try #require(log.polls(of: "live").last))
         #expect(read == ["flow": .success(.number(71.5)), "pump": .success(.bool(true))])
         let error = log.events.withLock { events in

@@ -264,7 +264,7 @@ struct OutboxBasicTests {
     }
 }
 
-/// Sparkplug's bdSeq (migration `v3-sparkplug`): starts at 0, +1 per CONNECT, wraps at 256, survives reopening.
+/// Sparkplug's bdSeq (migration `v4-sparkplug`): starts at 0, +1 per CONNECT, wraps at 256, survives reopening.
 @Suite struct SparkplugBdSeqTests {
     @Test func bdSeqStartsAtZeroIncrementsWrapsAndSurvivesReopen() async throws {
         try await withTemporaryDirectory { dir in

@@ -95,4 +95,8 @@ public final class RecordingSubscriber: Sendable {
     public func publish(_ topic: String, _ text: String, retain: Bool = false) throws {
         _ = try uplink.publish(MQTTMessage(topic: topic, payload: Array(text.utf8), qos: 1, retain: retain))
     }
+
+    public func publishBytes(_ topic: String, _ payload: [UInt8], retain: Bool = false) throws {
+        _ = try uplink.publish(MQTTMessage(topic: topic, payload: payload, qos: 1, retain: retain))
+    }
 }

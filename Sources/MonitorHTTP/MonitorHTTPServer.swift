@@ -1,0 +1,41 @@
+// edge-monitor's HTTP side (Hummingbird 2): the page, the JSON API and /metrics,
+// each served from the latest immutable snapshot; no request waits for the model.
+import Foundation
+import Hummingbird
+import Logging
+import Monitor
+import MonitorWeb
+
+public enum MonitorHTTPServer {
+    /// The application serving `/`, `/api/fleet`, `/api/gateways/<id>` and `/metrics`.
+    public static func application(host: String, port: Int, snapshot: @escaping @Sendable () -> FleetSnapshot,
+                                   logger: Logger) -> some ApplicationProtocol {
+        let router = Router()
+        router.get("/") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: ByteBuffer(string: MonitorPage.html)))
+        }
+        router.get("/api/fleet") { _, _ in
+            json(.ok, try FleetSnapshot.encoder().encode(snapshot().fleet()))
+        }
+        router.get("/api/gateways/:id") { _, context in
+            let id = context.parameters.get("id") ?? ""
+            guard let detail = snapshot().detail(id) else {
+                return json(.notFound, try JSONEncoder().encode(["error": "no gateway '\(id)' is known to this monitor"]))
+            }
+            return json(.ok, try FleetSnapshot.encoder().encode(detail))
+        }
+        router.get("/metrics") { _, _ in
+            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                     body: .init(byteBuffer: ByteBuffer(bytes: MetricsExposition.render(snapshot()))))
+        }
+        return Application(router: router, configuration: .init(address: .hostname(host, port: port),
+                                                                 serverName: "edge-monitor"),
+                           logger: logger)
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ data: Data) -> Response {
+        Response(status: status, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                 body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
