@@ -8,7 +8,8 @@ APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-
                 prometheus chromium libcurl4-openssl-dev \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
                 debootstrap systemd-container \
-                rabbitmq-server
+                rabbitmq-server \
+                protobuf-compiler python3-protobuf python3-paho-mqtt python3-venv
 
 .PHONY: help deps build release package demo test bench clean
 
@@ -37,6 +38,10 @@ deps:
 	@# disabled after. The interop tests start their own node on loopback.
 	@# The sealing tests cross-check AES-GCM against Python's cryptography package:
 	@# Debian's python3-cryptography above (never pip into the system Python).
+	@# The Sparkplug tests decode with pysparkplug (PyPI) from a venv of its own, and
+	@# with Debian's python3-protobuf on protoc's compile of proto/sparkplug_b.proto.
+	@[ -x .build/venv/bin/python ] && .build/venv/bin/python -c 'import pysparkplug' 2>/dev/null || { \
+	  python3 -m venv .build/venv && .build/venv/bin/pip install -q 'pysparkplug==0.6.1'; }
 
 build: deps
 	$(SWIFT) build

@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         // edge-monitor only (the gateway binary links no HTTP).
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -54,10 +55,16 @@ let package = Package(
         // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files (COpenSSL's libcrypto;
         // GatewayConfig checks PEM files with it, MQTTUplink uses its libssl to say which TLS check failed).
         .target(name: "Sealing", dependencies: ["COpenSSL"]),
+        // Sparkplug B 3.0: topics, aliases, payloads. sparkplug_b.pb.swift is generated
+        // once by scripts/generate-sparkplug-proto.sh and committed (no build plugin).
+        .target(name: "SparkplugB", dependencies: [
+            "GatewayConfig", "Modbus",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         // edge-monitor's web page: one self-contained HTML document, no dependencies.
         .target(name: "MonitorWeb"),
         .target(name: "Gateway", dependencies: [
-            "GatewayConfig", "GatewayClock", "Modbus", "Outbox", "MQTTUplink", "Sealing",
+            "GatewayConfig", "GatewayClock", "Modbus", "Outbox", "MQTTUplink", "Sealing", "SparkplugB",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -95,7 +102,7 @@ let package = Package(
 
         // `make bench`: figures and ratios against baselines measured in the same run.
         .executableTarget(name: "edge-gateway-bench", dependencies: [
-            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "LocalPeers", "CModbus", "Sealing",
+            "Gateway", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "LocalPeers", "CModbus", "Sealing", "SparkplugB",
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -112,19 +119,25 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
+        .testTarget(name: "SparkplugBTests", dependencies: [
+            "SparkplugB", "GatewayConfig", "Modbus",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "MonitorHTTP", "Sealing"]),
         .testTarget(name: "MonitorIntegrationTests", dependencies: [
             "Monitor", "Gateway", "MQTTUplink", "Sealing", "TestSupport",
         ]),
         // The forwarder's logic in process, against fakes of the uplink and the outbox.
         .testTarget(name: "ForwarderTests", dependencies: [
-            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "Sealing",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "Sealing", "SparkplugB",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // edge-monitor's page in a real browser, and its ops files (alert rules, dashboard, unit).
         .testTarget(name: "MonitorWebTests", dependencies: ["MonitorWeb", "GatewayConfig", "TestSupport"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
-            "Gateway", "GatewayClock", "CTimex", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport",
+            "Gateway", "GatewayClock", "CTimex", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport", "SparkplugB",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
     ],
     swiftLanguageModes: [.v6]

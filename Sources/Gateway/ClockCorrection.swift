@@ -65,6 +65,14 @@ struct TimestampCorrector {
         return Date(timeIntervalSince1970: Double(reference.wallAtBoot + measured.boottime / 1_000_000) / 1000)
     }
 
+    /// The true poll time of a Sparkplug DDATA row (its metric timestamps), counted as
+    /// corrected; nil when the row needs no correction or cannot get one (see `correctedTime`).
+    mutating func correctedPollTime(for message: OutboxMessage) -> Date? {
+        guard let time = correctedTime(message.measured) else { return nil }
+        corrected += 1
+        return time
+    }
+
     /// The payload to publish for `message`: with `ts` corrected and `ts_source`
     /// `corrected` when it can be, else the stored payload unchanged. Sealed payloads
     /// are opened with `sealer`'s key, corrected and sealed again (a fresh nonce); one

@@ -88,12 +88,15 @@ public final class ForwarderService: Service, Sendable {
     /// The uplink's events for the command service (CommandService.swift), when commands are on.
     public let commandEvents = CommandEventRelay()
 
+    /// - Parameter sparkplug: set with `mqtt.format: sparkplug`: NDEATH is the Will, births
+    ///   and data follow Sparkplug B.
     public init(identity: GatewayIdentity, mqtt: MQTTSettings, replay: ReplaySettings = ReplaySettings(),
                 outbox: Outbox, pollCounters: PollCounters, logger: Logger, shutdownGrace: Duration = .seconds(2),
                 sealer: Sealer? = nil, timeSource: any TimeSource = KernelClock(),
-                commandCounters: CommandCounters? = nil) {
+                commandCounters: CommandCounters? = nil, sparkplug: SparkplugEdge? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
-                                           shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer)
+                                           shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer,
+                                           sparkplug: sparkplug)
         self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters
@@ -112,7 +115,9 @@ public final class ForwarderService: Service, Sendable {
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,
-            will: { session in StatusAnnouncer.will(identity: identity, boot: boot, session: session) },
+            will: { session in
+                sparkplug?.will(session: session) ?? StatusAnnouncer.will(identity: identity, boot: boot, session: session)
+            },
             onEvent: { [pubacks, commandEvents] event in
                 if commandEvents.relay(event) { return }
                 // PUBACKs come in bursts: queue them and wake the forwarder once per
@@ -147,7 +152,17 @@ public final class ForwarderService: Service, Sendable {
             settings: settings, uplink: uplink, outbox: outbox, newestCommitted: try await outbox.newestID(),
             pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
             devices: { self.announcedDevices.withLock { $0 } },
-            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) }),
+            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) },
+                           subscribe: { [uplink, logger] filters in
+                               for filter in filters {
+                                   do {
+                                       try uplink.subscribe(filter, qos: 1)
+                                   } catch {
+                                       logger.error("cannot subscribe", metadata: ["filter": "\(filter)", "error": "\(error)"])
+                                   }
+                               }
+                           },
+                           reconnect: { [uplink] in uplink.reconnect() }),
             logger: loopLogger, timeSource: timeSource)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()

@@ -8,6 +8,7 @@ import Modbus
 import MQTTUplink
 import Outbox
 import Sealing
+import SparkplugB
 
 /// Drives `ForwarderStateMachine` with the uplink and the outbox. Owned by one task
 /// (the forwarder's `run()`, or a test): not thread-safe, and never blocks.
@@ -26,6 +27,8 @@ final class ForwardingLoop {
         var leaseAhead = 512
         /// Seals the data payloads whose `ts` is corrected at publish time (nil: plain).
         var sealer: Sealer?
+        /// Set with `mqtt.format: sparkplug`: the gateway is a Sparkplug B edge node.
+        var sparkplug: SparkplugEdge?
     }
 
     /// Where the loop's requests to other tasks go.
@@ -34,21 +37,25 @@ final class ForwardingLoop {
         var lease: (LeaseRequest) -> Void
         /// Acknowledged outbox ids for the deleting task.
         var delete: ([Int64]) -> Void
+        /// Topic filters to subscribe to (QoS 1) on the current connection.
+        var subscribe: ([String]) -> Void = { _ in }
+        /// Ends the connection cleanly and connects again (new session, new Will).
+        var reconnect: () -> Void = {}
     }
 
     private let settings: Settings
-    private let uplink: any UplinkPublishing
-    private let outbox: any OutboxReading
-    private let now: () -> ContinuousClock.Instant
-    private let logger: Logger
-    private let outlets: Outlets
+    let uplink: any UplinkPublishing
+    let outbox: any OutboxReading
+    let now: () -> ContinuousClock.Instant
+    let logger: Logger
+    let outlets: Outlets
     let pubacks: PubackQueue
     let counters: ForwarderCounterState
-    private let pollCounters: PollCounters
-    private let devices: () -> [DeviceConfiguration]
+    let pollCounters: PollCounters
+    let devices: () -> [DeviceConfiguration]
 
     private(set) var machine: ForwarderStateMachine
-    private var announcer: StatusAnnouncer
+    var announcer: StatusAnnouncer
     private var rate: TokenBucket
     private var acks = AckBatch()
     private var gaps: GapSchedule
@@ -59,6 +66,8 @@ final class ForwardingLoop {
     /// Outbox ids of messages MQTT can never carry, to be dropped as a reported gap.
     private var unpublishable: [Int64] = []
     private var outboxErrors = OutboxErrorLog()
+    /// Set with `mqtt.format: sparkplug` (see ForwardingLoop+Sparkplug.swift).
+    var sparkplug: SparkplugSession?
     /// Wall time, boottime, kernel boot id and sync status (the kernel's, or a test's).
     private let timeSource: any TimeSource
     private var timestamps = TimestampCorrector()
@@ -86,6 +95,7 @@ final class ForwardingLoop {
         rate = TokenBucket(rate: settings.replay.maxRate, now: start)
         gaps = GapSchedule(now: start)
         stats = StatsSchedule(interval: settings.identity.statsInterval, now: start)
+        sparkplug = settings.sparkplug.map { SparkplugSession(edge: $0, newestCommitted: newestCommitted) }
     }
 
     func handle(_ event: ForwarderEvent) async -> Next {
@@ -98,9 +108,13 @@ final class ForwardingLoop {
             refusals.newEpisode()
             logger.info("connected to broker", metadata: ["session": "\(id)", "server": "\(server ?? "?")"])
             let reading = observeClock()
-            for message in announcer.announcements(session: id, server: server, devices: devices(),
-                                                   clock: timeSource.status(), at: reading.wall) {
-                publish(message)
+            if sparkplug != nil {
+                await sparkplugConnected(session: id)
+            } else {
+                for message in announcer.announcements(session: id, server: server, devices: devices(),
+                                                       clock: timeSource.status(), at: reading.wall) {
+                    publish(message)
+                }
             }
             gaps.checkSoon(now: now())
             await reportGaps()
@@ -146,8 +160,13 @@ final class ForwardingLoop {
             machine.leased(result)
             await fill()
 
-        case .mqtt(.published), .mqtt(.message):
-            break  // PUBACKs come through `.pubacks`; command messages go to the command service
+        case let .mqtt(.message(message)):
+            // A Sparkplug node's subscriptions (NCMD, DCMD, the primary host's STATE);
+            // command messages of the JSON scheme go to the command service.
+            if sparkplug != nil { await sparkplugReceived(message) }
+
+        case .mqtt(.published):
+            break  // PUBACKs come through `.pubacks`
 
         case let .mqtt(.refused(session, mid, reason)):
             // Not delivered: the row stays in the outbox (no ack) and goes again after
@@ -166,11 +185,17 @@ final class ForwardingLoop {
 
         case let .outboxCommitted(newestID):
             machine.committed(newestID: newestID)
+            if let known = sparkplug?.newestCommitted, known < newestID { sparkplug?.newestCommitted = newestID }
             await fill()
 
         case let .deviceStatus(device, error):
+            let previous = announcer.deviceErrors[device]
             let message = announcer.deviceChanged(device, error: error)
-            if machine.isConnected { publish(message) }
+            if sparkplug != nil {
+                sparkplugDeviceChanged(device, error: error, previous: previous)
+            } else if machine.isConnected {
+                publish(message)
+            }
 
         case .tick:
             if machine.deadlinePassed(now: now()) {
@@ -198,7 +223,7 @@ final class ForwardingLoop {
                 // acknowledged, every data message sent before it has been too.
                 await leaseForShutdown()
                 await fill()
-                guard let mid = publish(announcer.offline(session: session)) else {
+                guard let mid = publish(offlineMessage(session: session)) else {
                     machine.stop()
                     flushAcks()
                     return .stop
@@ -216,7 +241,7 @@ final class ForwardingLoop {
     func offlineStatusOnCancellation() -> Int32? {
         if let mid = machine.offlineStatusMid { return mid }
         guard case let .sendOfflineStatus(session) = machine.shutdown() else { return nil }
-        guard let mid = publish(announcer.offline(session: session)) else {
+        guard let mid = publish(offlineMessage(session: session)) else {
             machine.stop()
             return nil
         }
@@ -247,18 +272,32 @@ final class ForwardingLoop {
 
     /// Sends as much as the window and the rate allow, one message per free slot,
     /// from rows leased ahead; asks for more while half a batch is still in hand.
-    private func fill() async {
+    func fill() async {
         guard let session = machine.sessionID, machine.isConnected else { return }
+        // A Sparkplug node sends no data before its births (nor while its primary host is offline).
+        if let sparkplug, sparkplug.births == .pending { return }
         var allowed = rate.allowance(machine.room, now: now())
         if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {
-            do {
+            var outgoing: MQTTMessage
+            var sequenced = false
+            if sparkplug != nil {
+                // Metric timestamps corrected as the JSON `ts` is (a row polled unsynchronised).
+                guard let rendered = sparkplugData(message, pollTime: timestamps.correctedPollTime(for: message)) else {
+                    unpublishable.append(message.id)  // dropped on the tick as a reported gap
+                    continue
+                }
+                (outgoing, sequenced) = rendered
+            } else {
                 let payload = timestamps.payload(for: message, sealer: settings.sealer)
-                var outgoing = MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos))
-                // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
-                outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
-                                           MQTTUserProperty("seq", "\(message.seq)")]
+                outgoing = MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos))
+            }
+            // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
+            outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
+                                       MQTTUserProperty("seq", "\(message.seq)")]
+            do {
                 let sent = try uplink.publish(outgoing)
+                if sequenced { _ = sparkplug?.sequence.take() }
                 rate.spend()
                 allowed -= 1
                 // Sent on a newer connection whose `.connected` is still on its way: that
@@ -301,7 +340,7 @@ final class ForwardingLoop {
     /// Publishes one message (announcements, gap records, stats); returns its message
     /// id, nil when it could not be queued on the current session.
     @discardableResult
-    private func publish(_ message: MQTTMessage) -> Int32? {
+    func publish(_ message: MQTTMessage) -> Int32? {
         do {
             let sent = try uplink.publish(message)
             return sent.session == machine.sessionID ? sent.mid : nil
@@ -408,6 +447,11 @@ final class ForwardingLoop {
         ])
         guard machine.isConnected else { return }
         let reading = observeClock()
+        if sparkplug != nil {
+            sparkplugStats(SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered.bufferedMessages),
+                                               dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed)))
+            return
+        }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
                                       forwarder: forwarder, polls: polls, at: reading.wall,
                                       clock: .init(status: timeSource.status(), corrected: timestamps.corrected,

@@ -48,15 +48,23 @@ public struct GatewayRuntime: Sendable {
             })
         let pollCounters = PollCounters()
         self.pollCounters = pollCounters
+        let outbox = outbox
+        let sparkplug = configuration.sparkplug.map { settings in
+            SparkplugEdge(settings: settings, identity: configuration.gateway, devices: configuration.devices,
+                          logger: logger, nextBdSeq: { try outbox.nextSparkplugBdSeq() })
+        }
         let sealer = Self.sealer(configuration.payload)
+        // The loader refuses commands with mqtt.format: sparkplug (DCMD is refused).
         let commandsOn = configuration.commands.enabled
         let commandCounters = commandsOn ? CommandCounters() : nil
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
                                          replay: configuration.replay, outbox: outbox,
                                          pollCounters: pollCounters, logger: logger,
-                                         sealer: sealer, timeSource: timeSource, commandCounters: commandCounters)
+                                         sealer: sealer, timeSource: timeSource, commandCounters: commandCounters,
+                                         sparkplug: sparkplug)
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
                                    logger: logger, sealer: sealer,
+                                   sparkplug: sparkplug?.node, devices: configuration.devices,
                                    onCommit: { forwarder.outboxCommitted(newestID: $0) })
         self.forwarder = forwarder
         self.ingest = ingest
@@ -78,7 +86,9 @@ public struct GatewayRuntime: Sendable {
             busLogger[metadataKey: "bus"] = "\(key)"
             var poller = BusPoller(devices: buses[key]!, counters: pollCounters, logger: busLogger) { event in
                 switch event {
-                case let .poll(poll): ingest.submit(poll)
+                case let .poll(poll):
+                    sparkplug?.note(poll)  // a DBIRTH's current values
+                    ingest.submit(poll)
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }

@@ -7,6 +7,7 @@ import Logging
 import Modbus
 import Outbox
 import Sealing
+import SparkplugB
 import ServiceLifecycle
 import Synchronization
 
@@ -28,11 +29,19 @@ public final class IngestService: Service, Sendable {
     /// Seals each data payload inside the committing transaction, so the outbox
     /// on disk holds only sealed payloads; `nil` when `payload.seal` is `none`.
     private let sealer: Sealer?
+    /// Set with `mqtt.format: sparkplug`: polls are committed as Sparkplug DDATA.
+    private let sparkplug: SparkplugNode?
+    /// What of an `on_change` poll changed (Sparkplug only); used by the committing task alone.
+    private let exceptions: Mutex<SparkplugReportByException>
 
     /// - Parameter sealer: seals every data payload before it is committed.
+    /// - Parameter sparkplug: commits polls as the node's stored DDATA instead of JSON.
     public init(identity: GatewayIdentity, qos: Int, outbox: Outbox, logger: Logger, sealer: Sealer? = nil,
+                sparkplug: SparkplugNode? = nil, devices: [DeviceConfiguration] = [],
                 onCommit: @escaping @Sendable (Int64) -> Void) {
         self.sealer = sealer
+        self.sparkplug = sparkplug
+        exceptions = Mutex(SparkplugReportByException(devices: devices))
         self.identity = identity
         self.qos = UInt8(qos)
         self.outbox = outbox
@@ -81,9 +90,16 @@ public final class IngestService: Service, Sendable {
             let gateway = identity.id
             let sealer = self.sealer
             let drafts = batch.map { poll in
-                let topic = identity.dataTopic(device: poll.device)
                 let measured = MeasuredAt(boottime: poll.clock.boottime, kernelBootID: poll.clock.bootID,
                                           synchronised: poll.clock.sync == .synchronised)
+                if let node = sparkplug {
+                    let poll = exceptions.withLock { $0.changes(in: poll) }
+                    return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos,
+                                       measured: measured) { boot, seq in
+                        node.storedDData(poll, boot: boot, seq: seq)
+                    }
+                }
+                let topic = identity.dataTopic(device: poll.device)
                 return OutboxDraft(topic: topic, qos: qos, measured: measured) { boot, seq in
                     let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
                     return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain
@@ -93,6 +109,7 @@ public final class IngestService: Service, Sendable {
                 let committed = try await outbox.append(drafts)
                 if let newest = committed.last?.id { onCommit(newest) }
             } catch {
+                exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next
                 // The outbox has applied its drop policy and counted the loss.
                 logger.error("could not commit polls to the outbox", metadata: [
                     "polls": "\(batch.count)", "error": "\(error)",

@@ -224,19 +224,27 @@ struct SchemaReader {
             "devices", hint: "add devices: with at least one device and its tags"
         ).flatMap { self.devices($0, identity: gateway, dots: gatewaySection?.dots ?? .refused) }
         let payload = root.optional("payload").map(payloadSettings) ?? PayloadSettings()
-        let commands = root.optional("commands").map(commandSettings) ?? CommandSettings()
+        let sparkplugValue = root.optional("sparkplug")
+        let sparkplug = sparkplugValue.map(sparkplugSettings)
+        let commandsValue = root.optional("commands")
+        let commands = commandsValue.map(commandSettings) ?? CommandSettings()
         root.finish()
+        let sparkplugChecked = checkSparkplug(format: mqtt?.format, section: sparkplug, sectionValue: sparkplugValue,
+                                              payload: payload, payloadValue: root.optional("payload"),
+                                              commands: commands, commandsValue: commandsValue,
+                                              document: document)
 
         if let gateway, let buffer, let devices, let payload, let maxBytes = buffer.maxBytes,
            let bufferValue = root.optional("buffer") {
             checkRoom(maxBytes, in: bufferValue, identity: gateway, devices: devices, payload: payload)
         }
 
-        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload, let commands
-        else { return nil }
+        guard let gateway, let mqtt, let buffer, let replay, let logLevel, let devices, let payload, let commands,
+              let sparkplugChecked else { return nil }
         var configuration = GatewayConfiguration(
             gateway: gateway, mqtt: mqtt, buffer: buffer, replay: replay, devices: devices, logLevel: logLevel)
         configuration.payload = payload
+        configuration.sparkplug = sparkplugChecked
         configuration.commands = commands
         return configuration
     }
@@ -372,10 +380,12 @@ struct SchemaReader {
             .map { $0.choice(MQTTProtocolVersion.self, aliases: ["3": .v311, "311": .v311, "5.0": .v5]) } ?? .v311
         let security = mqttSecurity(&section)
         let binding = mqttBinding(&section)
+        let format = section.optional("format").map { $0.choice(MessageFormat.self) } ?? .json
         section.finish()
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
-              let reconnectMin, let reconnectMax, let security, let binding, let failbackAfter, let protocolVersion
+              let reconnectMin, let reconnectMax, let security, let binding, let format, let failbackAfter,
+              let protocolVersion
         else { return nil }
         var settings = MQTTSettings(
             host: host, port: port, clientID: clientID, keepalive: keepalive, qos: qos,
@@ -397,6 +407,7 @@ struct SchemaReader {
             settings.failover = Array(resolved.dropFirst())
         }
         (settings.bindInterface, settings.bindAddress) = binding
+        settings.format = format
         return settings
     }
 

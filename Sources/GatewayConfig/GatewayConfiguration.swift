@@ -12,6 +12,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var logLevel: LogLevel
     /// Sealing of data payloads (`payload:`); off by default.
     public var payload = PayloadSettings()
+    /// The `sparkplug:` section; set exactly when `mqtt.format` is `sparkplug`.
+    public var sparkplug: SparkplugSettings?
     /// Guarded writes to `writable` tags (`commands:`); off by default.
     public var commands = CommandSettings()
     /// Things the loader accepted but an operator should change (e.g. a password
@@ -118,6 +120,8 @@ public struct MQTTSettings: Sendable, Equatable {
     public var bindInterface: String?
     /// `bind_address`: connect only from this local address.
     public var bindAddress: String?
+    /// `format`: the JSON topics (default) or Sparkplug B (then `GatewayConfiguration.sparkplug` is set).
+    public var format: MessageFormat = .json
 
     public init(
         host: String,

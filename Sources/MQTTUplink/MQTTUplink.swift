@@ -285,6 +285,16 @@ public final class MQTTUplink: Sendable {
     }
 
     /// Sends DISCONNECT and tells the network thread to end, without waiting for it.
+    /// Ends the current connection with a DISCONNECT (the broker discards its Will) and
+    /// connects again after `reconnectMin`, with a new session and a new Will: what a
+    /// Sparkplug edge node does when its primary host goes offline. Messages queued
+    /// before go out first, on the same connection.
+    public func reconnect() {
+        current.withLock { handle in
+            if let handle { _ = mosquitto_disconnect(handle.raw) }
+        }
+    }
+
     public func requestStop() {
         guard !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else { return }
         current.withLock { handle in

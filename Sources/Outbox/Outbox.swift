@@ -31,7 +31,7 @@ public final class Outbox: Sendable {
     /// The settings the outbox was opened with.
     public let settings: OutboxSettings
 
-    private let database: DatabaseQueue
+    let database: DatabaseQueue  // internal: SparkplugBdSeq.swift uses it too
     private let logger: Logger
     private let now: @Sendable () -> Date
     private let measuring: (@Sendable () -> MeasuredAt)?

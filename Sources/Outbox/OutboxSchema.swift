@@ -79,6 +79,18 @@ enum OutboxSchema {
                 ALTER TABLE message ADD COLUMN clock_synchronised INTEGER;
                 """)
         }
+        migrator.registerMigration("v4-sparkplug") { db in
+            // Sparkplug B's bdSeq: the value sent in the last MQTT CONNECT's Will (NDEATH)
+            // and the NBIRTH of that session. NULL before the first Sparkplug CONNECT;
+            // the next CONNECT uses this + 1, modulo 256 (`Outbox.nextSparkplugBdSeq`).
+            try db.execute(sql: """
+                CREATE TABLE sparkplug (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    last_bdseq INTEGER CHECK (last_bdseq BETWEEN 0 AND 255)
+                );
+                INSERT INTO sparkplug VALUES (1, NULL);
+                """)
+        }
         return migrator
     }
 }

@@ -92,7 +92,12 @@ struct CheckConfig: ParsableCommand {
         let tags = configuration.devices.reduce(0) { $0 + $1.tags.count }
         let buses = Set(configuration.devices.map(\.transport.busKey)).count
         print("\(file): OK")
-        print("  gateway \(configuration.gateway.id), topics under \(configuration.gateway.topicPrefix)/\(configuration.gateway.id)/")
+        if let sparkplug = configuration.sparkplug {
+            print("  Sparkplug B edge node \(configuration.gateway.id) in group \(sparkplug.groupID): spBv1.0/\(sparkplug.groupID)/…/\(configuration.gateway.id)"
+                  + (sparkplug.primaryHostID.map { ", waits for primary host \($0)" } ?? ""))
+        } else {
+            print("  gateway \(configuration.gateway.id), topics under \(configuration.gateway.topicPrefix)/\(configuration.gateway.id)/")
+        }
         let mqtt = configuration.mqtt
         let brokers = mqtt.servers.map(\.endpoint).joined(separator: ", then ")
         print("  broker \(brokers) as \(mqtt.clientID), MQTT \(mqtt.protocolVersion.rawValue), QoS \(mqtt.qos)"

@@ -106,13 +106,14 @@ final class FakeOutbox: OutboxReading {
 
     /// Commits `count` messages on `topic`; returns the newest id.
     @discardableResult
-    func commit(_ count: Int, topic: String = "edge/gw-test/boiler-1/data") -> Int64 {
+    func commit(_ count: Int, topic: String = "edge/gw-test/boiler-1/data",
+                payload: ((Int64) -> [UInt8])? = nil) -> Int64 {
         state.withLock { state in
             for _ in 0..<count {
                 let id = state.nextID
                 state.nextID += 1
                 state.rows.append(OutboxMessage(id: id, boot: 1, seq: id, topic: topic, qos: 1,
-                                                payload: Array("{\"seq\":\(id)}".utf8), createdAt: Date()))
+                                                payload: payload?(id) ?? Array("{\"seq\":\(id)}".utf8), createdAt: Date()))
             }
             return state.nextID - 1
         }
@@ -250,12 +251,12 @@ final class ForwarderHarness {
     let counters = ForwarderCounterState()
 
     init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2),
-         timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil) {
+         timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil, sparkplug: SparkplugEdge? = nil) {
         let clock = clock
         let queue = queue
         loop = ForwardingLoop(
             settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace,
-                            sealer: sealer),
+                            sealer: sealer, sparkplug: sparkplug),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
             counters: counters, pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) }),

@@ -263,3 +263,31 @@ struct OutboxBasicTests {
         #expect(Outbox.contiguousRanges([3, 1, 2, 2, 7, 9, 8, 11]) == [1...3, 7...9, 11...11])
     }
 }
+
+/// Sparkplug's bdSeq (migration `v4-sparkplug`): starts at 0, +1 per CONNECT, wraps at 256, survives reopening.
+@Suite struct SparkplugBdSeqTests {
+    @Test func bdSeqStartsAtZeroIncrementsWrapsAndSurvivesReopen() async throws {
+        try await withTemporaryDirectory { dir in
+            let settings = OutboxSettings(path: dir.file("outbox.sqlite"))
+            do {
+                let outbox = try Outbox(settings: settings, logger: quietLogger)
+                #expect(try await outbox.lastSparkplugBdSeq() == nil)
+                #expect(try outbox.nextSparkplugBdSeq() == 0)
+                #expect(try outbox.nextSparkplugBdSeq() == 1)
+                #expect(try await outbox.lastSparkplugBdSeq() == 1)
+            }
+            do {
+                let outbox = try Outbox(settings: settings, logger: quietLogger)
+                #expect(try await outbox.lastSparkplugBdSeq() == 1)
+                var taken: [UInt8] = []
+                for _ in 0..<256 { taken.append(try outbox.nextSparkplugBdSeq()) }
+                #expect(taken.first == 2)
+                #expect(taken[253] == 255)
+                #expect(taken[254] == 0)
+                #expect(taken.last == 1)
+            }
+            let third = try Outbox(settings: settings, logger: quietLogger)
+            #expect(try third.nextSparkplugBdSeq() == 2)
+        }
+    }
+}

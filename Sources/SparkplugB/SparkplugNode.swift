@@ -1,0 +1,425 @@
+// One Sparkplug B edge node: its metrics (node and device), their aliases, and the
+// payloads of every message it sends. Pure: no I/O, no clock of its own.
+import Foundation
+import GatewayConfig
+import Modbus
+import SwiftProtobuf
+
+public typealias SparkplugPayload = Org_Eclipse_Tahu_Protobuf_Payload
+public typealias SparkplugMetric = Org_Eclipse_Tahu_Protobuf_Payload.Metric
+
+/// The node-level metrics of the gateway (NBIRTH, NDATA, NDEATH).
+public enum SparkplugNodeMetric: String, CaseIterable, Sendable {
+    /// Birth/death sequence number: the same in the CONNECT's Will (NDEATH) and the NBIRTH.
+    case bdSeq = "bdSeq"
+    /// Writing true here (NCMD) asks for a new NBIRTH and every DBIRTH.
+    case rebirth = "Node Control/Rebirth"
+    /// The outbox's boot counter of this run.
+    case boot = "Gateway/Boot"
+    /// Messages waiting in the outbox.
+    case backlog = "Gateway/Backlog"
+    /// Messages the outbox had to drop (all time).
+    case dropped = "Gateway/Dropped"
+    /// Failed polls since start.
+    case pollsFailed = "Gateway/Polls Failed"
+}
+
+/// The gateway's health as the node metrics report it.
+public struct SparkplugNodeHealth: Sendable, Equatable {
+    public var boot: Int64
+    public var backlog: Int64
+    public var dropped: Int64
+    public var pollsFailed: Int64
+
+    public init(boot: Int64, backlog: Int64, dropped: Int64, pollsFailed: Int64) {
+        self.boot = boot
+        self.backlog = backlog
+        self.dropped = dropped
+        self.pollsFailed = pollsFailed
+    }
+}
+
+/// A tag's last known reading and when it was polled (a DBIRTH's current value).
+public struct SparkplugReading: Sendable, Equatable {
+    public var value: Result<TagValue, TagError>
+    public var polled: Date
+
+    public init(value: Result<TagValue, TagError>, polled: Date) {
+        self.value = value
+        self.polled = polled
+    }
+}
+
+/// The device metrics every Sparkplug device of the gateway has besides its tags: the
+/// `(boot, seq)` of the outbox message a DDATA came from, so continuity can be proven
+/// as with the JSON scheme.
+public enum SparkplugDeviceMetric: String, CaseIterable, Sendable {
+    case boot = "Gateway/Boot"
+    case seq = "Gateway/Seq"
+}
+
+/// Why a stored DDATA cannot be turned into a wire message.
+public struct SparkplugRenderError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// The metrics and aliases of one edge node, and the payloads it publishes.
+///
+/// Aliases are numbered once from the configuration: node metrics first (except
+/// `Node Control/Rebirth`, which Sparkplug says must have none), then each device's
+/// two gateway metrics and its tags, in configuration order. They are unique across
+/// the node (tck-id-payloads-alias-uniqueness).
+public struct SparkplugNode: Sendable {
+    struct Metric: Sendable {
+        var name: String
+        var alias: UInt64
+        var type: SparkplugDataType
+        var unit: String?
+    }
+
+    struct Device: Sendable {
+        var name: String
+        /// Gateway/Boot, Gateway/Seq, then the tags.
+        var metrics: [Metric]
+        var aliasByName: [String: UInt64]
+        var typeByName: [String: SparkplugDataType]
+        /// Each metric's name as UTF-8, in `metrics` order: polls and stored rows list
+        /// tags in configuration order, so the next expected name usually matches
+        /// without hashing a string (`OrderedLookup`).
+        var utf8Names: [[UInt8]]
+    }
+
+    public let topics: SparkplugTopics
+    private let nodeAliases: [SparkplugNodeMetric: UInt64]
+    private let devices: [String: Device]
+    /// Device names in configuration order.
+    public let deviceNames: [String]
+
+    public init(topics: SparkplugTopics, devices configurations: [DeviceConfiguration]) {
+        self.topics = topics
+        var next: UInt64 = 1
+        var nodeAliases: [SparkplugNodeMetric: UInt64] = [:]
+        for metric in SparkplugNodeMetric.allCases where metric != .rebirth {
+            nodeAliases[metric] = next
+            next += 1
+        }
+        self.nodeAliases = nodeAliases
+        var devices: [String: Device] = [:]
+        for configuration in configurations {
+            var metrics = SparkplugDeviceMetric.allCases.map { Metric(name: $0.rawValue, alias: 0, type: .int64) }
+            metrics += configuration.tags.map { Metric(name: $0.name, alias: 0, type: SparkplugDataType(of: $0), unit: $0.unit) }
+            for index in metrics.indices {
+                metrics[index].alias = next
+                next += 1
+            }
+            devices[configuration.name] = Device(
+                name: configuration.name, metrics: metrics,
+                aliasByName: Dictionary(metrics.map { ($0.name, $0.alias) }, uniquingKeysWith: { first, _ in first }),
+                typeByName: Dictionary(metrics.map { ($0.name, $0.type) }, uniquingKeysWith: { first, _ in first }),
+                utf8Names: metrics.map { Array($0.name.utf8) })
+        }
+        self.devices = devices
+        deviceNames = configurations.map(\.name)
+    }
+
+    // MARK: - Node messages
+
+    /// The NDEATH: only the `bdSeq` metric, no `seq` (tck-id-topics-ndeath-payload, -seq).
+    /// Used as the Will of the CONNECT that carries `bdSeq` and for a clean stop.
+    public func ndeath(bdSeq: UInt8, at date: Date) -> [UInt8] {
+        var payload = SparkplugPayload()
+        payload.timestamp = Self.milliseconds(date)
+        payload.metrics = [bdSeqMetric(bdSeq, at: date)]
+        return Self.serialize(payload)
+    }
+
+    /// The NBIRTH of a session: `seq` 0, `bdSeq` of the session's CONNECT,
+    /// `Node Control/Rebirth` false (without alias), and the health metrics.
+    public func nbirth(bdSeq: UInt8, health: SparkplugNodeHealth, at date: Date) -> [UInt8] {
+        var payload = SparkplugPayload()
+        payload.timestamp = Self.milliseconds(date)
+        payload.seq = 0
+        var rebirth = SparkplugMetric()
+        rebirth.name = SparkplugNodeMetric.rebirth.rawValue
+        rebirth.timestamp = Self.milliseconds(date)
+        rebirth.datatype = SparkplugDataType.boolean.rawValue
+        rebirth.booleanValue = false
+        var bdSeqWithAlias = bdSeqMetric(bdSeq, at: date)  // a birth names and aliases every metric but Rebirth
+        bdSeqWithAlias.alias = nodeAliases[.bdSeq]!  // every node metric but Rebirth has one (init)
+        payload.metrics = [bdSeqWithAlias, rebirth] + healthMetrics(health, named: true, at: date)
+        return Self.serialize(payload)
+    }
+
+    /// An NDATA with the health metrics (aliases only).
+    public func ndata(health: SparkplugNodeHealth, seq: UInt8, at date: Date) -> [UInt8] {
+        var payload = SparkplugPayload()
+        payload.timestamp = Self.milliseconds(date)
+        payload.seq = UInt64(seq)
+        payload.metrics = healthMetrics(health, named: false, at: date)
+        return Self.serialize(payload)
+    }
+
+    /// True when an NCMD payload asks for a rebirth (`Node Control/Rebirth` = true).
+    public static func isRebirthRequest(_ ncmd: [UInt8]) -> Bool {
+        guard let payload = try? SparkplugPayload(serializedBytes: ncmd) else { return false }
+        return payload.metrics.contains {
+            $0.name == SparkplugNodeMetric.rebirth.rawValue && $0.booleanValue == true
+        }
+    }
+
+    // MARK: - Device messages
+
+    /// The DBIRTH of `device`: every metric with name, alias, datatype, `engUnit`
+    /// and its current value (`latest` by tag name), `is_null` where none is known.
+    public func dbirth(device name: String, latest: [String: SparkplugReading], boot: Int64, seq: UInt8,
+                       at date: Date) -> [UInt8]? {
+        guard let device = devices[name] else { return nil }
+        var payload = SparkplugPayload()
+        payload.timestamp = Self.milliseconds(date)
+        payload.seq = UInt64(seq)
+        payload.metrics = device.metrics.map { definition in
+            var metric = SparkplugMetric()
+            metric.name = definition.name
+            metric.alias = definition.alias
+            metric.datatype = definition.type.rawValue
+            metric.timestamp = Self.milliseconds(date)
+            switch definition.name {
+            case SparkplugDeviceMetric.boot.rawValue:
+                metric.longValue = UInt64(bitPattern: boot)
+            case SparkplugDeviceMetric.seq.rawValue:
+                metric.isNull = true  // each DDATA carries the seq of its outbox message
+            default:
+                if let reading = latest[definition.name] {
+                    metric.timestamp = Self.milliseconds(reading.polled)
+                    Self.fill(&metric, reading.value, as: definition.type)
+                } else {
+                    metric.isNull = true  // not polled yet
+                }
+            }
+            if let unit = definition.unit { metric.properties.add("engUnit", .string(unit)) }
+            return metric
+        }
+        return Self.serialize(payload)
+    }
+
+    /// The DDEATH of `device` (only `seq` and the timestamp).
+    public func ddeath(seq: UInt8, at date: Date) -> [UInt8] {
+        var payload = SparkplugPayload()
+        payload.timestamp = Self.milliseconds(date)
+        payload.seq = UInt64(seq)
+        return Self.serialize(payload)
+    }
+
+    /// What the outbox stores for one poll: a DDATA payload with metric names (no
+    /// aliases), each metric's own poll time, its datatype and value (or `is_null` and
+    /// Quality BAD for a failed tag), plus `Gateway/Boot` and `Gateway/Seq`; no payload
+    /// `seq` or timestamp. `wireDData` turns it into what is published.
+    public func storedDData(_ poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
+        let polled = Self.milliseconds(poll.timestamp)
+        var lookup = OrderedLookup(devices[poll.device])
+        var payload = ProtobufWriter(capacity: 32 + poll.readings.count * 24)
+        var metric = ProtobufWriter(capacity: 64)
+        func appendMetric() {
+            payload.lengthDelimited(Field.payloadMetrics, metric.bytes)
+            metric.bytes.removeAll(keepingCapacity: true)
+        }
+        for (name, value) in [(SparkplugDeviceMetric.boot, boot), (.seq, seq)] {
+            _ = lookup.metric(named: name.rawValue)
+            metric.lengthDelimited(Field.metricName, name.rawValue.utf8)
+            metric.varintField(Field.metricTimestamp, polled)
+            metric.varintField(Field.metricDatatype, UInt64(SparkplugDataType.int64.rawValue))
+            metric.varintField(Field.metricLongValue, UInt64(bitPattern: value))
+            appendMetric()
+        }
+        for reading in poll.readings {
+            let type = lookup.metric(named: reading.tag)?.type ?? Self.guessedType(reading.value)
+            metric.lengthDelimited(Field.metricName, reading.tag.utf8)
+            metric.varintField(Field.metricTimestamp, polled)
+            metric.varintField(Field.metricDatatype, UInt64(type.rawValue))
+            if case let .success(value) = reading.value, let encoded = try? SparkplugMetricValue(value, as: type) {
+                switch encoded {
+                case let .int(v): metric.varintField(Field.metricIntValue, UInt64(v))
+                case let .long(v): metric.varintField(Field.metricLongValue, v)
+                case let .float(v): metric.fixed32Field(Field.metricFloatValue, v.bitPattern)
+                case let .double(v): metric.fixed64Field(Field.metricDoubleValue, v.bitPattern)
+                case let .boolean(v): metric.varintField(Field.metricBooleanValue, v ? 1 : 0)
+                case let .string(v): metric.lengthDelimited(Field.metricStringValue, v.utf8)
+                }
+            } else {
+                // A failed read, or a value its datatype cannot hold: is_null and Quality BAD.
+                metric.varintField(Field.metricIsNull, 1)
+                metric.lengthDelimited(Field.metricProperties, Self.qualityBad)
+            }
+            appendMetric()
+        }
+        return payload.bytes
+    }
+
+    /// The published DDATA of a stored one: names replaced by this node's aliases
+    /// (a name the configuration no longer has stays a name), `seq`, the payload
+    /// timestamp (now: when it is sent) and, for data buffered before the current
+    /// births, `is_historical` on every metric. With `corrected` (the true poll time of a
+    /// row measured while the wall clock was unsynchronised) every metric timestamp is
+    /// replaced by it, as the JSON path corrects `ts`. Copies every other field unchanged.
+    public func wireDData(stored: [UInt8], device name: String, seq: UInt8, historical: Bool,
+                          at date: Date, pollTime corrected: Date? = nil) throws(SparkplugRenderError) -> [UInt8] {
+        let correctedMilliseconds = corrected.map(Self.milliseconds)
+        var lookup = OrderedLookup(devices[name])
+        var payload = ProtobufWriter(capacity: stored.count + 16)
+        var metric = ProtobufWriter(capacity: 64)
+        var reader = ProtobufReader(stored)
+        do {
+            while !reader.atEnd {
+                let field = try reader.next()
+                switch (field.number, field.wireType) {
+                case (Field.payloadMetrics, 2):
+                    var fields = ProtobufReader(stored, range: field.content)
+                    while !fields.atEnd {
+                        let inner = try fields.next()
+                        switch (inner.number, inner.wireType) {
+                        case (Field.metricName, 2):
+                            if let known = lookup.metric(utf8: stored[inner.content]) {
+                                metric.varintField(Field.metricAlias, known.alias)
+                            } else {
+                                metric.bytes.append(contentsOf: stored[inner.raw])
+                            }
+                        case (Field.metricIsHistorical, _):
+                            break  // set below
+                        case (Field.metricTimestamp, 0):
+                            if let correctedMilliseconds {
+                                metric.varintField(Field.metricTimestamp, correctedMilliseconds)
+                            } else {
+                                metric.bytes.append(contentsOf: stored[inner.raw])
+                            }
+                        default:
+                            metric.bytes.append(contentsOf: stored[inner.raw])
+                        }
+                    }
+                    if historical { metric.varintField(Field.metricIsHistorical, 1) }
+                    payload.lengthDelimited(Field.payloadMetrics, metric.bytes)
+                    metric.bytes.removeAll(keepingCapacity: true)
+                case (Field.payloadTimestamp, _), (Field.payloadSeq, _):
+                    break  // set below
+                default:
+                    payload.bytes.append(contentsOf: stored[field.raw])
+                }
+            }
+        } catch {
+            throw SparkplugRenderError(description: "stored DDATA of \(name) is not a Sparkplug payload")
+        }
+        payload.varintField(Field.payloadTimestamp, Self.milliseconds(date))
+        payload.varintField(Field.payloadSeq, UInt64(seq))
+        return payload.bytes
+    }
+
+    /// Finds a device's metrics by name, trying the one after the last match first.
+    struct OrderedLookup {
+        let device: Device?
+        var next = 0
+
+        init(_ device: Device?) { self.device = device }
+
+        mutating func metric(named name: String) -> Metric? {
+            guard let device else { return nil }
+            if next < device.metrics.count, device.metrics[next].name == name { return found(next) }
+            guard let alias = device.aliasByName[name],
+                  let index = device.metrics.firstIndex(where: { $0.alias == alias }) else { return nil }
+            return found(index)
+        }
+
+        mutating func metric(utf8 name: ArraySlice<UInt8>) -> Metric? {
+            guard let device else { return nil }
+            if next < device.metrics.count, device.utf8Names[next].elementsEqual(name) { return found(next) }
+            return metric(named: String(decoding: name, as: UTF8.self))
+        }
+
+        private mutating func found(_ index: Int) -> Metric {
+            next = index + 1
+            return device!.metrics[index]  // index comes from device.metrics
+        }
+    }
+
+    /// Field numbers of sparkplug_b.proto used by the hand-written DDATA path.
+    private enum Field {
+        static let payloadTimestamp: UInt64 = 1
+        static let payloadMetrics: UInt64 = 2
+        static let payloadSeq: UInt64 = 3
+        static let metricName: UInt64 = 1
+        static let metricAlias: UInt64 = 2
+        static let metricTimestamp: UInt64 = 3
+        static let metricDatatype: UInt64 = 4
+        static let metricIsHistorical: UInt64 = 5
+        static let metricIsNull: UInt64 = 7
+        static let metricProperties: UInt64 = 9
+        static let metricIntValue: UInt64 = 10
+        static let metricLongValue: UInt64 = 11
+        static let metricFloatValue: UInt64 = 12
+        static let metricDoubleValue: UInt64 = 13
+        static let metricBooleanValue: UInt64 = 14
+        static let metricStringValue: UInt64 = 15
+    }
+
+    /// The PropertySet `{Quality: 0 (BAD)}`, serialized once.
+    private static let qualityBad: [UInt8] = (try? SparkplugPayload.PropertySet.quality(.bad).serializedBytes()) ?? []
+
+    // MARK: - Pieces
+
+    private func bdSeqMetric(_ bdSeq: UInt8, at date: Date) -> SparkplugMetric {
+        var metric = SparkplugMetric()
+        metric.name = SparkplugNodeMetric.bdSeq.rawValue
+        metric.timestamp = Self.milliseconds(date)
+        metric.datatype = SparkplugDataType.int64.rawValue
+        metric.longValue = UInt64(bdSeq)
+        return metric
+    }
+
+    private func healthMetrics(_ health: SparkplugNodeHealth, named: Bool, at date: Date) -> [SparkplugMetric] {
+        let values: [(SparkplugNodeMetric, Int64, SparkplugDataType)] = [
+            (.boot, health.boot, .int64), (.backlog, health.backlog, .uint64),
+            (.dropped, health.dropped, .uint64), (.pollsFailed, health.pollsFailed, .uint64),
+        ]
+        return values.map { name, value, type in
+            var metric = SparkplugMetric()
+            if named { metric.name = name.rawValue }
+            metric.alias = nodeAliases[name]!  // every node metric but Rebirth has one (init)
+            metric.timestamp = Self.milliseconds(date)
+            metric.datatype = type.rawValue
+            metric.longValue = UInt64(bitPattern: max(value, type == .uint64 ? 0 : Int64.min))
+            return metric
+        }
+    }
+
+    static func fill(_ metric: inout SparkplugMetric, _ value: Result<TagValue, TagError>, as type: SparkplugDataType) {
+        switch value {
+        case let .success(value):
+            do {
+                try metric.set(value, as: type)
+            } catch {
+                metric.setBad(as: type)
+            }
+        case .failure:
+            metric.setBad(as: type)
+        }
+    }
+
+    /// The datatype of a value of a tag the configuration does not know (never for
+    /// polls of configured devices).
+    private static func guessedType(_ value: Result<TagValue, TagError>) -> SparkplugDataType {
+        switch value {
+        case .success(.integer): .int64
+        case .success(.number), .failure: .double
+        case .success(.bool): .boolean
+        case .success(.string): .string
+        }
+    }
+
+    /// Milliseconds since 1970 (UTC), Sparkplug's timestamps.
+    public static func milliseconds(_ date: Date) -> UInt64 {
+        UInt64(max(0, (date.timeIntervalSince1970 * 1000).rounded(.down)))
+    }
+
+    private static func serialize(_ payload: SparkplugPayload) -> [UInt8] {
+        // Serializing a message with only known fields and no required ones cannot fail.
+        (try? payload.serializedBytes()) ?? []
+    }
+}
