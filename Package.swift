@@ -35,13 +35,15 @@ let package = Package(
         // the kernel's (read-only) or, in tests, a clock file.
         .target(name: "GatewayClock", dependencies: ["CTimex"]),
 
-        // Reads the sealing keys (Sealing) and TLS PEM files (COpenSSL) named in gateway.yaml at load time.
+        // Reads the sealing keys (Sealing) and TLS PEM files (COpenSSL) named in gateway.yaml at load time;
+        // parses devices and tags into Modbus's device model.
         .target(name: "GatewayConfig", dependencies: [
-            "Sealing", "COpenSSL",
+            "Sealing", "COpenSSL", "Modbus",
             .product(name: "Yams", package: "Yams"),
         ]),
+        // The device/tag model (DeviceModel.swift), polling and writes over libmodbus.
         .target(name: "Modbus", dependencies: [
-            "CModbus", "GatewayConfig", "GatewayClock",
+            "CModbus", "GatewayClock",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Outbox", dependencies: [
@@ -115,7 +117,7 @@ let package = Package(
             "LocalPeers", "MQTTUplink",
             .product(name: "Logging", package: "swift-log"),
         ], path: "Tests/TestSupport"),
-        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Sealing", "TestSupport"]),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Modbus", "Sealing", "TestSupport"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),

@@ -33,7 +33,7 @@ struct GapSchedule {
     static func message(_ gap: OutboxGap, identity: GatewayIdentity) -> MQTTMessage {
         MQTTMessage(topic: identity.gapsTopic,
                     payload: MessageEncoding.gap(gateway: identity.id, boot: gap.boot, firstSeq: gap.firstSeq,
-                                                 lastSeq: gap.lastSeq, count: gap.count, reason: gap.reason, at: Date()),
+                                                 lastSeq: gap.lastSeq, count: gap.count, reason: gap.reason.rawValue, at: Date()),
                     qos: 1)
     }
 }

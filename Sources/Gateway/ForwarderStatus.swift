@@ -3,6 +3,7 @@
 import Foundation
 import GatewayClock
 import GatewayConfig
+import Modbus
 import MQTTUplink
 import Outbox
 

@@ -1,4 +1,5 @@
 // The `commands:` section and the `writable`/`min`/`max` keys of tags.
+import Modbus
 import Sealing
 
 extension SchemaReader {

@@ -2,6 +2,7 @@
 // its YAML path, line and column. The schema lives here, in one place.
 
 import Foundation
+import Modbus
 import Yams
 
 /// Loads and validates `gateway.yaml`.

@@ -2,6 +2,7 @@
 // the configuration alone, so a limit that cannot hold one message is refused
 // at load time instead of dropping every message at run time.
 
+import Modbus
 import Sealing
 
 enum MessageSizeBound {

@@ -1,6 +1,8 @@
 // How long one read of a silent device can hold its bus, and the limit the
 // watchdog sets on it.
 
+import Modbus
+
 extension DeviceConfiguration {
     /// The longest one read of this device keeps its bus waiting when the device is
     /// silent: `timeout × (retries + 1)`.

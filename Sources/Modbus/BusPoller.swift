@@ -2,7 +2,6 @@
 // of the devices that share the bus, with backoff for unreachable devices.
 import Foundation
 import GatewayClock
-import GatewayConfig
 import Logging
 import Synchronization
 

@@ -1,7 +1,6 @@
 // Writes on a bus: queued from any thread, run on the bus thread between polls,
 // ahead of the polls that are due, never interleaved with a read.
 import Foundation
-import GatewayConfig
 import Logging
 import Synchronization
 

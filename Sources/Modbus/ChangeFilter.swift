@@ -1,5 +1,4 @@
 // Report by exception: which polls of a poll group become data messages.
-import GatewayConfig
 
 /// Decides per poll of one poll group whether it is published.
 ///

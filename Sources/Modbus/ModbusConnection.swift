@@ -1,6 +1,5 @@
 // The client side of libmodbus: one `modbus_t` per bus, used only on that bus's thread.
 import CModbus
-import GatewayConfig
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,5 @@
 // Writes through libmodbus: FC5/FC15 for coils, FC6/FC16 for holding registers.
 import CModbus
-import GatewayConfig
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,5 @@
 // Turning raw Modbus register words into tag values: types, byte orders, scale and offset.
 import Foundation
-import GatewayConfig
 
 /// A decoded tag value as it appears in a data message.
 public enum TagValue: Sendable, Equatable {

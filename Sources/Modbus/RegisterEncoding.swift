@@ -1,7 +1,6 @@
 // The reverse of RegisterDecoding: a commanded value (in published units) to the
 // raw registers or coil of its tag, so that writing a published value round-trips.
 import Foundation
-import GatewayConfig
 
 /// What goes on the wire for one tag.
 public enum WritePayload: Sendable, Equatable {

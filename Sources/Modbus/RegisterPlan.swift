@@ -1,5 +1,4 @@
 // Which Modbus requests one poll of a device sends.
-import GatewayConfig
 
 /// One read request and the tags whose registers (or bits) it carries.
 public struct RegisterBlock: Sendable, Equatable {

@@ -633,7 +633,8 @@ public final class Outbox: Sendable {
                 try Row.fetchAll(db, sql: """
                     SELECT id, boot, first_seq, last_seq, count, reason FROM gap ORDER BY id
                     """).map { row in
-                    OutboxGap(id: row[0], boot: row[1], firstSeq: row[2], lastSeq: row[3], count: row[4], reason: row[5])
+                    OutboxGap(id: row[0], boot: row[1], firstSeq: row[2], lastSeq: row[3], count: row[4],
+                              reason: DropReason(rawValue: row[5]))
                 }
             }
         } catch {

@@ -135,11 +135,11 @@ public struct OutboxGap: Sendable, Equatable {
     public var lastSeq: Int64
     /// Number of dropped messages.
     public var count: Int64
-    /// Why they were dropped: `max_messages`, `max_bytes`, `max_age`, `disk_full`, `io_error` or `unpublishable`.
-    public var reason: String
+    /// Why they were dropped; its raw value is the text stored in the gap record and sent upstream.
+    public var reason: DropReason
 
     /// A gap value; the outbox creates these.
-    public init(id: Int64, boot: Int64, firstSeq: Int64, lastSeq: Int64, count: Int64, reason: String) {
+    public init(id: Int64, boot: Int64, firstSeq: Int64, lastSeq: Int64, count: Int64, reason: DropReason) {
         self.id = id
         self.boot = boot
         self.firstSeq = firstSeq
@@ -149,13 +149,40 @@ public struct OutboxGap: Sendable, Equatable {
     }
 }
 
-/// Why messages were dropped; the raw value is what ``OutboxGap/reason`` carries.
-enum DropReason: String, Sendable {
-    case maxMessages = "max_messages"
-    case maxBytes = "max_bytes"
-    case maxAge = "max_age"
-    case diskFull = "disk_full"
-    case ioError = "io_error"
+/// Why messages were dropped. The raw value is the text stored in the `gap` table's
+/// `reason` column and sent upstream in the gap report (`max_messages`, `max_bytes`,
+/// `max_age`, `disk_full`, `io_error`, `unpublishable`).
+public enum DropReason: RawRepresentable, Sendable, Hashable {
+    case maxMessages
+    case maxBytes
+    case maxAge
+    case diskFull
+    case ioError
     /// MQTT cannot carry the message (a topic or payload beyond the protocol's limits).
     case unpublishable
+    /// A stored reason this version does not know (a record written by another version of
+    /// the gateway into the same outbox file). The outbox never records it; it reads such a
+    /// record as it is, so the counted loss is still reported upstream with its original text
+    /// instead of blocking every gap report behind one unreadable row.
+    case unrecognized(String)
+
+    /// Every reason the outbox records, i.e. all but ``unrecognized(_:)``.
+    public static let recorded: [DropReason] = [.maxMessages, .maxBytes, .maxAge, .diskFull, .ioError, .unpublishable]
+
+    /// The reason for a stored or sent text; never fails (unknown text is ``unrecognized(_:)``).
+    public init(rawValue: String) {
+        self = Self.recorded.first { $0.rawValue == rawValue } ?? .unrecognized(rawValue)
+    }
+
+    public var rawValue: String {
+        switch self {
+        case .maxMessages: "max_messages"
+        case .maxBytes: "max_bytes"
+        case .maxAge: "max_age"
+        case .diskFull: "disk_full"
+        case .ioError: "io_error"
+        case .unpublishable: "unpublishable"
+        case let .unrecognized(text): text
+        }
+    }
 }

@@ -254,13 +254,14 @@ import Testing
     /// broker acknowledged it.
     @Test func gapRecordsAreMarkedReportedOnlyAfterTheirAcknowledgement() async throws {
         let forwarder = ForwarderHarness()
-        let gap = OutboxGap(id: 7, boot: 1, firstSeq: 10, lastSeq: 14, count: 5, reason: "max_messages")
+        let gap = OutboxGap(id: 7, boot: 1, firstSeq: 10, lastSeq: 14, count: 5, reason: .maxMessages)
         forwarder.outbox.record(gap)
         try await forwarder.connect(session: 1)
         let gapsTopic = ForwarderHarness.identity.gapsTopic
         let sent = try #require(forwarder.uplink.sent.first { $0.message.topic == gapsTopic })
         let record = try #require(try JSONSerialization.jsonObject(with: Data(sent.message.payload)) as? [String: Any])
         #expect(record["first_seq"] as? Int == 10 && record["last_seq"] as? Int == 14 && record["count"] as? Int == 5)
+        #expect(record["reason"] as? String == "max_messages", "the wire text is the enum's raw value")
         try await forwarder.tick()
         #expect(forwarder.outbox.reportedGaps.isEmpty, "not acknowledged yet")
         try await forwarder.acknowledge(topic: gapsTopic)
@@ -281,7 +282,7 @@ extension ForwarderAnnouncementTests {
         for _ in 0..<20 { try await forwarder.tick(.milliseconds(500)) }
         #expect(forwarder.logs.lines(containing: "cannot read gap records").count == 1)
         forwarder.outbox.failGapReads(false)
-        forwarder.outbox.record(OutboxGap(id: 1, boot: 1, firstSeq: 1, lastSeq: 1, count: 1, reason: "max_age"))
+        forwarder.outbox.record(OutboxGap(id: 1, boot: 1, firstSeq: 1, lastSeq: 1, count: 1, reason: .maxAge))
         for _ in 0..<4 { try await forwarder.tick(.milliseconds(500)) }
         #expect(forwarder.logs.lines(containing: "the outbox works again: read gap records").count == 1)
         #expect(forwarder.uplink.sent.contains { $0.message.topic == ForwarderHarness.identity.gapsTopic })

@@ -1,3 +1,4 @@
+import Modbus
 import Testing
 @testable import GatewayConfig
 

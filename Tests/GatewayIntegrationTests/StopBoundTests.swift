@@ -4,6 +4,7 @@
 import Foundation
 import Gateway
 import GatewayConfig
+import Modbus
 import Testing
 
 @Suite struct StopBoundTests {

@@ -1,5 +1,4 @@
 import Foundation
-import GatewayConfig
 import Logging
 import Synchronization
 import Testing

@@ -1,7 +1,6 @@
 // Writes on a bus: a write does not wait for the next poll, and a stopped bus
 // never runs one.
 import Foundation
-import GatewayConfig
 import Logging
 import Synchronization
 import Testing

@@ -1,4 +1,3 @@
-import GatewayConfig
 import Testing
 @testable import Modbus
 

@@ -1,6 +1,5 @@
 // Writing a published value gives the same published value back: encoding is
 // decoding reversed, for every type, byte order, scale and offset.
-import GatewayConfig
 import Testing
 @testable import Modbus
 

@@ -1,5 +1,4 @@
 import Foundation
-import GatewayConfig
 import TestSupport
 import Testing
 @testable import Modbus

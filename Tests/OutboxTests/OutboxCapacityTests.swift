@@ -20,7 +20,7 @@ struct OutboxCapacityTests {
     }
 
     func gapSummary(_ gaps: [OutboxGap]) -> [String] {
-        gaps.map { "\($0.boot):\($0.firstSeq)-\($0.lastSeq)x\($0.count) \($0.reason)" }
+        gaps.map { "\($0.boot):\($0.firstSeq)-\($0.lastSeq)x\($0.count) \($0.reason.rawValue)" }
     }
 
     // MARK: unpublishable
@@ -38,6 +38,33 @@ struct OutboxCapacityTests {
             #expect(stats.bufferedMessages == 3)
             #expect(stats.bufferedBytes == 3 * Self.messageBytes)
             #expect(stats.dropped == 3)
+        }
+    }
+
+    /// The stored text is the wire text; a stored reason this version does not know (written
+    /// by another version into the same file) is read as `.unrecognized` with its text, so
+    /// the loss is still reported instead of failing every gap read.
+    @Test func gapReasonsAreStoredAsTextAndUnknownTextStaysReadable() async throws {
+        try await withTemporaryDirectory { dir in
+            let outbox = try open(dir, policy: .dropOldest)
+            let committed = try await outbox.append(drafts(4, topic: "t"))
+            try await outbox.discardUnpublishable([committed[0].id])
+            try await outbox.discardUnpublishable([committed[2].id])
+            let path = dir.file("outbox.sqlite")
+            let (status, stored) = try run("/usr/bin/env", ["sqlite3", path, "SELECT reason FROM gap ORDER BY id"])
+            guard status == 0 else {
+                Issue.record("sqlite3 CLI needed to read and edit the gap table: \(stored)")
+                return
+            }
+            #expect(stored == "unpublishable\nunpublishable\n")
+            let edit = try run("/usr/bin/env", [
+                "sqlite3", path, "UPDATE gap SET reason = 'from_a_newer_version' WHERE first_seq = 3",
+            ])
+            #expect(edit.status == 0, "\(edit.output)")
+            let gaps = try await outbox.pendingGaps()
+            #expect(gaps.map(\.reason) == [.unpublishable, .unrecognized("from_a_newer_version")])
+            #expect(gaps.map(\.reason.rawValue) == ["unpublishable", "from_a_newer_version"])
+            #expect(DropReason.recorded.map { DropReason(rawValue: $0.rawValue) } == DropReason.recorded)
         }
     }
 

@@ -65,7 +65,7 @@ struct OutboxDiskFullTests {
                 let stats = try await outbox.statistics()
                 #expect(failures == 0, "drop_oldest makes room instead of failing")
                 #expect(stats.dropped > 0)
-                #expect(try await outbox.pendingGaps().contains { $0.reason == "disk_full" })
+                #expect(try await outbox.pendingGaps().contains { $0.reason == .diskFull })
                 #expect(Int64(stats.bufferedMessages) + stats.droppedThisBoot == 3000)
                 try await expectEverySeqAccountedFor(outbox, upTo: 3000)
                 #expect(lastSeq == 3000)
@@ -117,7 +117,7 @@ struct OutboxDiskFullTests {
 
                 let stats = try await outbox.statistics()
                 #expect(Int64(stats.bufferedMessages) + stats.droppedThisBoot == drafted)
-                #expect(try await outbox.pendingGaps().contains { $0.reason == "disk_full" })
+                #expect(try await outbox.pendingGaps().contains { $0.reason == .diskFull })
                 try await expectEverySeqAccountedFor(outbox, upTo: drafted)
 
                 // Draining works too.
