@@ -11,6 +11,7 @@
 //   seal     seal + outbox append (AES-256-GCM, HMAC-SHA256) vs unsealed appends (SealBench.swift)
 //   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
 //   monitor-ingest, monitor-fleet  edge-monitor (MonitorBench.swift)
+//   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync (PerMessageBench.swift)
 //   commands command → write → result with polls at 10 ms vs an MQTT round trip (CommandBench.swift)
 import Foundation
 import Gateway
@@ -25,7 +26,7 @@ import Synchronization
 
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty
-    ? ["append", "replay", "rss", "modbus", "seal", "service", "commands", "monitor-ingest", "monitor-fleet"] : arguments
+    ? ["append", "replay", "rss", "modbus", "seal", "service", "per-message", "commands", "monitor-ingest", "monitor-fleet"] : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
     logger.logLevel = .error
@@ -238,6 +239,7 @@ if selected.contains("rss") { try await benchRSS(directory: directory) }
 if selected.contains("modbus") { try await benchModbus() }
 if selected.contains("seal") { try await benchSeal(directory: directory) }
 if selected.contains("service") { try await benchService(directory: directory) }
+if selected.contains("per-message") { try await benchPerMessage(directory: directory) }
 if selected.contains("commands") { try await benchCommands(directory: directory) }
 if selected.contains("monitor-ingest") { try await benchMonitorIngest(directory: directory) }
 if selected.contains("monitor-fleet") { try await benchMonitorFleet(directory: directory) }
