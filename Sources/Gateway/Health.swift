@@ -30,14 +30,12 @@ public enum LoopHealth: Sendable, Equatable {
 
 /// The last sign of life of one loop of the gateway.
 ///
-/// A bus beats from its own thread between Modbus requests and, just before a
-/// blocking call, says how long that call can last at most (`enterRequest`); the
+/// A bus beats from its own thread after each Modbus request and, just before a
+/// blocking call or an idle wait for its next poll, says until when it is away at
+/// most (`enterRequest`); the
 /// forwarder beats each time its event loop handles a tick, so a forwarder stuck
 /// on an `await` stops beating.
 public final class Heartbeat: Sendable {
-    /// How often the loops beat.
-    static let interval = Duration.milliseconds(250)
-
     /// The last sign of life.
     enum Pulse: Sendable, Equatable {
         case none

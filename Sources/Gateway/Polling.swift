@@ -36,8 +36,9 @@ public final class BusStopDeadline: Sendable {
 /// the polls the ingest service commits at shutdown are all that will come.
 public struct PollingService: Service, CustomStringConvertible {
     public let poller: BusPoller
-    /// Beaten from the bus thread between Modbus requests; inside a request it
-    /// holds the request's deadline (see `WatchdogService`).
+    /// Beaten from the bus thread after each Modbus request; inside a request it
+    /// holds the request's deadline, while idle the time the next poll is due
+    /// (see `WatchdogService`).
     public let heartbeat: Heartbeat
     private let stopDeadline: BusStopDeadline
     private let logger: Logger
@@ -73,14 +74,10 @@ public struct PollingService: Service, CustomStringConvertible {
         // this task's thread is still blocked in a libmodbus call. It ends on its
         // own once that call returns (cancelled, abandoned, it starts nothing new).
         let bus = Task(executorPreference: executor) { [poller, heartbeat] in
-            await withDiscardingTaskGroup { group in
-                // On the bus thread too: it beats only while no Modbus call holds it.
-                group.addTask {
-                    repeat { heartbeat.beat() } while (try? await Task.sleep(for: Heartbeat.interval)) != nil
-                }
-                await poller.run()
-                group.cancelAll()
-            }
+            // Alive from here; then around every request and before every idle wait
+            // (`BusPoller.requestWatch`), all on the bus thread: no timer wakes it.
+            heartbeat.beat()
+            await poller.run()
             signal.yield(.busEnded)
             // Last: the thread ends once this job returns (nothing else is queued on it).
             executor.shutdown()

@@ -429,6 +429,10 @@ public final class MQTTUplink: Sendable {
         // The session expiry interval stays 0 (no property): the outbox is the only queue.
         _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, settings.mqtt5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311)
         _ = mosquitto_max_inflight_messages_set(raw, UInt32(settings.maxInflight))
+        // Nagle's algorithm off: a small publish or PUBACK behind an unacknowledged
+        // segment would otherwise wait for the peer's delayed ACK (up to 40 ms on Linux).
+        // libmosquitto still writes each packet whole, so this adds no tiny segments.
+        _ = mosquitto_int_option(raw, MOSQ_OPT_TCP_NODELAY, 1)
         mosquitto_connect_callback_set(raw, onConnectCallback)
         // The v5 callback also serves 3.1.1 (reason code always 0 there).
         mosquitto_publish_v5_callback_set(raw, onPublishCallback)

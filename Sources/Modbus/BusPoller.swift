@@ -94,7 +94,9 @@ public struct BusPoller: Sendable {
     public var maxBackoff: Duration = .seconds(30)
     /// Told before each blocking libmodbus call how long it can last at most (its
     /// deadline), and `nil` once the bus thread is back: the watchdog counts a bus
-    /// waiting inside a bounded request as alive until that deadline.
+    /// waiting inside a bounded request as alive until that deadline. Also told, before
+    /// the bus sleeps, when the next poll is due: an idle bus is alive until then, so no
+    /// timer has to wake it only to say so.
     public var requestWatch: @Sendable (_ deadline: ContinuousClock.Instant?) -> Void = { _ in }
     /// Where each poll's wall time, boottime, boot id and sync status come from.
     public var timeSource: any TimeSource = KernelClock()
@@ -189,12 +191,16 @@ public struct BusPoller: Sendable {
                 // Writes go first, between two polls; a new one cuts the wait short.
                 runWrites(writes.takeAll(), connection: connection) { (states[$0].online == true, states[$0].lastError) }
                 if clock.now < slots[index].nextDue {
+                    requestWatch(slots[index].nextDue)  // idle until then, alive (see `requestWatch`)
                     await writes.wait(until: slots[index].nextDue)
                     if Task.isCancelled { return }
                     continue
                 }
             } else {
                 do {
+                    if clock.now < slots[index].nextDue {
+                        requestWatch(slots[index].nextDue)  // idle until then, alive (see `requestWatch`)
+                    }
                     try await Task.sleep(until: slots[index].nextDue, clock: clock)
                 } catch {
                     return  // cancelled: shutdown

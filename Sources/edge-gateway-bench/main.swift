@@ -12,6 +12,7 @@
 //   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
 //   sparkplug  a 100-tag Sparkplug DDATA vs the JSON message of the same poll (SparkplugBench.swift)
 //   monitor-ingest, monitor-fleet  edge-monitor (MonitorBench.swift)
+//   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync (PerMessageBench.swift)
 //   commands command → write → result with polls at 10 ms vs an MQTT round trip (CommandBench.swift)
 import Foundation
 import Gateway
@@ -26,7 +27,8 @@ import Synchronization
 
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty
-    ? ["append", "replay", "rss", "modbus", "seal", "service", "sparkplug", "commands", "monitor-ingest", "monitor-fleet"]
+    ? ["append", "replay", "rss", "modbus", "seal", "service", "sparkplug", "per-message", "commands",
+       "monitor-ingest", "monitor-fleet"]
     : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
@@ -241,6 +243,7 @@ if selected.contains("modbus") { try await benchModbus() }
 if selected.contains("seal") { try await benchSeal(directory: directory) }
 if selected.contains("service") { try await benchService(directory: directory) }
 if selected.contains("sparkplug") { benchSparkplug() }
+if selected.contains("per-message") { try await benchPerMessage(directory: directory) }
 if selected.contains("commands") { try await benchCommands(directory: directory) }
 if selected.contains("monitor-ingest") { try await benchMonitorIngest(directory: directory) }
 if selected.contains("monitor-fleet") { try await benchMonitorFleet(directory: directory) }

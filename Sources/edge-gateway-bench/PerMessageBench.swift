@@ -1,0 +1,218 @@
+// `edge-gateway-bench per-message`: what one poll costs the real gateway process.
+//
+//   One device of 100 uint16 holding registers on the libmodbus simulator, a local
+//   mosquitto, QoS 1, `sync: full` (and one run with `sync: normal`):
+//   - CPU per 1,000 values: utime + stime of the gateway (/proc/<pid>/stat) over the run
+//   - wakeups per second: voluntary + involuntary context switches summed over the
+//     gateway's threads (/proc/<pid>/task/*/status); at 1 poll/s that is the idle figure
+//   - poll → subscriber latency: the message's `ts` (poll time, UTC ms, rounded down)
+//     vs the wall clock when a subscriber's network thread receives it
+//   against a plain write + fsync of 200 bytes on the same file system, in the same run.
+//   BENCH_GATEWAY=<path> runs another build of edge-gateway (before/after comparisons);
+//   BENCH_SECONDS=<n> sets the length of each run (10 s).
+//   modpoll is not run here; its figures in issue 14 come from an earlier run.
+import Foundation
+import GatewayConfig
+import LocalPeers
+import Modbus
+import MQTTUplink
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Receive times of the data messages a subscriber sees, with their `ts`.
+private final class LatencyRecorder: Sendable {
+    /// Milliseconds from `ts` to reception, one per message, while `recording`.
+    let latencies = Mutex<[Double]>([])
+    let received = Atomic<Int>(0)
+    let recording = Atomic<Bool>(false)
+    let connected = Atomic<Bool>(false)
+
+    func note(_ payload: [UInt8]) {
+        let now = Date().timeIntervalSince1970
+        received.add(1, ordering: .relaxed)
+        guard recording.load(ordering: .relaxed), let ts = Self.timestamp(in: payload) else { return }
+        latencies.withLock { $0.append((now - ts) * 1000) }
+    }
+
+    /// The `ts` of a data message (`"ts":"2026-11-24T02:36:38.123Z"`) in seconds since 1970.
+    static func timestamp(in payload: [UInt8]) -> Double? {
+        guard let range = payload.firstRange(of: Array(#""ts":""#.utf8)), payload.count >= range.upperBound + 24
+        else { return nil }
+        let text = String(decoding: payload[range.upperBound..<(range.upperBound + 24)], as: UTF8.self)
+        let digits = text.split(whereSeparator: { "-T:.Z".contains($0) }).compactMap { Int($0) }
+        guard digits.count == 7 else { return nil }
+        var parts = tm()
+        parts.tm_year = Int32(digits[0] - 1900); parts.tm_mon = Int32(digits[1] - 1); parts.tm_mday = Int32(digits[2])
+        parts.tm_hour = Int32(digits[3]); parts.tm_min = Int32(digits[4]); parts.tm_sec = Int32(digits[5])
+        return Double(timegm(&parts)) + Double(digits[6]) / 1000
+    }
+}
+
+private final class SubscriberBox: Sendable {
+    let uplink = Mutex<MQTTUplink?>(nil)
+}
+
+/// CPU seconds (utime + stime) of process `pid` so far.
+private func cpuSeconds(pid: pid_t) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return 0 }
+    // Fields after "(comm)": state is field 3, utime 14, stime 15.
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+    return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
+/// Context switches (voluntary + involuntary) of all threads of `pid`, and the thread count.
+private func contextSwitches(pid: pid_t) -> (switches: Int, threads: Int) {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    var total = 0
+    for task in tasks {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
+        for line in status.split(separator: "\n") {
+            if line.hasPrefix("voluntary_ctxt_switches:") || line.hasPrefix("nonvoluntary_ctxt_switches:") {
+                total += Int(line.split(separator: "\t").last ?? "0") ?? 0
+            }
+        }
+    }
+    return (total, tasks.count)
+}
+
+/// p99 (and p50) in milliseconds of `count` writes of 200 bytes each followed by fsync.
+private func fsyncLatencies(path: String, count: Int) -> [Double] {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { return [] }
+    defer { close(fd); unlink(path) }
+    let block = [UInt8](repeating: 0x78, count: 200)
+    var results: [Double] = []
+    for _ in 0..<count {
+        let start = ContinuousClock.now
+        _ = block.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        fsync(fd)
+        results.append(seconds(ContinuousClock.now - start) * 1000)
+    }
+    return results
+}
+
+private func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return .nan }
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+private struct PerMessageRun {
+    var pollsPerSecond: Int
+    var sync: String
+    var messages: Int
+    var cpuPerThousandValues: Double
+    var cpuPerPoll: Double
+    var wakeupsPerSecond: Double
+    var threads: Int
+    var latencies: [Double]
+}
+
+private func runGateway(directory: TemporaryDirectory, broker: MosquittoBroker, modbusPort: Int,
+                        pollsPerSecond: Int, sync: String, duration: Duration) async throws -> PerMessageRun {
+    let tags = (0..<100).map { "      - { name: r\($0), table: holding, address: \($0), type: uint16 }" }
+        .joined(separator: "\n")
+    let name = "per-message-\(pollsPerSecond)-\(sync)"
+    let config = directory.file("\(name).yaml")
+    try """
+    gateway: { id: bench }
+    mqtt: { host: 127.0.0.1, port: \(broker.port), qos: 1 }
+    buffer: { path: \(directory.file("\(name).sqlite")), sync: \(sync) }
+    log_level: error
+    devices:
+      - name: meter
+        tcp: { host: 127.0.0.1, port: \(modbusPort) }
+        poll_interval: \(1000 / pollsPerSecond)ms
+        tags:
+    \(tags)
+    """.write(toFile: config, atomically: true, encoding: .utf8)
+    let recorder = LatencyRecorder()
+    let box = SubscriberBox()
+    let topic = GatewayIdentity(id: "bench").dataTopic(device: "meter")
+    let subscriber = MQTTUplink(settings: MQTTUplinkSettings(host: "127.0.0.1", port: broker.port,
+                                                             clientID: "bench-sub-\(pollsPerSecond)-\(sync)"),
+                                logger: quiet) { event in
+        switch event {
+        case .connected:
+            try? box.uplink.withLock { try $0?.subscribe(topic, qos: 1) }
+            recorder.connected.store(true, ordering: .releasing)
+        case let .message(message): recorder.note(message.payload)
+        default: break
+        }
+    }
+    box.uplink.withLock { $0 = subscriber }
+    subscriber.start()
+    try await waitUntil("the bench subscriber to connect") { recorder.connected.load(ordering: .acquiring) }
+    let binary = try ProcessInfo.processInfo.environment["BENCH_GATEWAY"] ?? builtProduct("edge-gateway")
+    let gateway = try ChildProcess(binary, ["run", "--config", config],
+                                   log: directory.file("\(name).log"))
+    try await waitUntil("the first data message", timeout: .seconds(60)) {
+        recorder.received.load(ordering: .relaxed) > 0 || !gateway.isRunning
+    }
+    guard gateway.isRunning else {
+        throw ModbusBenchFailure(description: "the gateway exited: \(gateway.output.suffix(1000))")
+    }
+    try await Task.sleep(for: .seconds(2))  // warm-up, not measured
+    let cpuStart = cpuSeconds(pid: gateway.pid)
+    let switchesStart = contextSwitches(pid: gateway.pid)
+    let receivedStart = recorder.received.load(ordering: .relaxed)
+    let start = ContinuousClock.now
+    recorder.recording.store(true, ordering: .relaxed)
+    try await Task.sleep(for: duration)
+    recorder.recording.store(false, ordering: .relaxed)
+    let elapsed = seconds(ContinuousClock.now - start)
+    let cpu = cpuSeconds(pid: gateway.pid) - cpuStart
+    let switchesEnd = contextSwitches(pid: gateway.pid)
+    let messages = recorder.received.load(ordering: .relaxed) - receivedStart
+    gateway.signal(SIGTERM)
+    _ = try await gateway.waitForExit()
+    await subscriber.stop()
+    let polls = Double(pollsPerSecond) * elapsed
+    return PerMessageRun(
+        pollsPerSecond: pollsPerSecond, sync: sync, messages: messages,
+        cpuPerThousandValues: cpu * 1000 / max(Double(messages) * 100 / 1000, 0.001),
+        cpuPerPoll: cpu * 1000 / polls,
+        wakeupsPerSecond: Double(switchesEnd.switches - switchesStart.switches) / elapsed,
+        threads: switchesEnd.threads, latencies: recorder.latencies.withLock { $0 })
+}
+
+func benchPerMessage(directory: TemporaryDirectory) async throws {
+    let duration = Duration.seconds(Int(ProcessInfo.processInfo.environment["BENCH_SECONDS"] ?? "") ?? 10)
+    print("per-message: the gateway process, one device of 100 uint16 registers, QoS 1, \(duration) per run")
+    let broker = try MosquittoBroker()
+    try await broker.start()
+    defer { Task { [broker] in try? await broker.stop() } }
+    let modbusPort = freeLoopbackPort()
+    let simulator = try ModbusSimulator(port: modbusPort, animate: true)
+    try simulator.start()
+    defer { simulator.stop() }
+    let fsyncs = fsyncLatencies(path: directory.file("fsync.bin"), count: 500)
+    var runs: [PerMessageRun] = []
+    for (rate, sync) in [(1, "full"), (10, "full"), (100, "full"), (100, "normal")] {
+        runs.append(try await runGateway(directory: directory, broker: broker, modbusPort: modbusPort,
+                                         pollsPerSecond: rate, sync: sync, duration: duration))
+    }
+    let fsyncP99 = percentile(fsyncs, 0.99)
+    for run in runs {
+        let label = "\(run.pollsPerSecond) polls/s, sync \(run.sync)"
+        print(String(format: "  %@: %d messages, %d threads", label, run.messages, run.threads))
+        figure("  CPU per 1,000 values", run.cpuPerThousandValues, "ms")
+        figure("  CPU per poll", run.cpuPerPoll * 1000, "µs")
+        figure("  wakeups (context switches, all threads)", run.wakeupsPerSecond, "/s")
+        figure("  poll → subscriber p50 (ts has ms resolution)", percentile(run.latencies, 0.5), "ms")
+        figure("  poll → subscriber p99", percentile(run.latencies, 0.99), "ms")
+        if run.sync == "full" && run.pollsPerSecond == 100 {
+            print(String(format: "  p99 above the fsync p99 (target <= 5 ms): %.1f ms", percentile(run.latencies, 0.99) - fsyncP99))
+        }
+    }
+    figure("baseline: write + fsync of 200 bytes, p50", percentile(fsyncs, 0.5), "ms")
+    figure("baseline: write + fsync of 200 bytes, p99", fsyncP99, "ms")
+    if let idle = runs.first {
+        print(String(format: "  idle (1 poll/s): %.1f wakeups/s beyond the poll (target <= 5), %.2f ms CPU per poll (target <= 0.3)",
+                     idle.wakeupsPerSecond - 1, idle.cpuPerPoll))
+    }
+}
