@@ -60,7 +60,9 @@ package: deps
 
 test: deps package
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	# One test at a time: the integration suites start brokers, gateways, RabbitMQ and a
+	# browser, and Swift Testing would run all of them at once on a 2-core machine.
+	$(SWIFT) test --skip-build --no-parallel
 
 # Figures and ratios against baselines measured in the same run (release build).
 bench: deps
