@@ -171,7 +171,10 @@ func tcpDevice(_ port: Int, name: String = "dev", unit: Int = 1, interval: Durat
         }
         // The merged read once (rejected), then three single reads per poll: the split
         // of 0+13 is first into touching runs (all three), remembered for later polls.
-        #expect(simulator.requestCount(functionCode: 3) == 1 + 3 * log.polls.count)
+        // A poll that `finish()` cut short sent at most two of its three reads and is not logged.
+        let reads = simulator.requestCount(functionCode: 3)
+        #expect((1 + 3 * log.polls.count...3 + 3 * log.polls.count).contains(reads),
+                "\(reads) reads for \(log.polls.count) polls")
     }
 
     @Test func exceptionResponsesBecomeTagErrorsWithTheirMeaning() async throws {
