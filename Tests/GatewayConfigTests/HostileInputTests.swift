@@ -7,19 +7,6 @@ import Testing
 import Glibc
 #endif
 
-/// The problems `yaml` is rejected with (an issue if it loads).
-private func refusal(_ yaml: String, sourceLocation: SourceLocation = #_sourceLocation) -> [ConfigProblem] {
-    do {
-        _ = try ConfigurationLoader.parse(yaml: yaml)
-        Issue.record("expected the configuration to be rejected", sourceLocation: sourceLocation)
-    } catch let error as ConfigurationError {
-        return error.problems
-    } catch {
-        Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
-    }
-    return []
-}
-
 /// The problems of loading the file at `path` (an issue if it loads).
 private func fileRefusal(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) -> [ConfigProblem] {
     do {
@@ -64,7 +51,7 @@ private func temporaryPath(_ name: String) -> String {
     // MARK: item 9: bounded cost
 
     @Test func billionLaughsAsAMappingKeyIsRefused() throws {
-        let problems = refusal("""
+        let problems = rejectedProblems("""
         l0: &l0 "lol"
         \(laughs)
         ? *l9
@@ -77,7 +64,7 @@ private func temporaryPath(_ name: String) -> String {
     }
 
     @Test func billionLaughsWhereTheSchemaWalksAListIsRefused() throws {
-        let problems = refusal("""
+        let problems = rejectedProblems("""
         x:
           l0: &l0 { name: d, tcp: { host: h }, tags: [{ name: t, table: input, address: 1, type: int16 }] }
         \(laughs.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
@@ -106,13 +93,13 @@ private func temporaryPath(_ name: String) -> String {
 
     @Test func deepNestingIsRefusedBeforeItCanExhaustTheStack() throws {
         // libyaml stops at 1000 levels, before the recursive composer could run out of stack.
-        let problems = refusal("gateway: " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000))
+        let problems = rejectedProblems("gateway: " + String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000))
         #expect(problems.count == 1 && problems[0].message.contains("nesting level") && problems[0].line == 1, "\(problems)")
     }
 
     @Test func aLongInvalidValueIsCutAndGetsNoSuggestion() throws {
         let long = String(repeating: "x", count: 900_000)
-        let problems = refusal(document(device: "byte_order: \(long)"))
+        let problems = rejectedProblems(document(device: "byte_order: \(long)"))
         let found = try #require(problems.first { $0.path == "devices[0].byte_order" }, "\(problems.map(\.path))")
         #expect(found.message.contains("(900000 bytes)"), "\(found.message.prefix(200))")
         #expect(found.description.utf8.count < 400, "the value is not echoed whole: \(found.description.prefix(400))")
@@ -122,7 +109,7 @@ private func temporaryPath(_ name: String) -> String {
     @Test func aLongUnknownKeyIsCutInPathAndMessage() throws {
         let key = String(repeating: "k", count: 900_000)
         // An explicit key (`? key`): YAML allows implicit keys of up to 1024 characters only.
-        let problems = refusal(document(device: "? \(key)\n    : 1"))
+        let problems = rejectedProblems(document(device: "? \(key)\n    : 1"))
         let found = try #require(problems.first { $0.message.hasPrefix("unknown key") }, "\(problems.count) problems")
         #expect(found.description.utf8.count < 700, "\(found.description.prefix(700))")
         #expect(found.path.hasPrefix("devices[0].kkkk") && found.path.hasSuffix("(900000 bytes)"), "\(found.path.prefix(200))")
@@ -130,7 +117,7 @@ private func temporaryPath(_ name: String) -> String {
     }
 
     @Test func suggestionsStillHelpWithShortTypos() throws {
-        let problems = refusal(document(device: "byte_order: abdc"))
+        let problems = rejectedProblems(document(device: "byte_order: abdc"))
         #expect(problems.first?.hint.contains("did you mean") == true, "\(problems)")
     }
 
@@ -140,7 +127,7 @@ private func temporaryPath(_ name: String) -> String {
         try Data(document().utf8 + Array(repeating: UInt8(ascii: "#"), count: 2 << 20)).write(to: URL(fileURLWithPath: path))
         let problems = fileRefusal(path)
         #expect(problems.count == 1 && problems[0].message.contains("1048576 bytes (1 MiB)"), "\(problems)")
-        #expect(refusal(String(repeating: "# comment\n", count: 200_000)).first?.message.contains("limit is 1048576") == true)
+        #expect(rejectedProblems(String(repeating: "# comment\n", count: 200_000)).first?.message.contains("limit is 1048576") == true)
     }
 
     // MARK: item 10: what the file is
@@ -164,7 +151,7 @@ private func temporaryPath(_ name: String) -> String {
         let directory = temporaryPath("outbox-dir")
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let problems = refusal(document(buffer: "buffer: { path: \(directory) }"))
+        let problems = rejectedProblems(document(buffer: "buffer: { path: \(directory) }"))
         let found = try #require(problems.first, "\(problems)")
         #expect(found.path == "buffer.path" && found.line == 6)
         #expect(found.message.contains("is a directory"), "\(found)")
@@ -179,38 +166,38 @@ private func temporaryPath(_ name: String) -> String {
         let config = try ConfigurationLoader.parse(yaml: document(deviceName: fits))
         #expect(config.gateway.deviceStatusTopic(device: fits).utf8.count == 65_535)
 
-        let problems = refusal(document(deviceName: fits + "d"))
+        let problems = rejectedProblems(document(deviceName: fits + "d"))
         let found = try #require(problems.first, "\(problems)")
         #expect(problems.count == 1 && found.path == "devices[0].name" && found.line == 8, "\(found.description.prefix(300))")
         #expect(found.message.contains("65536 bytes long; MQTT topics are at most 65535 bytes"), "\(found.message.prefix(300))")
         #expect(found.message.utf8.count < 300)
 
-        let seventyK = refusal(document(deviceName: String(repeating: "n", count: 70_000)))
+        let seventyK = rejectedProblems(document(deviceName: String(repeating: "n", count: 70_000)))
         #expect(seventyK.map(\.path) == ["devices[0].name"])
     }
 
     @Test func aTopicPrefixWithAControlCharacterOrTooLongIsRefused() throws {
-        let control = refusal(document(gateway: "id: gw\n  topic_prefix: \"edge\\x01\""))
+        let control = rejectedProblems(document(gateway: "id: gw\n  topic_prefix: \"edge\\x01\""))
         #expect(control.map(\.path) == ["gateway.topic_prefix"], "\(control)")
         #expect(control.first?.message.contains("control character (U+0001)") == true, "\(control)")
         #expect(control.first?.message.contains("edge\\u{1}") == true, "shown visibly: \(control)")
 
-        let delete = refusal(document(gateway: "id: gw\n  topic_prefix: \"plant\\x7F/edge\""))
+        let delete = rejectedProblems(document(gateway: "id: gw\n  topic_prefix: \"plant\\x7F/edge\""))
         #expect(delete.map(\.path) == ["gateway.topic_prefix"], "\(delete)")
 
-        let long = refusal(document(gateway: "id: gw\n  topic_prefix: " + String(repeating: "p", count: 70_000)))
+        let long = rejectedProblems(document(gateway: "id: gw\n  topic_prefix: " + String(repeating: "p", count: 70_000)))
         #expect(long.map(\.path) == ["gateway.topic_prefix"], "\(long.map { $0.description.prefix(200) })")
         #expect(long.first?.message.contains("65535") == true)
 
         // Levels separated by single '/' are fine; wildcards and empty levels are not.
         #expect(try ConfigurationLoader.parse(yaml: document(gateway: "id: gw\n  topic_prefix: plant-a/edge")).gateway.topicPrefix
                 == "plant-a/edge")
-        #expect(refusal(document(gateway: "id: gw\n  topic_prefix: plant/+/edge")).map(\.path) == ["gateway.topic_prefix"])
-        #expect(refusal(document(gateway: "id: gw\n  topic_prefix: plant//edge")).map(\.path) == ["gateway.topic_prefix"])
+        #expect(rejectedProblems(document(gateway: "id: gw\n  topic_prefix: plant/+/edge")).map(\.path) == ["gateway.topic_prefix"])
+        #expect(rejectedProblems(document(gateway: "id: gw\n  topic_prefix: plant//edge")).map(\.path) == ["gateway.topic_prefix"])
     }
 
     @Test func aGatewayIDMakingTheStatusTopicTooLongIsRefusedAtTheID() throws {
-        let problems = refusal(document(gateway: "id: " + String(repeating: "g", count: 65_530)))
+        let problems = rejectedProblems(document(gateway: "id: " + String(repeating: "g", count: 65_530)))
         #expect(problems.map(\.path) == ["gateway.id"], "\(problems.map { $0.description.prefix(200) })")
         #expect(problems.first?.message.contains("MQTT topics are at most 65535 bytes") == true)
     }
@@ -228,7 +215,7 @@ private func temporaryPath(_ name: String) -> String {
     // MARK: item 11: limits that cannot work
 
     @Test func maxBytesBelowOneMessagePlusOverheadIsRefusedWithTheMinimum() throws {
-        let problems = refusal(document(buffer: "buffer: { max_bytes: 1 }"))
+        let problems = rejectedProblems(document(buffer: "buffer: { max_bytes: 1 }"))
         let found = try #require(problems.first, "\(problems)")
         #expect(problems.count == 1 && found.path == "buffer.max_bytes" && found.line == 6, "\(found)")
         #expect(found.message.contains("the minimum is 65536 bytes"), "\(found)")
@@ -239,7 +226,7 @@ private func temporaryPath(_ name: String) -> String {
 
         // A device with big string tags needs more than the floor.
         let strings = (0..<20).map { "{ name: s\($0), table: holding, address: \($0 * 125), type: string, length: 125 }" }
-        let big = refusal("""
+        let big = rejectedProblems("""
         gateway: { id: gw }
         mqtt: { host: 127.0.0.1 }
         buffer: { max_bytes: 100KB }
@@ -249,7 +236,7 @@ private func temporaryPath(_ name: String) -> String {
     }
 
     @Test func maxMessagesZeroIsRefused() {
-        let problems = refusal(document(buffer: "buffer: { max_messages: 0 }"))
+        let problems = rejectedProblems(document(buffer: "buffer: { max_messages: 0 }"))
         #expect(problems.map(\.path) == ["buffer.max_messages"], "\(problems)")
     }
 
@@ -270,14 +257,14 @@ private func temporaryPath(_ name: String) -> String {
             #expect(serial.rs485, "\(word)")
         }
         for word in ["y", "yes", "on", "Y", "n", "no", "off"] {
-            let problems = refusal(rtu(word))
+            let problems = rejectedProblems(rtu(word))
             #expect(problems.map(\.path) == ["devices[0].rtu.rs485"], "\(word): \(problems)")
             #expect(problems.first?.hint.contains("write true or false") == true, "\(word): \(problems)")
         }
         // The same rule in the security settings.
-        #expect(refusal(document(mqtt: "tls: { insecure_skip_verify: y }")).map(\.path) == ["mqtt.tls.insecure_skip_verify"])
-        #expect(refusal(document(mqtt: "tls: { insecure_skip_verify: yes }")).first?.hint.contains("YAML 1.2") == true)
-        #expect(refusal(document(mqtt: "tls: on")).map(\.path) == ["mqtt.tls"])
+        #expect(rejectedProblems(document(mqtt: "tls: { insecure_skip_verify: y }")).map(\.path) == ["mqtt.tls.insecure_skip_verify"])
+        #expect(rejectedProblems(document(mqtt: "tls: { insecure_skip_verify: yes }")).first?.hint.contains("YAML 1.2") == true)
+        #expect(rejectedProblems(document(mqtt: "tls: on")).map(\.path) == ["mqtt.tls"])
         #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "tls: True")).mqtt.tls != nil)
     }
 }

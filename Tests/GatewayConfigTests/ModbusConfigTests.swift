@@ -16,18 +16,6 @@ private func document(_ devices: String) -> String {
     """
 }
 
-private func problems(_ yaml: String, sourceLocation: SourceLocation = #_sourceLocation) -> [ConfigProblem] {
-    do {
-        _ = try ConfigurationLoader.parse(yaml: yaml)
-        Issue.record("expected the configuration to be rejected", sourceLocation: sourceLocation)
-    } catch let error as ConfigurationError {
-        return error.problems
-    } catch {
-        Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
-    }
-    return []
-}
-
 @Test func everyTableTypeAndSettingLoads() throws {
     let config = try ConfigurationLoader.parse(yaml: document("""
       - name: meter
@@ -72,7 +60,7 @@ private func problems(_ yaml: String, sourceLocation: SourceLocation = #_sourceL
 }
 
 @Test func wrongCombinationsAreEachReportedWithTheirPath() {
-    let found = problems(document("""
+    let found = rejectedProblems(document("""
       - name: d
         tcp: { host: 127.0.0.1 }
         max_interval: 10s
@@ -98,7 +86,7 @@ private func problems(_ yaml: String, sourceLocation: SourceLocation = #_sourceL
 }
 
 @Test func rtuProblems() {
-    let found = problems(document("""
+    let found = rejectedProblems(document("""
       - name: a
         rtu: { port: /dev/ttyUSB0, baud: 9600, parity: mark }
         unit_id: 0

@@ -40,19 +40,6 @@ private func document(mqtt: String, payload: String = "") -> String {
     """
 }
 
-private func rejected(_ yaml: String) -> [ConfigProblem] {
-    do {
-        _ = try ConfigurationLoader.parse(yaml: yaml)
-        Issue.record("expected the configuration to be rejected")
-        return []
-    } catch let error as ConfigurationError {
-        return error.problems
-    } catch {
-        Issue.record("unexpected \(error)")
-        return []
-    }
-}
-
 @Suite struct SecurityConfigTests {
     @Test func tlsWithCAClientCertificateAndEncryptedKey() async throws {
         let files = try Files()
@@ -98,7 +85,7 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
     @Test func missingCAFileAndHalfAClientCertificateAreReportedWithPaths() async throws {
         let files = try Files()
         let cert = try await TestCertificates.make(in: files.path).clientCertificate
-        let problems = rejected(document(mqtt: """
+        let problems = rejectedProblems(document(mqtt: """
         tls:
           ca_file: \(files.path)/nope.pem
           cert_file: \(cert)
@@ -116,7 +103,7 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         let cert = try files.write("client.pem", "x", mode: 0o644)
         let key = try files.write("client.key", "x", mode: 0o640)
         let password = try files.write("mqtt.pass", "pw", mode: 0o604)
-        let problems = rejected(document(mqtt: """
+        let problems = rejectedProblems(document(mqtt: """
         username: gw
         password_file: \(password)
         tls: { cert_file: \(cert), key_file: \(key) }
@@ -147,11 +134,11 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(inline.warnings.map(\.path) == ["mqtt.password"])
         #expect(inline.warnings.first?.hint.contains("password_file") == true)
 
-        let unset = rejected(document(mqtt: "username: gw\npassword_env: EDGE_TEST_NOT_SET_ANYWHERE"))
+        let unset = rejectedProblems(document(mqtt: "username: gw\npassword_env: EDGE_TEST_NOT_SET_ANYWHERE"))
         #expect(unset.map(\.path) == ["mqtt.password_env"])
-        let twice = rejected(document(mqtt: "username: gw\npassword: a\npassword_file: \(password)"))
+        let twice = rejectedProblems(document(mqtt: "username: gw\npassword: a\npassword_file: \(password)"))
         #expect(twice.count == 1 && twice[0].message.contains("more than one"), "\(twice)")
-        let noUser = rejected(document(mqtt: "password_file: \(password)"))
+        let noUser = rejectedProblems(document(mqtt: "password_file: \(password)"))
         #expect(noUser.first?.hint.contains("username") == true, "\(noUser)")
     }
 
@@ -177,13 +164,13 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(try ConfigurationLoader.parse(yaml: document(mqtt: "username: gw\npassword_file: \(inner)"))
             .mqtt.password?.value == "a\rb")
         let blank = try files.write("blank.pass", "\r\nsecond\n")
-        #expect(rejected(document(mqtt: "username: gw\npassword_file: \(blank)")).first?.message.contains("is empty") == true)
+        #expect(rejectedProblems(document(mqtt: "username: gw\npassword_file: \(blank)")).first?.message.contains("is empty") == true)
     }
 
     @Test func aMalformedKeyFileIsAProblemWithItsPathAndLine() throws {
         let files = try Files()
         let short = try files.write("short.key", "too short")
-        let problems = rejected(document(mqtt: "", payload: """
+        let problems = rejectedProblems(document(mqtt: "", payload: """
         payload:
           seal: aes-256-gcm
           keys:
@@ -202,7 +189,7 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         let notKey = try files.write("not.key", "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n")
         let wrongPass = try files.write("wrong.pass", "not the passphrase\n")
         func problem(_ tls: String) -> ConfigProblem? {
-            let problems = rejected(document(mqtt: "tls: \(tls)"))
+            let problems = rejectedProblems(document(mqtt: "tls: \(tls)"))
             #expect(problems.count == 1, "\(problems)")
             return problems.first
         }
@@ -256,9 +243,9 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         let files = try Files()
         let k1 = try files.write("k1.key", String(repeating: "ab", count: 32))
         let open = try files.write("open.key", "x", mode: 0o644)
-        #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes-256-gcm }")).map(\.path) == ["payload.keys"])
-        #expect(rejected(document(mqtt: "", payload: "payload: { seal: aes256 }")).map(\.path) == ["payload.seal"])
-        let problems = rejected(document(mqtt: "", payload: """
+        #expect(rejectedProblems(document(mqtt: "", payload: "payload: { seal: aes-256-gcm }")).map(\.path) == ["payload.keys"])
+        #expect(rejectedProblems(document(mqtt: "", payload: "payload: { seal: aes256 }")).map(\.path) == ["payload.seal"])
+        let problems = rejectedProblems(document(mqtt: "", payload: """
         payload:
           seal: hmac-sha256
           keys:
@@ -271,7 +258,7 @@ private func rejected(_ yaml: String) -> [ConfigProblem] {
         #expect(problems.map(\.path) == ["payload.keys[1]", "payload.keys[2].id", "payload.keys[3].file", "payload.keys[4].file"],
                 "\(problems.map(\.description))")
         #expect(problems[2].hint == "chmod 600 \(open)")
-        let unknown = rejected(document(mqtt: "", payload: """
+        let unknown = rejectedProblems(document(mqtt: "", payload: """
         payload: { seal: hmac-sha256, keys: [{ id: k1, file: \(k1) }], seal_key: k2 }
         """))
         #expect(unknown.map(\.path) == ["payload.seal_key"])

@@ -18,19 +18,6 @@ private func document(format: String?, sparkplug: String?, payload: String = "")
     """
 }
 
-private func rejected(_ yaml: String, sourceLocation: SourceLocation = #_sourceLocation) -> [ConfigProblem] {
-    do {
-        _ = try ConfigurationLoader.parse(yaml: yaml)
-        Issue.record("expected the configuration to be rejected", sourceLocation: sourceLocation)
-        return []
-    } catch let error as ConfigurationError {
-        return error.problems
-    } catch {
-        Issue.record("unexpected \(error)", sourceLocation: sourceLocation)
-        return []
-    }
-}
-
 @Suite struct SparkplugConfigTests {
     @Test func formatDefaultsToJSONWithoutASparkplugSection() throws {
         let config = try ConfigurationLoader.parse(yaml: document(format: nil, sparkplug: nil))
@@ -49,29 +36,29 @@ private func rejected(_ yaml: String, sourceLocation: SourceLocation = #_sourceL
     }
 
     @Test func sparkplugFormatNeedsTheSection() {
-        let problems = rejected(document(format: "sparkplug", sparkplug: nil))
+        let problems = rejectedProblems(document(format: "sparkplug", sparkplug: nil))
         #expect(problems.count == 1 && problems.first?.path == "sparkplug", "\(problems)")
         #expect(problems.first?.hint.contains("group_id") == true)
     }
 
     @Test func aSparkplugSectionWithJSONFormatIsRefusedRatherThanIgnored() {
-        let problems = rejected(document(format: nil, sparkplug: "sparkplug: { group_id: plant-a }"))
+        let problems = rejectedProblems(document(format: nil, sparkplug: "sparkplug: { group_id: plant-a }"))
         #expect(problems.count == 1 && problems.first?.path == "sparkplug", "\(problems)")
         #expect(problems.first?.hint.contains("format: sparkplug") == true)
     }
 
     @Test func anUnknownFormatIsNamed() {
-        let problems = rejected(document(format: "spb", sparkplug: nil))
+        let problems = rejectedProblems(document(format: "spb", sparkplug: nil))
         #expect(problems.first?.path == "mqtt.format", "\(problems)")
     }
 
     /// tck-id-topic-structure-namespace-valid-group-id: no '+', '/', '#'.
     @Test(arguments: ["plant+a", "plant/a", "plant#a", "''"])
     func invalidSparkplugIDsAreRefused(id: String) {
-        let groupProblems = rejected(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: \(id) }"))
+        let groupProblems = rejectedProblems(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: \(id) }"))
         #expect(groupProblems.map(\.path) == ["sparkplug.group_id"], "\(groupProblems)")
         #expect(groupProblems.first?.message.contains("not a valid Sparkplug id") == true, "\(groupProblems)")
-        let hostProblems = rejected(document(format: "sparkplug",
+        let hostProblems = rejectedProblems(document(format: "sparkplug",
                                              sparkplug: "sparkplug: { group_id: g, primary_host_id: \(id) }"))
         #expect(hostProblems.map(\.path) == ["sparkplug.primary_host_id"], "\(hostProblems)")
     }
@@ -91,7 +78,7 @@ private func rejected(_ yaml: String, sourceLocation: SourceLocation = #_sourceL
         // Sealing itself is fine with JSON ...
         _ = try ConfigurationLoader.parse(yaml: document(format: "json", sparkplug: nil, payload: payload))
         // ... and refused with Sparkplug, naming the reason.
-        let problems = rejected(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: payload))
+        let problems = rejectedProblems(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: payload))
         #expect(problems.map(\.path) == ["payload.seal"], "\(problems)")
         #expect(problems.first?.message.contains("Sparkplug hosts cannot open") == true)
     }
@@ -112,7 +99,7 @@ private func rejected(_ yaml: String, sourceLocation: SourceLocation = #_sourceL
         _ = try ConfigurationLoader.parse(yaml: document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }",
                                                          payload: "commands: { enabled: false }"))
         // ... and on is refused with Sparkplug.
-        let problems = rejected(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: commands))
+        let problems = rejectedProblems(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: commands))
         #expect(problems.map(\.path) == ["commands.enabled"], "\(problems)")
         #expect(problems.first?.hint.contains("format: json") == true, "\(problems)")
     }
