@@ -93,8 +93,10 @@ public enum MessageEncoding {
     /// `{"state":"online","gateway":…,"boot":…,"session":…,"ts":…,"stats_interval_ms":…,
     /// ["previous_boot":…,"previous_boot_last_seq":…,]["outbox_quarantined":…][,"boot_recovered_above":…,"boot_recovered_from":"state_file"|"quarantined_outbox"]
     /// [,"ts_source":…,"time_source":…[,"clock_maxerror_ms":…],"kernel_boot_id":…]}` or
-    /// `{"state":"offline","reason":"connection lost"|"shutdown","gateway":…,"boot":…,"session":…,"ts":…}`.
-    /// Consumers order these by `(boot, session)`, never by `ts`.
+    /// `{"state":"offline","reason":"shutdown","gateway":…,"boot":…,"session":…,"ts":…}` or the Last Will
+    /// `{"state":"offline","reason":"connection lost","gateway":…,"boot":…,"session":…,"connected_at":…}`
+    /// (no `ts`: the Will is written when its connection begins).
+    /// Consumers order these by `(boot, session)`, never by time.
     public static func gatewayStatus(_ status: GatewayStatus, gateway: String, boot: Int64, session: Int,
                                      at date: Date) -> [UInt8] {
         var json = JSONWriter()
@@ -106,7 +108,10 @@ public enum MessageEncoding {
         json.key("gateway"); json.string(gateway)
         json.key("boot"); json.integer(boot)
         json.key("session"); json.integer(Int64(session))
-        json.key("ts"); json.string(timestamp(date))
+        // The Will is built at CONNECT and published by the broker when the connection
+        // is gone: its time is when the connection began, not when the gateway vanished.
+        // A `ts` there would be older than the birth of the same session.
+        json.key(status.isWill ? "connected_at" : "ts"); json.string(timestamp(date))
         if case let .online(birth) = status {
             json.key("stats_interval_ms"); json.integer(Int64(birth.statsInterval / .milliseconds(1)))
             if let server = birth.server {
@@ -257,6 +262,12 @@ public enum GatewayStatus: Sendable {
         case .online: .online
         case .offline: .offline
         }
+    }
+
+    /// The Last Will: written at CONNECT, published by the broker once the connection is gone.
+    var isWill: Bool {
+        if case .offline(.connectionLost) = self { return true }
+        return false
     }
 }
 

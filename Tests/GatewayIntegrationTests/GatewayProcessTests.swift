@@ -150,6 +150,11 @@ final class EndToEnd: @unchecked Sendable {
         let will = try #require(e2e.subscriber.messages(on: e2e.statusTopic).last)
         #expect(will.json["reason"] as? String == "connection lost")
         #expect(will.json["boot"] as? Int == 1)
+        // No `ts` that a consumer could take for the time the gateway vanished: the Will
+        // was written at CONNECT, so its time is named for that.
+        #expect(will.json["ts"] == nil, "\(will.json)")
+        let connectedAt = try #require(will.json["connected_at"] as? String, "\(will.json)")
+        #expect(connectedAt.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil, "connected_at \(connectedAt)")
     }
 
     @Test func deviceGoesOfflineWhenItsServerStopsAndOnlineWhenItReturns() async throws {

@@ -16,7 +16,7 @@ import Testing
                        retained: true)
                 == [.status(gateway: "gw-01", GatewayStatus(kind: .birth, boot: 12, session: 3, statsIntervalMs: 10000,
                                                             previousBoot: 11, previousBootLastSeq: 4711, retained: true))])
-        #expect(decode("plant/edge/gw-01/status", #"{"state":"offline","reason":"connection lost","session":3,"gateway":"gw-01","boot":12}"#)
+        #expect(decode("plant/edge/gw-01/status", #"{"state":"offline","reason":"connection lost","gateway":"gw-01","boot":12,"session":3,"connected_at":"2026-11-24T01:59:00.000Z"}"#)
                 == [.status(gateway: "gw-01", GatewayStatus(kind: .will, boot: 12, session: 3))])
         #expect(decode("plant/edge/gw-01/status", #"{"state":"offline","reason":"shutdown","gateway":"gw-01","boot":12}"#)
                 == [.status(gateway: "gw-01", GatewayStatus(kind: .shutdown, boot: 12, session: nil))])

@@ -51,8 +51,10 @@ struct WirePublisher {
     }
 
     func offline(_ gateway: String, boot: Int, session: Int, reason: String) async throws {
+        // The gateway's Will carries `connected_at` (its CONNECT time), the clean offline status `ts`.
+        let time = reason == "connection lost" ? "connected_at" : "ts"
         try await publish("\(gateway)/status", ["state": "offline", "reason": reason, "gateway": gateway, "boot": boot,
-                                                "session": session, "ts": Self.now], retain: true)
+                                                "session": session, time: Self.now], retain: true)
     }
 
     func device(_ gateway: String, _ device: String, online: Bool, error: String? = nil) async throws {
