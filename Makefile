@@ -8,7 +8,7 @@ APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-
                 prometheus chromium libcurl4-openssl-dev \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
                 debootstrap systemd-container \
-                rabbitmq-server \
+                rabbitmq-server activemq libmqtt-client-java \
                 protobuf-compiler python3-protobuf python3-paho-mqtt python3-venv
 
 .PHONY: help deps build release package demo test bench clean
@@ -36,6 +36,8 @@ deps:
 	@# rabbitmq-server's postinst would start a node (and epmd) listening on every
 	@# address: the policy-rc.d above (exit 101) keeps it from starting, and the unit is
 	@# disabled after. The interop tests start their own node on loopback.
+	@# activemq enables no instance, so its init script starts nothing; its MQTT transport
+	@# needs libmqtt-client-java's jars, which the ActiveMQ interop test puts on its own path.
 	@# The sealing tests cross-check AES-GCM against Python's cryptography package:
 	@# Debian's python3-cryptography above (never pip into the system Python).
 	@# The Sparkplug tests decode with pysparkplug (PyPI) from a venv of its own, and

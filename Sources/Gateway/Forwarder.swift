@@ -96,7 +96,7 @@ public final class ForwarderService: Service, Sendable {
                 commandCounters: CommandCounters? = nil, sparkplug: SparkplugEdge? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
                                            shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer,
-                                           sparkplug: sparkplug)
+                                           sparkplug: sparkplug, messageExpiry: mqtt.messageExpiry)
         self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters
@@ -112,6 +112,7 @@ public final class ForwarderService: Service, Sendable {
                                          keepalive: mqtt.keepalive, maxInflight: mqtt.maxInflight,
                                          reconnectMin: mqtt.reconnectMin, reconnectMax: mqtt.reconnectMax)
                 .failingOver(as: mqtt)
+                .delayingWill(as: mqtt)
                 .secured(by: mqtt)
                 .bound(interface: mqtt.bindInterface, address: mqtt.bindAddress),
             logger: logger,

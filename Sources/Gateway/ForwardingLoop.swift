@@ -29,6 +29,8 @@ final class ForwardingLoop {
         var sealer: Sealer?
         /// Set with `mqtt.format: sparkplug`: the gateway is a Sparkplug B edge node.
         var sparkplug: SparkplugEdge?
+        /// `mqtt.message_expiry` (MQTT 5): set on data messages only, never on statuses.
+        var messageExpiry: Duration? = nil
     }
 
     /// Where the loop's requests to other tasks go.
@@ -295,6 +297,7 @@ final class ForwardingLoop {
             // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
             outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
                                        MQTTUserProperty("seq", "\(message.seq)")]
+            outgoing.messageExpiry = settings.messageExpiry
             do {
                 let sent = try uplink.publish(outgoing)
                 if sequenced { _ = sparkplug?.sequence.take() }

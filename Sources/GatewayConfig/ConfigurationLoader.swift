@@ -379,10 +379,41 @@ struct SchemaReader {
             .map { $0.duration(in: .seconds(1) ... .seconds(86_400)) } ?? .seconds(300)
         let protocolVersion = section.optional("protocol")
             .map { $0.choice(MQTTProtocolVersion.self, aliases: ["3": .v311, "311": .v311, "5.0": .v5]) } ?? .v311
+        let willDelayValue = section.optional("will_delay")
+        let messageExpiryValue = section.optional("message_expiry")
         let security = mqttSecurity(&section)
         let binding = mqttBinding(&section)
         let format = section.optional("format").map { $0.choice(MessageFormat.self) } ?? .json
         section.finish()
+        // Each nil when absent; a refused value also sets `mqtt5Refused`.
+        var mqtt5Refused = false
+        let willDelay = willDelayValue.flatMap { value in
+            let interval = mqtt5Interval(value, protocolVersion: protocolVersion, what: "will_delay",
+                                         range: .seconds(1) ... .seconds(86_400))
+            if interval == nil { mqtt5Refused = true }
+            return interval
+        }
+        let messageExpiry = messageExpiryValue.flatMap { value in
+            let interval = mqtt5Interval(value, protocolVersion: protocolVersion, what: "message_expiry",
+                                         range: .seconds(1) ... .seconds(31_536_000))
+            if interval == nil { mqtt5Refused = true }
+            return interval
+        }
+        if let willDelayValue, willDelay != nil {
+            if qos == 2 {
+                willDelayValue.report(
+                    "will_delay cannot be used with qos: 2: the broker keeps the session across a reconnect, and with it "
+                        + "the packet id of a QoS 2 message awaiting PUBREL; a new message reusing that id would be "
+                        + "taken for the old one and dropped",
+                    hint: "use qos: 1 (every data message carries (boot, seq) for consumers to drop duplicates), or remove will_delay")
+            }
+            if format == .sparkplug {
+                willDelayValue.report(
+                    "will_delay cannot be used with format: sparkplug: Sparkplug B 3.0 requires an MQTT 5 edge node to "
+                        + "connect with Clean Start and a session expiry of 0, so its NDEATH comes at once",
+                    hint: "remove will_delay")
+            }
+        }
 
         guard let host, let port, let clientID, let keepalive, let qos, let maxInflight,
               let reconnectMin, let reconnectMax, let security, let binding, let format, let failbackAfter,
@@ -393,6 +424,9 @@ struct SchemaReader {
             maxInflight: maxInflight, reconnectMin: reconnectMin, reconnectMax: reconnectMax)
         settings.failbackAfter = failbackAfter
         settings.protocolVersion = protocolVersion
+        guard !mqtt5Refused else { return nil }
+        settings.willDelay = willDelay
+        settings.messageExpiry = messageExpiry
         security.apply(to: &settings, portWritten: portValue != nil)
         if let list = servers {
             // A server without port: gets the default of the connection (8883 with TLS).
@@ -410,6 +444,24 @@ struct SchemaReader {
         (settings.bindInterface, settings.bindAddress) = binding
         settings.format = format
         return settings
+    }
+
+    /// An MQTT 5 interval (`mqtt.will_delay`, `mqtt.message_expiry`): whole seconds in
+    /// `range`, refused under MQTT 3.1.1, which has no such property. `nil`: refused.
+    private func mqtt5Interval(_ value: YAMLValue, protocolVersion: MQTTProtocolVersion?, what: String,
+                               range: ClosedRange<Duration>) -> Duration? {
+        guard let duration = value.duration(in: range) else { return nil }
+        guard duration.components.attoseconds == 0 else {
+            value.report("\(what) \(DurationSyntax.format(duration)) is not a whole number of seconds",
+                         hint: "MQTT 5 counts this interval in seconds, e.g. \(what): \(max(1, duration.components.seconds))s")
+            return nil
+        }
+        if protocolVersion == .v311 {
+            value.report("\(what) needs MQTT 5: MQTT 3.1.1 has no such property and the broker would ignore it",
+                         hint: "set mqtt.protocol: 5 (the broker must support it; mosquitto 2 does), or remove \(what)")
+            return nil
+        }
+        return duration
     }
 
     /// `mqtt.servers`: brokers in order of preference, each `{ host, port }`; a port

@@ -99,6 +99,13 @@ public struct MQTTSettings: Sendable, Equatable {
     public var failbackAfter: Duration = .seconds(300)
     /// `mqtt.protocol` (default 3.1.1).
     public var protocolVersion: MQTTProtocolVersion = .v311
+    /// `mqtt.will_delay` (MQTT 5 only, whole seconds): the broker publishes the Will this
+    /// long after the connection is lost, and not at all when the gateway is back sooner.
+    /// `nil`: at once.
+    public var willDelay: Duration? = nil
+    /// `mqtt.message_expiry` (MQTT 5 only, whole seconds): data messages the broker has
+    /// held this long for a subscriber are dropped by the broker. `nil`: never.
+    public var messageExpiry: Duration? = nil
     /// MQTT client id; defaults to the gateway id.
     public var clientID: String
     public var keepalive: Duration

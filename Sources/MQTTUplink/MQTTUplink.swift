@@ -24,6 +24,9 @@ public struct MQTTMessage: Sendable, Equatable {
     public var retain: Bool
     /// Sent under MQTT 5 only (3.1.1 has no properties).
     public var userProperties: [MQTTUserProperty] = []
+    /// MQTT 5 only: the Message Expiry Interval (whole seconds, rounded up): the broker
+    /// drops the message once it has waited that long for a subscriber. `nil`: never.
+    public var messageExpiry: Duration? = nil
 
     public init(topic: String, payload: [UInt8], qos: Int, retain: Bool = false) {
         self.topic = topic
@@ -51,7 +54,12 @@ public struct MQTTUplinkSettings: Sendable {
     public var reconnectMin: Duration
     public var reconnectMax: Duration
     /// The gateway always starts clean: its outbox, not the broker, holds what is unsent.
+    /// With `willDelay` (MQTT 5) a connection resumes the session instead (SessionStart.swift).
     public var cleanSession: Bool
+    /// MQTT 5 only: the Will Delay Interval, and a Session Expiry Interval as long, so a
+    /// reconnect within it does not publish the Will (SessionStart.swift). `nil`: the Will
+    /// is published as soon as the connection is gone, and the session expires with it.
+    public var willDelay: Duration? = nil
     /// TLS of the connection; `nil` means plain TCP (see UplinkSecurity.swift).
     public var tls: MQTTTLSOptions? = nil
     /// User name and password sent in CONNECT.
@@ -217,6 +225,17 @@ public final class MQTTUplink: Sendable {
                 for property in message.userProperties {
                     let rc = mosquitto_property_add_string_pair(&properties, Int32(MQTT_PROP_USER_PROPERTY.rawValue),
                                                                 property.name, property.value)
+                    let code = errno
+                    guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                        mosquitto_property_free_all(&properties)
+                        throw MQTTPublishError.mosquitto(rc, errno: code, topic: message.topic,
+                                                         payloadBytes: message.payload.count)
+                    }
+                }
+                if let expiry = message.messageExpiry {
+                    let seconds = MQTTInterval.seconds(expiry) ?? UInt32.max
+                    let rc = mosquitto_property_add_int32(&properties, Int32(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL.rawValue),
+                                                          seconds)
                     let code = errno
                     guard rc == MOSQ_ERR_SUCCESS.rawValue else {
                         mosquitto_property_free_all(&properties)
@@ -410,7 +429,8 @@ public final class MQTTUplink: Sendable {
         connectedServer.withLock { $0 = (session, MQTTServerAddress(host: settings.host, port: settings.port)) }
         let context = CallbackContext(session: session, onEvent: onEvent)
         let retained = Unmanaged.passRetained(context)
-        let created = mosquitto_new(settings.clientID, settings.cleanSession, retained.toOpaque())
+        let start = SessionStart(settings)
+        let created = mosquitto_new(settings.clientID, settings.cleanSession && start.cleanStart, retained.toOpaque())
         let createErrno = errno
         guard let raw = created else {
             _ = retained.takeRetainedValue()
@@ -426,14 +446,16 @@ public final class MQTTUplink: Sendable {
         // Under MQTT 5 libmosquitto also applies what CONNACK announces: the server's
         // receive maximum (it holds back publishes beyond it), maximum packet size
         // (publish fails with MOSQ_ERR_OVERSIZE_PACKET: a broker limit) and keepalive.
-        // The session expiry interval stays 0 (no property): the outbox is the only queue.
+        // No topic alias is ever sent, so the server's topic alias maximum cannot be exceeded.
+        // The session expiry interval stays 0 (no property) unless a Will delay needs a
+        // session that outlives the connection (SessionStart.swift): the outbox is the only queue.
         _ = mosquitto_int_option(raw, MOSQ_OPT_PROTOCOL_VERSION, settings.mqtt5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311)
         _ = mosquitto_max_inflight_messages_set(raw, UInt32(settings.maxInflight))
         // Nagle's algorithm off: a small publish or PUBACK behind an unacknowledged
         // segment would otherwise wait for the peer's delayed ACK (up to 40 ms on Linux).
         // libmosquitto still writes each packet whole, so this adds no tiny segments.
         _ = mosquitto_int_option(raw, MOSQ_OPT_TCP_NODELAY, 1)
-        mosquitto_connect_callback_set(raw, onConnectCallback)
+        mosquitto_connect_v5_callback_set(raw, onConnectCallback)
         // The v5 callback also serves 3.1.1 (reason code always 0 there).
         mosquitto_publish_v5_callback_set(raw, onPublishCallback)
         mosquitto_message_callback_set(raw, onMessageCallback)
@@ -441,10 +463,15 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(problem)
         }
         if let will = makeWill(session) {
+            var properties: OpaquePointer?
+            do { properties = try start.willProperties() } catch { return .failedToConnect(error.message) }
             let (rc, code) = will.payload.withUnsafeBytes { bytes in
-                (mosquitto_will_set(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain), errno)
+                (mosquitto_will_set_v5(raw, will.topic, Int32(bytes.count), bytes.baseAddress, Int32(will.qos), will.retain,
+                                       properties), errno)
             }
             if rc != MOSQ_ERR_SUCCESS.rawValue {
+                // libmosquitto owns the properties only when the call succeeds.
+                mosquitto_property_free_all(&properties)
                 return .failedToConnect(MQTTError.mosquitto(rc, errno: code, "set the Last Will on \(will.topic)").message)
             }
         }
@@ -455,11 +482,26 @@ public final class MQTTUplink: Sendable {
         case let .success(address): source = address
         case let .failure(error): return .failedToConnect(error.message)
         }
-        // Asynchronous, so a connect into a silent link (a VPN whose underlay is
-        // down) is abandoned after `connectDeadline` and retried with a fresh SYN,
-        // instead of waiting out the kernel's SYN backoff (minutes).
-        let rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
-        let connectErrno = errno
+        let rc: Int32
+        let connectErrno: Int32
+        switch start {
+        case .clean:
+            // Asynchronous, so a connect into a silent link (a VPN whose underlay is
+            // down) is abandoned after `connectDeadline` and retried with a fresh SYN,
+            // instead of waiting out the kernel's SYN backoff (minutes).
+            rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
+            connectErrno = errno
+        case .resumableFor:
+            // libmosquitto 2.0.11 sends CONNECT properties (the session expiry) only through
+            // this call, whose TCP connect blocks: it runs here, on the uplink's own thread.
+            // A connect into a silent link then waits out the kernel's SYN retries
+            // (net.ipv4.tcp_syn_retries, about 2 minutes) before the next attempt.
+            var properties: OpaquePointer?
+            do { properties = try start.connectProperties() } catch { return .failedToConnect(error.message) }
+            rc = mosquitto_connect_bind_v5(raw, settings.host, Int32(settings.port), keepalive, source, properties)
+            connectErrno = errno
+            mosquitto_property_free_all(&properties)
+        }
         // Shorter than the keepalive, so this deadline, which names the cause, fires
         // before libmosquitto's keepalive check closes the socket ("Unknown error").
         let connackWait = Self.connackWait(keepalive: settings.keepalive)
@@ -483,6 +525,9 @@ public final class MQTTUplink: Sendable {
             let everConnected = context.everConnected.load(ordering: .acquiring)
             loopRC = mosquitto_loop(raw, everConnected ? 1000 : 100, 1)
             loopErrno = errno
+            if !everConnected, context.everConnected.load(ordering: .acquiring) {
+                logBrokerLimits(context.brokerLimits.withLock { $0 }, start: start, settings: settings)
+            }
             if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
             if !context.everConnected.load(ordering: .acquiring), ContinuousClock.now > connectDeadline {
                 return .failedToConnect(noCONNACK)
@@ -523,6 +568,23 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))
         }
         return .failedToConnect(describeConnectFailure(raw, context: context, settings: settings, fallback: reason))
+    }
+}
+
+extension MQTTUplink {
+    /// Logs what an MQTT 5 broker announced in CONNACK, and warns when it shortened
+    /// the session below the Will delay.
+    fileprivate func logBrokerLimits(_ limits: BrokerLimits?, start: SessionStart, settings: MQTTUplinkSettings) {
+        guard settings.mqtt5, let limits else { return }
+        var metadata = limits.metadata.mapValues { Logger.MetadataValue.string($0) }
+        metadata["broker"] = "\(settings.endpoint)"
+        if !limits.metadata.isEmpty { logger.info("broker limits announced in CONNACK", metadata: metadata) }
+        if let granted = limits.shortens(start), case let .resumableFor(seconds) = start {
+            logger.warning("the broker shortened the session below mqtt.will_delay", metadata: [
+                "broker": "\(settings.endpoint)", "session_expiry": "\(granted) s", "will_delay": "\(seconds) s",
+                "effect": "the Will is published \(granted) s after a lost connection, not \(seconds) s",
+            ])
+        }
     }
 }
 
@@ -568,6 +630,8 @@ final class CallbackContext: Sendable {
     /// is blamed on QoS 2; the connection (and the set) ends with that error anyway.
     let qos2Awaiting = Mutex<Set<Int32>>([])
     let refusal = Mutex<String?>(nil)
+    /// What CONNACK announced (MQTT 5 properties; all `nil` under 3.1.1), set before `isConnected`.
+    let brokerLimits = Mutex<BrokerLimits?>(nil)
 
     init(session: Int, onEvent: @escaping @Sendable (MQTTEvent) -> Void) {
         self.session = session
@@ -582,9 +646,11 @@ final class CallbackContext: Sendable {
 // The callbacks run on the network thread inside mosquitto_loop; they only hand
 // events on.
 
-private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32) {
+private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32,
+                               _ flags: Int32, _ properties: OpaquePointer?) {
     let context = CallbackContext.from(user)
     if rc == 0 {
+        context.brokerLimits.withLock { $0 = BrokerLimits(properties: properties) }
         context.connectedAt.withLock { $0 = ContinuousClock.now }
         context.isConnected.store(true, ordering: .releasing)
         context.everConnected.store(true, ordering: .releasing)

@@ -9,6 +9,8 @@ public struct ReceivedMessage: Sendable {
     public var topic: String
     public var payload: [UInt8]
     public var retained: Bool
+    /// When the subscriber's network thread handed it on.
+    public var arrived: ContinuousClock.Instant
 
     public var text: String { String(decoding: payload, as: UTF8.self) }
 
@@ -51,7 +53,8 @@ public final class RecordingSubscriber: Sendable {
                     store.connections.add(1, ordering: .relaxed)
                 case let .message(message):
                     store.received.withLock {
-                        $0.append(ReceivedMessage(topic: message.topic, payload: message.payload, retained: message.retain))
+                        $0.append(ReceivedMessage(topic: message.topic, payload: message.payload, retained: message.retain,
+                                                  arrived: .now))
                     }
                 default:
                     break
