@@ -140,7 +140,7 @@ import TestSupport
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
             return sub.output.split(separator: "\n").compactMap { line in
-                let parts = line.split(separator: "|", maxSplits: 1).map(String.init)
+                let parts = line.split(separator: "|", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
                 guard parts.count == 2,
                       let json = (try? JSONSerialization.jsonObject(with: Data(parts[1].utf8))) as? [String: Any],
                       let seq = json["seq"] as? Int,
