@@ -234,6 +234,15 @@ struct SchemaReader {
                                               payload: payload, payloadValue: root.optional("payload"),
                                               commands: commands, commandsValue: commandsValue,
                                               document: document)
+        if mqtt?.willDelay != nil, let commands, commands.enabled {
+            // With a Will delay the broker keeps the session, and the command subscription
+            // with it, while the gateway is away: it would queue a command sent meanwhile
+            // and deliver it after the reconnect, where a clean session never sees it.
+            log.report("commands.enabled", at: commandsValue?.mark ?? document.mark,
+                       "commands cannot be enabled with mqtt.will_delay: the broker keeps the gateway's session while it "
+                           + "is away, so a command sent during an outage would be queued and run after the reconnect",
+                       hint: "remove mqtt.will_delay (commands need a clean session), or set commands.enabled: false")
+        }
 
         if let gateway, let buffer, let devices, let payload, let maxBytes = buffer.maxBytes,
            let bufferValue = root.optional("buffer") {

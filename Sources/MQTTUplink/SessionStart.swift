@@ -19,8 +19,9 @@ import Foundation
 /// leaves no state in the broker's session; a QoS 2 publish does (its packet id until
 /// PUBREL), and a new message reusing that id would be taken for the old one and
 /// dropped: the configuration refuses `will_delay` with `qos: 2` for that reason. What
-/// the broker queued for the gateway's subscriptions (commands) while it was away is
-/// delivered on the resumed session.
+/// the broker queued for the gateway's subscriptions while it was away is delivered on
+/// the resumed session: the configuration refuses `will_delay` with commands, which must
+/// never run after an outage.
 enum SessionStart: Equatable {
     /// Clean Start = 1 and no session expiry: the broker keeps nothing and publishes
     /// the Will as soon as the connection is gone.

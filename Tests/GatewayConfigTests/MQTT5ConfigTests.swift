@@ -1,5 +1,6 @@
 // mqtt.will_delay and mqtt.message_expiry: MQTT 5 properties, refused where they
 // cannot work (3.1.1, QoS 2 on a resumed session, Sparkplug B).
+import Foundation
 import Testing
 @testable import GatewayConfig
 
@@ -57,6 +58,30 @@ import Testing
         let problems = rejectedProblems(document("protocol: 5, format: sparkplug, will_delay: 10s", sparkplug: true))
         #expect(problems.map(\.path) == ["mqtt.will_delay"], "\(problems)")
         #expect(problems.first?.message.contains("Clean Start") == true, "\(problems)")
+    }
+
+    /// A resumed session keeps the command subscription: the broker would queue a command
+    /// sent during an outage and deliver it after the reconnect.
+    @Test func willDelayWithCommandsIsRefusedAndSaysWhy() throws {
+        let keyFile = NSTemporaryDirectory() + "ops1-\(UUID().uuidString.prefix(8)).key"
+        try String(repeating: "ab", count: 32).write(toFile: keyFile, atomically: false, encoding: .utf8)
+        chmod(keyFile, 0o600)
+        defer { try? FileManager.default.removeItem(atPath: keyFile) }
+        let yaml = """
+        gateway: { id: gw-01 }
+        mqtt: { host: broker, protocol: 5, will_delay: 10s }
+        commands: { enabled: true, keys: [{ id: ops1, file: \(keyFile) }] }
+        devices:
+          - name: boiler-1
+            tcp: { host: 127.0.0.1 }
+            tags:
+              - { name: t, table: holding, address: 0, type: int16, writable: true }
+        """
+        let problems = rejectedProblems(yaml)
+        #expect(problems.map(\.path) == ["commands.enabled"], "\(problems)")
+        #expect(problems.first?.message.contains("run after the reconnect") == true, "\(problems)")
+        let allowed = try ConfigurationLoader.parse(yaml: yaml.replacingOccurrences(of: "enabled: true", with: "enabled: false"))
+        #expect(allowed.mqtt.willDelay == .seconds(10))
     }
 
     @Test func messageExpiryWorksWithSparkplugAndQoS2() throws {
