@@ -156,15 +156,37 @@ extension ForwardingLoop {
             // NDEATH, disconnect, connect again (new bdSeq) and wait for the host. Data
             // stays in the outbox and goes out as historical after the next births.
             logger.warning("primary host offline: NDEATH and reconnect; holding data in the outbox until it is back")
-            if let bdSeq = state.edge.bdSeq(session: session) {
+            let mid = state.edge.bdSeq(session: session).flatMap { bdSeq in
                 publish(MQTTMessage(topic: state.node.topics.ndeath,
                                     payload: state.node.ndeath(bdSeq: bdSeq, at: Date()), qos: 1))
             }
-            sparkplug?.births = .pending
-            outlets.reconnect()
-        case (true, .sent), (false, .pending):
+            if let mid {
+                sparkplug?.births = .closing(ndeath: mid, deadline: now() + Self.ndeathAckWait)
+            } else {
+                sparkplug?.births = .pending
+                outlets.reconnect()
+            }
+        case (true, .sent), (_, .pending), (_, .closing):
             break
         }
+    }
+
+    /// How long the DISCONNECT after a host-offline NDEATH waits for its PUBACK.
+    static var ndeathAckWait: Duration { .seconds(2) }
+
+    /// Ends the session of a host-offline NDEATH once its PUBACK (`mid` of `session`)
+    /// is in, or its wait ran out (`mid` nil: a tick). Returns true when it reconnected.
+    @discardableResult
+    func endClosingSession(acknowledged mid: Int32?, session: Int?) -> Bool {
+        guard let state = sparkplug, case let .closing(ndeath, deadline) = state.births else { return false }
+        if let mid {
+            guard mid == ndeath, session == machine.sessionID else { return false }
+        } else if now() < deadline {
+            return false
+        }
+        sparkplug?.births = .pending
+        outlets.reconnect()
+        return true
     }
 
     /// The message that ends a session cleanly: NDEATH for a Sparkplug node

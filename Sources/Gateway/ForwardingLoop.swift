@@ -149,7 +149,7 @@ final class ForwardingLoop {
                     flushAcks()
                     return .stop
                 case .unknown:
-                    break
+                    endClosingSession(acknowledged: mid, session: session)
                 }
             }
             if acks.isFull || machine.idle { flushAcks() }
@@ -206,6 +206,7 @@ final class ForwardingLoop {
                 return .stop
             }
             flushAcks()
+            endClosingSession(acknowledged: nil, session: nil)
             await dropUnpublishable()
             await reportGaps()
             await fill()
@@ -277,7 +278,7 @@ final class ForwardingLoop {
     func fill() async {
         guard let session = machine.sessionID, machine.isConnected else { return }
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
-        if let sparkplug, sparkplug.births == .pending { return }
+        if let sparkplug, !sparkplug.births.allowsData { return }
         var allowed = rate.allowance(machine.room, now: now())
         if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {

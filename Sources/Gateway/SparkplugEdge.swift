@@ -98,6 +98,18 @@ struct SparkplugSession {
     enum Births: Equatable {
         /// Not sent on this connection: no data goes out.
         case pending
+        /// The primary host went offline: NDEATH (message `ndeath` of this session) is
+        /// out and no data goes out; the DISCONNECT waits for its PUBACK (or `deadline`),
+        /// since libmosquitto closes the socket right after writing DISCONNECT and an
+        /// unread PUBACK would make that close a reset, which the broker takes for a
+        /// lost connection and answers with the Will: a second NDEATH.
+        case closing(ndeath: Int32, deadline: ContinuousClock.Instant)
+
+        /// Data may go out only after the births of this connection.
+        var allowsData: Bool {
+            if case .sent = self { return true }
+            return false
+        }
         /// NBIRTH and every DBIRTH went out; rows up to `historicalUpTo` were committed
         /// before them and go out as historical data.
         case sent(historicalUpTo: Int64)
