@@ -224,14 +224,15 @@ public struct SparkplugNode: Sendable {
     /// swift-protobuf writes for the same metrics (SparkplugWireEncodingTests).
     public func storedDData(_ poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
         let polled = Self.milliseconds(poll.timestamp)
-        var lookup = OrderedLookup(devices[poll.device])
+        let device = devices[poll.device]
         var upperBound = 2 * (Self.metricOverhead + 16)
         for reading in poll.readings {
             upperBound += Self.metricOverhead + reading.tag.utf8.count
             if case let .success(.string(text)) = reading.value { upperBound += text.utf8.count }
         }
         return ProtobufWriter.bytes(upperBound: upperBound) { payload in
-            func gatewayMetric(_ name: SparkplugDeviceMetric, _ value: Int64) {
+            var lookup = OrderedLookup(device)
+            for (name, value) in [(SparkplugDeviceMetric.boot, boot), (SparkplugDeviceMetric.seq, seq)] {
                 _ = lookup.metric(named: name.rawValue)
                 let mark = payload.beginNested(Field.payloadMetrics)
                 payload.lengthDelimited(Field.metricName, name.rawValue)
@@ -240,8 +241,6 @@ public struct SparkplugNode: Sendable {
                 payload.varintField(Field.metricLongValue, UInt64(bitPattern: value))
                 payload.endNested(mark)
             }
-            gatewayMetric(.boot, boot)
-            gatewayMetric(.seq, seq)
             for reading in poll.readings {
                 let type = lookup.metric(named: reading.tag)?.type ?? Self.guessedType(reading.value)
                 let mark = payload.beginNested(Field.payloadMetrics)
@@ -281,12 +280,13 @@ public struct SparkplugNode: Sendable {
     public func wireDData(stored: [UInt8], device name: String, seq: UInt8, historical: Bool,
                           at date: Date, pollTime corrected: Date? = nil) throws(SparkplugRenderError) -> [UInt8] {
         let correctedMilliseconds = corrected.map(Self.milliseconds)
-        var lookup = OrderedLookup(devices[name])
+        let device = devices[name]
         do {
             return try stored.withUnsafeBytes { input in
                 // Every field of the input (2 bytes at least) becomes at most 11 bytes, and each
                 // metric gains at most is_historical and 2 bytes of length: 8 × the input bounds it.
                 try ProtobufWriter.bytes(upperBound: 8 * input.count + 32) { (payload: inout ProtobufWriter) throws(ProtobufReader.Malformed) in
+                    var lookup = OrderedLookup(device)
                     var reader = ProtobufReader(input)
                     while !reader.atEnd {
                         let field = try reader.next()
@@ -334,30 +334,42 @@ public struct SparkplugNode: Sendable {
 
     /// Finds a device's metrics by name, trying the one after the last match first.
     struct OrderedLookup {
-        let device: Device?
-        var next = 0
+        /// The device's metrics (none for a device the configuration does not have).
+        private let metrics: [Metric]
+        private let utf8Names: [[UInt8]]
+        private let aliasByName: [String: UInt64]
+        private var next = 0
 
-        init(_ device: Device?) { self.device = device }
+        init(_ device: Device?) {
+            metrics = device?.metrics ?? []
+            utf8Names = device?.utf8Names ?? []
+            aliasByName = device?.aliasByName ?? [:]
+        }
 
-        mutating func metric(named name: String) -> Metric? {
-            guard let device else { return nil }
-            if next < device.metrics.count, device.metrics[next].name == name { return found(next) }
-            guard let alias = device.aliasByName[name],
-                  let index = device.metrics.firstIndex(where: { $0.alias == alias }) else { return nil }
+        /// What the hot path needs of a metric (no strings: nothing to retain per lookup).
+        struct Found {
+            var alias: UInt64
+            var type: SparkplugDataType
+        }
+
+        mutating func metric(named name: String) -> Found? {
+            if next < metrics.count, metrics[next].name == name { return found(next) }
+            guard let alias = aliasByName[name], let index = metrics.firstIndex(where: { $0.alias == alias }) else {
+                return nil
+            }
             return found(index)
         }
 
-        mutating func metric(utf8 name: UnsafeRawBufferPointer) -> Metric? {
-            guard let device else { return nil }
-            if next < device.metrics.count, device.utf8Names[next].withUnsafeBytes({ $0.elementsEqual(name) }) {
+        mutating func metric(utf8 name: UnsafeRawBufferPointer) -> Found? {
+            if next < utf8Names.count, utf8Names[next].withUnsafeBytes({ $0.elementsEqual(name) }) {
                 return found(next)
             }
             return metric(named: String(decoding: name, as: UTF8.self))
         }
 
-        private mutating func found(_ index: Int) -> Metric {
+        private mutating func found(_ index: Int) -> Found {
             next = index + 1
-            return device!.metrics[index]  // index comes from device.metrics
+            return Found(alias: metrics[index].alias, type: metrics[index].type)
         }
     }
 
