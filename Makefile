@@ -40,10 +40,13 @@ deps:
 	@# needs libmqtt-client-java's jars, which the ActiveMQ interop test puts on its own path.
 	@# The sealing tests cross-check AES-GCM against Python's cryptography package:
 	@# Debian's python3-cryptography above (never pip into the system Python).
-	@# The Sparkplug tests decode with pysparkplug (PyPI) from a venv of its own, and
-	@# with Debian's python3-protobuf on protoc's compile of proto/sparkplug_b.proto.
+	@# The Sparkplug tests decode with pysparkplug (PyPI) from a venv of its own, with
+	@# Debian's python3-protobuf on protoc's compile of proto/sparkplug_b.proto, and with
+	@# mqtt-spb-wrapper (PyPI) from a second venv (it pins an older protobuf than pysparkplug's).
 	@[ -x .build/venv/bin/python ] && .build/venv/bin/python -c 'import pysparkplug' 2>/dev/null || { \
-	  python3 -m venv .build/venv && .build/venv/bin/pip install -q 'pysparkplug==0.6.1'; }
+	  python3 -m venv .build/venv && .build/venv/bin/python -m pip install -q 'pysparkplug==0.6.1'; }
+	@[ -x .build/venv-spb/bin/python ] && .build/venv-spb/bin/python -c 'import mqtt_spb_wrapper' 2>/dev/null || { \
+	  python3 -m venv .build/venv-spb && .build/venv-spb/bin/python -m pip install -q 'mqtt-spb-wrapper==2.1.2'; }
 
 build: deps
 	$(SWIFT) build

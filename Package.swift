@@ -108,6 +108,7 @@ let package = Package(
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         // Child processes (mosquitto, the gateway), loopback ports, waiting with a deadline
         // and a notify socket: the real local peers of the integration tests and benchmarks.

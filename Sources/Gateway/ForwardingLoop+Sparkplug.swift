@@ -212,6 +212,7 @@ extension ForwardingLoop {
         let polls = pollCounters.snapshot
         let buffered = try? await outbox.statistics()
         return SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered?.bufferedMessages ?? 0),
-                                   dropped: buffered?.dropped ?? 0, pollsFailed: Int64(polls.pollsFailed))
+                                   dropped: buffered?.dropped ?? 0, pollsFailed: Int64(polls.pollsFailed),
+                                   pollOverruns: polls.overruns)
     }
 }

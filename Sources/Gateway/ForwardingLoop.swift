@@ -453,7 +453,8 @@ final class ForwardingLoop {
         let reading = observeClock()
         if sparkplug != nil {
             sparkplugStats(SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered.bufferedMessages),
-                                               dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed)))
+                                               dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed),
+                                               pollOverruns: polls.overruns))
             return
         }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,

@@ -1,45 +1,131 @@
 // A few lines of the protobuf wire format, by hand, for the one hot path: a DDATA per
 // poll, committed at ingest and rendered at publish. Births and commands go through
-// the generated types; tests decode everything with them.
+// the generated types; tests check this path against them (same bytes, same decoding).
+//
+// Both types work on raw memory: a 100-tag DDATA is ~1,000 fields, and per-field
+// array bookkeeping (uniqueness, capacity, slices) cost more than the encoding itself.
 
-/// Appends protobuf fields to a byte buffer.
+/// Writes protobuf fields into memory of a size fixed beforehand (an upper bound that
+/// the caller computes); every write checks it, so a wrong bound stops the process
+/// instead of writing past the memory.
 struct ProtobufWriter {
-    var bytes: [UInt8] = []
+    private let base: UnsafeMutablePointer<UInt8>
+    private let capacity: Int
+    private(set) var count = 0
 
-    init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
+    /// Largest length prefix a nested message gets room for before its content is
+    /// written (3 bytes: up to 2 MiB); `endNested` moves the content if it needs more or less.
+    static let reservedLength = 3
 
-    mutating func varint(_ value: UInt64) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: value) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
+    private init(_ memory: UnsafeMutableBufferPointer<UInt8>) {
+        base = memory.baseAddress!
+        capacity = memory.count
     }
 
+    /// The bytes `write` wrote into at most `upperBound` bytes of scratch memory (on
+    /// the stack when it fits), copied once into an array of their exact size.
+    static func bytes<E: Error>(upperBound: Int, _ write: (inout ProtobufWriter) throws(E) -> Void) throws(E) -> [UInt8] {
+        let result: Result<[UInt8], E> = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(upperBound, 1)) { memory in
+            var writer = ProtobufWriter(memory)
+            do throws(E) {
+                try write(&writer)
+            } catch {
+                return .failure(error)
+            }
+            return .success(Array(UnsafeBufferPointer(start: writer.base, count: writer.count)))
+        }
+        return try result.get()
+    }
+
+    /// Bytes a varint of `value` takes.
+    @inline(__always)
+    static func varintSize(_ value: UInt64) -> Int {
+        value == 0 ? 1 : (64 - value.leadingZeroBitCount + 6) / 7
+    }
+
+    @inline(__always)
+    private mutating func reserve(_ size: Int) {
+        precondition(size <= capacity - count, "protobuf writer: upper bound too small")
+    }
+
+    @inline(__always)
+    mutating func varint(_ value: UInt64) {
+        reserve(Self.varintSize(value))
+        var value = value
+        while value >= 0x80 {
+            base[count] = UInt8(truncatingIfNeeded: value) | 0x80
+            count += 1
+            value >>= 7
+        }
+        base[count] = UInt8(value)
+        count += 1
+    }
+
+    @inline(__always)
     mutating func varintField(_ field: UInt64, _ value: UInt64) {
         varint(field << 3)
         varint(value)
     }
 
-    mutating func lengthDelimited<C: Collection>(_ field: UInt64, _ content: C) where C.Element == UInt8 {
+    mutating func lengthDelimited(_ field: UInt64, _ content: UnsafeRawBufferPointer) {
         varint(field << 3 | 2)
         varint(UInt64(content.count))
-        bytes.append(contentsOf: content)
+        raw(content)
+    }
+
+    mutating func lengthDelimited(_ field: UInt64, _ content: String) {
+        var content = content
+        content.withUTF8 { lengthDelimited(field, UnsafeRawBufferPointer($0)) }
+    }
+
+    mutating func lengthDelimited(_ field: UInt64, _ content: [UInt8]) {
+        content.withUnsafeBytes { lengthDelimited(field, $0) }
     }
 
     mutating func fixed32Field(_ field: UInt64, _ value: UInt32) {
         varint(field << 3 | 5)
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: value.littleEndian) { raw($0) }
     }
 
     mutating func fixed64Field(_ field: UInt64, _ value: UInt64) {
         varint(field << 3 | 1)
-        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+        withUnsafeBytes(of: value.littleEndian) { raw($0) }
+    }
+
+    /// Copies bytes unchanged (e.g. a field read from another message).
+    mutating func raw(_ bytes: UnsafeRawBufferPointer) {
+        guard !bytes.isEmpty else { return }
+        reserve(bytes.count)
+        UnsafeMutableRawPointer(base + count).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        count += bytes.count
+    }
+
+    /// Starts a nested message (a length-delimited field written field by field);
+    /// returns the mark `endNested` needs.
+    mutating func beginNested(_ field: UInt64) -> Int {
+        varint(field << 3 | 2)
+        reserve(Self.reservedLength)
+        count += Self.reservedLength
+        return count
+    }
+
+    /// Writes the nested message's length in front of it, moving its content to sit
+    /// right after the length.
+    mutating func endNested(_ mark: Int) {
+        let length = count - mark
+        let size = Self.varintSize(UInt64(length))
+        let lengthAt = mark - Self.reservedLength
+        if size != Self.reservedLength {
+            reserve(max(0, size - Self.reservedLength))
+            UnsafeMutableRawPointer(base + lengthAt + size).copyMemory(from: base + mark, byteCount: length)  // memmove
+        }
+        count = lengthAt
+        varint(UInt64(length))
+        count += length
     }
 }
 
-/// Reads the fields of one protobuf message, without interpreting them.
+/// Reads the fields of one protobuf message in memory, without interpreting them.
 struct ProtobufReader {
     struct Field {
         var number: UInt64
@@ -53,17 +139,22 @@ struct ProtobufReader {
 
     struct Malformed: Error {}
 
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
     private(set) var index: Int
     let end: Int
 
-    init(_ bytes: [UInt8], range: Range<Int>? = nil) {
+    init(_ bytes: UnsafeRawBufferPointer, range: Range<Int>? = nil) {
         self.bytes = bytes
         index = range?.lowerBound ?? 0
         end = range?.upperBound ?? bytes.count
     }
 
     var atEnd: Bool { index >= end }
+
+    /// The bytes of `range` (of a field this reader returned).
+    func slice(_ range: Range<Int>) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: bytes[range])
+    }
 
     mutating func next() throws(Malformed) -> Field {
         let start = index

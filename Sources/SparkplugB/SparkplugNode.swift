@@ -22,6 +22,9 @@ public enum SparkplugNodeMetric: String, CaseIterable, Sendable {
     case dropped = "Gateway/Dropped"
     /// Failed polls since start.
     case pollsFailed = "Gateway/Polls Failed"
+    /// Poll slots skipped since start because a poll or its bus ran late: not zero
+    /// means the gateway does not keep up with the configured poll intervals.
+    case pollOverruns = "Gateway/Poll Overruns"
 }
 
 /// The gateway's health as the node metrics report it.
@@ -30,12 +33,14 @@ public struct SparkplugNodeHealth: Sendable, Equatable {
     public var backlog: Int64
     public var dropped: Int64
     public var pollsFailed: Int64
+    public var pollOverruns: Int64
 
-    public init(boot: Int64, backlog: Int64, dropped: Int64, pollsFailed: Int64) {
+    public init(boot: Int64, backlog: Int64, dropped: Int64, pollsFailed: Int64, pollOverruns: Int64 = 0) {
         self.boot = boot
         self.backlog = backlog
         self.dropped = dropped
         self.pollsFailed = pollsFailed
+        self.pollOverruns = pollOverruns
     }
 }
 
@@ -214,46 +219,57 @@ public struct SparkplugNode: Sendable {
     /// aliases), each metric's own poll time, its datatype and value (or `is_null` and
     /// Quality BAD for a failed tag), plus `Gateway/Boot` and `Gateway/Seq`; no payload
     /// `seq` or timestamp. `wireDData` turns it into what is published.
+    ///
+    /// Written field by field (ProtobufWire.swift), once per poll; the bytes are the ones
+    /// swift-protobuf writes for the same metrics (SparkplugWireEncodingTests).
     public func storedDData(_ poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
         let polled = Self.milliseconds(poll.timestamp)
-        var lookup = OrderedLookup(devices[poll.device])
-        var payload = ProtobufWriter(capacity: 32 + poll.readings.count * 24)
-        var metric = ProtobufWriter(capacity: 64)
-        func appendMetric() {
-            payload.lengthDelimited(Field.payloadMetrics, metric.bytes)
-            metric.bytes.removeAll(keepingCapacity: true)
-        }
-        for (name, value) in [(SparkplugDeviceMetric.boot, boot), (.seq, seq)] {
-            _ = lookup.metric(named: name.rawValue)
-            metric.lengthDelimited(Field.metricName, name.rawValue.utf8)
-            metric.varintField(Field.metricTimestamp, polled)
-            metric.varintField(Field.metricDatatype, UInt64(SparkplugDataType.int64.rawValue))
-            metric.varintField(Field.metricLongValue, UInt64(bitPattern: value))
-            appendMetric()
-        }
+        let device = devices[poll.device]
+        var upperBound = 2 * (Self.metricOverhead + 16)
         for reading in poll.readings {
-            let type = lookup.metric(named: reading.tag)?.type ?? Self.guessedType(reading.value)
-            metric.lengthDelimited(Field.metricName, reading.tag.utf8)
-            metric.varintField(Field.metricTimestamp, polled)
-            metric.varintField(Field.metricDatatype, UInt64(type.rawValue))
-            if case let .success(value) = reading.value, let encoded = try? SparkplugMetricValue(value, as: type) {
-                switch encoded {
-                case let .int(v): metric.varintField(Field.metricIntValue, UInt64(v))
-                case let .long(v): metric.varintField(Field.metricLongValue, v)
-                case let .float(v): metric.fixed32Field(Field.metricFloatValue, v.bitPattern)
-                case let .double(v): metric.fixed64Field(Field.metricDoubleValue, v.bitPattern)
-                case let .boolean(v): metric.varintField(Field.metricBooleanValue, v ? 1 : 0)
-                case let .string(v): metric.lengthDelimited(Field.metricStringValue, v.utf8)
-                }
-            } else {
-                // A failed read, or a value its datatype cannot hold: is_null and Quality BAD.
-                metric.varintField(Field.metricIsNull, 1)
-                metric.lengthDelimited(Field.metricProperties, Self.qualityBad)
-            }
-            appendMetric()
+            upperBound += Self.metricOverhead + reading.tag.utf8.count
+            if case let .success(.string(text)) = reading.value { upperBound += text.utf8.count }
         }
-        return payload.bytes
+        return ProtobufWriter.bytes(upperBound: upperBound) { payload in
+            var lookup = OrderedLookup(device)
+            for (name, value) in [(SparkplugDeviceMetric.boot, boot), (SparkplugDeviceMetric.seq, seq)] {
+                _ = lookup.metric(named: name.rawValue)
+                let mark = payload.beginNested(Field.payloadMetrics)
+                payload.lengthDelimited(Field.metricName, name.rawValue)
+                payload.varintField(Field.metricTimestamp, polled)
+                payload.varintField(Field.metricDatatype, UInt64(SparkplugDataType.int64.rawValue))
+                payload.varintField(Field.metricLongValue, UInt64(bitPattern: value))
+                payload.endNested(mark)
+            }
+            for reading in poll.readings {
+                let type = lookup.metric(named: reading.tag)?.type ?? Self.guessedType(reading.value)
+                let mark = payload.beginNested(Field.payloadMetrics)
+                payload.lengthDelimited(Field.metricName, reading.tag)
+                payload.varintField(Field.metricTimestamp, polled)
+                payload.varintField(Field.metricDatatype, UInt64(type.rawValue))
+                if case let .success(value) = reading.value, let encoded = try? SparkplugMetricValue(value, as: type) {
+                    switch encoded {
+                    case let .int(v): payload.varintField(Field.metricIntValue, UInt64(v))
+                    case let .long(v): payload.varintField(Field.metricLongValue, v)
+                    case let .float(v): payload.fixed32Field(Field.metricFloatValue, v.bitPattern)
+                    case let .double(v): payload.fixed64Field(Field.metricDoubleValue, v.bitPattern)
+                    case let .boolean(v): payload.varintField(Field.metricBooleanValue, v ? 1 : 0)
+                    case let .string(v): payload.lengthDelimited(Field.metricStringValue, v)
+                    }
+                } else {
+                    // A failed read, or a value its datatype cannot hold: is_null and Quality BAD.
+                    payload.varintField(Field.metricIsNull, 1)
+                    payload.lengthDelimited(Field.metricProperties, Self.qualityBad)
+                }
+                payload.endNested(mark)
+            }
+        }
     }
+
+    /// Most bytes a stored metric takes besides its name and string value: the metric's
+    /// key and length, the name's key and length, timestamp, datatype, and the largest
+    /// value field (is_null with the Quality property).
+    private static let metricOverhead = 1 + ProtobufWriter.reservedLength + 11 + 11 + 11 + 2 + 11 + qualityBad.count
 
     /// The published DDATA of a stored one: names replaced by this node's aliases
     /// (a name the configuration no longer has stays a name), `seq`, the payload
@@ -264,78 +280,96 @@ public struct SparkplugNode: Sendable {
     public func wireDData(stored: [UInt8], device name: String, seq: UInt8, historical: Bool,
                           at date: Date, pollTime corrected: Date? = nil) throws(SparkplugRenderError) -> [UInt8] {
         let correctedMilliseconds = corrected.map(Self.milliseconds)
-        var lookup = OrderedLookup(devices[name])
-        var payload = ProtobufWriter(capacity: stored.count + 16)
-        var metric = ProtobufWriter(capacity: 64)
-        var reader = ProtobufReader(stored)
+        let device = devices[name]
         do {
-            while !reader.atEnd {
-                let field = try reader.next()
-                switch (field.number, field.wireType) {
-                case (Field.payloadMetrics, 2):
-                    var fields = ProtobufReader(stored, range: field.content)
-                    while !fields.atEnd {
-                        let inner = try fields.next()
-                        switch (inner.number, inner.wireType) {
-                        case (Field.metricName, 2):
-                            if let known = lookup.metric(utf8: stored[inner.content]) {
-                                metric.varintField(Field.metricAlias, known.alias)
-                            } else {
-                                metric.bytes.append(contentsOf: stored[inner.raw])
+            return try stored.withUnsafeBytes { input in
+                // Every field of the input (2 bytes at least) becomes at most 11 bytes, and each
+                // metric gains at most is_historical and 2 bytes of length: 8 × the input bounds it.
+                try ProtobufWriter.bytes(upperBound: 8 * input.count + 32) { (payload: inout ProtobufWriter) throws(ProtobufReader.Malformed) in
+                    var lookup = OrderedLookup(device)
+                    var reader = ProtobufReader(input)
+                    while !reader.atEnd {
+                        let field = try reader.next()
+                        switch (field.number, field.wireType) {
+                        case (Field.payloadMetrics, 2):
+                            let mark = payload.beginNested(Field.payloadMetrics)
+                            var fields = ProtobufReader(input, range: field.content)
+                            while !fields.atEnd {
+                                let inner = try fields.next()
+                                switch (inner.number, inner.wireType) {
+                                case (Field.metricName, 2):
+                                    if let known = lookup.metric(utf8: fields.slice(inner.content)) {
+                                        payload.varintField(Field.metricAlias, known.alias)
+                                    } else {
+                                        payload.raw(fields.slice(inner.raw))
+                                    }
+                                case (Field.metricIsHistorical, _):
+                                    break  // set below
+                                case (Field.metricTimestamp, 0):
+                                    if let correctedMilliseconds {
+                                        payload.varintField(Field.metricTimestamp, correctedMilliseconds)
+                                    } else {
+                                        payload.raw(fields.slice(inner.raw))
+                                    }
+                                default:
+                                    payload.raw(fields.slice(inner.raw))
+                                }
                             }
-                        case (Field.metricIsHistorical, _):
+                            if historical { payload.varintField(Field.metricIsHistorical, 1) }
+                            payload.endNested(mark)
+                        case (Field.payloadTimestamp, _), (Field.payloadSeq, _):
                             break  // set below
-                        case (Field.metricTimestamp, 0):
-                            if let correctedMilliseconds {
-                                metric.varintField(Field.metricTimestamp, correctedMilliseconds)
-                            } else {
-                                metric.bytes.append(contentsOf: stored[inner.raw])
-                            }
                         default:
-                            metric.bytes.append(contentsOf: stored[inner.raw])
+                            payload.raw(reader.slice(field.raw))
                         }
                     }
-                    if historical { metric.varintField(Field.metricIsHistorical, 1) }
-                    payload.lengthDelimited(Field.payloadMetrics, metric.bytes)
-                    metric.bytes.removeAll(keepingCapacity: true)
-                case (Field.payloadTimestamp, _), (Field.payloadSeq, _):
-                    break  // set below
-                default:
-                    payload.bytes.append(contentsOf: stored[field.raw])
+                    payload.varintField(Field.payloadTimestamp, Self.milliseconds(date))
+                    payload.varintField(Field.payloadSeq, UInt64(seq))
                 }
             }
         } catch {
             throw SparkplugRenderError(description: "stored DDATA of \(name) is not a Sparkplug payload")
         }
-        payload.varintField(Field.payloadTimestamp, Self.milliseconds(date))
-        payload.varintField(Field.payloadSeq, UInt64(seq))
-        return payload.bytes
     }
 
     /// Finds a device's metrics by name, trying the one after the last match first.
     struct OrderedLookup {
-        let device: Device?
-        var next = 0
+        /// The device's metrics (none for a device the configuration does not have).
+        private let metrics: [Metric]
+        private let utf8Names: [[UInt8]]
+        private let aliasByName: [String: UInt64]
+        private var next = 0
 
-        init(_ device: Device?) { self.device = device }
+        init(_ device: Device?) {
+            metrics = device?.metrics ?? []
+            utf8Names = device?.utf8Names ?? []
+            aliasByName = device?.aliasByName ?? [:]
+        }
 
-        mutating func metric(named name: String) -> Metric? {
-            guard let device else { return nil }
-            if next < device.metrics.count, device.metrics[next].name == name { return found(next) }
-            guard let alias = device.aliasByName[name],
-                  let index = device.metrics.firstIndex(where: { $0.alias == alias }) else { return nil }
+        /// What the hot path needs of a metric (no strings: nothing to retain per lookup).
+        struct Found {
+            var alias: UInt64
+            var type: SparkplugDataType
+        }
+
+        mutating func metric(named name: String) -> Found? {
+            if next < metrics.count, metrics[next].name == name { return found(next) }
+            guard let alias = aliasByName[name], let index = metrics.firstIndex(where: { $0.alias == alias }) else {
+                return nil
+            }
             return found(index)
         }
 
-        mutating func metric(utf8 name: ArraySlice<UInt8>) -> Metric? {
-            guard let device else { return nil }
-            if next < device.metrics.count, device.utf8Names[next].elementsEqual(name) { return found(next) }
+        mutating func metric(utf8 name: UnsafeRawBufferPointer) -> Found? {
+            if next < utf8Names.count, utf8Names[next].withUnsafeBytes({ $0.elementsEqual(name) }) {
+                return found(next)
+            }
             return metric(named: String(decoding: name, as: UTF8.self))
         }
 
-        private mutating func found(_ index: Int) -> Metric {
+        private mutating func found(_ index: Int) -> Found {
             next = index + 1
-            return device!.metrics[index]  // index comes from device.metrics
+            return Found(alias: metrics[index].alias, type: metrics[index].type)
         }
     }
 
@@ -377,6 +411,7 @@ public struct SparkplugNode: Sendable {
         let values: [(SparkplugNodeMetric, Int64, SparkplugDataType)] = [
             (.boot, health.boot, .int64), (.backlog, health.backlog, .uint64),
             (.dropped, health.dropped, .uint64), (.pollsFailed, health.pollsFailed, .uint64),
+            (.pollOverruns, health.pollOverruns, .uint64),
         ]
         return values.map { name, value, type in
             var metric = SparkplugMetric()

@@ -55,7 +55,7 @@ private final class SubscriberBox: Sendable {
 }
 
 /// CPU seconds (utime + stime) of process `pid` so far.
-private func cpuSeconds(pid: pid_t) -> Double {
+func cpuSeconds(pid: pid_t) -> Double {
     guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
           let close = stat.lastIndex(of: ")") else { return 0 }
     // Fields after "(comm)": state is field 3, utime 14, stime 15.

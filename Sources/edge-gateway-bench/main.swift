@@ -11,6 +11,7 @@
 //   seal     seal + outbox append (AES-256-GCM, HMAC-SHA256) vs unsealed appends (SealBench.swift)
 //   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
 //   sparkplug  a 100-tag Sparkplug DDATA vs the JSON message of the same poll (SparkplugBench.swift)
+//   sparkplug-scale  the gateway process at 100 devices × 100 tags every 100 ms, json vs sparkplug (SparkplugScaleBench.swift)
 //   monitor-ingest, monitor-fleet  edge-monitor (MonitorBench.swift)
 //   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync (PerMessageBench.swift)
 //   commands command → write → result with polls at 10 ms vs an MQTT round trip (CommandBench.swift)
@@ -27,7 +28,7 @@ import Synchronization
 
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty
-    ? ["append", "replay", "rss", "modbus", "seal", "service", "sparkplug", "per-message", "commands",
+    ? ["append", "replay", "rss", "modbus", "seal", "service", "sparkplug", "sparkplug-scale", "per-message", "commands",
        "monitor-ingest", "monitor-fleet"]
     : arguments
 nonisolated let quiet: Logger = {
@@ -243,6 +244,7 @@ if selected.contains("modbus") { try await benchModbus() }
 if selected.contains("seal") { try await benchSeal(directory: directory) }
 if selected.contains("service") { try await benchService(directory: directory) }
 if selected.contains("sparkplug") { benchSparkplug() }
+if selected.contains("sparkplug-scale") { try await benchSparkplugScale(directory: directory) }
 if selected.contains("per-message") { try await benchPerMessage(directory: directory) }
 if selected.contains("commands") { try await benchCommands(directory: directory) }
 if selected.contains("monitor-ingest") { try await benchMonitorIngest(directory: directory) }

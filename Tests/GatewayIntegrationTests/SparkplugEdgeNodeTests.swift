@@ -1,8 +1,10 @@
 // The gateway as a Sparkplug B 3.0 edge node, end to end: a real mosquitto, the real
-// libmodbus simulator, the real gateway process, and two independent decoders in
+// libmodbus simulator, the real gateway process, and three independent decoders in
 // Python (pysparkplug from PyPI; Google's protobuf runtime on protoc's compile of
-// sparkplug_b.proto). Test names carry the TCK assertion ids (edge node:
-// SessionEstablishment, SessionTermination, SendData, ReceiveCommand, PrimaryHost).
+// sparkplug_b.proto; mqtt-spb-wrapper from PyPI with Eclipse Tahu's Python core inside).
+// Test names start with the TCK's edge-node test they belong to (SessionEstablishment,
+// SessionTermination, SendData, ReceiveCommand, PrimaryHost; SendComplexData is
+// SparkplugWireEncodingTests) and their comments list the TCK assertion ids.
 import Foundation
 import Modbus
 import SparkplugB
@@ -14,18 +16,21 @@ import TestSupport
 private let sparkplugRepositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent().path
 
-/// What the Sparkplug tests need besides the build: the venv with pysparkplug
-/// (`make deps`), protoc and Debian's python3-protobuf and python3-paho-mqtt.
-private func sparkplugPeers() throws -> (venvPython: String, protoc: String)? {
+/// What the Sparkplug tests need besides the build: the venvs with pysparkplug and with
+/// mqtt-spb-wrapper (`make deps`), protoc and Debian's python3-protobuf and python3-paho-mqtt.
+private func sparkplugPeers() throws -> (venvPython: String, wrapperPython: String, protoc: String)? {
     let venvPython = sparkplugRepositoryRoot + "/.build/venv/bin/python"
+    let wrapperPython = sparkplugRepositoryRoot + "/.build/venv-spb/bin/python"
     var missing: [String] = []
-    if !FileManager.default.isExecutableFile(atPath: venvPython) { missing.append("\(venvPython) (make deps creates it)") }
+    for python in [venvPython, wrapperPython] where !FileManager.default.isExecutableFile(atPath: python) {
+        missing.append("\(python) (make deps creates it)")
+    }
     let protoc = try? requireTool("protoc", package: "protobuf-compiler")
     if protoc == nil { missing.append("protoc (apt: protobuf-compiler)") }
     for module in ["google/protobuf", "paho/mqtt"] where !FileManager.default.fileExists(atPath: "/usr/lib/python3/dist-packages/\(module)") {
         missing.append("python3 module \(module) (apt: python3-protobuf, python3-paho-mqtt)")
     }
-    if missing.isEmpty, let protoc { return (venvPython, protoc) }
+    if missing.isEmpty, let protoc { return (venvPython, wrapperPython, protoc) }
     let message = "Sparkplug peers missing: \(missing.joined(separator: ", "))"
     if ProcessInfo.processInfo.environment["CI"] == "true" { throw MissingTool(description: message) }
     print("skipping: \(message)")
@@ -134,7 +139,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
         self.simulator = simulator
     }
 
-    func startProbes(venvPython: String, protoc: String) async throws {
+    func startProbes(venvPython: String, wrapperPython: String, protoc: String) async throws {
         let pb2 = directory.file("pb2")
         try FileManager.default.createDirectory(atPath: pb2, withIntermediateDirectories: true)
         let compile = try ChildProcess(protoc, ["--proto_path=\(sparkplugRepositoryRoot)/proto", "--python_out=\(pb2)",
@@ -148,13 +153,15 @@ final class SparkplugEndToEnd: @unchecked Sendable {
             try ChildProcess("/usr/bin/python3", [script, "--port", "\(broker.port)", "--decoder", "protobuf",
                                                   "--pb2-dir", pb2, "--out", directory.file("protobuf.jsonl")],
                              log: directory.file("probe-pb.log")),
+            try ChildProcess(wrapperPython, [script, "--port", "\(broker.port)", "--decoder", "spbwrapper",
+                                             "--out", directory.file("spbwrapper.jsonl")], log: directory.file("probe-spb.log")),
         ]
-        try await waitUntil("both probes subscribed") {
-            messages(.pysparkplug, ready: true).count == 1 && messages(.protobuf, ready: true).count == 1
+        try await waitUntil("the three probes subscribed") {
+            Decoder.allCases.allSatisfy { messages($0, ready: true).count == 1 }
         }
     }
 
-    enum Decoder: String { case pysparkplug, protobuf }
+    enum Decoder: String, CaseIterable { case pysparkplug, protobuf, spbwrapper }
 
     func messages(_ decoder: Decoder, ready: Bool = false) -> [ProbeMessage] {
         let text = (try? String(contentsOfFile: directory.file("\(decoder.rawValue).jsonl"), encoding: .utf8)) ?? ""
@@ -202,7 +209,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
 @Suite(.serialized) struct SparkplugEdgeNodeTests {
     /// tck-id-topic-structure-namespace-valid-group-id through the real binary: `check-config`
     /// refuses a group id with a reserved character (exit 78, YAML path) and names the node when valid.
-    @Test func checkConfigRefusesInvalidSparkplugIDsAndNamesTheNode() async throws {
+    @Test func sessionEstablishmentCheckConfigRefusesInvalidSparkplugIDsAndNamesTheNode() async throws {
         let directory = try TemporaryDirectory("sparkplug-check")
         defer { directory.remove() }
         func check(group: String) async throws -> (Int32, String) {
@@ -227,11 +234,11 @@ final class SparkplugEndToEnd: @unchecked Sendable {
     /// SessionEstablishment + SendData: tck-id-topics-nbirth-topic, -nbirth-seq-num, -nbirth-bdseq-included,
     /// -nbirth-rebirth-metric, -dbirth-topic, -dbirth-metrics, -ddata-topic, -ddata-seq-num (wrapping),
     /// tck-id-payloads-alias-birth-requirement, -alias-data-cmd-requirement, tck-id-topics-nbirth-mqtt,
-    /// -dbirth-mqtt (QoS 0, not retained); every datatype and value through two independent decoders.
-    @Test func sessionEstablishmentAndSendDataThroughTwoDecoders() async throws {
+    /// -dbirth-mqtt (QoS 0, not retained); every datatype and value through three independent decoders.
+    @Test func sessionEstablishmentAndSendDataThroughThreeDecoders() async throws {
         guard let peers = try sparkplugPeers() else { return }
         let e2e = try await SparkplugEndToEnd(pollInterval: "20ms")
-        try await e2e.startProbes(venvPython: peers.venvPython, protoc: peers.protoc)
+        try await e2e.startProbes(venvPython: peers.venvPython, wrapperPython: peers.wrapperPython, protoc: peers.protoc)
         try e2e.startGateway()
         // 300 DDATA: seq passes 255 and wraps to 0.
         try await waitUntil("NBIRTH, DBIRTH and 300 DDATA", timeout: .seconds(60)) {
@@ -254,14 +261,18 @@ final class SparkplugEndToEnd: @unchecked Sendable {
         // Births and data are QoS 0 (as sent, the broker forwards at most that), not retained.
         #expect(e2e.recorder.messages.filter { $0.topic.hasPrefix("spBv1.0/plant-a/") }.allSatisfy { !$0.retained })
 
-        // Both decoders, DBIRTH and DDATA: every type and value, aliases resolved, units.
+        // Every decoder, NBIRTH, DBIRTH and DDATA: every type and value, aliases resolved, units.
         try await waitUntil("the probes decoded DDATA") {
-            e2e.messages(.pysparkplug).filter { $0.topic.contains("/DDATA/") }.count >= 10
-                && e2e.messages(.protobuf).filter { $0.topic.contains("/DDATA/") }.count >= 10
+            SparkplugEndToEnd.Decoder.allCases.allSatisfy { decoder in
+                e2e.messages(decoder).filter { $0.topic.contains("/DDATA/") }.count >= 10
+            }
         }
-        for decoder in [SparkplugEndToEnd.Decoder.pysparkplug, .protobuf] {
+        for decoder in SparkplugEndToEnd.Decoder.allCases {
             let messages = e2e.messages(decoder)
             #expect(messages.allSatisfy { $0.error == nil }, "\(decoder): \(messages.compactMap(\.error).prefix(3))")
+            let decodedBirth = try #require(messages.first { $0.topic.hasSuffix("/NBIRTH/gw-sp") }, "\(decoder)")
+            #expect("\(decodedBirth.metric("bdSeq")?["value"] ?? "nil")" == "0", "\(decoder): \(decodedBirth.metrics)")
+            #expect("\(decodedBirth.metric("Node Control/Rebirth")?["value"] ?? "nil")" == "0", "\(decoder)")
             let dbirth = try #require(messages.first { $0.topic.hasSuffix("/DBIRTH/gw-sp/boiler-1") }, "\(decoder)")
             let ddata = try #require(messages.last { $0.topic.hasSuffix("/DDATA/gw-sp/boiler-1") }, "\(decoder)")
             for (name, expected) in SparkplugEndToEnd.expected {
@@ -275,7 +286,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
             // A failed tag stays in the message: is_null, no value (tck-id-payloads-metric-is-null).
             let bad = try #require(ddata.metric("bad"), "\(decoder): the failed tag is missing")
             #expect(bad["is_null"] as? Bool == true && bad["value"] is NSNull, "\(decoder): \(bad)")
-            if decoder == .protobuf {
+            if decoder != .pysparkplug {  // pysparkplug's probe does not print properties
                 let quality = (bad["properties"] as? [String: [String: Any]])?["Quality"]
                 #expect(quality?["type"] as? Int == 3 && quality?["value"] as? Int == 0, "\(bad)")
                 #expect(ddata.metrics.allSatisfy { $0["named_on_wire"] as? Bool == false }, "DDATA carries names")
@@ -290,7 +301,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
     /// SessionTermination: tck-id-message-flow-edge-node-birth-publish-will-message (NDEATH Will,
     /// QoS 1, not retained, bdSeq == NBIRTH's), tck-id-topics-nbirth-bdseq-increment (+1 on the next
     /// CONNECT, across a restart), tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath.
-    @Test func killedNodeGetsItsWillCleanStopSendsNDeath() async throws {
+    @Test func sessionTerminationKilledNodeGetsItsWillCleanStopSendsNDeath() async throws {
         let e2e = try await SparkplugEndToEnd()
         try e2e.startGateway()
         try await waitUntil("first NBIRTH and DDATA") { !e2e.recorded(e2e.topics.ddata(device: "boiler-1")).isEmpty }
@@ -317,7 +328,7 @@ final class SparkplugEndToEnd: @unchecked Sendable {
 
     /// ReceiveCommand: tck-id-operational-behavior-data-commands-ncmd-rebirth-* → NBIRTH (seq 0,
     /// same bdSeq) and every DBIRTH again; tck-id-message-flow-edge-node-ncmd-subscribe.
-    @Test func rebirthCommandRepublishesBirthsWithSeqFromZero() async throws {
+    @Test func receiveCommandRebirthRepublishesBirthsWithSeqFromZero() async throws {
         let e2e = try await SparkplugEndToEnd()
         try e2e.startGateway()
         try await waitUntil("births and data") { e2e.recorded(e2e.topics.ddata(device: "boiler-1")).count >= 3 }
@@ -348,8 +359,9 @@ final class SparkplugEndToEnd: @unchecked Sendable {
         }
     }
 
-    /// Dead Modbus device → DDEATH; back → DBIRTH (with seq continuing).
-    @Test func deadDeviceGetsDDeathAndDBirthWhenBack() async throws {
+    /// SessionTermination of a device: dead Modbus device → DDEATH (tck-id-topics-ddeath-seq-num);
+    /// back → DBIRTH (with seq continuing).
+    @Test func sessionTerminationDeadDeviceGetsDDeathAndDBirthWhenBack() async throws {
         let e2e = try await SparkplugEndToEnd()
         try e2e.startGateway()
         try await waitUntil("births and data") { e2e.recorded(e2e.topics.ddata(device: "boiler-1")).count >= 2 }

@@ -85,7 +85,7 @@ private func poll(at date: Date = when) -> DevicePoll {
     /// tck-id-topics-nbirth-seq-num, -nbirth-bdseq-included, -nbirth-rebirth-metric,
     /// tck-id-operational-behavior-data-commands-rebirth-name-aliases, tck-id-payloads-nbirth-timestamp.
     @Test func nbirthHasSeqZeroBdSeqRebirthFalseWithoutAliasAndHealth() throws {
-        let health = SparkplugNodeHealth(boot: 12, backlog: 3, dropped: 4, pollsFailed: 5)
+        let health = SparkplugNodeHealth(boot: 12, backlog: 3, dropped: 4, pollsFailed: 5, pollOverruns: 6)
         let payload = try decode(node().nbirth(bdSeq: 9, health: health, at: when))
         #expect(payload.hasSeq && payload.seq == 0)
         #expect(payload.timestamp == 1_790_000_000_123)
@@ -98,6 +98,7 @@ private func poll(at date: Date = when) -> DevicePoll {
         #expect(byName["Gateway/Backlog"]?.longValue == 3)
         #expect(byName["Gateway/Dropped"]?.longValue == 4)
         #expect(byName["Gateway/Polls Failed"]?.longValue == 5)
+        #expect(byName["Gateway/Poll Overruns"]?.longValue == 6)
         // tck-id-payloads-alias-birth-requirement: every other metric has name and alias.
         #expect(payload.metrics.filter { $0.name != "Node Control/Rebirth" }.allSatisfy { $0.hasAlias })
         // NDATA: aliases only (tck-id-payloads-alias-data-cmd-requirement).

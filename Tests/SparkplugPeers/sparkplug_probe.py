@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """A Sparkplug B host-side probe for the integration tests: subscribes to spBv1.0/#
 on a broker and writes one JSON line per message, decoded independently of the
-gateway's Swift code, by one of two decoders:
+gateway's Swift code, by one of three decoders:
 
   --decoder pysparkplug   pysparkplug (PyPI, in the venv `make deps` creates)
   --decoder protobuf      Google's protobuf runtime (Debian python3-protobuf) on the
                           sparkplug_b_pb2 module protoc compiles from proto/sparkplug_b.proto
                           (--pb2-dir), with the datatypes read as Sparkplug 3.0 §6.4.16
                           and Eclipse Tahu's Python core define them
+  --decoder spbwrapper    mqtt-spb-wrapper (PyPI, in a venv of its own that `make deps`
+                          creates: it pins an older protobuf): its SpbPayloadParser, on the
+                          sparkplug_b_pb2 of Eclipse Tahu's Python core that it ships
 
 Aliases are resolved from the births each decoder saw. The line format is:
 {"decoder","topic","qos","retain","seq","timestamp","metrics":[{"name","alias","datatype",
@@ -23,7 +26,7 @@ import paho.mqtt.client as mqtt
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--port", type=int, required=True)
-parser.add_argument("--decoder", choices=["pysparkplug", "protobuf"], required=True)
+parser.add_argument("--decoder", choices=["pysparkplug", "protobuf", "spbwrapper"], required=True)
 parser.add_argument("--pb2-dir")
 parser.add_argument("--out", required=True)
 args = parser.parse_args()
@@ -145,7 +148,56 @@ def protobuf_decoder():
     return decode
 
 
-decode = pysparkplug_decoder() if args.decoder == "pysparkplug" else protobuf_decoder()
+# --- decoder 3: mqtt-spb-wrapper's payload parser ---------------------------------
+def spbwrapper_decoder():
+    from mqtt_spb_wrapper import SpbPayloadParser
+
+    names = {}  # (node, device or None) -> {alias: (name, datatype)}
+
+    def as_int(value):  # MessageToDict writes 64-bit integers as strings
+        return int(value) if value is not None else None
+
+    def properties_json(metric):
+        properties = metric.get("properties")
+        if properties is None:
+            return None
+        decoded = properties.get("key_value", {})
+        types = [v.get("type") for v in properties.get("values", [])]
+        return {key: {"type": types[index] if index < len(types) else None, "value": decoded.get(key)}
+                for index, key in enumerate(properties.get("keys", []))}
+
+    def decode(topic, raw):
+        parts = topic.split("/")
+        if parts[1] == "STATE":
+            return None
+        verb, node = parts[2], parts[3]
+        device = parts[4] if len(parts) > 4 else None
+        payload = SpbPayloadParser(raw).payload
+        if not isinstance(payload, dict):
+            raise ValueError("mqtt-spb-wrapper could not parse the payload")
+        key = (node, device)
+        metrics = payload.get("metrics", [])
+        if verb in ("NBIRTH", "DBIRTH"):
+            names[key] = {int(m["alias"]): (m.get("name"), m.get("datatype")) for m in metrics if "alias" in m}
+        result = []
+        for m in metrics:
+            alias = int(m["alias"]) if "alias" in m else None
+            name, datatype = m.get("name"), m.get("datatype")
+            if alias is not None and alias in names.get(key, {}):
+                known_name, known_type = names[key][alias]
+                name = name or known_name
+                datatype = datatype or known_type
+            result.append({"name": name, "alias": alias, "datatype": datatype, "value": m.get("value"),
+                           "is_null": m.get("isNull", False), "is_historical": m.get("isHistorical", False),
+                           "timestamp": as_int(m.get("timestamp")), "properties": properties_json(m),
+                           "named_on_wire": "name" in m})
+        return {"seq": as_int(payload.get("seq")), "timestamp": as_int(payload.get("timestamp")), "metrics": result}
+
+    return decode
+
+
+decode = {"pysparkplug": pysparkplug_decoder, "protobuf": protobuf_decoder,
+          "spbwrapper": spbwrapper_decoder}[args.decoder]()
 
 
 def on_connect(client, userdata, flags, rc):
