@@ -43,7 +43,7 @@ final class ForwardingLoop {
         var reconnect: () -> Void = {}
     }
 
-    private let settings: Settings
+    let settings: Settings
     let uplink: any UplinkPublishing
     let outbox: any OutboxReading
     let now: () -> ContinuousClock.Instant
@@ -196,6 +196,9 @@ final class ForwardingLoop {
             } else if machine.isConnected {
                 publish(message)
             }
+
+        case let .readBack(device, values):
+            sparkplugReadBack(device: device, values: values)
 
         case .tick:
             if machine.deadlinePassed(now: now()) {
@@ -449,7 +452,8 @@ final class ForwardingLoop {
         let reading = observeClock()
         if sparkplug != nil {
             sparkplugStats(SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered.bufferedMessages),
-                                               dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed)))
+                                               dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed),
+                                               commands: commandCounts))
             return
         }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,
