@@ -265,8 +265,8 @@ struct DCMDRefusal: CustomTestStringConvertible, Sendable {
                                          log: directory.file("passwd-\(user).log"))
             #expect(try await child.waitForExit(timeout: .seconds(10)) == 0, "\(child.output)")
         }
-        // Anonymous clients (the test's recorder) may only read; the ACL lines come after.
-        try ("topic read spBv1.0/#\ntopic read test/marker\n\n" + acl)
+        // Anonymous clients (the test's recorder) may read Sparkplug topics and use its marker topic only.
+        try ("topic read spBv1.0/#\ntopic readwrite test/marker\n\n" + acl)
             .write(toFile: directory.file("acl"), atomically: true, encoding: .utf8)
         try "pw-gw-dc".write(toFile: directory.file("gw.password"), atomically: true, encoding: .utf8)
         chmod(directory.file("gw.password"), 0o600)
