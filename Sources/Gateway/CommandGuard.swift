@@ -1,22 +1,31 @@
-// Every check a command passes before anything is written: its envelope, its
-// topic, its age, its nonce, the rate, and each tag and value. Pure state, no I/O.
+// Every check a signed JSON command passes before anything is written: its envelope,
+// its topic, its age, its nonce; then the rate and each tag and value (WriteValidator,
+// shared with Sparkplug DCMD). Pure state, no I/O.
 import Foundation
 import GatewayConfig
 import Modbus
 import MQTTUplink
 import Sealing
 
-/// Decides on commands; owned by `CommandService` under its lock.
+/// What the checks found out about one command message, as far as they got.
+struct CommandVerdict {
+    var device: String?
+    var kid: String?
+    /// The command's id, also when the rest of it could not be read.
+    var id: String?
+    /// Set once the sender is known: the envelope verified (JSON), or the broker
+    /// delivered it (Sparkplug, whose DCMD carries no signature).
+    var authenticated = false
+    /// The tags and values asked for (empty until they could be read).
+    var values: [(tag: String, value: TagValue)] = []
+    /// What the command's age counts from (its issue time; a DCMD's arrival).
+    var issued: Date?
+    var outcome: Result<[TagWrite], CommandRefusal>
+}
+
+/// Decides on JSON commands; owned by `CommandService` under its lock.
 struct CommandGuard {
-    /// What the checks found out about one message, as far as they got.
-    struct Verdict {
-        var device: String?
-        var kid: String?
-        var command: CommandMessage?
-        /// The command's id, also when the rest of it could not be read.
-        var id: String?
-        var outcome: Result<[TagWrite], CommandRefusal>
-    }
+    typealias Verdict = CommandVerdict
 
     let identity: GatewayIdentity
     let settings: CommandSettings
@@ -27,7 +36,7 @@ struct CommandGuard {
     let started: Date
     /// Nonce → when it may be forgotten (its command is too old by then).
     private var nonces: [String: Date] = [:]
-    private var bucket: CommandRateLimit
+    private var validator: WriteValidator
     /// Most nonces remembered; beyond it commands are refused as over the rate.
     static let maxNonces = 100_000
 
@@ -40,7 +49,7 @@ struct CommandGuard {
         // Issue times carry milliseconds: the start, cut to the same, so a command
         // issued in the very millisecond the gateway started is not refused.
         self.started = Date(timeIntervalSince1970: (started.timeIntervalSince1970 * 1000).rounded(.down) / 1000)
-        bucket = CommandRateLimit(count: settings.rate.count, per: settings.rate.per, now: now)
+        validator = WriteValidator(gateway: identity.id, rate: settings.rate, now: now)
     }
 
     /// The topics to subscribe to: one per device.
@@ -82,7 +91,9 @@ struct CommandGuard {
         case let .success(found): command = found
         case let .failure(problem): return refuse(.malformed, problem.message)
         }
-        verdict.command = command
+        verdict.authenticated = true
+        verdict.values = command.values
+        verdict.issued = command.issued
         if message.retain {
             return refuse(.retained, "the command came from the broker's retained store; a stored command is never run "
                           + "(publish commands with retain off, and clear the retained one: mosquitto_pub -r -n -t '\(message.topic)')")
@@ -113,24 +124,11 @@ struct CommandGuard {
             return refuse(.rateExceeded, "\(Self.maxNonces) commands within max_age; wait")
         }
         nonces[command.nonce] = command.issued.addingTimeInterval(maxAge + Self.seconds(settings.maxSkew))
-        guard bucket.take(now: monotonic) else {
-            return refuse(.rateExceeded, "more than \(settings.rate) commands for gateway \(identity.id)")
+        if let refusal = validator.admit(now: monotonic) {
+            verdict.outcome = .failure(refusal)
+            return verdict
         }
-        var writes: [TagWrite] = []
-        for (name, value) in command.values {
-            guard let tag = device.tags.first(where: { $0.name == name }) else {
-                let writable = device.tags.filter(\.writable).map(\.name)
-                return refuse(.unknownTag, "device '\(device.name)' has no tag '\(name)' (writable tags: \(writable.isEmpty ? "none" : writable.joined(separator: ", ")))")
-            }
-            guard tag.writable else {
-                return refuse(.notWritable, "tag '\(name)' of device '\(device.name)' is not writable (writable: true in gateway.yaml allows it)")
-            }
-            switch RegisterEncoding.encode(value, tag: tag, deviceOrder: device.byteOrder) {
-            case let .success(payload): writes.append(TagWrite(tag: tag, payload: payload))
-            case let .failure(problem): verdict.outcome = .failure(CommandRefusal(problem)); return verdict
-            }
-        }
-        verdict.outcome = .success(writes)
+        verdict.outcome = WriteValidator.writes(command.values, device: device)
         return verdict
     }
 
@@ -155,27 +153,4 @@ struct CommandGuard {
     }
 
     static func format(_ seconds: Double) -> String { String(format: "%.3f", seconds) }
-}
-
-/// `count` commands per `per`, refilled continuously; starts full.
-struct CommandRateLimit {
-    private let capacity: Double
-    private let perSecond: Double
-    private var tokens: Double
-    private var last: ContinuousClock.Instant
-
-    init(count: Int, per: Duration, now: ContinuousClock.Instant) {
-        capacity = Double(count)
-        perSecond = Double(count) / CommandGuard.seconds(per)
-        tokens = capacity
-        last = now
-    }
-
-    mutating func take(now: ContinuousClock.Instant) -> Bool {
-        tokens = min(capacity, tokens + CommandGuard.seconds(now - last) * perSecond)
-        last = now
-        guard tokens >= 1 else { return false }
-        tokens -= 1
-        return true
-    }
 }

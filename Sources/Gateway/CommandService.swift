@@ -1,13 +1,16 @@
 // Guarded writes end to end: commands arrive on the uplink's network thread, are
-// checked (CommandGuard), run on the device's bus thread (BusWriteQueue), and
-// answered on `<prefix>/<gw>/<device>/cmd/result`. Nothing of a command touches
-// the outbox: a command is run once, now, or never.
+// checked (CommandGuard for signed JSON commands, SparkplugCommandGuard for DCMD; both
+// end in WriteValidator), run on the device's bus thread (BusWriteQueue), and
+// answered on `<prefix>/<gw>/<device>/cmd/result` (JSON) or by a DDATA of the values
+// read back (Sparkplug). Nothing of a command touches the outbox: a command is run
+// once, now, or never.
 import Foundation
 import GatewayConfig
 import Logging
 import Modbus
 import MQTTUplink
 import Sealing
+import SparkplugB
 import Synchronization
 
 /// Counters of the stats topic's `commands_*` keys.
@@ -35,23 +38,63 @@ public final class CommandCounters: Sendable {
 /// Hands the uplink's events to the command service, once it is attached; the
 /// forwarder owns the uplink and calls `relay` from its network thread.
 public final class CommandEventRelay: Sendable {
-    private let handler = Mutex<(@Sendable (MQTTEvent) -> Void)?>(nil)
+    private let handler = Mutex<(@Sendable (MQTTEvent) -> Bool)?>(nil)
 
     public init() {}
 
-    func attach(_ handle: @escaping @Sendable (MQTTEvent) -> Void) { handler.withLock { $0 = handle } }
+    /// `handle` returns true for a message it took (nobody else needs it).
+    func attach(_ handle: @escaping @Sendable (MQTTEvent) -> Bool) { handler.withLock { $0 = handle } }
 
-    /// Passes `event` on; true when it was a message (commands are the gateway's
-    /// only subscription, so nobody else needs it).
+    /// Passes `event` on; true when it was a command message the service took.
     func relay(_ event: MQTTEvent) -> Bool {
         guard let handle = handler.withLock({ $0 }) else { return false }
-        handle(event)
-        if case .message = event { return true }
-        return false
+        return handle(event)
     }
 }
 
 public final class CommandService: Sendable {
+    /// Which commands the service takes and how it answers them.
+    public enum Channel: Sendable {
+        /// Signed or sealed JSON commands on `<prefix>/<gw>/<device>/cmd`, each answered on `…/cmd/result`.
+        case json
+        /// Sparkplug DCMD on `spBv1.0/<group>/DCMD/<node>/<device>` (unsigned: `commands.sparkplug_unsigned`;
+        /// the forwarder subscribes). A write is answered by `readBack`, which publishes the
+        /// values read back as a DDATA; a refusal is logged and counted only.
+        case sparkplug(node: SparkplugNode,
+                       readBack: @Sendable (_ device: String, _ values: [(tag: String, value: Result<TagValue, TagError>)]) -> Void)
+    }
+
+    /// The checks of the channel.
+    private enum Checks {
+        case json(CommandGuard)
+        case sparkplug(SparkplugCommandGuard)
+
+        var topics: [String] {
+            switch self {
+            case let .json(checks): checks.topics
+            case .sparkplug: []  // the forwarder subscribes to DCMD with NCMD
+            }
+        }
+
+        func takes(_ topic: String) -> Bool {
+            switch self {
+            case .json: true  // the gateway's only subscription
+            case let .sparkplug(checks): checks.isCommand(topic)
+            }
+        }
+
+        mutating func check(_ message: MQTTMessage, now: Date, monotonic: ContinuousClock.Instant) -> CommandVerdict {
+            switch self {
+            case var .json(checks):
+                defer { self = .json(checks) }
+                return checks.check(message, now: now, monotonic: monotonic)
+            case var .sparkplug(checks):
+                defer { self = .sparkplug(checks) }
+                return checks.check(message, now: now, monotonic: monotonic)
+            }
+        }
+    }
+
     /// Where results go and subscriptions are made: the forwarder's uplink.
     public struct Uplink: Sendable {
         public var publish: @Sendable (MQTTMessage) throws(MQTTPublishError) -> Void
@@ -70,7 +113,8 @@ public final class CommandService: Sendable {
     private let uplink: Uplink
     private let logger: Logger
     public let counters: CommandCounters
-    private let checks: Mutex<CommandGuard>
+    private let checks: Mutex<Checks>
+    private let channel: Channel
     /// The live MQTT session (0: none); a command runs only while the session it came on lives.
     private let session = Atomic<Int>(0)
     private let wallClock: @Sendable () -> Date
@@ -78,7 +122,7 @@ public final class CommandService: Sendable {
     /// - Parameter queues: the write queue of each device's bus, by device name.
     public init(identity: GatewayIdentity, settings: CommandSettings, devices: [DeviceConfiguration],
                 queues: [String: BusWriteQueue], uplink: Uplink, counters: CommandCounters, logger: Logger,
-                wallClock: @escaping @Sendable () -> Date = { Date() }) throws(SealingError) {
+                channel: Channel = .json, wallClock: @escaping @Sendable () -> Date = { Date() }) throws(SealingError) {
         self.identity = identity
         self.settings = settings
         self.queues = queues
@@ -86,12 +130,21 @@ public final class CommandService: Sendable {
         self.counters = counters
         self.logger = logger
         self.wallClock = wallClock
-        checks = Mutex(try CommandGuard(identity: identity, settings: settings, devices: devices,
-                                        started: wallClock(), now: .now))
+        self.channel = channel
+        switch channel {
+        case .json:
+            checks = Mutex(.json(try CommandGuard(identity: identity, settings: settings, devices: devices,
+                                                  started: wallClock(), now: .now)))
+        case let .sparkplug(node, _):
+            checks = Mutex(.sparkplug(SparkplugCommandGuard(node: node, identity: identity, settings: settings,
+                                                             devices: devices, now: .now)))
+        }
     }
 
     /// Reacts to the uplink: subscribes after every connect, handles command messages.
-    public func handle(_ event: MQTTEvent) {
+    /// Returns true for a message it took as a command.
+    @discardableResult
+    public func handle(_ event: MQTTEvent) -> Bool {
         switch event {
         case let .connected(id):
             session.store(id, ordering: .releasing)
@@ -106,10 +159,13 @@ public final class CommandService: Sendable {
         case .disconnected, .connectFailed:
             session.store(0, ordering: .releasing)
         case let .message(message):
+            guard checks.withLock({ $0.takes(message.topic) }) else { return false }
             received(message)
+            return true
         case .published, .refused:
             break  // the forwarder's: data messages' acknowledgements
         }
+        return false
     }
 
     private func received(_ message: MQTTMessage) {
@@ -124,19 +180,21 @@ public final class CommandService: Sendable {
         case let .success(found):
             writes = found
         }
-        guard let device = verdict.device, let command = verdict.command, let queue = queues[device] else {
+        guard let device = verdict.device, let issued = verdict.issued, let queue = queues[device] else {
             finish(verdict, topic: message.topic, outcome: .refused(CommandRefusal(.deviceOffline, "device has no bus")))
             return
         }
         let maxAge = settings.maxAge
+        let since = if case .sparkplug = channel { "received" } else { "issued" }
         queue.submit(BusWriteRequest(device: device, writes: writes, preflight: { [self] in
             // Right before the first byte: still the connection it came on, still fresh.
             if session.load(ordering: .acquiring) != arrivedOn || arrivedOn == 0 {
                 return CommandRefusal(.uplinkDown, "the connection the command arrived on is gone; it is not run later")
             }
-            let age = wallClock().timeIntervalSince(command.issued)
+            let age = wallClock().timeIntervalSince(issued)
             if age > CommandGuard.seconds(maxAge) {
-                return CommandRefusal(.tooOld, "waited for the bus until \(CommandGuard.format(age)) s after it was issued, beyond max_age")
+                return CommandRefusal(.tooOld, "waited for the bus until \(CommandGuard.format(age)) s after it was "
+                                      + "\(since), beyond max_age")
             }
             return nil
         }, complete: { [self] result in
@@ -155,8 +213,9 @@ public final class CommandService: Sendable {
         }))
     }
 
-    /// Counts, logs (the audit line) and publishes the outcome.
-    private func finish(_ verdict: CommandGuard.Verdict, topic: String, outcome: CommandOutcome) {
+    /// Counts, logs (the audit line) and answers: the result message of a JSON command,
+    /// the read-back DDATA of a Sparkplug write.
+    private func finish(_ verdict: CommandVerdict, topic: String, outcome: CommandOutcome) {
         let ok = outcome.ok
         counters.update { counters in
             switch outcome {
@@ -168,11 +227,12 @@ public final class CommandService: Sendable {
             "id": "\(verdict.id ?? "-")", "key": "\(verdict.kid ?? "-")", "device": "\(verdict.device ?? "-")",
             "topic": "\(topic)", "outcome": "\(ok ? "ok" : outcome.reason ?? "failed")",
         ]
-        if verdict.command == nil, verdict.id != nil { metadata["id_authenticated"] = "false" }
-        if let command = verdict.command {
-            metadata["set"] = "\(command.values.map { "\($0.tag)=\(CommandResultEncoding.text($0.value))" }.joined(separator: ","))"
-            metadata["issued"] = "\(MessageEncoding.timestamp(command.issued))"
+        if !verdict.authenticated, verdict.id != nil { metadata["id_authenticated"] = "false" }
+        if case .sparkplug = channel { metadata["sender"] = "unsigned DCMD (broker ACL only)" }
+        if !verdict.values.isEmpty {
+            metadata["set"] = "\(verdict.values.map { "\($0.tag)=\(CommandResultEncoding.text($0.value))" }.joined(separator: ","))"
         }
+        if let issued = verdict.issued, case .json = channel { metadata["issued"] = "\(MessageEncoding.timestamp(issued))" }
         if let error = outcome.error { metadata["error"] = "\(error)" }
         if case let .ran(results) = outcome {
             metadata["read_back"] = "\(results.map { "\($0.write.tag.name)=\(CommandResultEncoding.readBackText($0.outcome))" }.joined(separator: ","))"
@@ -183,14 +243,25 @@ public final class CommandService: Sendable {
             logger.warning("command \(outcome.isRefusal ? "refused" : "failed")", metadata: metadata)
         }
         guard let device = verdict.device else { return }  // no topic of ours to answer on
-        let payload = CommandResultEncoding.payload(id: verdict.id, gateway: identity.id, device: device,
-                                                     kid: verdict.kid, outcome: outcome, at: wallClock())
-        do {
-            try uplink.publish(MQTTMessage(topic: identity.commandResultTopic(device: device), payload: payload, qos: 1))
-        } catch {
-            logger.warning("command result not published", metadata: [
-                "id": "\(verdict.id ?? "-")", "device": "\(device)", "error": "\(error)",
-            ])
+        switch channel {
+        case .json:
+            let payload = CommandResultEncoding.payload(id: verdict.id, gateway: identity.id, device: device,
+                                                         kid: verdict.kid, outcome: outcome, at: wallClock())
+            do {
+                try uplink.publish(MQTTMessage(topic: identity.commandResultTopic(device: device), payload: payload, qos: 1))
+            } catch {
+                logger.warning("command result not published", metadata: [
+                    "id": "\(verdict.id ?? "-")", "device": "\(device)", "error": "\(error)",
+                ])
+            }
+        case let .sparkplug(_, readBack):
+            // Sparkplug answers a write with the new values as data; a refusal has no message.
+            guard case let .ran(results) = outcome else { return }
+            let values = results.compactMap { result -> (tag: String, value: Result<TagValue, TagError>)? in
+                guard case let .written(value) = result.outcome else { return nil }
+                return (result.write.tag.name, value)
+            }
+            if !values.isEmpty { readBack(device, values) }
         }
     }
 }

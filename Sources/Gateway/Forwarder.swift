@@ -23,6 +23,8 @@ enum ForwarderEvent: Sendable {
     /// Rows up to this outbox id are committed.
     case outboxCommitted(newestID: Int64)
     case deviceStatus(device: String, error: String?)
+    /// A Sparkplug DCMD wrote these tags of `device`; the values read back after (a DDATA).
+    case readBack(device: String, values: [(tag: String, value: Result<TagValue, TagError>)])
     /// Housekeeping, every `ForwarderService.tickInterval`: acks, gaps, stats,
     /// rate limiting, read retries, shutdown deadline.
     case tick
@@ -144,6 +146,11 @@ public final class ForwarderService: Service, Sendable {
     /// A device's status changed: `error` nil means online.
     public func deviceStatusChanged(device: String, error: String?) {
         eventSink.yield(.deviceStatus(device: device, error: error))
+    }
+
+    /// A Sparkplug DCMD was written: `values` read back from `device` go out as a DDATA.
+    public func sparkplugReadBack(device: String, values: [(tag: String, value: Result<TagValue, TagError>)]) {
+        eventSink.yield(.readBack(device: device, values: values))
     }
 
     public func run() async throws {

@@ -3,6 +3,7 @@
 // with the session's seq, DBIRTH/DDEATH on device changes, NDATA for the health,
 // rebirth on NCMD, NDEATH at a clean stop.
 import Foundation
+import Modbus
 import MQTTUplink
 import Outbox
 import SparkplugB
@@ -103,6 +104,23 @@ extension ForwardingLoop {
         }
     }
 
+    /// The values read back after a DCMD write: remembered as the tags' current values
+    /// (the next DBIRTH's) and published as a DDATA with the next seq. Not stored in the
+    /// outbox: with the uplink down it is not sent (the next poll reports the value).
+    func sparkplugReadBack(device: String, values: [(tag: String, value: Result<TagValue, TagError>)]) {
+        guard let state = sparkplug else { return }
+        let now = Date()
+        state.edge.note(device: device, values: values, at: now)
+        guard machine.isConnected, case .sent = state.births else {
+            logger.info("read-back DDATA not sent: not connected or births pending", metadata: ["device": "\(device)"])
+            return
+        }
+        publishSequenced { seq in
+            state.node.readBackDData(device: device, values: values, seq: seq, at: now)
+                .map { MQTTMessage(topic: state.node.topics.ddata(device: device), payload: $0, qos: 0) }
+        }
+    }
+
     /// NDATA with the health metrics (after the births only).
     func sparkplugStats(_ health: SparkplugNodeHealth) {
         guard let state = sparkplug, case .sent = state.births else { return }
@@ -112,7 +130,8 @@ extension ForwardingLoop {
         }
     }
 
-    /// NCMD (rebirth), DCMD (refused: writes are not enabled) and the primary host's STATE.
+    /// NCMD (rebirth), DCMD (refused: writes are not enabled; with them enabled the
+    /// command service takes DCMD before it gets here) and the primary host's STATE.
     func sparkplugReceived(_ message: MQTTMessage) async {
         guard let state = sparkplug else { return }
         let topics = state.node.topics
@@ -126,7 +145,7 @@ extension ForwardingLoop {
             await sendBirths(session: session)
             await fill()
         } else if let device = topics.device(in: message.topic, verb: "DCMD") {
-            logger.warning("DCMD refused: writing to devices is not enabled in this gateway", metadata: [
+            logger.warning("DCMD refused: writing to devices is not enabled in this gateway (commands.enabled and commands.sparkplug_unsigned allow it)", metadata: [
                 "device": "\(device)", "topic": "\(message.topic)",
             ])
         } else if let host = state.edge.settings.primaryHostID, message.topic == SparkplugTopics.state(host: host) {
@@ -213,6 +232,16 @@ extension ForwardingLoop {
         let buffered = try? await outbox.statistics()
         return SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered?.bufferedMessages ?? 0),
                                    dropped: buffered?.dropped ?? 0, pollsFailed: Int64(polls.pollsFailed),
-                                   pollOverruns: polls.overruns)
+                                   pollOverruns: polls.overruns,
+                                   commands: commandCounts)
+    }
+
+    /// The command counters for the node metrics (nil: commands are off).
+    var commandCounts: SparkplugCommandCounts? {
+        settings.commandCounters.map {
+            let counts = $0.snapshot
+            return SparkplugCommandCounts(received: counts.received, executed: counts.executed,
+                                          refused: counts.refused, failed: counts.failed)
+        }
     }
 }

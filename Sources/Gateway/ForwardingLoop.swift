@@ -45,7 +45,7 @@ final class ForwardingLoop {
         var reconnect: () -> Void = {}
     }
 
-    private let settings: Settings
+    let settings: Settings
     let uplink: any UplinkPublishing
     let outbox: any OutboxReading
     let now: () -> ContinuousClock.Instant
@@ -198,6 +198,9 @@ final class ForwardingLoop {
             } else if machine.isConnected {
                 publish(message)
             }
+
+        case let .readBack(device, values):
+            sparkplugReadBack(device: device, values: values)
 
         case .tick:
             if machine.deadlinePassed(now: now()) {
@@ -454,7 +457,8 @@ final class ForwardingLoop {
         if sparkplug != nil {
             sparkplugStats(SparkplugNodeHealth(boot: outbox.boot, backlog: Int64(buffered.bufferedMessages),
                                                dropped: buffered.dropped, pollsFailed: Int64(polls.pollsFailed),
-                                               pollOverruns: polls.overruns))
+                                               pollOverruns: polls.overruns,
+                                               commands: commandCounts))
             return
         }
         publish(StatsSchedule.message(identity: settings.identity, boot: outbox.boot, outbox: buffered,

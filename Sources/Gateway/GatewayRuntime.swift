@@ -51,10 +51,12 @@ public struct GatewayRuntime: Sendable {
         let outbox = outbox
         let sparkplug = configuration.sparkplug.map { settings in
             SparkplugEdge(settings: settings, identity: configuration.gateway, devices: configuration.devices,
-                          logger: logger, nextBdSeq: { try outbox.nextSparkplugBdSeq() })
+                          logger: logger, commands: configuration.commands.enabled,
+                          nextBdSeq: { try outbox.nextSparkplugBdSeq() })
         }
         let sealer = Self.sealer(configuration.payload)
-        // The loader refuses commands with mqtt.format: sparkplug (DCMD is refused).
+        // With mqtt.format: sparkplug the loader allows commands only with
+        // commands.sparkplug_unsigned (DCMD writes); without commands DCMD is refused.
         let commandsOn = configuration.commands.enabled
         let commandCounters = commandsOn ? CommandCounters() : nil
         let forwarder = ForwarderService(identity: configuration.gateway, mqtt: configuration.mqtt,
@@ -110,7 +112,12 @@ public struct GatewayRuntime: Sendable {
                 queues: writeQueues,
                 uplink: .init(publish: { message throws(MQTTPublishError) in _ = try uplink.publish(message) },
                               subscribe: { topic throws(MQTTError) in try uplink.subscribe(topic, qos: 1) }),
-                counters: counters, logger: commandLogger)
+                counters: counters, logger: commandLogger,
+                channel: sparkplug.map { edge in
+                    .sparkplug(node: edge.node, readBack: { device, values in
+                        forwarder.sparkplugReadBack(device: device, values: values)
+                    })
+                } ?? .json)
             forwarder.commandEvents.attach(service.handle)
             return service
         }

@@ -22,11 +22,13 @@ public final class SparkplugEdge: Sendable {
     /// Device → tag → latest reading (DBIRTH's current values).
     private let latest = Mutex<[String: [String: SparkplugReading]]>([:])
 
+    /// - Parameter commands: DCMD writes are enabled (the node metrics count them).
     /// - Parameter nextBdSeq: takes and records the bdSeq of the next CONNECT (the outbox's).
     public init(settings: SparkplugSettings, identity: GatewayIdentity, devices: [DeviceConfiguration],
-                logger: Logger, nextBdSeq: @escaping @Sendable () throws -> UInt8) {
+                logger: Logger, commands: Bool = false, nextBdSeq: @escaping @Sendable () throws -> UInt8) {
         self.settings = settings
-        node = SparkplugNode(topics: SparkplugTopics(group: settings.groupID, node: identity.id), devices: devices)
+        node = SparkplugNode(topics: SparkplugTopics(group: settings.groupID, node: identity.id), devices: devices,
+                             commands: commands)
         self.nextBdSeq = nextBdSeq
         self.logger = logger
     }
@@ -62,6 +64,15 @@ public final class SparkplugEdge: Sendable {
         latest.withLock { devices in
             for reading in poll.readings {
                 devices[poll.device, default: [:]][reading.tag] = SparkplugReading(value: reading.value, polled: poll.timestamp)
+            }
+        }
+    }
+
+    /// Remembers values read back after a write as the tags' current values.
+    func note(device: String, values: [(tag: String, value: Result<TagValue, TagError>)], at date: Date) {
+        latest.withLock { devices in
+            for (tag, value) in values {
+                devices[device, default: [:]][tag] = SparkplugReading(value: value, polled: date)
             }
         }
     }

@@ -30,14 +30,20 @@ public struct CommandSettings: Sendable, Equatable {
     /// How far a command's issue time may lie ahead of the gateway's clock.
     public var maxSkew: Duration
     public var rate: Rate
+    /// `sparkplug_unsigned: true`: with `mqtt.format: sparkplug`, DCMD writes are run
+    /// although Sparkplug carries no signature (only the broker's ACLs say who sent
+    /// them). Required for commands with Sparkplug; refused with the JSON scheme.
+    public var sparkplugUnsigned: Bool
 
     public init(enabled: Bool = false, keys: [SealingKey] = [], maxAge: Duration = .seconds(10),
-                maxSkew: Duration = .seconds(2), rate: Rate = Rate(count: 5, per: .seconds(1))) {
+                maxSkew: Duration = .seconds(2), rate: Rate = Rate(count: 5, per: .seconds(1)),
+                sparkplugUnsigned: Bool = false) {
         self.enabled = enabled
         self.keys = keys
         self.maxAge = maxAge
         self.maxSkew = maxSkew
         self.rate = rate
+        self.sparkplugUnsigned = sparkplugUnsigned
     }
 }
 

@@ -3,7 +3,9 @@ import Modbus
 import Sealing
 
 extension SchemaReader {
-    func commandSettings(_ value: YAMLValue) -> CommandSettings? {
+    /// `format`: the wire scheme (nil when `mqtt:` had problems; keys are then required
+    /// as for JSON). Sparkplug's rules for commands are checked by `checkSparkplug`.
+    func commandSettings(_ value: YAMLValue, format: MessageFormat?) -> CommandSettings? {
         guard var section = MappingReader(value, hint: "write commands: as a mapping with enabled:, keys:, max_age: and rate:")
         else { return nil }
         let defaults = CommandSettings()
@@ -35,16 +37,26 @@ extension SchemaReader {
             .map { $0.duration(in: .zero ... .seconds(60), rangeHint: "0s...60s; how far ahead a command's clock may be") }
             ?? defaults.maxSkew
         let rate = section.optional("rate").map(commandRate) ?? defaults.rate
+        let unsignedValue = section.optional("sparkplug_unsigned")
+        let unsigned = unsignedValue.map {
+            $0.boolean(hint: "write sparkplug_unsigned: true to run Sparkplug DCMD writes authenticated by broker ACLs only")
+        } ?? false
         section.finish()
 
-        if enabled == true, keys.isEmpty, !failed {
+        if let unsignedValue, unsigned == true, format == .json {
+            unsignedValue.report("sparkplug_unsigned applies only with mqtt.format: sparkplug; JSON commands are always signed",
+                                 hint: "remove sparkplug_unsigned:, or set format: sparkplug under mqtt:")
+            failed = true
+        }
+        if enabled == true, keys.isEmpty, !failed, format != .sparkplug {
             log.report(value.path + ".keys", at: value.keyMark ?? value.mark,
                        "commands are enabled but no command key is listed",
                        hint: "make one with `edge-gateway keygen /etc/edge-gateway/ops1.key` and add keys: [{ id: ops1, file: /etc/edge-gateway/ops1.key }]")
             failed = true
         }
-        guard !failed, let enabled, let maxAge, let maxSkew, let rate else { return nil }
-        return CommandSettings(enabled: enabled, keys: keys, maxAge: maxAge, maxSkew: maxSkew, rate: rate)
+        guard !failed, let enabled, let maxAge, let maxSkew, let rate, let unsigned else { return nil }
+        return CommandSettings(enabled: enabled, keys: keys, maxAge: maxAge, maxSkew: maxSkew, rate: rate,
+                               sparkplugUnsigned: unsigned)
     }
 
     /// `5/s`, `30/m`, `1/10s`: a count per duration.

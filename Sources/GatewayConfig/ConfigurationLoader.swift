@@ -228,7 +228,7 @@ struct SchemaReader {
         let sparkplugValue = root.optional("sparkplug")
         let sparkplug = sparkplugValue.map(sparkplugSettings)
         let commandsValue = root.optional("commands")
-        let commands = commandsValue.map(commandSettings) ?? CommandSettings()
+        let commands = commandsValue.map { commandSettings($0, format: mqtt?.format) } ?? CommandSettings()
         root.finish()
         let sparkplugChecked = checkSparkplug(format: mqtt?.format, section: sparkplug, sectionValue: sparkplugValue,
                                               payload: payload, payloadValue: root.optional("payload"),

@@ -95,11 +95,23 @@ extension SchemaReader {
                 return nil
             }
             if let commands, commands.enabled {
-                // Guarded writes are a JSON-scheme feature; a Sparkplug node refuses DCMD.
-                log.report("commands.enabled", at: commandsValue?.mark ?? document.mark,
-                           "commands cannot be enabled with mqtt.format: sparkplug: the gateway refuses Sparkplug DCMD and subscribes to no JSON command topic",
-                           hint: "set commands.enabled: false, or use format: json for guarded writes")
-                return nil
+                // A DCMD carries no signature: only the broker's ACLs say who sent it.
+                // That must be an explicit choice, and command keys would only pretend.
+                if !commands.sparkplugUnsigned {
+                    log.report("commands.enabled", at: commandsValue?.mark ?? document.mark,
+                               "commands with mqtt.format: sparkplug are DCMD writes, and Sparkplug carries no signature: "
+                               + "anyone the broker lets publish on spBv1.0/\(settings.groupID)/DCMD/... could move a device; "
+                               + "only the broker's ACLs authenticate the sender",
+                               hint: "restrict DCMD publishing with a broker ACL (docs/COMMANDS.md, Sparkplug DCMD), then set "
+                               + "commands.sparkplug_unsigned: true; or set commands.enabled: false, or use format: json for signed commands")
+                    return nil
+                }
+                if !commands.keys.isEmpty {
+                    log.report("commands.keys", at: commandsValue?.mark ?? document.mark,
+                               "command keys are never used with mqtt.format: sparkplug: a DCMD carries no signature to check",
+                               hint: "remove keys: (listing them would suggest DCMD writes are signed), or use format: json")
+                    return nil
+                }
             }
             return .some(settings)
         }

@@ -25,6 +25,34 @@ public enum SparkplugNodeMetric: String, CaseIterable, Sendable {
     /// Poll slots skipped since start because a poll or its bus ran late: not zero
     /// means the gateway does not keep up with the configured poll intervals.
     case pollOverruns = "Gateway/Poll Overruns"
+    /// DCMD received, executed, refused, failed since start (only with DCMD writes enabled).
+    case commandsReceived = "Gateway/Commands Received"
+    case commandsExecuted = "Gateway/Commands Executed"
+    case commandsRefused = "Gateway/Commands Refused"
+    case commandsFailed = "Gateway/Commands Failed"
+
+    /// One of the command counters, which a node without DCMD writes does not have.
+    var countsCommands: Bool {
+        switch self {
+        case .commandsReceived, .commandsExecuted, .commandsRefused, .commandsFailed: true
+        case .bdSeq, .rebirth, .boot, .backlog, .dropped, .pollsFailed, .pollOverruns: false
+        }
+    }
+}
+
+/// The command counters of a node with DCMD writes (the JSON stats' `commands_*`).
+public struct SparkplugCommandCounts: Sendable, Equatable {
+    public var received: Int64
+    public var executed: Int64
+    public var refused: Int64
+    public var failed: Int64
+
+    public init(received: Int64, executed: Int64, refused: Int64, failed: Int64) {
+        self.received = received
+        self.executed = executed
+        self.refused = refused
+        self.failed = failed
+    }
 }
 
 /// The gateway's health as the node metrics report it.
@@ -34,13 +62,17 @@ public struct SparkplugNodeHealth: Sendable, Equatable {
     public var dropped: Int64
     public var pollsFailed: Int64
     public var pollOverruns: Int64
+    /// Set on a node with DCMD writes.
+    public var commands: SparkplugCommandCounts?
 
-    public init(boot: Int64, backlog: Int64, dropped: Int64, pollsFailed: Int64, pollOverruns: Int64 = 0) {
+    public init(boot: Int64, backlog: Int64, dropped: Int64, pollsFailed: Int64, pollOverruns: Int64 = 0,
+                commands: SparkplugCommandCounts? = nil) {
         self.boot = boot
         self.backlog = backlog
         self.dropped = dropped
         self.pollsFailed = pollsFailed
         self.pollOverruns = pollOverruns
+        self.commands = commands
     }
 }
 
@@ -96,15 +128,16 @@ public struct SparkplugNode: Sendable {
 
     public let topics: SparkplugTopics
     private let nodeAliases: [SparkplugNodeMetric: UInt64]
-    private let devices: [String: Device]
+    let devices: [String: Device]
     /// Device names in configuration order.
     public let deviceNames: [String]
 
-    public init(topics: SparkplugTopics, devices configurations: [DeviceConfiguration]) {
+    /// - Parameter commands: the node runs DCMD writes, and counts them in node metrics.
+    public init(topics: SparkplugTopics, devices configurations: [DeviceConfiguration], commands: Bool = false) {
         self.topics = topics
         var next: UInt64 = 1
         var nodeAliases: [SparkplugNodeMetric: UInt64] = [:]
-        for metric in SparkplugNodeMetric.allCases where metric != .rebirth {
+        for metric in SparkplugNodeMetric.allCases where metric != .rebirth && (commands || !metric.countsCommands) {
             nodeAliases[metric] = next
             next += 1
         }
@@ -408,11 +441,15 @@ public struct SparkplugNode: Sendable {
     }
 
     private func healthMetrics(_ health: SparkplugNodeHealth, named: Bool, at date: Date) -> [SparkplugMetric] {
-        let values: [(SparkplugNodeMetric, Int64, SparkplugDataType)] = [
+        var values: [(SparkplugNodeMetric, Int64, SparkplugDataType)] = [
             (.boot, health.boot, .int64), (.backlog, health.backlog, .uint64),
             (.dropped, health.dropped, .uint64), (.pollsFailed, health.pollsFailed, .uint64),
             (.pollOverruns, health.pollOverruns, .uint64),
         ]
+        if let commands = health.commands, nodeAliases[.commandsReceived] != nil {
+            values += [(.commandsReceived, commands.received, .uint64), (.commandsExecuted, commands.executed, .uint64),
+                       (.commandsRefused, commands.refused, .uint64), (.commandsFailed, commands.failed, .uint64)]
+        }
         return values.map { name, value, type in
             var metric = SparkplugMetric()
             if named { metric.name = name.rawValue }

@@ -43,7 +43,10 @@ func printSecurity(_ configuration: GatewayConfiguration) {
     }
     let commands = configuration.commands
     let writable = configuration.devices.reduce(0) { $0 + $1.tags.filter(\.writable).count }
-    if commands.enabled {
+    if commands.enabled, let sparkplug = configuration.sparkplug {
+        print("  commands on: Sparkplug DCMD on spBv1.0/\(sparkplug.groupID)/DCMD/\(configuration.gateway.id)/<device>, UNSIGNED "
+              + "(sparkplug_unsigned: only the broker's ACLs say who may write), rate \(commands.rate), \(writable) writable tag(s)")
+    } else if commands.enabled {
         print("  commands on: key(s) \(commands.keys.map(\.id).joined(separator: ", ")), max_age \(commands.maxAge), "
               + "rate \(commands.rate), \(writable) writable tag(s)")
     } else {

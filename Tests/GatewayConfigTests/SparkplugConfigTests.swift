@@ -83,9 +83,9 @@ private func document(format: String?, sparkplug: String?, payload: String = "")
         #expect(problems.first?.message.contains("Sparkplug hosts cannot open") == true)
     }
 
-    /// Guarded writes are the JSON scheme's: with Sparkplug, DCMD stays refused and
-    /// `commands.enabled: true` is refused at load, naming the fix.
-    @Test func commandsAreRefusedWithSparkplug() throws {
+    /// With Sparkplug, `commands.enabled: true` (DCMD writes, unsigned) is refused at
+    /// load unless `commands.sparkplug_unsigned: true`, naming the key and the reason.
+    @Test func commandsWithSparkplugNeedSparkplugUnsigned() throws {
         let directory = NSTemporaryDirectory() + "sparkplug-config-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
@@ -98,9 +98,23 @@ private func document(format: String?, sparkplug: String?, payload: String = "")
         // ... off is fine with Sparkplug ...
         _ = try ConfigurationLoader.parse(yaml: document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }",
                                                          payload: "commands: { enabled: false }"))
-        // ... and on is refused with Sparkplug.
-        let problems = rejectedProblems(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: commands))
+        // ... and on is refused with Sparkplug unless sparkplug_unsigned says so, naming the key and why.
+        let unsignedOff = "commands: { enabled: true }"
+        let problems = rejectedProblems(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: unsignedOff))
         #expect(problems.map(\.path) == ["commands.enabled"], "\(problems)")
-        #expect(problems.first?.hint.contains("format: json") == true, "\(problems)")
+        #expect(problems.first?.hint.contains("commands.sparkplug_unsigned: true") == true, "\(problems)")
+        #expect(problems.first?.message.contains("no signature") == true, "\(problems)")
+        let unsignedOn = "commands: { enabled: true, sparkplug_unsigned: true }"
+        let config = try ConfigurationLoader.parse(yaml: document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }",
+                                                                  payload: unsignedOn))
+        #expect(config.commands.enabled && config.commands.sparkplugUnsigned && config.commands.keys.isEmpty)
+        // Keys would suggest DCMD is signed: refused with Sparkplug.
+        let withKeys = "commands: { enabled: true, sparkplug_unsigned: true, keys: [{ id: ops1, file: \(key) }] }"
+        let keyProblems = rejectedProblems(document(format: "sparkplug", sparkplug: "sparkplug: { group_id: g }", payload: withKeys))
+        #expect(keyProblems.map(\.path) == ["commands.keys"], "\(keyProblems)")
+        // sparkplug_unsigned means nothing to JSON commands, which are always signed.
+        let jsonUnsigned = "commands: { enabled: true, sparkplug_unsigned: true, keys: [{ id: ops1, file: \(key) }] }"
+        let jsonProblems = rejectedProblems(document(format: "json", sparkplug: nil, payload: jsonUnsigned))
+        #expect(jsonProblems.map(\.path) == ["commands.sparkplug_unsigned"], "\(jsonProblems)")
     }
 }
