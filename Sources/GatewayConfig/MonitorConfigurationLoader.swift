@@ -86,10 +86,14 @@ private struct MonitorSchemaReader {
         guard var root = MappingReader(document, hint: "the file must be a mapping with monitor:, mqtt: and optionally keys:")
         else { return nil }
         let monitorValue = root.optional("monitor")
-        let mqtt = root.required(
+        let mqttValue = root.required(
             "mqtt", message: "missing broker: there is no mqtt section",
-            hint: "add mqtt: with at least host: <central broker address>"
-        ).flatMap { reader.mqttSettings($0, gatewayID: MonitorConfigurationLoader.defaultClientID) }
+            hint: "add mqtt: with at least host: <central broker address>")
+        var mqtt = mqttValue.flatMap { reader.mqttSettings($0, gatewayID: MonitorConfigurationLoader.defaultClientID) }
+        if let mqttValue, mqtt?.protocolVersion == .v5 {
+            refuseMQTT5(in: mqttValue)
+            mqtt = nil
+        }
         let keys = root.optional("keys").map(keyList) ?? []
         let logLevel = root.optional("log_level").map { $0.choice(LogLevel.self) } ?? .info
         root.finish()
@@ -101,6 +105,18 @@ private struct MonitorSchemaReader {
         configuration.keys = keys
         configuration.logLevel = logLevel
         return configuration
+    }
+
+    /// `mqtt.protocol: 5`: the monitor's session must outlive its restarts, which under
+    /// MQTT 5 takes a session expiry interval that the shared MQTT client does not send
+    /// (the gateway does not want one: its outbox is its queue).
+    private func refuseMQTT5(in mqtt: YAMLValue) {
+        let entry = mqtt.node.mapping?.first { $0.key.string == "protocol" }
+        log.report(mqtt.path.isEmpty ? "protocol" : mqtt.path + ".protocol", at: entry?.value.mark ?? mqtt.mark,
+                   "edge-monitor connects with MQTT 3.1.1 only; protocol: 5 is a gateway setting",
+                   hint: "remove protocol: from monitor.yaml (or write protocol: 3.1.1): the monitor keeps a persistent "
+                       + "3.1.1 session so the broker holds the fleet's QoS 1 messages while it restarts; gateways may "
+                       + "use MQTT 5 on the same broker")
     }
 
     private func monitor(_ value: YAMLValue, into configuration: inout MonitorConfiguration) -> Bool {

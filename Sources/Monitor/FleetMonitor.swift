@@ -41,7 +41,7 @@ public final class FleetMonitor: Service, Sendable {
     }
 
     public let settings: MonitorSettings
-    private let store: MonitorStore?
+    private let writer: StateWriter?
     private let logger: Logger
     private let decoder: FleetMessageDecoder
     private let latest: Mutex<FleetSnapshot>
@@ -53,7 +53,7 @@ public final class FleetMonitor: Service, Sendable {
     /// Restores the model from `store` (when given) and prepares the subscription.
     public init(settings: MonitorSettings, store: MonitorStore?, logger: Logger) throws {
         self.settings = settings
-        self.store = store
+        writer = store.map { StateWriter(store: $0, historyLimit: settings.historyLimit, logger: logger) }
         self.logger = logger
         let opener = settings.keys.isEmpty ? nil : try Opener(keys: settings.keys)
         decoder = FleetMessageDecoder(topicPrefix: settings.topicPrefix, opener: opener)
@@ -80,7 +80,6 @@ public final class FleetMonitor: Service, Sendable {
             defer { stored = nil }
             return stored
         }) else { return }
-        let (changes, changeSink) = AsyncStream.makeStream(of: ModelChanges.self)
         let client = makeUplink()
         uplink.withLock { $0 = client }
         client.start()
@@ -88,7 +87,7 @@ public final class FleetMonitor: Service, Sendable {
             "broker": "\(settings.uplink.endpoint)", "topics": "\(decoder.subscriptions.joined(separator: " "))",
         ])
         // The writer outlives the loop: it stores the last batch after the loop ends.
-        async let written: Void = writeChanges(changes)
+        async let written: Void? = writer?.run()
         await withDiscardingTaskGroup { group in
             group.addTask {
                 while !Task.isCancelled {
@@ -110,11 +109,17 @@ public final class FleetMonitor: Service, Sendable {
                         }
                     case .tick:
                         log(model.tick(at: now), ignoredLogged: &ignoredLogged)
-                        let batch = model.takeChanges()
-                        if !batch.isEmpty { changeSink.yield(batch) }
+                        writer?.submit(model.takeChanges())
                     }
                     if input.isTick || ContinuousClock.now - lastSnapshot >= settings.snapshotInterval {
-                        latest.withLock { $0 = FleetSnapshot(model: model, takenAt: now) }
+                        // A copy (copy-on-write); the lock is held for a swap only, and the
+                        // previous snapshot is released after it.
+                        let snapshot = model
+                        let previous = latest.withLock { current in
+                            defer { current = FleetSnapshot(model: snapshot, takenAt: now, generation: current.generation &+ 1) }
+                            return current
+                        }
+                        _ = previous
                         lastSnapshot = ContinuousClock.now
                     }
                 }
@@ -123,33 +128,12 @@ public final class FleetMonitor: Service, Sendable {
             }
             await client.stop()
             uplink.withLock { $0 = nil }
-            let batch = model.takeChanges()
-            if !batch.isEmpty { changeSink.yield(batch) }
-            changeSink.finish()
+            writer?.submit(model.takeChanges())
+            writer?.finish()
             group.cancelAll()
         }
-        await written
+        _ = await written
         logger.info("monitor stopped")
-    }
-
-    private func writeChanges(_ changes: AsyncStream<ModelChanges>) async {
-        guard let store else {
-            for await _ in changes {}
-            return
-        }
-        var failing = false
-        for await batch in changes {
-            do {
-                try await store.write(batch, historyLimit: settings.historyLimit)
-                if failing { logger.info("state file writable again", metadata: ["file": "\(store.path)"]) }
-                failing = false
-            } catch {
-                if !failing {
-                    logger.error("cannot write the state file", metadata: ["file": "\(store.path)", "error": "\(error)"])
-                }
-                failing = true
-            }
-        }
     }
 
     private func makeUplink() -> MQTTUplink {

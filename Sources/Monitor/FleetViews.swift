@@ -8,10 +8,14 @@ import Gateway
 public struct FleetSnapshot: Sendable {
     public let model: FleetModel
     public let takenAt: Date
+    /// Counts the snapshots one monitor publishes: a reader may keep what it derived
+    /// from a snapshot (e.g. rendered bytes) for as long as the generation is the same.
+    public let generation: UInt64
 
-    public init(model: FleetModel, takenAt: Date) {
+    public init(model: FleetModel, takenAt: Date, generation: UInt64 = 0) {
         self.model = model
         self.takenAt = takenAt
+        self.generation = generation
     }
 
     public var gatewayIDs: [String] { model.gateways.keys.sorted() }

@@ -1,5 +1,6 @@
 // edge-monitor's HTTP side (Hummingbird 2): the page, the JSON API and /metrics,
 // each served from the latest immutable snapshot; no request waits for the model.
+// The fleet JSON and /metrics are rendered once per snapshot (FleetRendering).
 import Foundation
 import Hummingbird
 import Logging
@@ -11,12 +12,15 @@ public enum MonitorHTTPServer {
     public static func application(host: String, port: Int, snapshot: @escaping @Sendable () -> FleetSnapshot,
                                    logger: Logger) -> some ApplicationProtocol {
         let router = Router()
+        let page = ByteBuffer(string: MonitorPage.html)
+        let rendering = FleetRendering(snapshot: snapshot)
         router.get("/") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
-                     body: .init(byteBuffer: ByteBuffer(string: MonitorPage.html)))
+                     body: .init(byteBuffer: page))
         }
         router.get("/api/fleet") { _, _ in
-            json(.ok, try FleetSnapshot.encoder().encode(snapshot().fleet()))
+            Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
+                     body: .init(byteBuffer: await rendering.bytes(.fleetJSON)))
         }
         router.get("/api/gateways/:id") { _, context in
             let id = context.parameters.get("id") ?? ""
@@ -27,7 +31,7 @@ public enum MonitorHTTPServer {
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(bytes: MetricsExposition.render(snapshot()))))
+                     body: .init(byteBuffer: await rendering.bytes(.metrics)))
         }
         return Application(router: router, configuration: .init(address: .hostname(host, port: port),
                                                                  serverName: "edge-monitor"),

@@ -56,15 +56,7 @@ struct Run: AsyncParsableCommand {
         let monitor: FleetMonitor
         do {
             let keys = try configuration.keys.map { key throws(SealingError) in try SealingKey.load(id: key.id, file: key.file) }
-            var uplink = MQTTUplinkSettings(
-                host: configuration.mqtt.host, port: configuration.mqtt.port, clientID: configuration.mqtt.clientID,
-                keepalive: configuration.mqtt.keepalive, reconnectMin: configuration.mqtt.reconnectMin,
-                reconnectMax: configuration.mqtt.reconnectMax,
-                // A persistent session: the broker keeps QoS 1 messages while the monitor restarts.
-                cleanSession: false
-            ).secured(by: configuration.mqtt)
-            uplink.sourceBinding = configuration.mqtt.bindInterface.map { .interface($0) }
-                ?? configuration.mqtt.bindAddress.map { .address($0) } ?? .any
+            let uplink = MonitorSettings.uplink(for: configuration.mqtt)
             let staleAfter: StaleAfter = switch configuration.staleAfter {
             case .auto: .auto
             case let .fixed(duration): .fixed(duration)
@@ -80,7 +72,7 @@ struct Run: AsyncParsableCommand {
                                                  snapshot: { monitor.snapshot }, logger: logger)
         logger.info("edge-monitor starting", metadata: [
             "listen": "\(configuration.listenHost):\(configuration.listenPort)", "state": "\(configuration.statePath)",
-            "broker": "\(configuration.mqtt.host):\(configuration.mqtt.port)", "prefix": "\(configuration.topicPrefix)",
+            "brokers": "\(configuration.mqtt.servers.map(\.endpoint).joined(separator: ", "))", "prefix": "\(configuration.topicPrefix)",
         ])
         var group = ServiceGroupConfiguration(services: [.init(service: monitor), .init(service: http)],
                                               gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

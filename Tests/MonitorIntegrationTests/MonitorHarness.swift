@@ -18,23 +18,31 @@ final class MonitorHarness: @unchecked Sendable {
     let httpPort = freeLoopbackPort()
     private(set) var monitor: ChildProcess?
     private var monitorLogs: [String] = []
-    var statePath: String { directory.file("state/monitor.sqlite") }
+    let statePath: String
     var configPath: String { directory.file("monitor.yaml") }
 
-    /// - Parameter keys: `keys:` entries of monitor.yaml as (id, file).
-    init(staleAfter: String = "auto", keys: [(String, String)] = []) async throws {
+    /// - Parameters:
+    ///   - keys: `keys:` entries of monitor.yaml as (id, file).
+    ///   - mqtt: the `mqtt:` section's lines (indented) instead of the test broker's host and port.
+    ///   - statePath: the state file instead of one in the test's directory.
+    init(staleAfter: String = "auto", keys: [(String, String)] = [], mqtt: ((_ brokerPort: Int) -> String)? = nil,
+         statePath: String? = nil) async throws {
         directory = try TemporaryDirectory("monitor")
+        self.statePath = statePath ?? directory.file("state/monitor.sqlite")
         broker = try MosquittoBroker(persistent: true)
         try await broker.start()
+        let server = mqtt?(broker.port) ?? """
+              host: 127.0.0.1
+              port: \(broker.port)
+            """
         var yaml = """
         monitor:
           listen: 127.0.0.1:\(httpPort)
-          state: \(directory.file("state/monitor.sqlite"))
+          state: \(self.statePath)
           topic_prefix: edge
           stale_after: \(staleAfter)
         mqtt:
-          host: 127.0.0.1
-          port: \(broker.port)
+        \(server)
           client_id: edge-monitor-test
           keepalive: 5s
           reconnect_min: 100ms
