@@ -23,9 +23,8 @@ enum ForwarderEvent: Sendable {
     /// Rows up to this outbox id are committed.
     case outboxCommitted(newestID: Int64)
     case deviceStatus(device: String, error: String?)
-    /// Housekeeping: acks, gaps, stats, rate limiting, read retries, shutdown
-    /// deadline; every `ForwarderService.busyTick` while a retry waits, else up to
-    /// `quietTick` apart (`ForwardingLoop.nextTick`).
+    /// Housekeeping, every `ForwarderService.tickInterval`: acks, gaps, stats,
+    /// rate limiting, read retries, shutdown deadline.
     case tick
     case shutdown
 }
@@ -61,8 +60,7 @@ final class ForwarderCounterState: Sendable {
 /// status), republishes device statuses after every connect, forwards outbox rows
 /// and deletes them once acknowledged, reports gaps, publishes stats.
 public final class ForwarderService: Service, Sendable {
-    static let busyTick = Duration.milliseconds(250)
-    static let quietTick = Duration.seconds(1)
+    static let tickInterval = Duration.milliseconds(250)
     /// When cancelled (the graceful period ran out): how long the offline status's
     /// PUBACK is awaited before DISCONNECT, and how long the network thread then gets.
     static let cancellationBound = Duration.milliseconds(250)
@@ -83,8 +81,6 @@ public final class ForwarderService: Service, Sendable {
     private let leaseRequests: AsyncStream<LeaseRequest>
     private let leaseSink: AsyncStream<LeaseRequest>.Continuation
     private let pubacks = PubackQueue()
-    /// Milliseconds until the next `.tick`, as the loop last asked (`ForwardingLoop.nextTick`).
-    private let tickDelay = Atomic<Int64>(Int64(ForwarderService.busyTick / .milliseconds(1)))
     /// Devices whose retained meta topic is published after every connect.
     private let announcedDevices = Mutex<[DeviceConfiguration]>([])
     /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
@@ -174,7 +170,7 @@ public final class ForwarderService: Service, Sendable {
             await withDiscardingTaskGroup { group in
                 let sink = eventSink
                 group.addTask {
-                    while (try? await Task.sleep(for: .milliseconds(self.tickDelay.load(ordering: .relaxed)))) != nil {
+                    while (try? await Task.sleep(for: Self.tickInterval)) != nil {
                         sink.yield(.tick)
                     }
                 }
@@ -183,13 +179,8 @@ public final class ForwarderService: Service, Sendable {
                 group.addTask { await self.readAhead() }
                 async let acksWritten: Void = deleteAcknowledged()
                 for await event in events {
-                    if case .tick = event {
-                        // Alive until the next tick is due at the latest (the watchdog's rule
-                        // for a loop waiting with a deadline), not only until the next quarter second.
-                        heartbeat.enterRequest(deadline: .now + Self.quietTick)
-                    }
+                    if case .tick = event { heartbeat.beat() }
                     if await loop.handle(event) == .stop { break }
-                    tickDelay.store(Int64(loop.nextTick(now: .now) / .milliseconds(1)), ordering: .relaxed)
                 }
                 if Task.isCancelled { await lastWord(loop) }
                 ackSink.finish()

@@ -12,7 +12,7 @@ struct GapSchedule {
 
     /// Acknowledged by the broker, to be marked reported in the outbox.
     private(set) var acknowledged: [OutboxGap] = []
-    private(set) var nextCheck: ContinuousClock.Instant
+    private var nextCheck: ContinuousClock.Instant
 
     init(now: ContinuousClock.Instant) { nextCheck = now }
 

@@ -62,9 +62,6 @@ struct LeaseBackoff {
     private var retryAt: ContinuousClock.Instant?
     private var delay = first
 
-    /// No read is backing off.
-    var quiet: Bool { retryAt == nil }
-
     /// Whether a read may be made now.
     func allows(now: ContinuousClock.Instant) -> Bool {
         retryAt.map { now >= $0 } ?? true

@@ -235,21 +235,6 @@ final class ForwardingLoop {
         return .go
     }
 
-    /// How long the forwarder's service may wait for the next `.tick`. The live path
-    /// needs none (commits, lease answers and PUBACKs are events), so a quiet loop
-    /// ticks only for the gap check and the stats, at most every `quietTick`; while
-    /// anything waits for a retry (acks to write, a read backing off, a message put
-    /// back, a shutdown deadline, rate-limited or windowed rows) it ticks every `busyTick`.
-    func nextTick(now instant: ContinuousClock.Instant) -> Duration {
-        if !acks.ids.isEmpty || !unpublishable.isEmpty || !gaps.acknowledged.isEmpty || !leaseBackoff.quiet
-            || !machine.idle || machine.offlineStatusMid != nil {
-            return ForwarderService.busyTick
-        }
-        var next = stats.next
-        if machine.readyForGaps { next = min(next, gaps.nextCheck) }
-        return min(max(next - instant, ForwarderService.busyTick), ForwarderService.quietTick)
-    }
-
     /// The forwarder was cancelled (the service group's graceful period ran out):
     /// publishes the offline status (reason `shutdown`) unless it is out already,
     /// sending no more data. Returns its message id to await, nil when not connected.
