@@ -70,7 +70,10 @@ test: deps package
 	$(SWIFT) test --skip-build --no-parallel
 
 # Figures and ratios against baselines measured in the same run (release build).
+# per-message compares with modpoll (PyPI) from a venv of its own.
 bench: deps
+	@[ -x .build/venv-modpoll/bin/modpoll ] || { \
+	  python3 -m venv .build/venv-modpoll && .build/venv-modpoll/bin/pip install -q 'modpoll==1.6.0' 'pymodbus==3.9.2'; }
 	$(SWIFT) build -c release
 	.build/release/edge-gateway-bench
 

@@ -10,7 +10,8 @@
 //   against a plain write + fsync of 200 bytes on the same file system, in the same run.
 //   BENCH_GATEWAY=<path> runs another build of edge-gateway (before/after comparisons);
 //   BENCH_SECONDS=<n> sets the length of each run (10 s).
-//   modpoll is not run here; its figures in issue 14 come from an earlier run.
+//   modpoll 1.6.0 at 10 and 100 polls/s on the same simulator and broker is the peer
+//   baseline (ModpollBaseline.swift): the gateway's CPU per value as a ratio to it.
 import Foundation
 import GatewayConfig
 import LocalPeers
@@ -197,6 +198,17 @@ func benchPerMessage(directory: TemporaryDirectory) async throws {
                                          pollsPerSecond: rate, sync: sync, duration: duration))
     }
     let fsyncP99 = percentile(fsyncs, 0.99)
+    var modpollRuns: [ModpollRun] = []
+    var modpollProblem: String?
+    do {
+        let modpoll = try modpollExecutable()
+        for rate in [10, 100] {
+            modpollRuns.append(try await runModpoll(executable: modpoll, directory: directory, brokerPort: broker.port,
+                                                    modbusPort: modbusPort, pollsPerSecond: rate, duration: duration))
+        }
+    } catch {
+        modpollProblem = "\(error)"
+    }
     for run in runs {
         let label = "\(run.pollsPerSecond) polls/s, sync \(run.sync)"
         print(String(format: "  %@: %d messages, %d threads", label, run.messages, run.threads))
@@ -211,6 +223,17 @@ func benchPerMessage(directory: TemporaryDirectory) async throws {
     }
     figure("baseline: write + fsync of 200 bytes, p50", percentile(fsyncs, 0.5), "ms")
     figure("baseline: write + fsync of 200 bytes, p99", fsyncP99, "ms")
+    if let modpollProblem { print("  modpoll baseline unavailable: \(modpollProblem)") }
+    for peer in modpollRuns {
+        print(String(format: "  modpoll 1.6.0 at %d polls/s (reached %.1f/s):", peer.pollsPerSecond,
+                     Double(peer.messages) / peer.seconds))
+        figure("  modpoll CPU per 1,000 values", peer.cpuPerThousandValues, "ms")
+        if let ours = runs.first(where: { $0.pollsPerSecond == peer.pollsPerSecond && $0.sync == "full" }) {
+            figure("  edge-gateway (sync full) CPU per 1,000 values", ours.cpuPerThousandValues, "ms")
+            print(String(format: "    edge-gateway / modpoll CPU per value (target <= 0.1): %.3f",
+                         ours.cpuPerThousandValues / peer.cpuPerThousandValues))
+        }
+    }
     if let idle = runs.first {
         print(String(format: "  idle (1 poll/s): %.1f wakeups/s beyond the poll (target <= 5), %.2f ms CPU per poll (target <= 0.3)",
                      idle.wakeupsPerSecond - 1, idle.cpuPerPoll))
