@@ -22,15 +22,34 @@ final class PubackQueue: Sendable {
     }
 }
 
-/// Outbox ids the broker acknowledged, collected into batches: one delete
-/// transaction per batch instead of one per message.
+/// Acknowledged outbox ids waiting for the deleting task, which takes all of them at
+/// once for its next transaction: while one delete commits, the next batch grows, so
+/// the lag from PUBACK to delete stays about one transaction long however fast acks come.
+final class AcknowledgedIDs: Sendable {
+    private let queued = Mutex<[Int64]>([])
+
+    /// Returns true when the queue was empty: the caller wakes the deleting task.
+    func append(_ ids: [Int64]) -> Bool {
+        queued.withLock { queue in
+            queue.append(contentsOf: ids)
+            return queue.count == ids.count
+        }
+    }
+
+    /// Everything queued, nil when nothing is.
+    func takeAll() -> [Int64]? {
+        queued.withLock { queue in
+            guard !queue.isEmpty else { return nil }
+            defer { queue.removeAll(keepingCapacity: true) }
+            return queue
+        }
+    }
+}
+
+/// Outbox ids the broker acknowledged within one burst of PUBACKs, handed to the
+/// deleting task together (see `AcknowledgedIDs`).
 struct AckBatch {
-    /// A batch is written once it holds this many ids (or when the window is idle, or on the tick).
-    static let size = 1024
-
     private(set) var ids: [Int64] = []
-
-    var isFull: Bool { ids.count >= Self.size }
 
     mutating func add(_ id: Int64) { ids.append(id) }
 

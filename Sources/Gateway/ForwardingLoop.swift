@@ -136,11 +136,13 @@ final class ForwardingLoop {
             if machine.isStopped { return .stop }
 
         case .pubacks:
+            var published: Int64 = 0
+            defer { if published > 0 { counters.update { [published] in $0.published += published } } }
             for (session, mid) in pubacks.takeAll() {
                 switch machine.acknowledged(session: session, mid: mid) {
                 case let .data(outboxID):
                     acks.add(outboxID)
-                    counters.update { $0.published += 1 }
+                    published += 1
                 case let .gap(gap):
                     gaps.reported(gap)
                 case .offlineStatus:
@@ -150,7 +152,9 @@ final class ForwardingLoop {
                     break
                 }
             }
-            if acks.isFull || machine.idle { flushAcks() }
+            // Handed over at once: the deleting task batches what arrives while it commits,
+            // so acknowledged rows are gone promptly (few duplicates after a crash).
+            flushAcks()
             await fill()
 
         case let .leased(result):
