@@ -255,7 +255,10 @@ struct RepeatedText {
     mutating func text(of row: Row, at index: Int) throws -> String? {
         try row.withUnsafeData(atIndex: index) { data -> String? in
             guard let data else { return nil }
-            if let text, data.elementsEqual(bytes) { return text }
+            let same = data.withUnsafeBytes { new in
+                bytes.withUnsafeBytes { old in new.count == old.count && (old.count == 0 || memcmp(new.baseAddress!, old.baseAddress!, old.count) == 0) }
+            }
+            if let text, same { return text }
             bytes = [UInt8](data)
             let fresh = String(decoding: bytes, as: UTF8.self)
             text = fresh

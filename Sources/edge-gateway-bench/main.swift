@@ -208,26 +208,31 @@ func benchRSS(directory: TemporaryDirectory) async throws {
         print("  \(label): " + String(format: "anonymous %.1f MB, file-backed (code, data files) %.1f MB, threads %.0f",
                                            memory.kilobytes("RssAnon") / 1024, memory.kilobytes("RssFile") / 1024,
                                            memory.kilobytes("Threads")))
+        print("    " + String(format: "private dirty (the process's own) %.1f MB, shared clean %.1f MB, private clean %.1f MB, PSS %.1f MB",
+                                memory.kilobytes("Private_Dirty") / 1024, memory.kilobytes("Shared_Clean") / 1024,
+                                memory.kilobytes("Private_Clean") / 1024, memory.kilobytes("Pss") / 1024))
         print("    largest mappings by RSS: " + memory.largestMappings.prefix(8)
             .map { "\($0.name) " + String(format: "%.1f MB", Double($0.kilobytes) / 1024) }.joined(separator: ", "))
     }
 }
 
-/// /proc/<pid>/status and the RSS per mapping (summed by file name; "[anon]" for the rest) of a process.
+/// /proc/<pid>/status, smaps_rollup, and the RSS per mapped file (by file name; "[anon]"
+/// for the rest) of a process.
 struct ProcessMemory {
     var status: String
+    var rollup: String
     var largestMappings: [(name: String, kilobytes: Int)]
 
     init(pid: pid_t) {
-        status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let smaps = (try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8)) ?? ""
+        status = Self.read("/proc/\(pid)/status")
+        rollup = Self.read("/proc/\(pid)/smaps_rollup")
         var byName: [String: Int] = [:]
         var current = "[anon]"
-        for line in smaps.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            if let first = fields.first, first.contains("-"), fields.count >= 5 {
-                current = fields.count >= 6 ? String(fields[5...].joined(separator: " ")) : "[anon]"
-                current = current.split(separator: "/").last.map(String.init) ?? current
+        for line in Self.read("/proc/\(pid)/smaps").split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if let first = fields.first, first.contains("-"), !first.hasSuffix(":"), fields.count >= 5 {
+                let path = fields.count >= 6 ? fields[5...].joined(separator: " ") : "[anon]"
+                current = path.split(separator: "/").last.map(String.init) ?? path
             } else if fields.first == "Rss:", fields.count >= 2 {
                 byName[current, default: 0] += Int(fields[1]) ?? 0
             }
@@ -235,9 +240,20 @@ struct ProcessMemory {
         largestMappings = byName.map { ($0.key, $0.value) }.sorted { $0.kilobytes > $1.kilobytes }
     }
 
+    /// A /proc file read to its end (their size is 0 to stat).
+    private static func read(_ path: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() else { return "" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A "Field:  N kB" (or "Field: N") value of status or smaps_rollup.
     func kilobytes(_ field: String) -> Double {
-        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
-        return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
+        for text in [status, rollup] {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { continue }
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            return Double(fields.dropFirst().first ?? "0") ?? 0
+        }
+        return 0
     }
 }
 
