@@ -22,6 +22,8 @@ enum ForwarderEvent: Sendable {
     case leased(LeaseResult)
     /// Rows up to this outbox id are committed.
     case outboxCommitted(newestID: Int64)
+    /// The delete task finished a transaction: acknowledged rows are gone.
+    case deleted
     case deviceStatus(device: String, error: String?)
     /// Housekeeping, every `ForwarderService.tickInterval`: acks, gaps, stats,
     /// rate limiting, read retries, shutdown deadline.
@@ -165,7 +167,8 @@ public final class ForwarderService: Service, Sendable {
                                    }
                                }
                            },
-                           reconnect: { [uplink] in uplink.reconnect() }),
+                           reconnect: { [uplink] in uplink.reconnect() },
+                           awaitingDelete: { [acknowledged] in acknowledged.outstanding }),
             logger: loopLogger, timeSource: timeSource)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()
@@ -240,6 +243,8 @@ public final class ForwarderService: Service, Sendable {
                         "count": "\(ids.count)", "error": "\(error)",
                     ])
                 }
+                // The loop holds back publishing while more than a window awaits deletion.
+                if acknowledged.finished(ids.count) > settings.maxInflight { eventSink.yield(.deleted) }
             }
         }
     }

@@ -26,24 +26,43 @@ final class PubackQueue: Sendable {
 /// once for its next transaction: while one delete commits, the next batch grows, so
 /// the lag from PUBACK to delete stays about one transaction long however fast acks come.
 final class AcknowledgedIDs: Sendable {
-    private let queued = Mutex<[Int64]>([])
+    private struct State {
+        var queued: [Int64] = []
+        /// Handed over and not yet through a delete transaction (queued or being deleted).
+        var outstanding = 0
+    }
+    private let state = Mutex(State())
 
     /// Returns true when the queue was empty: the caller wakes the deleting task.
     func append(_ ids: [Int64]) -> Bool {
-        queued.withLock { queue in
-            queue.append(contentsOf: ids)
-            return queue.count == ids.count
+        state.withLock { state in
+            state.queued.append(contentsOf: ids)
+            state.outstanding += ids.count
+            return state.queued.count == ids.count
         }
     }
 
     /// Everything queued, nil when nothing is.
     func takeAll() -> [Int64]? {
-        queued.withLock { queue in
-            guard !queue.isEmpty else { return nil }
-            defer { queue.removeAll(keepingCapacity: true) }
-            return queue
+        state.withLock { state in
+            guard !state.queued.isEmpty else { return nil }
+            defer { state.queued.removeAll(keepingCapacity: true) }
+            return state.queued
         }
     }
+
+    /// A delete transaction of `count` ids ended (committed or failed). Returns how many
+    /// were outstanding before.
+    @discardableResult
+    func finished(_ count: Int) -> Int {
+        state.withLock { state in
+            defer { state.outstanding -= count }
+            return state.outstanding
+        }
+    }
+
+    /// Acknowledged ids whose rows may still be in the outbox: sent again after a crash.
+    var outstanding: Int { state.withLock { $0.outstanding } }
 }
 
 /// Outbox ids the broker acknowledged within one burst of PUBACKs, handed to the

@@ -41,6 +41,8 @@ final class ForwardingLoop {
         var subscribe: ([String]) -> Void = { _ in }
         /// Ends the connection cleanly and connects again (new session, new Will).
         var reconnect: () -> Void = {}
+        /// Acknowledged ids handed to `delete` whose transaction has not ended yet.
+        var awaitingDelete: () -> Int = { 0 }
     }
 
     private let settings: Settings
@@ -187,6 +189,9 @@ final class ForwardingLoop {
             }
             await fill()
 
+        case .deleted:
+            await fill()
+
         case let .outboxCommitted(newestID):
             machine.committed(newestID: newestID)
             if let known = sparkplug?.newestCommitted, known < newestID { sparkplug?.newestCommitted = newestID }
@@ -280,7 +285,10 @@ final class ForwardingLoop {
         guard let session = machine.sessionID, machine.isConnected else { return }
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
         if let sparkplug, sparkplug.births == .pending { return }
-        var allowed = rate.allowance(machine.room, now: now())
+        // Acknowledged rows not yet deleted are sent again after a crash: while the delete
+        // task is more than a window behind, wait for it (duplicates stay within two windows).
+        let deleting = outlets.awaitingDelete()
+        var allowed = deleting > settings.maxInflight ? 0 : rate.allowance(machine.room, now: now())
         if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             var outgoing: MQTTMessage
