@@ -22,6 +22,8 @@ enum ForwarderEvent: Sendable {
     case leased(LeaseResult)
     /// Rows up to this outbox id are committed.
     case outboxCommitted(newestID: Int64)
+    /// The delete task finished a transaction: acknowledged rows are gone.
+    case deleted
     case deviceStatus(device: String, error: String?)
     /// A Sparkplug DCMD wrote these tags of `device`; the values read back after (a DDATA).
     case readBack(device: String, values: [(tag: String, value: Result<TagValue, TagError>)])
@@ -78,8 +80,10 @@ public final class ForwarderService: Service, Sendable {
     let timeSource: any TimeSource
     private let events: AsyncStream<ForwarderEvent>
     private let eventSink: AsyncStream<ForwarderEvent>.Continuation
-    private let acks: AsyncStream<[Int64]>
-    private let ackSink: AsyncStream<[Int64]>.Continuation
+    /// Acknowledged ids for the deleting task, and its wake-ups.
+    private let acknowledged = AcknowledgedIDs()
+    private let ackWakes: AsyncStream<Void>
+    private let ackSink: AsyncStream<Void>.Continuation
     private let leaseRequests: AsyncStream<LeaseRequest>
     private let leaseSink: AsyncStream<LeaseRequest>.Continuation
     private let pubacks = PubackQueue()
@@ -106,7 +110,7 @@ public final class ForwarderService: Service, Sendable {
         let (events, sink) = AsyncStream.makeStream(of: ForwarderEvent.self)
         self.events = events
         self.eventSink = sink
-        (acks, ackSink) = AsyncStream.makeStream(of: [Int64].self)
+        (ackWakes, ackSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (leaseRequests, leaseSink) = AsyncStream.makeStream(of: LeaseRequest.self)
         let boot = outbox.boot
         uplink = MQTTUplink(
@@ -160,7 +164,8 @@ public final class ForwarderService: Service, Sendable {
             settings: settings, uplink: uplink, outbox: outbox, newestCommitted: try await outbox.newestID(),
             pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
             devices: { self.announcedDevices.withLock { $0 } },
-            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) }, delete: { [ackSink] in ackSink.yield($0) },
+            outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) },
+                           delete: { [acknowledged, ackSink] in if acknowledged.append($0) { ackSink.yield() } },
                            subscribe: { [uplink, logger] filters in
                                for filter in filters {
                                    do {
@@ -170,7 +175,8 @@ public final class ForwarderService: Service, Sendable {
                                    }
                                }
                            },
-                           reconnect: { [uplink] in uplink.reconnect() }),
+                           reconnect: { [uplink] in uplink.reconnect() },
+                           awaitingDelete: { [acknowledged] in acknowledged.outstanding }),
             logger: loopLogger, timeSource: timeSource)
         heartbeat.beat()  // turning: the outbox answered
         uplink.start()
@@ -232,16 +238,21 @@ public final class ForwarderService: Service, Sendable {
         }
     }
 
-    /// Deletes acknowledged rows, batch by batch, until the forwarder stops.
+    /// Deletes acknowledged rows until the forwarder stops, each transaction taking
+    /// every id acknowledged meanwhile.
     private func deleteAcknowledged() async {
-        for await ids in acks {
-            do {
-                try await outbox.acknowledge(ids)
-            } catch {
-                // Not deleted means sent again later: a duplicate, never a loss.
-                logger.error("cannot delete acknowledged messages", metadata: [
-                    "count": "\(ids.count)", "error": "\(error)",
-                ])
+        for await _ in ackWakes {
+            while let ids = acknowledged.takeAll() {
+                do {
+                    try await outbox.acknowledge(ids)
+                } catch {
+                    // Not deleted means sent again later: a duplicate, never a loss.
+                    logger.error("cannot delete acknowledged messages", metadata: [
+                        "count": "\(ids.count)", "error": "\(error)",
+                    ])
+                }
+                // The loop holds back publishing while more than a window awaits deletion.
+                if acknowledged.finished(ids.count) > settings.maxInflight { eventSink.yield(.deleted) }
             }
         }
     }

@@ -52,6 +52,8 @@ struct StatsSchedule {
             ("poll_overruns", polls.overruns),
             ("polls_unchanged", polls.pollsUnchanged),
             ("modbus_requests", polls.requests),
+            // 1 once the background integrity check found the file damaged (see Outbox.integrity).
+            ("outbox_corrupt", buffered.integrity.map { if case .corrupt = $0 { 1 } else { 0 } }),
         ]
         if let clock {
             fields += [("ts_corrected", clock.corrected), ("clock_steps", clock.steps),

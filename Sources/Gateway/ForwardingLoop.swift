@@ -43,6 +43,8 @@ final class ForwardingLoop {
         var subscribe: ([String]) -> Void = { _ in }
         /// Ends the connection cleanly and connects again (new session, new Will).
         var reconnect: () -> Void = {}
+        /// Acknowledged ids handed to `delete` whose transaction has not ended yet.
+        var awaitingDelete: () -> Int = { 0 }
     }
 
     let settings: Settings
@@ -138,11 +140,13 @@ final class ForwardingLoop {
             if machine.isStopped { return .stop }
 
         case .pubacks:
+            var published: Int64 = 0
+            defer { if published > 0 { counters.update { [published] in $0.published += published } } }
             for (session, mid) in pubacks.takeAll() {
                 switch machine.acknowledged(session: session, mid: mid) {
                 case let .data(outboxID):
                     acks.add(outboxID)
-                    counters.update { $0.published += 1 }
+                    published += 1
                 case let .gap(gap):
                     gaps.reported(gap)
                 case .offlineStatus:
@@ -152,7 +156,9 @@ final class ForwardingLoop {
                     endClosingSession(acknowledged: mid, session: session)
                 }
             }
-            if acks.isFull || machine.idle { flushAcks() }
+            // Handed over at once: the deleting task batches what arrives while it commits,
+            // so acknowledged rows are gone promptly (few duplicates after a crash).
+            flushAcks()
             await fill()
 
         case let .leased(result):
@@ -183,6 +189,9 @@ final class ForwardingLoop {
                 flushAcks()
                 return .stop
             }
+            await fill()
+
+        case .deleted:
             await fill()
 
         case let .outboxCommitted(newestID):
@@ -282,7 +291,10 @@ final class ForwardingLoop {
         guard let session = machine.sessionID, machine.isConnected else { return }
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
         if let sparkplug, !sparkplug.births.allowsData { return }
-        var allowed = rate.allowance(machine.room, now: now())
+        // Acknowledged rows not yet deleted are sent again after a crash: while the delete
+        // task is more than a window behind, wait for it (duplicates stay within two windows).
+        let deleting = outlets.awaitingDelete()
+        var allowed = deleting > settings.maxInflight ? 0 : rate.allowance(machine.room, now: now())
         if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             var outgoing: MQTTMessage

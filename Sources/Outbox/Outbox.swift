@@ -40,6 +40,8 @@ public final class Outbox: Sendable {
     private let reserve: ReserveFile
     /// Held while the outbox is open: no second process uses the file.
     private let lock: OutboxLock
+    /// The check of a file too big to check before opening; nil when it was checked first.
+    private let backgroundCheck: BackgroundIntegrityCheck?
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -56,12 +58,16 @@ public final class Outbox: Sendable {
         /// Set while the disk is full: the outbox holds at most this many bytes, so that it
         /// reuses its own free pages instead of growing the file (reason `disk_full`).
         var diskFullCeiling: Int64?
+        /// `synchronous = FULL` could not be set back after a delete (see `acknowledge`):
+        /// the next append sets it before committing.
+        var fullSyncPending = false
     }
 
     /// Opens (creating if needed) the outbox at `settings.path`.
     ///
-    /// First takes the outbox's lock (see `OutboxLock`). WAL journal, `synchronous` per settings, `PRAGMA quick_check`. A file that is corrupt or
-    /// not a database is renamed aside to `<path>.corrupt-<UTC timestamp>` (with its `-wal` and
+    /// First takes the outbox's lock (see `OutboxLock`). WAL journal, `synchronous` per settings,
+    /// `PRAGMA quick_check` (before opening up to `settings.checkBeforeOpenMaxBytes`, else in the
+    /// background: see ``integrity``). A file that is corrupt or not a database is renamed aside to `<path>.corrupt-<UTC timestamp>` (with its `-wal` and
     /// `-shm`), ``quarantinedPath`` says where, and a fresh outbox starts. Runs the named
     /// migrations, then starts a boot above the file's, the boot file's and a quarantined
     /// file's last boot (``bootRecovery`` says when the file did not hold the highest),
@@ -97,8 +103,11 @@ public final class Outbox: Sendable {
         let recordedBoot = bootFile.read() ?? 0
         var floor = (boot: recordedBoot, source: BootSource.stateFile)
         let fileBoot: Int64
+        let marker = FailedCheckMarker(besides: path)
+        var checkingFirst = Self.checksBeforeOpening(settings, marker: marker)
         do {
-            (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
+            (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot,
+                                                              checkingFirst: checkingFirst)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
             let aside = try Self.quarantine(path, at: now())
@@ -109,7 +118,9 @@ public final class Outbox: Sendable {
                 floor = (quarantinedBoot, .quarantinedOutbox)
             }
             do {
-                (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot)
+                (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot,
+                                                                  checkingFirst: true)
+                checkingFirst = true
             } catch {
                 throw Self.openError(error, path: path)
             }
@@ -117,6 +128,7 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.openError(error, path: path)
         }
+        if checkingFirst { marker.remove() }  // checked now: healthy, or moved aside
         bootRecovery = fileBoot < floor.boot ? BootRecovery(previousBoot: floor.boot, source: floor.source) : nil
         if let bootRecovery {
             logger.warning("outbox did not hold the last boot; continuing above it", metadata: [
@@ -147,7 +159,48 @@ public final class Outbox: Sendable {
         logger.info("outbox open", metadata: [
             "boot": "\(boot)", "synchronous": "\(settings.synchronous.rawValue)",
             "policy": "\(settings.dropPolicy.rawValue)",
+            "integrity_check": "\(checkingFirst ? "done" : "in the background")",
         ])
+        backgroundCheck = checkingFirst ? nil : BackgroundIntegrityCheck(path: path) { [logger] outcome in
+            Self.report(outcome, path: path, marker: marker, logger: logger)
+        }
+    }
+
+    deinit {
+        backgroundCheck?.cancel()
+    }
+
+    /// What the integrity check found: `.ok` when the file was checked before opening;
+    /// `.checking` while a big file is checked in the background, then its outcome.
+    ///
+    /// Damage found in the background does not stop the outbox: what is readable is still
+    /// forwarded and new messages are still committed; the error log names the file and the
+    /// fix, the statistics carry the finding, and `<path>.check-failed` makes the next start
+    /// check the file first and move it aside (`<path>.corrupt-<UTC timestamp>`) as at open.
+    public var integrity: OutboxIntegrity { backgroundCheck?.integrity ?? .ok }
+
+    private static func report(_ outcome: OutboxIntegrity, path: String, marker: FailedCheckMarker, logger: Logger) {
+        switch outcome {
+        case .checking, .ok:
+            logger.info("outbox integrity check passed")
+        case let .corrupt(findings):
+            var recorded = "recorded in \(marker.path)"
+            do {
+                try marker.record(findings)
+            } catch {
+                recorded = "could not record it in \(marker.path) (\(error)): stop the gateway and move the file aside by hand"
+            }
+            logger.error("""
+                outbox file \(path) is corrupt (found by the integrity check after start); the gateway keeps \
+                forwarding what is readable and buffering new messages. Fix: restart the gateway once the backlog \
+                has drained: it moves the file aside to \(path).corrupt-<UTC timestamp> and starts a fresh outbox \
+                (\(recorded))
+                """, metadata: ["findings": "\(findings.prefix(5).joined(separator: "; "))"])
+        case let .unchecked(reason):
+            logger.warning("outbox integrity check could not finish; the file is checked again at the next start", metadata: [
+                "reason": "\(reason)",
+            ])
+        }
     }
 
     // MARK: - Append
@@ -170,6 +223,14 @@ public final class Outbox: Sendable {
         var rowsToFree = max(drafts.count, 64)
         var truncatedWAL = false
         liftDiskFullCeilingIfRoom()
+        if state.withLock({ $0.fullSyncPending }) {
+            do {
+                try await database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+                state.withLock { $0.fullSyncPending = false }
+            } catch {
+                throw Self.operationError(error, path: settings.path, doing: "setting synchronous = FULL")
+            }
+        }
         while true {
             let loss = takeUnrecordedLoss()
             do {
@@ -177,7 +238,9 @@ public final class Outbox: Sendable {
                     try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
-                if walSize() > reserve.walLimitBytes {
+                // A background integrity check holds a snapshot: the WAL cannot reset until
+                // it ends, and a truncating checkpoint would only wait for it.
+                if walSize() > reserve.walLimitBytes, integrity != .checking {
                     // SQLite's own checkpoints are failing: the disk is filling up.
                     await truncateWAL(releasingReserveIfNeeded: true)
                 }
@@ -526,14 +589,20 @@ public final class Outbox: Sendable {
                     """)
                 var messages: [OutboxMessage] = []
                 messages.reserveCapacity(Swift.min(max, 4096))
+                // A batch repeats a few topics and one kernel boot id: one String each,
+                // not one allocation per row.
+                var topics = RepeatedText()
+                var bootIDs = RepeatedText()
                 let rows = try Row.fetchCursor(statement, arguments: [id, max])
                 while let row = try rows.next() {
                     let payload = try row.withUnsafeData(atIndex: 6) { data in data.map { [UInt8]($0) } ?? [] }
+                    let topic = try topics.text(of: row, at: 3) ?? ""
+                    let measured = OutboxStore.measured(boottime: row[7], kernelBootID: try bootIDs.text(of: row, at: 8),
+                                                        synchronised: row[9])
                     messages.append(OutboxMessage(
-                        id: row[0], boot: row[1], seq: row[2], topic: row[3],
+                        id: row[0], boot: row[1], seq: row[2], topic: topic,
                         qos: UInt8(clamping: row[4] as Int64),
-                        payload: payload, createdAt: Date(outboxMilliseconds: row[5]),
-                        measured: OutboxStore.measured(boottime: row[7], kernelBootID: row[8], synchronised: row[9])))
+                        payload: payload, createdAt: Date(outboxMilliseconds: row[5]), measured: measured))
                 }
                 return messages
             }
@@ -556,32 +625,63 @@ public final class Outbox: Sendable {
 
     /// Deletes acknowledged messages, in one transaction. Unknown ids are ignored: duplicate
     /// acks and acks of messages dropped meanwhile are normal.
+    ///
+    /// The delete is committed without its own fsync (`synchronous = NORMAL` for this
+    /// transaction, also with `sync: full`): a crash of the process loses nothing of it, and
+    /// a power cut can only undo deletes since the last synced commit (every append with
+    /// `sync: full` syncs the WAL up to its end), which sends those messages again: a
+    /// duplicate, never a loss. Saves one fsync per batch of acknowledgements.
     public func acknowledge(_ ids: [Int64]) async throws {
         guard !ids.isEmpty else { return }
         let ranges = Self.contiguousRanges(ids)
+        let relaxed = settings.synchronous == .full
         do {
-            try await database.write { db in
-                var meta = try Meta.fetch(db)
-                let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id BETWEEN ? AND ? RETURNING size")
-                var count: Int64 = 0
-                var bytes: Int64 = 0
-                for range in ranges {
-                    let sizes = try Int64.fetchCursor(delete, arguments: [range.lowerBound, range.upperBound])
-                    while let size = try sizes.next() {
-                        count += 1
-                        bytes += size
-                    }
+            try await database.writeWithoutTransaction { db in
+                guard relaxed else {
+                    try db.inTransaction { try Self.deleteAcknowledged(db, ranges: ranges); return .commit }
+                    return
                 }
-                guard count > 0 else { return }
-                meta.bufferedMessages -= count
-                meta.bufferedBytes -= bytes
-                meta.acknowledgedTotal += count
-                meta.acknowledgedThisBoot += count
-                try meta.save(db)
+                try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+                let deleted = Result { try db.inTransaction { try Self.deleteAcknowledged(db, ranges: ranges); return .commit } }
+                do {
+                    try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+                } catch {
+                    // The next append sets it again before it commits anything.
+                    self.state.withLock { $0.fullSyncPending = true }
+                    throw error
+                }
+                try deleted.get()
             }
         } catch {
             throw Self.operationError(error, path: settings.path, doing: "deleting \(ids.count) acknowledged messages")
         }
+    }
+
+    /// `PRAGMA synchronous` of the writing connection now (2 = FULL, 1 = NORMAL): what the
+    /// next append commits with. For tests of `acknowledge(_:)`.
+    func synchronousLevel() async throws -> Int? {
+        try await database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
+    }
+
+    /// Deletes the rows of `ranges` and books them as acknowledged in the meta row.
+    private static func deleteAcknowledged(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
+        var meta = try Meta.fetch(db)
+        let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id BETWEEN ? AND ? RETURNING size")
+        var count: Int64 = 0
+        var bytes: Int64 = 0
+        for range in ranges {
+            let sizes = try Int64.fetchCursor(delete, arguments: [range.lowerBound, range.upperBound])
+            while let size = try sizes.next() {
+                count += 1
+                bytes += size
+            }
+        }
+        guard count > 0 else { return }
+        meta.bufferedMessages -= count
+        meta.bufferedBytes -= bytes
+        meta.acknowledgedTotal += count
+        meta.acknowledgedThisBoot += count
+        try meta.save(db)
     }
 
     /// Drops messages that MQTT can never carry (a topic or payload beyond the protocol's
@@ -674,6 +774,7 @@ public final class Outbox: Sendable {
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         do {
             var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
+            statistics.integrity = integrity
             // Losses the full disk did not let us write down yet still count.
             statistics.dropped += unrecorded
             statistics.droppedThisBoot += unrecorded

@@ -64,8 +64,9 @@ extension Outbox {
 
     /// Opens the queue, checks integrity, migrates, starts a new boot above `bootFloor`.
     /// Returns the queue, the new boot and the file's previous boot.
-    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile,
-                            bootFloor: Int64) throws -> (DatabaseQueue, boot: Int64, previous: Int64) {
+    /// With `checkingFirst` false the integrity check is left to `BackgroundIntegrityCheck`.
+    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile, bootFloor: Int64,
+                            checkingFirst: Bool) throws -> (DatabaseQueue, boot: Int64, previous: Int64) {
         var configuration = Configuration()
         configuration.label = "outbox"
         configuration.busyMode = .timeout(5)
@@ -90,8 +91,10 @@ extension Outbox {
         }
         let queue = try DatabaseQueue(path: settings.path, configuration: configuration)
         do {
-            let findings = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
-            guard findings == ["ok"] else { throw IntegrityProblem(findings: findings) }
+            if checkingFirst {
+                let findings = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
+                guard findings == ["ok"] else { throw IntegrityProblem(findings: findings) }
+            }
             try OutboxSchema.migrator.migrate(queue)
             let (meta, previous) = try queue.write { db in try OutboxStore.startBoot(db, floor: bootFloor) }
             return (queue, meta.boot, previous)
@@ -99,6 +102,18 @@ extension Outbox {
             try? queue.close()
             throw error
         }
+    }
+
+    /// Whether the file is small enough to check before opening (or a failed background
+    /// check of an earlier run asks for it).
+    static func checksBeforeOpening(_ settings: OutboxSettings, marker: FailedCheckMarker) -> Bool {
+        if marker.exists { return true }
+        var size: Int64 = 0
+        for suffix in ["", "-wal"] {
+            var info = stat()
+            if stat(settings.path + suffix, &info) == 0 { size += Int64(info.st_size) }
+        }
+        return size <= settings.checkBeforeOpenMaxBytes
     }
 
     static func isCorruption(_ error: any Error) -> Bool {

@@ -106,6 +106,8 @@ public struct OutboxStatistics: Sendable, Equatable {
     /// Every seq up to it is either in the outbox, acknowledged, or in a gap record
     /// (dropped). Read in the same transaction as the other counters.
     public var seqCommitted: Int64 = 0
+    /// What the integrity check of the open file found (nil when read by another process).
+    public var integrity: OutboxIntegrity? = nil
 }
 
 /// Where a boot ended: the last seq it committed. Every seq `1...lastSeq` of `boot`

@@ -30,6 +30,10 @@ public struct OutboxSettings: Sendable, Equatable {
     public var maxAge: Duration?
     /// What gives way at `maxMessages` / `maxBytes` and when the disk is full; `.dropOldest` by default.
     public var dropPolicy: DropPolicy
+    /// Files up to this size (with their WAL) get `PRAGMA quick_check` before opening (a
+    /// few milliseconds); bigger ones are checked in the background after opening, so a
+    /// big backlog does not hold up the start (see ``Outbox/integrity``). 32 MiB by default.
+    public var checkBeforeOpenMaxBytes: Int64 = 32 << 20
 
     /// Settings with the defaults of the gateway: `synchronous = FULL`, no limits, drop the oldest.
     public init(

@@ -244,3 +244,25 @@ extension Date {
         self.init(timeIntervalSince1970: Double(ms) / 1000)
     }
 }
+
+/// The last text read from a column, kept as a String: a text that repeats row after
+/// row (a topic, the kernel boot id) is compared as bytes and shared, not built again.
+struct RepeatedText {
+    private var bytes: [UInt8] = []
+    private var text: String?
+
+    /// The text at `index` of `row`; nil when it is NULL.
+    mutating func text(of row: Row, at index: Int) throws -> String? {
+        try row.withUnsafeData(atIndex: index) { data -> String? in
+            guard let data else { return nil }
+            let same = data.withUnsafeBytes { new in
+                bytes.withUnsafeBytes { old in new.count == old.count && (old.count == 0 || memcmp(new.baseAddress!, old.baseAddress!, old.count) == 0) }
+            }
+            if let text, same { return text }
+            bytes = [UInt8](data)
+            let fresh = String(decoding: bytes, as: UTF8.self)
+            text = fresh
+            return fresh
+        }
+    }
+}

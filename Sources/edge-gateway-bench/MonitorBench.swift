@@ -13,7 +13,7 @@ import FoundationNetworking
 import Logging
 import MQTTUplink
 import Synchronization
-import TestSupport
+import LocalPeers
 
 /// Publishes `messages` at QoS 1 through libmosquitto and waits for every PUBACK.
 func publishAll(port: Int, _ messages: [MQTTMessage]) async throws {

@@ -8,6 +8,25 @@ enum RawSQLite {
         var description: String
     }
 
+    /// `PRAGMA quick_check` of `path`, read-only, as the outbox ran it before opening.
+    static func quickCheck(path: String) throws -> [String] {
+        var db: OpaquePointer?
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK, let db else {
+            throw Failure(description: "sqlite3_open_v2 \(path) failed")
+        }
+        defer { sqlite3_close(db) }
+        var statement: OpaquePointer?
+        guard sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &statement, nil) == SQLITE_OK else {
+            throw Failure(description: String(cString: sqlite3_errmsg(db)))
+        }
+        defer { sqlite3_finalize(statement) }
+        var findings: [String] = []
+        while sqlite3_step(statement) == SQLITE_ROW {
+            findings.append(String(cString: sqlite3_column_text(statement, 0)))
+        }
+        return findings
+    }
+
     static func insertBenchmark(path: String, total: Int, batch: Int, payload: [UInt8]) throws -> Duration {
         var db: OpaquePointer?
         guard sqlite3_open(path, &db) == SQLITE_OK, let db else {

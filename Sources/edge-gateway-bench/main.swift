@@ -7,6 +7,8 @@
 //            vs publishing the same messages from memory through libmosquitto
 //            with the same inflight window
 //   rss      peak RSS of the gateway process holding 1,000,000 buffered messages
+//   duplicates  SIGKILL during full-speed replay: messages sent twice vs the window (CrashReplayBench.swift)
+//   startup  spawn → READY=1 with a 1 GiB outbox vs reading the file (StartupBench.swift)
 //   modbus   see ModbusBench.swift
 //   seal     seal + outbox append (AES-256-GCM, HMAC-SHA256) vs unsealed appends (SealBench.swift)
 //   service  spawn → READY=1 vs process start; one WATCHDOG=1 vs one syscall (ServiceBench.swift)
@@ -28,7 +30,7 @@ import Synchronization
 
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty
-    ? ["append", "replay", "rss", "modbus", "seal", "service", "sparkplug", "sparkplug-scale", "per-message", "commands",
+    ? ["append", "replay", "rss", "duplicates", "startup", "modbus", "seal", "service", "sparkplug", "sparkplug-scale", "per-message", "commands",
        "monitor-ingest", "monitor-fleet"]
     : arguments
 nonisolated let quiet: Logger = {
@@ -195,12 +197,77 @@ func benchRSS(directory: TemporaryDirectory) async throws {
     print("rss: the gateway process holding \(total) buffered messages (broker unreachable, one device polled)")
     let path = directory.file("rss.sqlite")
     do { _ = try await prefilledOutbox(path, count: total) }
+    let full = try await gatewayMemory(directory: directory, outbox: path, waitingFor: total + 500, name: "rss")
+    // The same process with an empty outbox: what the runtime and libraries cost alone.
+    let empty = try await gatewayMemory(directory: directory, outbox: directory.file("rss-empty.sqlite"),
+                                        waitingFor: 500, name: "rss-empty")
+    figure("peak RSS, VmHWM, 1,000,000 buffered (target <= 24 MB)", full.kilobytes("VmHWM") / 1024, "MB")
+    figure("RSS now, VmRSS, 1,000,000 buffered", full.kilobytes("VmRSS") / 1024, "MB")
+    figure("baseline: peak RSS, VmHWM, empty outbox, same polling", empty.kilobytes("VmHWM") / 1024, "MB")
+    figure("baseline: RSS now, VmRSS, empty outbox", empty.kilobytes("VmRSS") / 1024, "MB")
+    for (label, memory) in [("1M buffered", full), ("empty", empty)] {
+        print("  \(label): " + String(format: "anonymous %.1f MB, file-backed (code, data files) %.1f MB, threads %.0f",
+                                           memory.kilobytes("RssAnon") / 1024, memory.kilobytes("RssFile") / 1024,
+                                           memory.kilobytes("Threads")))
+        print("    " + String(format: "private dirty (the process's own) %.1f MB, shared clean %.1f MB, private clean %.1f MB, PSS %.1f MB",
+                                memory.kilobytes("Private_Dirty") / 1024, memory.kilobytes("Shared_Clean") / 1024,
+                                memory.kilobytes("Private_Clean") / 1024, memory.kilobytes("Pss") / 1024))
+        print("    largest mappings by RSS: " + memory.largestMappings.prefix(8)
+            .map { "\($0.name) " + String(format: "%.1f MB", Double($0.kilobytes) / 1024) }.joined(separator: ", "))
+    }
+}
+
+/// /proc/<pid>/status, smaps_rollup, and the RSS per mapped file (by file name; "[anon]"
+/// for the rest) of a process.
+struct ProcessMemory {
+    var status: String
+    var rollup: String
+    var largestMappings: [(name: String, kilobytes: Int)]
+
+    init(pid: pid_t) {
+        status = Self.read("/proc/\(pid)/status")
+        rollup = Self.read("/proc/\(pid)/smaps_rollup")
+        var byName: [String: Int] = [:]
+        var current = "[anon]"
+        for line in Self.read("/proc/\(pid)/smaps").split(separator: "\n") {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if let first = fields.first, first.contains("-"), !first.hasSuffix(":"), fields.count >= 5 {
+                let path = fields.count >= 6 ? fields[5...].joined(separator: " ") : "[anon]"
+                current = path.split(separator: "/").last.map(String.init) ?? path
+            } else if fields.first == "Rss:", fields.count >= 2 {
+                byName[current, default: 0] += Int(fields[1]) ?? 0
+            }
+        }
+        largestMappings = byName.map { ($0.key, $0.value) }.sorted { $0.kilobytes > $1.kilobytes }
+    }
+
+    /// A /proc file read to its end (their size is 0 to stat).
+    private static func read(_ path: String) -> String {
+        guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() else { return "" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// A "Field:  N kB" (or "Field: N") value of status or smaps_rollup.
+    func kilobytes(_ field: String) -> Double {
+        for text in [status, rollup] {
+            guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field + ":") }) else { continue }
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            return Double(fields.dropFirst().first ?? "0") ?? 0
+        }
+        return 0
+    }
+}
+
+/// Runs the gateway on `outbox` (unreachable broker, one device polled every 10 ms) until
+/// the outbox holds `count` messages; returns its memory just before SIGTERM.
+func gatewayMemory(directory: TemporaryDirectory, outbox path: String, waitingFor count: Int,
+                   name: String) async throws -> ProcessMemory {
     let modbusPort = freeLoopbackPort()
     let simulator = try ModbusSimulator(port: modbusPort, animate: true)
     try simulator.start()
     defer { simulator.stop() }
     let deadBroker = freeLoopbackPort()
-    let config = directory.file("rss.yaml")
+    let config = directory.file("\(name).yaml")
     try """
     gateway: { id: bench }
     mqtt: { host: 127.0.0.1, port: \(deadBroker), reconnect_max: 1s }
@@ -214,24 +281,19 @@ func benchRSS(directory: TemporaryDirectory) async throws {
           - { name: flow, table: holding, address: 2, type: float32 }
     """.write(toFile: config, atomically: true, encoding: .utf8)
     let gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", config],
-                                   log: directory.file("rss.log"))
+                                   log: directory.file("\(name).log"))
     // Let it poll (100 polls/s into the outbox) and retry the broker for a while.
     let start = ContinuousClock.now
-    try await waitUntil("the gateway to buffer 500 more polls", timeout: .seconds(60)) {
+    try await waitUntil("the gateway to buffer \(count) polls", timeout: .seconds(120)) {
         let statistics = try? Outbox.readStatistics(path: path)
-        return (statistics?.bufferedMessages ?? 0) >= total + 500 || !gateway.isRunning
+        return (statistics?.bufferedMessages ?? 0) >= count || !gateway.isRunning
     }
-    let status = (try? String(contentsOfFile: "/proc/\(gateway.pid)/status", encoding: .utf8)) ?? ""
+    let memory = ProcessMemory(pid: gateway.pid)
     gateway.signal(SIGTERM)
     _ = try await gateway.waitForExit()
-    func kilobytes(_ field: String) -> Double {
-        let line = status.split(separator: "\n").first { $0.hasPrefix(field + ":") } ?? ""
-        return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
-    }
-    print(String(format: "  ran %.1f s, buffered %d", seconds(ContinuousClock.now - start),
+    print("  \(name): " + String(format: "ran %.1f s, buffered %d", seconds(ContinuousClock.now - start),
                  (try? Outbox.readStatistics(path: path).bufferedMessages) ?? -1))
-    figure("peak RSS, VmHWM (target <= 40 MB)", kilobytes("VmHWM") / 1024, "MB")
-    figure("RSS now, VmRSS", kilobytes("VmRSS") / 1024, "MB")
+    return memory
 }
 
 let directory = try TemporaryDirectory("bench")
@@ -240,6 +302,8 @@ print("edge-gateway benchmarks (\(ProcessInfo.processInfo.activeProcessorCount) 
 if selected.contains("append") { try await benchAppend(directory: directory) }
 if selected.contains("replay") { try await benchReplay(directory: directory) }
 if selected.contains("rss") { try await benchRSS(directory: directory) }
+if selected.contains("duplicates") { try await benchDuplicates(directory: directory) }
+if selected.contains("startup") { try await benchStartup(directory: directory) }
 if selected.contains("modbus") { try await benchModbus() }
 if selected.contains("seal") { try await benchSeal(directory: directory) }
 if selected.contains("service") { try await benchService(directory: directory) }

@@ -245,6 +245,14 @@ final class ForwarderHarness {
     final class Outlets {
         var leases: [LeaseRequest] = []
         var deletes: [[Int64]] = []
+        /// Set: ack batches wait (a slow delete task) and count as awaiting deletion.
+        var holdDeletes = false
+    }
+
+    /// Makes the delete task slow (`true`) or serves what it held back (`false`).
+    func holdDeletes(_ hold: Bool) async throws {
+        queue.holdDeletes = hold
+        if !hold { try await settle() }
     }
 
     /// The counters the loop keeps (stats, status line).
@@ -259,7 +267,8 @@ final class ForwarderHarness {
                             sealer: sealer, sparkplug: sparkplug),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
             counters: counters, pollCounters: PollCounters(), devices: { [] },
-            outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) }),
+            outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) },
+                           awaitingDelete: { queue.holdDeletes ? queue.deletes.reduce(0) { $0 + $1.count } : 0 }),
             logger: logs.logger, timeSource: timeSource, now: { clock.now })
     }
 
@@ -277,7 +286,7 @@ final class ForwarderHarness {
     /// loop that keeps asking (a retry without backoff) fails the test.
     func settle() async throws {
         for _ in 0..<1000 {
-            if !queue.deletes.isEmpty {
+            if !queue.deletes.isEmpty, !queue.holdDeletes {
                 try await outbox.acknowledge(queue.deletes.removeFirst())
             } else if !queue.leases.isEmpty {
                 let request = queue.leases.removeFirst()
