@@ -70,6 +70,8 @@ public struct PollingService: Service, CustomStringConvertible {
     public func run() async {
         let (signals, signal) = AsyncStream.makeStream(of: Signal.self)
         let executor = BusExecutor(name: "bus \(poller.busKey)")
+        var poller = poller
+        poller.executor = executor  // idle waits block the bus thread, no timer thread wakes it
         // Deliberately not a child task: the service must be able to return while
         // this task's thread is still blocked in a libmodbus call. It ends on its
         // own once that call returns (cancelled, abandoned, it starts nothing new).

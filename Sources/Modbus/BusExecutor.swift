@@ -2,50 +2,118 @@
 // response timeout; running them here keeps Swift's cooperative pool (two
 // threads on a two-core box) free for everything else.
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A serial `TaskExecutor` backed by one thread. Code running under
 /// `withTaskExecutorPreference(executor)` executes on that thread, so blocking
 /// C calls there stall only this bus.
+///
+/// The bus also waits for its next poll on this thread (`sleep(until:)`): one
+/// wake-up per poll, with no timer thread in between.
 public final class BusExecutor: TaskExecutor, @unchecked Sendable {
-    // Invariant: `jobs` and `stopped` are only touched while holding `condition`.
-    private let condition = NSCondition()
+    // Invariant: `jobs`, `stopped` and `interrupted` are only touched while holding
+    // `mutex`; `mutex` and `condition` are initialised here and destroyed in deinit,
+    // after the thread is gone (the thread's closure holds `self` until `runLoop` returns).
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private var jobs: [UnownedJob] = []
     private var stopped = false
-    private var thread: Thread?
+    /// Set by `interrupt()`: every `sleep(until:)` from then on returns at once.
+    private var interrupted = false
+
+    /// Stack of a bus thread: libmodbus, decoding and the poller's synchronous parts
+    /// need a few tens of KiB; the 8 MiB default only reserves address space.
+    static let stackSize = 512 * 1024
 
     public init(name: String) {
+        pthread_mutex_init(mutex, nil)
+        var attributes = pthread_condattr_t()
+        pthread_condattr_init(&attributes)
+        // Timed waits on the monotonic clock: a wall clock step neither delays nor hurries a poll.
+        pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
+        pthread_cond_init(condition, &attributes)
+        pthread_condattr_destroy(&attributes)
         let thread = Thread { self.runLoop() }  // retained until shutdown() ends the loop
         thread.name = name
-        self.thread = thread
+        thread.stackSize = Self.stackSize
         thread.start()
     }
 
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+    }
+
     public func enqueue(_ job: UnownedJob) {
-        condition.lock()
+        pthread_mutex_lock(mutex)
         jobs.append(job)
-        condition.signal()
-        condition.unlock()
+        pthread_cond_signal(condition)
+        pthread_mutex_unlock(mutex)
     }
 
     /// Stops the thread after the jobs already queued. Call once the bus's work is over.
     public func shutdown() {
-        condition.lock()
+        pthread_mutex_lock(mutex)
         stopped = true
-        condition.signal()
-        condition.unlock()
+        pthread_cond_signal(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Blocks the calling job, on this executor's thread, until `deadline`, or
+    /// throws `CancellationError` when its task is cancelled (before or during the
+    /// wait). Only for a task that runs on this executor and is its only work: no
+    /// other job of the executor runs meanwhile.
+    public func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
+        let finished = await withTaskCancellationHandler {
+            waitOnThread(until: deadline)
+        } onCancel: {
+            interrupt()
+        }
+        if !finished || Task.isCancelled { throw CancellationError() }
+    }
+
+    /// Wakes a `sleep(until:)` under way, and makes every later one return at once.
+    private func interrupt() {
+        pthread_mutex_lock(mutex)
+        interrupted = true
+        pthread_cond_broadcast(condition)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// True at the deadline, false when interrupted.
+    private func waitOnThread(until deadline: ContinuousClock.Instant) -> Bool {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !interrupted {
+            let left = deadline - ContinuousClock.now
+            if left <= .zero { return true }
+            // The continuous clock also counts suspend; a monotonic timeout re-checked against it is never early.
+            var until = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &until)
+            let (seconds, attoseconds) = left.components
+            let nanoseconds = Int(until.tv_nsec) + Int(attoseconds / 1_000_000_000)
+            until.tv_sec += Int(seconds) + nanoseconds / 1_000_000_000
+            until.tv_nsec = nanoseconds % 1_000_000_000
+            _ = pthread_cond_timedwait(condition, mutex, &until)
+        }
+        return false
     }
 
     private func runLoop() {
         while true {
-            condition.lock()
-            while jobs.isEmpty && !stopped { condition.wait() }
+            pthread_mutex_lock(mutex)
+            while jobs.isEmpty && !stopped { pthread_cond_wait(condition, mutex) }
             if jobs.isEmpty && stopped {
-                condition.unlock()
+                pthread_mutex_unlock(mutex)
                 return
             }
             let batch = jobs
             jobs.removeAll(keepingCapacity: true)
-            condition.unlock()
+            pthread_mutex_unlock(mutex)
             for job in batch {
                 job.runSynchronously(on: asUnownedTaskExecutor())
             }

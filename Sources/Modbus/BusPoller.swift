@@ -104,6 +104,10 @@ public struct BusPoller: Sendable {
     public let abandonment = BusAbandonment()
     /// Commanded writes for this bus (BusWrites.swift); `nil` when commands are off.
     public var writes: BusWriteQueue?
+    /// The executor `run()` runs on, when it is a `BusExecutor` of its own: the
+    /// wait for the next poll then blocks that thread (`BusExecutor.sleep(until:)`),
+    /// one wake-up per poll instead of a timer thread's and then the bus's.
+    public var executor: BusExecutor?
     private let emit: @Sendable (PollEvent) -> Void
     let logger: Logger
 
@@ -201,7 +205,11 @@ public struct BusPoller: Sendable {
                     if clock.now < slots[index].nextDue {
                         requestWatch(slots[index].nextDue)  // idle until then, alive (see `requestWatch`)
                     }
-                    try await Task.sleep(until: slots[index].nextDue, clock: clock)
+                    if let executor {
+                        try await executor.sleep(until: slots[index].nextDue)
+                    } else {
+                        try await Task.sleep(until: slots[index].nextDue, clock: clock)
+                    }
                 } catch {
                     return  // cancelled: shutdown
                 }
@@ -356,7 +364,8 @@ public struct BusPoller: Sendable {
     /// the slot's plan) and read again at once.
     private func poll(_ device: DeviceConfiguration, slot: inout Slot, connection: ModbusConnection)
         -> Result<(readings: [DevicePoll.Reading], malformed: Bool), ModbusError> {
-        var results: [Int: Result<TagValue, TagError>] = [:]
+        // By tag index; only the group's tags are set.
+        var results = [Result<TagValue, TagError>?](repeating: nil, count: device.tags.count)
         var malformed = false
         var queue = slot.plan.blocks[...]
         var plan: [RegisterBlock] = []

@@ -135,11 +135,11 @@ public final class ModbusConnection {
 
     /// Reads `count` coils or discrete inputs of `table` starting at `address` from `unit`.
     public func readBits(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [Bool] {
-        let what = "read \(table.rawValue) \(address)+\(count) from unit \(unit)"
         if !isSerial {
-            let data = try tcpRead(unit: unit, table: table, address: address, count: count, what: what)
+            let data = try tcpRead(unit: unit, table: table, address: address, count: count)
             return (0..<count).map { data[data.startIndex + $0 / 8] >> UInt8($0 % 8) & 1 == 1 }
         }
+        let what = Self.describeRead(unit: unit, table: table, address: address, count: count)
         try selectUnit(unit)
         var bits = [UInt8](repeating: 0, count: count)
         let (received, code) = bits.withUnsafeMutableBufferPointer { buffer -> (Int32, Int32) in
@@ -157,12 +157,12 @@ public final class ModbusConnection {
 
     /// Reads `count` registers of `table` starting at `address` from `unit`.
     public func readRegisters(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
-        let what = "read \(table.rawValue) \(address)+\(count) from unit \(unit)"
         if !isSerial {
-            let data = try tcpRead(unit: unit, table: table, address: address, count: count, what: what)
+            let data = try tcpRead(unit: unit, table: table, address: address, count: count)
             let first = data.startIndex
             return (0..<count).map { UInt16(data[first + 2 * $0]) << 8 | UInt16(data[first + 2 * $0 + 1]) }
         }
+        let what = Self.describeRead(unit: unit, table: table, address: address, count: count)
         try selectUnit(unit)
         var words = [UInt16](repeating: 0, count: count)
         let (received, code) = words.withUnsafeMutableBufferPointer { buffer -> (Int32, Int32) in
@@ -184,11 +184,17 @@ public final class ModbusConnection {
         }
     }
 
+    /// What a read is, for its error messages.
+    static func describeRead(unit: Int, table: RegisterTable, address: Int, count: Int) -> String {
+        "read \(table.rawValue) \(address)+\(count) from unit \(unit)"
+    }
+
     /// One read over TCP: sends the request with the next transaction id, reads
     /// the answer with libmodbus (response and byte timeouts apply), and returns
-    /// its data bytes once every header field matches the request.
-    private func tcpRead(unit: Int, table: RegisterTable, address: Int, count: Int,
-                         what: String) throws(ModbusError) -> ArraySlice<UInt8> {
+    /// its data bytes once every header field matches the request. The read's
+    /// description is only written for an error (every poll makes reads).
+    private func tcpRead(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> ArraySlice<UInt8> {
+        var what: String { Self.describeRead(unit: unit, table: table, address: address, count: count) }
         guard (0...255).contains(unit), (0...0xFFFF).contains(address), (1...0xFFFF).contains(count) else {
             throw ModbusError(kind: .setup, message: "\(what): unit id, address or count out of range")
         }

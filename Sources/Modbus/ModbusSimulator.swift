@@ -1,6 +1,7 @@
 // A Modbus slave on libmodbus' own server side (TCP, or RTU on a serial port or
 // pty): the demo device behind `edge-gateway simulate`, and the device the
-// integration tests and benchmarks talk to.
+// integration tests and benchmarks talk to. Over TCP one simulator can serve many
+// ports (one simulated device each) from one thread.
 import CModbus
 import Foundation
 import Synchronization
@@ -11,7 +12,9 @@ import Glibc
 /// A Modbus slave serving coils, discrete inputs, holding and input registers
 /// from memory. Over TCP it answers every unit id (except silenced ones); over
 /// RTU it answers one unit id and ignores frames for the others, like a real
-/// slave on a shared line. Its loop runs on its own thread until `stop()`.
+/// slave on a shared line. Its loop runs on its own thread until `stop()`; over
+/// TCP that one thread serves every port (epoll), so a thousand simulated devices
+/// cost one thread, not a thousand.
 public final class ModbusSimulator: @unchecked Sendable {
     public static let registerCount = 10_000
 
@@ -38,8 +41,10 @@ public final class ModbusSimulator: @unchecked Sendable {
     }
 
     public let host: String
-    /// The TCP port (0 in RTU mode).
+    /// The TCP port (0 in RTU mode); the first of `ports`.
     public let port: Int
+    /// The TCP ports asked for (0: any free port, see `listeningPorts`); empty in RTU mode.
+    public let ports: [Int]
     /// The serial device in RTU mode.
     public let rtuPath: String?
     /// The unit id answered in RTU mode.
@@ -56,12 +61,21 @@ public final class ModbusSimulator: @unchecked Sendable {
     private let silent = Mutex<Set<Int>>([])
     private let behaviour = Mutex(Behaviour.normal)
     private let rejections = Mutex<[(functionCode: Int, addresses: Range<Int>, exception: Int)]>([])
+    private let bound = Mutex<[Int]>([])
 
     /// A Modbus TCP slave on `host:port`.
     /// - Parameter animate: change the demo registers over time (see `demoRegisterMap`).
-    public init(host: String = "127.0.0.1", port: Int, animate: Bool = false) throws(ModbusError) {
+    public convenience init(host: String = "127.0.0.1", port: Int, animate: Bool = false) throws(ModbusError) {
+        try self.init(host: host, ports: [port], animate: animate)
+    }
+
+    /// Modbus TCP slaves on each of `ports` of `host` (0: a port the kernel picks),
+    /// all answering from the same registers.
+    public init(host: String = "127.0.0.1", ports: [Int], animate: Bool = false) throws(ModbusError) {
+        precondition(!ports.isEmpty, "a simulator serves at least one port")
         self.host = host
-        self.port = port
+        self.port = ports[0]
+        self.ports = ports
         self.rtuPath = nil
         self.rtuUnit = 0
         self.animate = animate
@@ -73,6 +87,7 @@ public final class ModbusSimulator: @unchecked Sendable {
     public init(rtuPath: String, unit: Int = 1, animate: Bool = false) throws(ModbusError) {
         self.host = ""
         self.port = 0
+        self.ports = []
         self.rtuPath = rtuPath
         self.rtuUnit = unit
         self.animate = animate
@@ -108,6 +123,9 @@ public final class ModbusSimulator: @unchecked Sendable {
     public func reject(functionCode: Int, addresses: Range<Int>, exception: Int = 2) {
         rejections.withLock { $0.append((functionCode, addresses, exception)) }
     }
+
+    /// The TCP ports listened on, in the order of `ports`, once `start()` returned.
+    public var listeningPorts: [Int] { bound.withLock { $0 } }
 
     /// Modbus requests answered so far (exceptions and garbage included).
     public var requestCount: Int { requests.load(ordering: .relaxed) }
@@ -168,27 +186,33 @@ public final class ModbusSimulator: @unchecked Sendable {
                 throw ModbusError(kind: .setup,
                                   message: "cannot open \(rtuPath): \(String(cString: modbus_strerror(code)))")
             }
-            server = ServerContext(context: context, listener: -1)
+            server = ServerContext(context: context, listeners: [])
         } else {
             let created = modbus_new_tcp(host, Int32(port))
             let createErrno = errno
             guard let context = created else {
                 throw ModbusError.fromErrno(createErrno, context: "simulator on \(host):\(port)")
             }
-            let listener = modbus_tcp_listen(context, 16)
-            let code = errno
-            if listener == -1 {
+            var listeners: [Int32] = []
+            bound.withLock { $0 = [] }
+            do throws(ModbusError) {
+                for port in ports {
+                    let listener = try Self.listen(host: host, port: port)
+                    listeners.append(listener.descriptor)
+                    bound.withLock { $0.append(listener.port) }
+                }
+            } catch {
+                for listener in listeners { Glibc.close(listener) }
                 modbus_free(context)
-                throw ModbusError(kind: .setup,
-                                  message: "cannot listen on \(host):\(port): \(String(cString: strerror(code))); pick another --port")
+                throw error
             }
-            server = ServerContext(context: context, listener: listener)
+            server = ServerContext(context: context, listeners: listeners)
         }
         running.store(true, ordering: .releasing)
         let thread = Thread { [self] in
             if rtuPath != nil { serveSerial(server) } else { serveTCP(server) }
         }
-        thread.name = "modbus-simulator-\(rtuPath ?? String(port))"
+        thread.name = "modbus-simulator-\(rtuPath ?? String(listeningPorts[0]))"
         thread.start()
     }
 
@@ -199,44 +223,107 @@ public final class ModbusSimulator: @unchecked Sendable {
     }
 
     /// Owns the server-side libmodbus context for the serving thread.
+    // Invariant: created by `start()`, then used by the serving thread alone.
     private final class ServerContext: @unchecked Sendable {
         let context: OpaquePointer
-        let listener: Int32
-        init(context: OpaquePointer, listener: Int32) {
+        /// Listening TCP sockets, one per port (none for RTU).
+        let listeners: [Int32]
+        init(context: OpaquePointer, listeners: [Int32]) {
             self.context = context
-            self.listener = listener
+            self.listeners = listeners
         }
     }
 
+    /// A listening socket on `host:port` (libmodbus' own listen: SO_REUSEADDR, IPv4)
+    /// and the port it got (the kernel's pick for port 0).
+    private static func listen(host: String, port: Int) throws(ModbusError) -> (descriptor: Int32, port: Int) {
+        guard let context = modbus_new_tcp(host, Int32(port)) else {
+            throw ModbusError.fromErrno(errno, context: "simulator on \(host):\(port)")
+        }
+        // The listening socket is not the context's: freeing the context leaves it open.
+        defer { modbus_free(context) }
+        let listener = modbus_tcp_listen(context, 16)
+        let code = errno
+        guard listener != -1 else {
+            throw ModbusError(kind: .setup,
+                              message: "cannot listen on \(host):\(port): \(String(cString: strerror(code))); pick another --port")
+        }
+        var address = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) }
+        }
+        let nameErrno = errno
+        guard named == 0 else {
+            Glibc.close(listener)
+            throw ModbusError(kind: .setup, message: "cannot read the port of \(host):\(port): \(String(cString: strerror(nameErrno)))")
+        }
+        return (listener, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
+    /// Serves every listening port and every client connection from one `poll` set.
+    /// Requests are answered one at a time, in the order they are found.
     private func serveTCP(_ server: ServerContext) {
-        var clients: [Int32] = []
+        let listenerCount = server.listeners.count
+        // Listeners first, then clients; kept between calls, rebuilt only when clients come or go.
+        var watched = server.listeners.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         var query = [UInt8](repeating: 0, count: Int(MODBUS_TCP_MAX_ADU_LENGTH))
-        modbus_set_indication_timeout(server.context, 1, 0)
+        var animated = ContinuousClock.now
         while running.load(ordering: .acquiring) {
-            var pollFDs = [pollfd(fd: server.listener, events: Int16(POLLIN), revents: 0)]
-            pollFDs += clients.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-            let ready = Glibc.poll(&pollFDs, nfds_t(pollFDs.count), 100)
-            if animate { updateDemoRegisters(at: Date()) }
-            guard ready > 0 else { continue }
-            if pollFDs[0].revents & Int16(POLLIN) != 0 {
-                let client = accept(server.listener, nil, nil)
-                if client >= 0 { clients.append(client) }
+            let ready = Glibc.poll(&watched, nfds_t(watched.count), 100)
+            if animate, ContinuousClock.now - animated >= .milliseconds(100) {
+                animated = .now
+                updateDemoRegisters(at: Date())
             }
-            for entry in pollFDs.dropFirst() where entry.revents != 0 {
-                modbus_set_socket(server.context, entry.fd)
-                let length = query.withUnsafeMutableBufferPointer { modbus_receive(server.context, $0.baseAddress) }
+            guard ready > 0 else { continue }
+            var accepted: [Int32] = []
+            var closed: Set<Int32> = []
+            for index in watched.indices where watched[index].revents != 0 {
+                let descriptor = watched[index].fd
+                watched[index].revents = 0
+                if index < listenerCount {
+                    let client = accept(descriptor, nil, nil)
+                    if client >= 0 {
+                        // A request cut short holds the serving thread for a second at most.
+                        var limit = timeval(tv_sec: 1, tv_usec: 0)
+                        setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+                        accepted.append(client)
+                    }
+                    continue
+                }
+                modbus_set_socket(server.context, descriptor)  // where modbus_reply sends
+                let length = Self.receiveTCPRequest(descriptor, into: &query)
                 if length > 0 {
-                    answer(query, length: Int(length), headerLength: 7, context: server.context, fd: entry.fd)
+                    answer(query, length: Int(length), headerLength: 7, context: server.context, fd: descriptor)
                 } else if length == -1 {
-                    Glibc.close(entry.fd)
-                    clients.removeAll { $0 == entry.fd }
+                    Glibc.close(descriptor)
+                    closed.insert(descriptor)
                 }
             }
+            // Accepts come first (listeners lead the array), so no new client reuses a number closed here.
+            if !closed.isEmpty { watched.removeAll { closed.contains($0.fd) } }
+            watched += accepted.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         }
-        for client in clients { Glibc.close(client) }
-        Glibc.close(server.listener)
+        for entry in watched { Glibc.close(entry.fd) }
         modbus_free(server.context)
         finished.signal()
+    }
+
+    /// Reads one Modbus TCP request (MBAP header, then the length it gives) into
+    /// `buffer`; its length, or -1 when the client left, broke the framing or
+    /// stalled (SO_RCVTIMEO). Not libmodbus' `modbus_receive`: its `select` aborts
+    /// the process for a descriptor above FD_SETSIZE (1024), and a simulator of a
+    /// thousand devices has two thousand.
+    static func receiveTCPRequest(_ descriptor: Int32, into buffer: inout [UInt8]) -> Int {
+        func receive(_ range: Range<Int>) -> Bool {
+            buffer.withUnsafeMutableBytes { bytes in
+                recv(descriptor, bytes.baseAddress! + range.lowerBound, range.count, Int32(MSG_WAITALL)) == range.count
+            }
+        }
+        guard receive(0..<7) else { return -1 }
+        let following = Int(buffer[4]) << 8 | Int(buffer[5])  // unit id and PDU
+        guard following >= 2, 6 + following <= buffer.count, receive(7..<(6 + following)) else { return -1 }
+        return 6 + following
     }
 
     /// Serves the serial line. Frames are cut by silence on the line and checked

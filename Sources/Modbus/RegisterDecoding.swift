@@ -39,6 +39,21 @@ public enum RegisterDecoding {
         return bytes
     }
 
+    /// The bytes of `bigEndianBytes(words, order:)` as one number, first byte
+    /// highest, without building them (a poll decodes thousands of values a second).
+    /// At most four registers fit.
+    static func bigEndianBits(_ words: ArraySlice<UInt16>, order: ByteOrder) -> UInt64 {
+        let swapBytes = order == .badc || order == .dcba
+        var bits: UInt64 = 0
+        switch order {
+        case .abcd, .badc:
+            for word in words { bits = bits << 16 | UInt64(swapBytes ? word.byteSwapped : word) }
+        case .cdab, .dcba:
+            for word in words.reversed() { bits = bits << 16 | UInt64(swapBytes ? word.byteSwapped : word) }
+        }
+        return bits
+    }
+
     /// Decodes one value of `type` from its registers and applies `raw × scale + offset`.
     /// Integer types with scale 1 and offset 0 stay integers; NaN and infinities are errors.
     public static func decode(
@@ -53,8 +68,7 @@ public enum RegisterDecoding {
         }
         if type == .string { return .success(.string(text(words, order: order))) }
         if type == .bool { return .success(.bool(words.first! != 0)) }
-        let bytes = bigEndianBytes(words, order: order)
-        let bits = bytes.reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
+        let bits = bigEndianBits(words, order: order)
         let raw: TagValue
         switch type {
         case .bool, .string: preconditionFailure("handled above")

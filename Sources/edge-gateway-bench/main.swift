@@ -17,6 +17,7 @@
 //   monitor-ingest, monitor-fleet  edge-monitor (MonitorBench.swift)
 //   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync (PerMessageBench.swift)
 //   commands command → write → result with polls at 10 ms vs an MQTT round trip (CommandBench.swift)
+//   scale    cores, RSS, threads, overruns of the gateway with 1,000 TCP devices at 1 s and 100 at 100 ms (ScaleBench.swift)
 import Foundation
 import Gateway
 import GatewayConfig
@@ -31,7 +32,7 @@ import Synchronization
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty
     ? ["append", "replay", "rss", "duplicates", "startup", "modbus", "seal", "service", "sparkplug", "sparkplug-scale", "per-message", "commands",
-       "monitor-ingest", "monitor-fleet"]
+       "monitor-ingest", "monitor-fleet", "scale"]
     : arguments
 nonisolated let quiet: Logger = {
     var logger = Logger(label: "bench")
@@ -313,3 +314,4 @@ if selected.contains("per-message") { try await benchPerMessage(directory: direc
 if selected.contains("commands") { try await benchCommands(directory: directory) }
 if selected.contains("monitor-ingest") { try await benchMonitorIngest(directory: directory) }
 if selected.contains("monitor-fleet") { try await benchMonitorFleet(directory: directory) }
+if selected.contains("scale") { try await benchScale(directory: directory) }

@@ -128,8 +128,14 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "Address to listen on.")
     var host: String = "127.0.0.1"
 
-    @Option(help: "TCP port to listen on.")
+    @Option(help: "TCP port to listen on (0: one the kernel picks).")
     var port: Int = 1502
+
+    @Option(help: "Serve this many TCP devices, on consecutive ports from --port (with --port 0, on ports the kernel picks), all from one thread.")
+    var devices: Int = 1
+
+    @Option(help: "Write the TCP ports listened on to this file, one a line, once all listen.")
+    var portsFile: String?
 
     @Option(help: "Serve Modbus RTU on this serial device or pty (e.g. /dev/pts/3) instead of TCP.")
     var rtu: String?
@@ -140,16 +146,34 @@ struct Simulate: AsyncParsableCommand {
     @Flag(help: "Answer every read with a malformed (wrong-length) response.")
     var garbage = false
 
+    func validate() throws {
+        guard devices >= 1 else { throw ValidationError("--devices must be at least 1") }
+        guard rtu == nil || (devices == 1 && portsFile == nil) else {
+            throw ValidationError("--devices and --ports-file are for TCP; remove them with --rtu")
+        }
+        guard port == 0 || port + devices - 1 <= 65535 else {
+            throw ValidationError("--port \(port) with --devices \(devices) runs past port 65535; pick a lower --port")
+        }
+    }
+
     func run() async throws {
         let simulator: ModbusSimulator
         if let rtu {
             simulator = try ModbusSimulator(rtuPath: rtu, unit: unit, animate: true)
         } else {
-            simulator = try ModbusSimulator(host: host, port: port, animate: true)
+            let ports = port == 0 ? Array(repeating: 0, count: devices) : Array(port..<(port + devices))
+            simulator = try ModbusSimulator(host: host, ports: ports, animate: true)
         }
         if garbage { simulator.setBehaviour(.garbage) }
         try simulator.start()
-        let place = rtu.map { "Modbus RTU device on \($0) (unit \(unit))" } ?? "Modbus TCP device on \(host):\(port) (any unit id)"
+        if let portsFile {
+            let lines = simulator.listeningPorts.map { "\($0)\n" }.joined()
+            try lines.write(toFile: portsFile, atomically: true, encoding: .utf8)
+        }
+        let listening = simulator.listeningPorts
+        let place = rtu.map { "Modbus RTU device on \($0) (unit \(unit))" }
+            ?? (listening.count == 1 ? "Modbus TCP device on \(host):\(listening[0]) (any unit id)"
+                : "\(listening.count) Modbus TCP devices on \(host), ports \(listening.first!)…\(listening.last!) (any unit id)")
         FileHandle.standardError.write(Data("simulated \(place)\n".utf8))
         for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) { break }
         simulator.stop()
