@@ -7,6 +7,11 @@ import Yams
 
 /// Loads and validates `gateway.yaml`.
 public enum ConfigurationLoader {
+    /// The most buses (TCP endpoints and serial lines) one gateway polls: each has its own
+    /// thread and connection, and libmodbus waits with select(), which cannot take a file
+    /// descriptor above 1023 (the process would abort when a connection gets one).
+    public static let maximumBuses = 1000
+
     /// Reads and validates the file at `path`.
     ///
     /// - Throws: `ConfigurationError` listing every problem found (not just the
@@ -667,6 +672,7 @@ struct SchemaReader {
         checkUniqueNames(keys)
         checkDistinctUnits(keys)
         checkSerialLines(keys)
+        checkBusCount(keys, devices: value)
         let read = devices.compactMap { $0 }
         return read.count == devices.count ? read : nil
     }
@@ -682,6 +688,15 @@ struct SchemaReader {
                 first[name] = key
             }
         }
+    }
+
+    private func checkBusCount(_ keys: [DeviceKey], devices: YAMLValue) {
+        let buses = Set(keys.compactMap(\.bus)).count
+        guard buses > ConfigurationLoader.maximumBuses else { return }
+        devices.report(
+            "\(buses) buses (distinct tcp endpoints and serial ports): one gateway polls at most \(ConfigurationLoader.maximumBuses) "
+                + "(a thread and a connection each; libmodbus cannot wait on a file descriptor above 1023)",
+            hint: "split the devices over two gateways, each with its own gateway.id and outbox")
     }
 
     private func checkDistinctUnits(_ keys: [DeviceKey]) {

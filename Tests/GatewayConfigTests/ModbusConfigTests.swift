@@ -109,3 +109,17 @@ private func document(_ devices: String) -> String {
     #expect(byPath["devices[1].rtu"]?.message == "a device has either tcp: or rtu:, not both")
     #expect(byPath["devices[3].rtu"]?.message.contains("different line settings") == true)
 }
+
+@Test func moreBusesThanOneGatewayCanPollAreRefusedNamingTheSplit() throws {
+    func devices(_ count: Int) -> String {
+        (0..<count).map { index in
+            "  - { name: d\(index), tcp: { host: 127.0.0.1, port: \(10_000 + index) }, tags: [{ name: t, table: holding, address: 0, type: uint16 }] }"
+        }.joined(separator: "\n")
+    }
+    let found = rejectedProblems(document(devices(ConfigurationLoader.maximumBuses + 1)))
+    let problem = try #require(found.first { $0.path == "devices" })
+    #expect(problem.message.contains("\(ConfigurationLoader.maximumBuses + 1) buses"))
+    #expect(problem.hint.contains("split the devices over two gateways"))
+    // As many as one gateway polls load (one endpoint each).
+    #expect(throws: Never.self) { try ConfigurationLoader.parse(yaml: document(devices(ConfigurationLoader.maximumBuses))) }
+}

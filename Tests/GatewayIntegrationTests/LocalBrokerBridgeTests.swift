@@ -37,7 +37,19 @@ func localBridgeConfiguration(localPort: Int, centralHost: String, centralPort: 
     @Test func aThirtySecondBridgeCutAtFiftyMessagesASecondLosesNothing() async throws {
         let directory = try TemporaryDirectory("bridge")
         defer { directory.remove() }
-        let central = try MosquittoBroker(persistent: true)
+        // The centre keeps the subscriber's session across its restart and queues for it
+        // without a limit: the bridge floods the cut's backlog in, possibly before the
+        // subscriber is back (mosquitto's default of 1000 queued would drop the rest).
+        let centralPort = freeLoopbackPort()
+        let centralStore = directory.file("central")
+        try FileManager.default.createDirectory(atPath: centralStore, withIntermediateDirectories: true)
+        let central = try MosquittoBroker(port: centralPort, configuration: """
+            listener \(centralPort) 127.0.0.1
+            allow_anonymous true
+            persistence true
+            persistence_location \(centralStore)/
+            max_queued_messages 0
+            """)
         try await central.start()
         let subscriber = RecordingSubscriber(port: central.port, filter: "edge/#", persistentSession: true)
         try await subscriber.waitConnected()
