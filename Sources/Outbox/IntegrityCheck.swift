@@ -28,8 +28,9 @@ public enum OutboxIntegrity: Sendable, Equatable {
 /// force a truncating checkpoint then (see ``Outbox/append(_:)``).
 final class BackgroundIntegrityCheck: Sendable {
     private let result = Mutex<OutboxIntegrity>(.checking)
-    /// The check's connection while it runs, so ``cancel()`` can interrupt it.
-    private let connection = Mutex<DatabaseQueue?>(nil)
+    /// The check's connection while it runs, so ``cancel()`` can interrupt it, and whether
+    /// it was cancelled (also before the connection existed: the check then never starts).
+    private let connection = Mutex<(queue: DatabaseQueue?, cancelled: Bool)>((nil, false))
 
     var integrity: OutboxIntegrity { result.withLock { $0 } }
 
@@ -55,11 +56,15 @@ final class BackgroundIntegrityCheck: Sendable {
         }
         do {
             let queue = try DatabaseQueue(path: path, configuration: configuration)
-            connection.withLock { $0 = queue }
+            let cancelled = connection.withLock { state in
+                if !state.cancelled { state.queue = queue }
+                return state.cancelled
+            }
             defer {
-                connection.withLock { $0 = nil }
+                connection.withLock { $0.queue = nil }
                 try? queue.close()
             }
+            if cancelled { return .unchecked(reason: "cancelled before it started") }
             let findings = try queue.read { db in try String.fetchAll(db, sql: "PRAGMA quick_check") }
             return findings == ["ok"] ? .ok : .corrupt(findings: findings)
         } catch let error as DatabaseError
@@ -73,7 +78,10 @@ final class BackgroundIntegrityCheck: Sendable {
 
     /// Stops a running check (the outbox is closing).
     func cancel() {
-        connection.withLock { $0?.interrupt() }
+        connection.withLock { state in
+            state.cancelled = true
+            state.queue?.interrupt()
+        }
     }
 }
 

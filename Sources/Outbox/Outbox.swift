@@ -193,8 +193,9 @@ public final class Outbox: Sendable {
             logger.error("""
                 outbox file \(path) is corrupt (found by the integrity check after start); the gateway keeps \
                 forwarding what is readable and buffering new messages. Fix: restart the gateway once the backlog \
-                has drained: it moves the file aside to \(path).corrupt-<UTC timestamp> and starts a fresh outbox \
-                (\(recorded))
+                has drained, or as soon as it stops draining (reads of the damaged rows fail): it moves the file \
+                aside to \(path).corrupt-<UTC timestamp>, keeping what was not sent in it, and starts a fresh \
+                outbox (\(recorded))
                 """, metadata: ["findings": "\(findings.prefix(5).joined(separator: "; "))"])
         case let .unchecked(reason):
             logger.warning("outbox integrity check could not finish; the file is checked again at the next start", metadata: [
@@ -223,19 +224,22 @@ public final class Outbox: Sendable {
         var rowsToFree = max(drafts.count, 64)
         var truncatedWAL = false
         liftDiskFullCeilingIfRoom()
-        if state.withLock({ $0.fullSyncPending }) {
-            do {
-                try await database.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-                state.withLock { $0.fullSyncPending = false }
-            } catch {
-                throw Self.operationError(error, path: settings.path, doing: "setting synchronous = FULL")
-            }
-        }
         while true {
             let loss = takeUnrecordedLoss()
             do {
-                let (committed, ledger) = try await database.write { db in
-                    try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
+                let (committed, ledger) = try await database.writeWithoutTransaction { db in
+                    // Checked on the writer, after any delete queued before this append: a
+                    // delete that could not set synchronous back to FULL leaves it pending.
+                    if self.state.withLock({ $0.fullSyncPending }) {
+                        try db.execute(sql: "PRAGMA synchronous = FULL")
+                        self.state.withLock { $0.fullSyncPending = false }
+                    }
+                    var result: ([OutboxMessage], DropLedger)?
+                    try db.inTransaction {
+                        result = try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
+                        return .commit
+                    }
+                    return result!
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
@@ -252,6 +256,10 @@ public final class Outbox: Sendable {
                 }
                 if !truncatedWAL {
                     truncatedWAL = true
+                    // The background check's snapshot would keep the truncating checkpoint
+                    // waiting (and the WAL growing): the disk comes first; the file is
+                    // checked again at the next start.
+                    if integrity == .checking { backgroundCheck?.cancel() }
                     await setDiskFullCeiling(margin: Self.estimatedBytes(drafts))
                     await truncateWAL(releasingReserveIfNeeded: true)
                     continue
