@@ -30,6 +30,7 @@ let package = Package(
                        providers: [.apt(["libssl-dev"])]),
         // glibc's <sys/timex.h>: the kernel's NTP state, read-only.
         .systemLibrary(name: "CTimex"),
+        .systemLibrary(name: "CMalloc"),
 
         // The one clock interface: wall time, boottime, kernel boot id, sync status;
         // the kernel's (read-only) or, in tests, a clock file.
@@ -95,7 +96,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "edge-monitor", dependencies: [
-            "Monitor", "MonitorHTTP",
+            "Monitor", "MonitorHTTP", "CMalloc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
