@@ -27,13 +27,10 @@ func benchService(directory: TemporaryDirectory) async throws {
     var ready: [Double] = []
     var bare: [Double] = []
     for run in 0..<5 {
-        let notify = try NotifySocket(abstract: true, directory: directory)
-        let start = ContinuousClock.now
-        let gateway = try ChildProcess(binary, ["run", "--config", config], log: directory.file("service-\(run).log"),
-                                       environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"])
-        try await waitUntil("READY=1", timeout: .seconds(30)) { notify.datagrams.contains { $0.has("READY=1") } }
-        let arrived = notify.datagrams.first { $0.has("READY=1") }!.arrived
-        ready.append(seconds(arrived - start) * 1000)
+        let (gateway, milliseconds) = try await spawnUntilReady(binary, config: config, log: directory.file("service-\(run).log"),
+                                                                watchdogMicroseconds: 2_000_000, directory: directory,
+                                                                timeout: .seconds(30))
+        ready.append(milliseconds)
         gateway.signal(SIGTERM)
         _ = try await gateway.waitForExit()
 

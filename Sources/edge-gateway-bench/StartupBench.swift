@@ -43,13 +43,10 @@ func benchStartup(directory: TemporaryDirectory) async throws {
     """.write(toFile: config, atomically: true, encoding: .utf8)
     var ready: [Double] = []
     for run in 0..<3 {
-        let notify = try NotifySocket(abstract: true, directory: directory)
-        let start = ContinuousClock.now
-        let gateway = try ChildProcess(binary, ["run", "--config", config], log: directory.file("startup-\(run).log"),
-                                       environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "5000000"])
-        try await waitUntil("READY=1", timeout: .seconds(120)) { notify.datagrams.contains { $0.has("READY=1") } }
-        let arrived = notify.datagrams.first { $0.has("READY=1") }!.arrived
-        ready.append(seconds(arrived - start) * 1000)
+        let (gateway, milliseconds) = try await spawnUntilReady(binary, config: config, log: directory.file("startup-\(run).log"),
+                                                                watchdogMicroseconds: 5_000_000, directory: directory,
+                                                                timeout: .seconds(120))
+        ready.append(milliseconds)
         gateway.signal(SIGTERM)
         _ = try await gateway.waitForExit(timeout: .seconds(30))
     }
