@@ -234,12 +234,9 @@ public final class Outbox: Sendable {
                         try db.execute(sql: "PRAGMA synchronous = FULL")
                         self.state.withLock { $0.fullSyncPending = false }
                     }
-                    var result: ([OutboxMessage], DropLedger)?
-                    try db.inTransaction {
-                        result = try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
-                        return .commit
+                    return try db.inCachedTransaction {
+                        try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
                     }
-                    return result!
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
@@ -589,7 +586,10 @@ public final class Outbox: Sendable {
     public func lease(after id: Int64, max: Int) async throws -> [OutboxMessage] {
         guard max > 0 else { return [] }
         do {
-            return try await database.read { db in
+            // One SELECT reads one snapshot of the file by itself, and every write runs on
+            // this same serial queue: no read-only transaction is needed around it (GRDB's
+            // `read` adds `PRAGMA query_only` and BEGIN/COMMIT to every lease).
+            return try await database.unsafeRead { db in
                 let statement = try db.cachedStatement(sql: """
                     SELECT id, boot, seq, topic, qos, created_at, payload,
                            boottime_ns, kernel_boot_id, clock_synchronised FROM message
@@ -623,7 +623,8 @@ public final class Outbox: Sendable {
     /// everything committed later has a greater id.
     public func newestID() async throws -> Int64 {
         do {
-            return try await database.read { db in
+            // One statement on the writer's queue: consistent without a transaction (see `lease`).
+            return try await database.unsafeRead { db in
                 try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'message'") ?? 0
             }
         } catch {
@@ -646,11 +647,11 @@ public final class Outbox: Sendable {
         do {
             try await database.writeWithoutTransaction { db in
                 guard relaxed else {
-                    try db.inTransaction { try Self.deleteAcknowledged(db, ranges: ranges); return .commit }
+                    try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
                     return
                 }
                 try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
-                let deleted = Result { try db.inTransaction { try Self.deleteAcknowledged(db, ranges: ranges); return .commit } }
+                let deleted = Result { try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) } }
                 do {
                     try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
                 } catch {
