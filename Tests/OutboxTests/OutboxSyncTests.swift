@@ -27,7 +27,9 @@ private final class SyncTrace {
         self.file = file
         log = directory.file("strace.log")
         errors = directory.file("strace.err")
-        FileManager.default.createFile(atPath: errors, contents: nil)
+        guard FileManager.default.createFile(atPath: errors, contents: nil) else {
+            throw Unavailable(description: "cannot create \(errors) for strace's messages")
+        }
         process.executableURL = URL(fileURLWithPath: strace)
         // -f: every thread (GRDB's writer is a dispatch worker); -y: file paths for descriptors.
         process.arguments = ["-f", "-ff", "-y", "-e", "trace=fdatasync,fsync", "-o", log, "-p", "\(getpid())"]
