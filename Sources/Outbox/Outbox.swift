@@ -770,10 +770,11 @@ public final class Outbox: Sendable {
     /// Gaps recorded but not yet reported upstream, oldest first.
     public func pendingGaps() async throws -> [OutboxGap] {
         do {
-            return try await database.read { db in
-                try Row.fetchAll(db, sql: """
+            // One statement on the writer's queue: consistent without a transaction (see `lease`).
+            return try await database.unsafeRead { db in
+                try Row.fetchAll(db.cachedStatement(sql: """
                     SELECT id, boot, first_seq, last_seq, count, reason FROM gap ORDER BY id
-                    """).map { row in
+                    """)).map { row in
                     OutboxGap(id: row[0], boot: row[1], firstSeq: row[2], lastSeq: row[3], count: row[4],
                               reason: DropReason(rawValue: row[5]))
                 }
@@ -814,7 +815,9 @@ public final class Outbox: Sendable {
         let now = now().outboxMilliseconds
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         do {
-            var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
+            // Two statements, on the queue every write of the file runs on (and the lock keeps
+            // other processes from writing): no write can fall between them.
+            var statistics = try await database.unsafeRead { db in try OutboxStore.statistics(db, now: now) }
             statistics.integrity = integrity
             // Losses the full disk did not let us write down yet still count.
             statistics.dropped += unrecorded
