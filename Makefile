@@ -9,7 +9,8 @@ APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \
                 debootstrap systemd-container \
                 rabbitmq-server activemq libmqtt-client-java \
-                protobuf-compiler python3-protobuf python3-paho-mqtt python3-venv
+                protobuf-compiler python3-protobuf python3-paho-mqtt python3-venv \
+                strace
 
 .PHONY: help deps build release package demo test bench clean
 

@@ -61,6 +61,9 @@ public final class Outbox: Sendable {
         /// `synchronous = FULL` could not be set back after a delete (see `acknowledge`):
         /// the next append sets it before committing.
         var fullSyncPending = false
+        /// The rows the last append committed, while no other write has begun since: then
+        /// every row with an id from the first of them on is in here (see `lease`).
+        var lastCommitted: [OutboxMessage] = []
     }
 
     /// Opens (creating if needed) the outbox at `settings.path`.
@@ -230,16 +233,19 @@ public final class Outbox: Sendable {
                 let (committed, ledger) = try await database.writeWithoutTransaction { db in
                     // Checked on the writer, after any delete queued before this append: a
                     // delete that could not set synchronous back to FULL leaves it pending.
-                    if self.state.withLock({ $0.fullSyncPending }) {
+                    let fullSyncPending = self.state.withLock { state in
+                        state.lastCommitted = []
+                        return state.fullSyncPending
+                    }
+                    if fullSyncPending {
                         try db.execute(sql: "PRAGMA synchronous = FULL")
                         self.state.withLock { $0.fullSyncPending = false }
                     }
-                    var result: ([OutboxMessage], DropLedger)?
-                    try db.inTransaction {
-                        result = try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
-                        return .commit
+                    let result = try db.inCachedTransaction {
+                        try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
                     }
-                    return result!
+                    self.state.withLock { $0.lastCommitted = result.0 }
+                    return result
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
@@ -468,6 +474,7 @@ public final class Outbox: Sendable {
         let loss = takeUnrecordedLoss()
         do {
             let ledger = try await database.write { db in
+                self.forgetLastCommitted()
                 var meta = try Meta.fetch(db)
                 var ledger = DropLedger()
                 Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
@@ -588,8 +595,14 @@ public final class Outbox: Sendable {
     /// Up to `max` oldest messages with id greater than `id`, in id order. Deletes nothing.
     public func lease(after id: Int64, max: Int) async throws -> [OutboxMessage] {
         guard max > 0 else { return [] }
+        // The rows just committed, as the forwarder asks for them after every append:
+        // answered from memory, without a trip to the writer's queue and a SELECT.
+        if let recent = recentlyCommitted(after: id, max: max) { return recent }
         do {
-            return try await database.read { db in
+            // One SELECT reads one snapshot of the file by itself, and every write runs on
+            // this same serial queue: no read-only transaction is needed around it (GRDB's
+            // `read` adds `PRAGMA query_only` and BEGIN/COMMIT to every lease).
+            return try await database.unsafeRead { db in
                 let statement = try db.cachedStatement(sql: """
                     SELECT id, boot, seq, topic, qos, created_at, payload,
                            boottime_ns, kernel_boot_id, clock_synchronised FROM message
@@ -619,11 +632,29 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// The rows `lease(after: id, max: max)` would read, when the last append's rows hold
+    /// them all: `id` is at most one below the first of them, and no write has begun since
+    /// that append committed (every write that may delete rows empties the list on the
+    /// writer before it starts, so the answer is the file as it was before that write).
+    /// Ids only grow, so no row above the last append's can exist.
+    private func recentlyCommitted(after id: Int64, max: Int) -> [OutboxMessage]? {
+        state.withLock { state in
+            guard let first = state.lastCommitted.first, id >= first.id - 1 else { return nil }
+            return Array(state.lastCommitted.lazy.filter { $0.id > id }.prefix(max))
+        }
+    }
+
+    /// Forgets the last append's rows: called on the writer before a write that may delete rows.
+    private func forgetLastCommitted() {
+        state.withLock { $0.lastCommitted = [] }
+    }
+
     /// The highest id ever committed (0 for a new file). Ids are never reused, so
     /// everything committed later has a greater id.
     public func newestID() async throws -> Int64 {
         do {
-            return try await database.read { db in
+            // One statement on the writer's queue: consistent without a transaction (see `lease`).
+            return try await database.unsafeRead { db in
                 try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'message'") ?? 0
             }
         } catch {
@@ -645,12 +676,13 @@ public final class Outbox: Sendable {
         let relaxed = settings.synchronous == .full
         do {
             try await database.writeWithoutTransaction { db in
+                self.forgetLastCommitted()
                 guard relaxed else {
-                    try db.inTransaction { try Self.deleteAcknowledged(db, ranges: ranges); return .commit }
+                    try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
                     return
                 }
                 try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
-                let deleted = Result { try db.inTransaction { try Self.deleteAcknowledged(db, ranges: ranges); return .commit } }
+                let deleted = Result { try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) } }
                 do {
                     try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
                 } catch {
@@ -700,6 +732,7 @@ public final class Outbox: Sendable {
         guard !ids.isEmpty else { return }
         do {
             let ledger = try await database.write { db in
+                self.forgetLastCommitted()
                 var meta = try Meta.fetch(db)
                 var ledger = DropLedger()
                 try OutboxStore.delete(db, ids: ids.sorted(), meta: &meta, ledger: &ledger, reason: .unpublishable)
@@ -737,10 +770,11 @@ public final class Outbox: Sendable {
     /// Gaps recorded but not yet reported upstream, oldest first.
     public func pendingGaps() async throws -> [OutboxGap] {
         do {
-            return try await database.read { db in
-                try Row.fetchAll(db, sql: """
+            // One statement on the writer's queue: consistent without a transaction (see `lease`).
+            return try await database.unsafeRead { db in
+                try Row.fetchAll(db.cachedStatement(sql: """
                     SELECT id, boot, first_seq, last_seq, count, reason FROM gap ORDER BY id
-                    """).map { row in
+                    """)).map { row in
                     OutboxGap(id: row[0], boot: row[1], firstSeq: row[2], lastSeq: row[3], count: row[4],
                               reason: DropReason(rawValue: row[5]))
                 }
@@ -781,7 +815,9 @@ public final class Outbox: Sendable {
         let now = now().outboxMilliseconds
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         do {
-            var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
+            // Two statements, on the queue every write of the file runs on (and the lock keeps
+            // other processes from writing): no write can fall between them.
+            var statistics = try await database.unsafeRead { db in try OutboxStore.statistics(db, now: now) }
             statistics.integrity = integrity
             // Losses the full disk did not let us write down yet still count.
             statistics.dropped += unrecorded

@@ -114,13 +114,18 @@ struct Meta: Sendable {
                    acknowledged_total, dropped_this_boot, committed_this_boot, acknowledged_this_boot
             FROM meta WHERE id = 1
             """)
-        guard let row = try Row.fetchOne(statement) else {
-            throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "outbox meta row is missing")
+        // Read from the cursor's live row (no copy of the row in every transaction); the
+        // cursor resets the statement when it goes, so it stays until the columns are read.
+        let rows = try Row.fetchCursor(statement)
+        return try withExtendedLifetime(rows) {
+            guard let row = try rows.next() else {
+                throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "outbox meta row is missing")
+            }
+            return Meta(
+                boot: row[0], nextSeq: row[1], bufferedMessages: row[2], bufferedBytes: row[3],
+                droppedTotal: row[4], committedTotal: row[5], acknowledgedTotal: row[6],
+                droppedThisBoot: row[7], committedThisBoot: row[8], acknowledgedThisBoot: row[9])
         }
-        return Meta(
-            boot: row[0], nextSeq: row[1], bufferedMessages: row[2], bufferedBytes: row[3],
-            droppedTotal: row[4], committedTotal: row[5], acknowledgedTotal: row[6],
-            droppedThisBoot: row[7], committedThisBoot: row[8], acknowledgedThisBoot: row[9])
     }
 
     func save(_ db: Database) throws {

@@ -56,7 +56,8 @@ struct ReserveFile: Sendable {
         if !allocated { unlink(path) }
     }
 
-    var exists: Bool { FileManager.default.fileExists(atPath: path) }
+    /// Asked before every append: one `access(2)`, not FileManager's path handling.
+    var exists: Bool { access(path, F_OK) == 0 }
 
     /// Gives the reserved space back to the filesystem; true if there was a reserve.
     @discardableResult
