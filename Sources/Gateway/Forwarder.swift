@@ -27,8 +27,10 @@ enum ForwarderEvent: Sendable {
     case deviceStatus(device: String, error: String?)
     /// A Sparkplug DCMD wrote these tags of `device`; the values read back after (a DDATA).
     case readBack(device: String, values: [(tag: String, value: Result<TagValue, TagError>)])
-    /// Housekeeping, every `ForwarderService.tickInterval`: acks, gaps, stats,
-    /// rate limiting, read retries, shutdown deadline.
+    /// The outbox wrote gap records (`Outbox.whenGapsRecorded`).
+    case gapsRecorded
+    /// Housekeeping when the loop asked for it (`ForwardingLoop.nextWake`): stats, gap
+    /// checks, retries (rate limit, publish, outbox writes), read backoff, deadlines.
     case tick
     case shutdown
 }
@@ -64,7 +66,6 @@ final class ForwarderCounterState: Sendable {
 /// status), republishes device statuses after every connect, forwards outbox rows
 /// and deletes them once acknowledged, reports gaps, publishes stats.
 public final class ForwarderService: Service, Sendable {
-    static let tickInterval = Duration.milliseconds(250)
     /// When cancelled (the graceful period ran out): how long the offline status's
     /// PUBACK is awaited before DISCONNECT, and how long the network thread then gets.
     static let cancellationBound = Duration.milliseconds(250)
@@ -89,7 +90,7 @@ public final class ForwarderService: Service, Sendable {
     private let pubacks = PubackQueue()
     /// Devices whose retained meta topic is published after every connect.
     private let announcedDevices = Mutex<[DeviceConfiguration]>([])
-    /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
+    /// Busy while the forwarding loop handles an event, idle between events (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
     /// The uplink's events for the command service (CommandService.swift), when commands are on.
     public let commandEvents = CommandEventRelay()
@@ -178,23 +179,27 @@ public final class ForwarderService: Service, Sendable {
                            reconnect: { [uplink] in uplink.reconnect() },
                            awaitingDelete: { [acknowledged] in acknowledged.outstanding }),
             logger: loopLogger, timeSource: timeSource)
-        heartbeat.beat()  // turning: the outbox answered
+        heartbeat.idle()  // alive: the outbox answered; waiting for events
+        let sink = eventSink
+        // The one timer: armed for what the loop says is due next, never periodic.
+        let alarm = ForwarderAlarm { sink.yield(.tick) }
+        defer { alarm.cancel() }
+        outbox.whenGapsRecorded { sink.yield(.gapsRecorded) }
         uplink.start()
+        alarm.arm(at: loop.nextWake(now: .now))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                let sink = eventSink
-                group.addTask {
-                    while (try? await Task.sleep(for: Self.tickInterval)) != nil {
-                        sink.yield(.tick)
-                    }
-                }
                 // Rows are read ahead and acknowledged rows deleted beside the
                 // forwarding, so neither a read nor an fsync stalls the window.
                 group.addTask { await self.readAhead() }
                 async let acksWritten: Void = deleteAcknowledged()
                 for await event in events {
-                    if case .tick = event { heartbeat.beat() }
+                    // Busy from now: a handler stuck on an `await` past the watchdog's
+                    // threshold is a hang; between events the loop is idle, not silent.
+                    heartbeat.enterRequest(deadline: .now)
                     if await loop.handle(event) == .stop { break }
+                    heartbeat.idle()
+                    alarm.arm(at: loop.nextWake(now: .now))
                 }
                 if Task.isCancelled { await lastWord(loop) }
                 ackSink.finish()

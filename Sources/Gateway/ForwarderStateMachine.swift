@@ -230,6 +230,12 @@ struct ForwarderStateMachine {
         newestCommitted = max(newestCommitted, id)
     }
 
+    /// Rows are leased ahead, waiting for a window slot (connected only).
+    var hasLeasedRows: Bool {
+        guard case let .connected(session) = state else { return false }
+        return !session.live.isEmpty || !session.backlog.isEmpty
+    }
+
     /// How many more messages the window takes now.
     var room: Int {
         guard case let .connected(session) = state else { return 0 }

@@ -329,6 +329,27 @@ final class ForwarderHarness {
         return woke ? try await send(.pubacks) : .go
     }
 
+    /// The outbox writes a gap record and says so (`Outbox.whenGapsRecorded`).
+    func recordGap(_ gap: OutboxGap) async throws {
+        outbox.record(gap)
+        try await send(.gapsRecorded)
+    }
+
+    /// How long from now until the loop wants its next tick (`ForwardingLoop.nextWake`).
+    var wakeIn: Duration? { loop.nextWake(now: clock.now).map { $0 - clock.now } }
+
+    /// Time passes until the instant the loop asked to be woken at, and the tick comes,
+    /// as `ForwarderService`'s alarm does it. Returns how long that was; nil (and no tick)
+    /// when the loop asked for no wake-up.
+    @discardableResult
+    func tickWhenDue() async throws -> Duration? {
+        guard let wake = loop.nextWake(now: clock.now) else { return nil }
+        let waited = max(.zero, wake - clock.now)
+        clock.now += waited
+        try await send(.tick)
+        return waited
+    }
+
     /// Time passes by `step` and the tick comes.
     @discardableResult
     func tick(_ step: Duration = .milliseconds(250)) async throws -> ForwardingLoop.Next {
