@@ -20,8 +20,9 @@ enum ForwarderEvent: Sendable {
     case pubacks
     /// The reader's answer to a `LeaseRequest`.
     case leased(LeaseResult)
-    /// Rows up to this outbox id are committed.
-    case outboxCommitted(newestID: Int64)
+    /// Rows up to this outbox id are committed; `rows` are the ones this commit wrote
+    /// (taken without a read when the live side is caught up).
+    case outboxCommitted(newestID: Int64, rows: [OutboxMessage] = [])
     /// The delete task finished a transaction: acknowledged rows are gone.
     case deleted
     case deviceStatus(device: String, error: String?)
@@ -145,8 +146,12 @@ public final class ForwarderService: Service, Sendable {
         announcedDevices.withLock { $0 = devices }
     }
 
-    /// Rows up to `newestID` are committed: lease them if the window allows.
-    public func outboxCommitted(newestID: Int64) { eventSink.yield(.outboxCommitted(newestID: newestID)) }
+    /// `rows` (in id order) were just committed: publish them if the window allows,
+    /// without reading them back when nothing older waits to be read.
+    public func outboxCommitted(_ rows: [OutboxMessage]) {
+        guard let newest = rows.last?.id else { return }
+        eventSink.yield(.outboxCommitted(newestID: newest, rows: rows))
+    }
 
     /// A device's status changed: `error` nil means online.
     public func deviceStatusChanged(device: String, error: String?) {

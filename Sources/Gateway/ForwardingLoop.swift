@@ -198,8 +198,8 @@ final class ForwardingLoop {
         case .deleted:
             await fill()
 
-        case let .outboxCommitted(newestID):
-            machine.committed(newestID: newestID)
+        case let .outboxCommitted(newestID, rows):
+            machine.committed(newestID: newestID, rows: rows, aheadAtMost: settings.leaseAhead)
             if let known = sparkplug?.newestCommitted, known < newestID { sparkplug?.newestCommitted = newestID }
             await fill()
 

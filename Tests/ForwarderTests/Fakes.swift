@@ -133,6 +133,9 @@ final class FakeOutbox: OutboxReading {
         }
     }
 
+    /// The rows after `id`, as a commit hands them on (not counted as a read).
+    func rows(after id: Int64) -> [OutboxMessage] { state.withLock { $0.rows.filter { $0.id > id } } }
+
     func failLeases(_ fail: Bool) { state.withLock { $0.leasesFail = fail } }
     var leaseCalls: Int { state.withLock { $0.leaseCalls } }
     var remainingIDs: [Int64] { state.withLock { $0.rows.map(\.id) } }
@@ -317,6 +320,12 @@ final class ForwarderHarness {
     func commit(_ count: Int, topic: String = dataTopic) async throws {
         let newest = outbox.commit(count, topic: topic)
         try await send(.outboxCommitted(newestID: newest))
+    }
+
+    /// Commits `count` messages and hands them on with the commit event, as the ingest does.
+    func commitHandingRows(_ count: Int, topic: String = dataTopic) async throws {
+        let newest = outbox.commit(count, topic: topic)
+        try await send(.outboxCommitted(newestID: newest, rows: outbox.rows(after: newest - Int64(count))))
     }
 
     /// The broker acknowledges (up to `limit` of) what is in flight.

@@ -116,3 +116,42 @@ import Testing
         #expect(forwarder.loop.machine.isStopped)
     }
 }
+
+/// The live path without a read: rows handed on with their commit event are published
+/// as they are when nothing older waits to be read; otherwise they are read in order.
+@Suite struct CommittedRowsTests {
+    @Test func rowsHandedWithTheirCommitGoWithoutARead() async throws {
+        let forwarder = ForwarderHarness()
+        try await forwarder.connect(session: 1)
+        let reads = forwarder.outbox.leaseCalls
+        for _ in 0..<5 {
+            try await forwarder.commitHandingRows(2)
+            try await forwarder.acknowledge()
+        }
+        #expect(forwarder.publishedIDs == Array(1...10))
+        #expect(forwarder.outbox.leaseCalls == reads, "no read on the live path")
+        #expect(forwarder.outbox.remainingIDs.isEmpty, "deleted once acknowledged")
+    }
+
+    /// A backlog to read first (and a read that is out) keeps handed rows from
+    /// overtaking it or going twice: they are read after it, in id order, once.
+    @Test func handedRowsWaitForOlderOnesAndGoOnce() async throws {
+        for order in [ReplaySettings.Order.oldestFirst, .liveFirst] {
+            let forwarder = ForwarderHarness(replay: ReplaySettings(order: order), maxInflight: 10)
+            try await forwarder.commitHandingRows(30)  // disconnected: kept, read later
+            try await forwarder.connect(session: 1)
+            try await forwarder.commitHandingRows(5)
+            try await forwarder.commitHandingRows(5)
+            for round in 0..<10 {
+                try await forwarder.acknowledge()
+                if round % 3 == 0 { try await forwarder.commitHandingRows(1) }  // 4 more, in between
+            }
+            for _ in 0..<10 { try await forwarder.acknowledge() }
+            let published = forwarder.publishedIDs
+            #expect(published.count == Set(published).count, "\(order): nothing twice: \(published)")
+            #expect(Set(published) == Set(1...44), "\(order): all of them: \(published)")
+            if order == .oldestFirst { #expect(published == Array(1...44), "in commit order") }
+            #expect(forwarder.outbox.remainingIDs.isEmpty, "\(order): all acknowledged and deleted")
+        }
+    }
+}
