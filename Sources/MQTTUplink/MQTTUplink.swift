@@ -198,7 +198,17 @@ public final class MQTTUplink: Sendable {
     /// Starts connecting in the background. Events arrive through `onEvent`.
     public func start() {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let thread = Thread { self.networkLoop() }
+        // Linux keeps 15 bytes of a thread name and refuses a longer one; Foundation's
+        // `Thread.name` does not reach the kernel here (`/proc/.../comm`, perf, top -H).
+        let kernelName = String(String.UnicodeScalarView("mqtt-\(settings.clientID)".unicodeScalars.prefix(15)))
+        let thread = Thread {
+            let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                _ = Array(kernelName.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                close(fd)
+            }
+            self.networkLoop()
+        }
         thread.name = "mqtt-\(settings.clientID)"
         thread.start()
     }
