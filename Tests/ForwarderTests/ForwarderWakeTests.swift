@@ -133,8 +133,21 @@ import Testing
         #expect(forwarder.outbox.remainingIDs.isEmpty, "deleted once acknowledged")
     }
 
-    /// A backlog to read first (and a read that is out) keeps handed rows from
-    /// overtaking it or going twice: they are read after it, in id order, once.
+    /// More committed than one read takes (`leaseAhead`, 512): rows handed on meanwhile
+    /// must not be taken, or the unread rows between would be skipped for good.
+    @Test func handedRowsNeverSkipRowsNotReadYet() async throws {
+        let forwarder = ForwarderHarness(maxInflight: 10)
+        try await forwarder.commitHandingRows(600)  // disconnected: read after the connect
+        try await forwarder.connect(session: 1)     // reads 1...512
+        try await forwarder.commitHandingRows(5)    // 601...605 while 513...600 are unread
+        for _ in 0..<70 { try await forwarder.acknowledge() }
+        let published = forwarder.publishedIDs
+        #expect(published == Array(1...605), "in order, none skipped, none twice: \(published.count) published")
+        #expect(forwarder.outbox.remainingIDs.isEmpty)
+    }
+
+    /// A backlog to read first keeps handed rows from overtaking it or going twice:
+    /// they are read after it, in id order, once.
     @Test func handedRowsWaitForOlderOnesAndGoOnce() async throws {
         for order in [ReplaySettings.Order.oldestFirst, .liveFirst] {
             let forwarder = ForwarderHarness(replay: ReplaySettings(order: order), maxInflight: 10)
