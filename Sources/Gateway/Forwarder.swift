@@ -20,15 +20,18 @@ enum ForwarderEvent: Sendable {
     case pubacks
     /// The reader's answer to a `LeaseRequest`.
     case leased(LeaseResult)
-    /// Rows up to this outbox id are committed.
-    case outboxCommitted(newestID: Int64)
+    /// Rows up to this outbox id are committed; `rows` are the ones this commit wrote
+    /// (taken without a read when the live side is caught up).
+    case outboxCommitted(newestID: Int64, rows: [OutboxMessage] = [])
     /// The delete task finished a transaction: acknowledged rows are gone.
     case deleted
     case deviceStatus(device: String, error: String?)
     /// A Sparkplug DCMD wrote these tags of `device`; the values read back after (a DDATA).
     case readBack(device: String, values: [(tag: String, value: Result<TagValue, TagError>)])
-    /// Housekeeping, every `ForwarderService.tickInterval`: acks, gaps, stats,
-    /// rate limiting, read retries, shutdown deadline.
+    /// The outbox wrote gap records (`Outbox.whenGapsRecorded`).
+    case gapsRecorded
+    /// Housekeeping when the loop asked for it (`ForwardingLoop.nextWake`): stats, gap
+    /// checks, retries (rate limit, publish, outbox writes), read backoff, deadlines.
     case tick
     case shutdown
 }
@@ -64,7 +67,6 @@ final class ForwarderCounterState: Sendable {
 /// status), republishes device statuses after every connect, forwards outbox rows
 /// and deletes them once acknowledged, reports gaps, publishes stats.
 public final class ForwarderService: Service, Sendable {
-    static let tickInterval = Duration.milliseconds(250)
     /// When cancelled (the graceful period ran out): how long the offline status's
     /// PUBACK is awaited before DISCONNECT, and how long the network thread then gets.
     static let cancellationBound = Duration.milliseconds(250)
@@ -89,7 +91,7 @@ public final class ForwarderService: Service, Sendable {
     private let pubacks = PubackQueue()
     /// Devices whose retained meta topic is published after every connect.
     private let announcedDevices = Mutex<[DeviceConfiguration]>([])
-    /// Beaten each time the forwarding loop handles a tick (see `WatchdogService`).
+    /// Busy while the forwarding loop handles an event, idle between events (see `WatchdogService`).
     public let heartbeat = Heartbeat(name: "forwarder")
     /// The uplink's events for the command service (CommandService.swift), when commands are on.
     public let commandEvents = CommandEventRelay()
@@ -144,8 +146,12 @@ public final class ForwarderService: Service, Sendable {
         announcedDevices.withLock { $0 = devices }
     }
 
-    /// Rows up to `newestID` are committed: lease them if the window allows.
-    public func outboxCommitted(newestID: Int64) { eventSink.yield(.outboxCommitted(newestID: newestID)) }
+    /// `rows` (in id order) were just committed: publish them if the window allows,
+    /// without reading them back when nothing older waits to be read.
+    public func outboxCommitted(_ rows: [OutboxMessage]) {
+        guard let newest = rows.last?.id else { return }
+        eventSink.yield(.outboxCommitted(newestID: newest, rows: rows))
+    }
 
     /// A device's status changed: `error` nil means online.
     public func deviceStatusChanged(device: String, error: String?) {
@@ -178,23 +184,27 @@ public final class ForwarderService: Service, Sendable {
                            reconnect: { [uplink] in uplink.reconnect() },
                            awaitingDelete: { [acknowledged] in acknowledged.outstanding }),
             logger: loopLogger, timeSource: timeSource)
-        heartbeat.beat()  // turning: the outbox answered
+        heartbeat.idle()  // alive: the outbox answered; waiting for events
+        let sink = eventSink
+        // The one timer: armed for what the loop says is due next, never periodic.
+        let alarm = ForwarderAlarm { sink.yield(.tick) }
+        defer { alarm.cancel() }
+        outbox.whenGapsRecorded { sink.yield(.gapsRecorded) }
         uplink.start()
+        alarm.arm(at: loop.nextWake(now: .now))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                let sink = eventSink
-                group.addTask {
-                    while (try? await Task.sleep(for: Self.tickInterval)) != nil {
-                        sink.yield(.tick)
-                    }
-                }
                 // Rows are read ahead and acknowledged rows deleted beside the
                 // forwarding, so neither a read nor an fsync stalls the window.
                 group.addTask { await self.readAhead() }
                 async let acksWritten: Void = deleteAcknowledged()
                 for await event in events {
-                    if case .tick = event { heartbeat.beat() }
+                    // Busy from now: a handler stuck on an `await` past the watchdog's
+                    // threshold is a hang; between events the loop is idle, not silent.
+                    heartbeat.enterRequest(deadline: .now)
                     if await loop.handle(event) == .stop { break }
+                    heartbeat.idle()
+                    alarm.arm(at: loop.nextWake(now: .now))
                 }
                 if Task.isCancelled { await lastWord(loop) }
                 ackSink.finish()

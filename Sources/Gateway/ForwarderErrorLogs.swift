@@ -49,7 +49,7 @@ struct PublishErrorLog {
     }
 }
 
-/// Outbox operations the forwarder repeats on every tick (reading gap records,
+/// Outbox operations the forwarder retries until they work (reading gap records,
 /// marking them reported, dropping unpublishable messages, reading statistics):
 /// a failing one is logged when it starts failing and when it works again, not
 /// on every attempt.
@@ -66,7 +66,7 @@ struct OutboxErrorLog {
     mutating func failed(_ operation: Operation, _ error: any Error, logger: Logger) {
         failing[operation, default: 0] += 1
         guard failing[operation] == 1 else { return }
-        logger.error("cannot \(operation.rawValue); retrying on every tick, logged again once it works",
+        logger.error("cannot \(operation.rawValue); retrying, logged again once it works",
                      metadata: ["error": "\(error)"])
     }
 

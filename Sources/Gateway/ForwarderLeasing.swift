@@ -59,7 +59,8 @@ struct LeaseBackoff {
 
     /// Failed reads in the current episode (0: reads work).
     private(set) var failures = 0
-    private var retryAt: ContinuousClock.Instant?
+    /// When the next read may be made, while reads fail.
+    private(set) var retryAt: ContinuousClock.Instant?
     private var delay = first
 
     /// Whether a read may be made now.

@@ -225,9 +225,30 @@ struct ForwarderStateMachine {
 
     // MARK: - The window
 
-    /// Rows up to `id` are committed.
-    mutating func committed(newestID id: Int64) {
+    /// Rows up to `id` are committed; `rows`, if given, are the ones the commit wrote, in
+    /// id order. When the live side has read everything committed before and no read is
+    /// out, they join the live side as they are (no read: the hop to the database and
+    /// back is saved), while at most `aheadAtMost` rows are then waiting; else they are
+    /// read later like any other.
+    mutating func committed(newestID id: Int64, rows: [OutboxMessage] = [], aheadAtMost: Int = .max) {
+        let previous = newestCommitted
         newestCommitted = max(newestCommitted, id)
+        guard !rows.isEmpty else { return }
+        withConnectedSession { session in
+            // A read that is out could return these rows too; rows before them not yet
+            // read would be overtaken.
+            guard !session.leasing, session.liveCursor >= previous else { return }
+            let fresh = rows.drop { $0.id <= session.liveCursor }
+            guard let last = fresh.last, session.live.count + fresh.count <= aheadAtMost else { return }
+            session.live.append(contentsOf: fresh)
+            session.liveCursor = last.id
+        }
+    }
+
+    /// Rows are leased ahead, waiting for a window slot (connected only).
+    var hasLeasedRows: Bool {
+        guard case let .connected(session) = state else { return false }
+        return !session.live.isEmpty || !session.backlog.isEmpty
     }
 
     /// How many more messages the window takes now.

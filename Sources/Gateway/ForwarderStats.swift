@@ -10,7 +10,7 @@ import Outbox
 /// When stats are due, and their payload.
 struct StatsSchedule {
     let interval: Duration
-    private var next: ContinuousClock.Instant
+    private(set) var next: ContinuousClock.Instant
 
     init(interval: Duration, now: ContinuousClock.Instant) {
         self.interval = interval

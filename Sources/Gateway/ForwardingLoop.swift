@@ -75,6 +75,9 @@ final class ForwardingLoop {
     /// Wall time, boottime, kernel boot id and sync status (the kernel's, or a test's).
     private let timeSource: any TimeSource
     private var timestamps = TimestampCorrector()
+    /// Something waits for a retry after `retryDelay`: a message put back after a
+    /// transient publish error, or rows held back by `replay.max_rate`.
+    private var retryPublishing = false
 
     init(settings: Settings, uplink: any UplinkPublishing, outbox: any OutboxReading, newestCommitted: Int64,
          pubacks: PubackQueue, counters: ForwarderCounterState, pollCounters: PollCounters,
@@ -159,6 +162,7 @@ final class ForwardingLoop {
             // Handed over at once: the deleting task batches what arrives while it commits,
             // so acknowledged rows are gone promptly (few duplicates after a crash).
             flushAcks()
+            if !gaps.acknowledged.isEmpty { await reportGaps() }
             await fill()
 
         case let .leased(result):
@@ -194,8 +198,8 @@ final class ForwardingLoop {
         case .deleted:
             await fill()
 
-        case let .outboxCommitted(newestID):
-            machine.committed(newestID: newestID)
+        case let .outboxCommitted(newestID, rows):
+            machine.committed(newestID: newestID, rows: rows, aheadAtMost: settings.leaseAhead)
             if let known = sparkplug?.newestCommitted, known < newestID { sparkplug?.newestCommitted = newestID }
             await fill()
 
@@ -210,6 +214,10 @@ final class ForwardingLoop {
 
         case let .readBack(device, values):
             sparkplugReadBack(device: device, values: values)
+
+        case .gapsRecorded:
+            gaps.recorded()
+            await reportGaps()
 
         case .tick:
             if machine.deadlinePassed(now: now()) {
@@ -283,11 +291,36 @@ final class ForwardingLoop {
         return acknowledged
     }
 
+    /// How soon a retry comes (a put-back message, rate-limited rows, an outbox write that
+    /// failed): the old housekeeping tick's period.
+    static let retryDelay = Duration.milliseconds(250)
+
+    /// When the loop next needs a `.tick`, nil when nothing is due until an event comes.
+    /// The live path needs none (commits, lease answers, PUBACKs and deletes are events):
+    /// an idle forwarder wakes only for the stats (and, while one waits, the gap check, a
+    /// retry, a read backoff, or a shutdown or NDEATH deadline).
+    func nextWake(now instant: ContinuousClock.Instant) -> ContinuousClock.Instant? {
+        var wake = stats.next
+        func earliest(_ other: ContinuousClock.Instant?) {
+            if let other, other < wake { wake = other }
+        }
+        if case let .stopping(_, _, deadline) = machine.state { earliest(deadline) }
+        if let state = sparkplug, case let .closing(_, deadline) = state.births { earliest(deadline) }
+        if retryPublishing || !unpublishable.isEmpty || !gaps.acknowledged.isEmpty {
+            earliest(instant + Self.retryDelay)
+        }
+        // A backoff already over lets the next event's fill read (the tick at it did).
+        if let retry = leaseBackoff.retryAt, retry > instant { earliest(retry) }
+        if machine.readyForGaps { earliest(gaps.wake) }
+        return wake
+    }
+
     // MARK: - Publishing
 
     /// Sends as much as the window and the rate allow, one message per free slot,
     /// from rows leased ahead; asks for more while half a batch is still in hand.
     func fill() async {
+        retryPublishing = false  // set again below if something still waits
         guard let session = machine.sessionID, machine.isConnected else { return }
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
         if let sparkplug, !sparkplug.births.allowsData { return }
@@ -295,6 +328,9 @@ final class ForwardingLoop {
         // task is more than a window behind, wait for it (duplicates stay within two windows).
         let deleting = outlets.awaitingDelete()
         var allowed = deleting > settings.maxInflight ? 0 : rate.allowance(machine.room, now: now())
+        // Rows held back by the rate alone go on the next retry (the deleting task's
+        // progress comes as `.deleted`, a free slot as a PUBACK).
+        retryPublishing = deleting <= settings.maxInflight && allowed < machine.room && machine.hasLeasedRows
         if allowed > 0 { observeClock() }
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             var outgoing: MQTTMessage
@@ -332,7 +368,8 @@ final class ForwardingLoop {
                 case .brokerLimit:
                     continue  // skipped on this connection; it stays in the outbox
                 case .notConnected, .transient:
-                    machine.putBack(message, side: side)  // again on the next tick or connection
+                    machine.putBack(message, side: side)  // again after `retryDelay`, or on the next connection
+                    retryPublishing = true
                     return
                 }
             }
@@ -377,7 +414,7 @@ final class ForwardingLoop {
     }
 
     /// Drops the messages MQTT can never carry: a counted, reported gap instead of a
-    /// backlog that never drains. Kept for the next tick if the outbox cannot write.
+    /// backlog that never drains. Kept for a retry if the outbox cannot write.
     private func dropUnpublishable() async {
         guard !unpublishable.isEmpty else { return }
         do {
@@ -440,6 +477,7 @@ final class ForwardingLoop {
             pending = try await outbox.pendingGaps()
             outboxErrors.succeeded(.readGaps, logger: logger)
         } catch {
+            gaps.readFailed()
             outboxErrors.failed(.readGaps, error, logger: logger)
             return
         }

@@ -67,7 +67,7 @@ public struct GatewayRuntime: Sendable {
         let ingest = IngestService(identity: configuration.gateway, qos: configuration.mqtt.qos, outbox: outbox,
                                    logger: logger, sealer: sealer,
                                    sparkplug: sparkplug?.node, devices: configuration.devices,
-                                   onCommit: { forwarder.outboxCommitted(newestID: $0) })
+                                   onCommit: { forwarder.outboxCommitted($0) })
         self.forwarder = forwarder
         self.ingest = ingest
         forwarder.announce(devices: configuration.devices)

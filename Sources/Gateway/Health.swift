@@ -12,6 +12,9 @@ public enum LoopHealth: Sendable, Equatable {
     case starting
     /// It beat within the threshold.
     case turning
+    /// It waits for work (an event), with nothing under way that could hang: alive
+    /// however long it waits (the forwarder between two events).
+    case idle
     /// Its thread is inside a bounded request (a Modbus call) whose deadline, plus
     /// the threshold as margin, has not passed: waiting on a silent device is not a hang.
     case waiting(until: ContinuousClock.Instant)
@@ -22,7 +25,7 @@ public enum LoopHealth: Sendable, Equatable {
 
     public var isAlive: Bool {
         switch self {
-        case .turning, .waiting: true
+        case .turning, .idle, .waiting: true
         case .starting, .stuck: false
         }
     }
@@ -32,9 +35,10 @@ public enum LoopHealth: Sendable, Equatable {
 ///
 /// A bus beats from its own thread after each Modbus request and, just before a
 /// blocking call or an idle wait for its next poll, says until when it is away at
-/// most (`enterRequest`); the
-/// forwarder beats each time its event loop handles a tick, so a forwarder stuck
-/// on an `await` stops beating.
+/// most (`enterRequest`). The forwarder says it is busy (`enterRequest` with the
+/// instant it took up an event) while it handles an event, and `idle` while it waits
+/// for the next one: a forwarder stuck on an `await` inside an event is stuck once
+/// the threshold has passed, and an idle one needs no timer to stay alive.
 public final class Heartbeat: Sendable {
     /// The last sign of life.
     enum Pulse: Sendable, Equatable {
@@ -42,6 +46,8 @@ public final class Heartbeat: Sendable {
         case beat(at: ContinuousClock.Instant)
         /// Entered a call that returns by `deadline` unless something is broken.
         case inRequest(deadline: ContinuousClock.Instant)
+        /// Waiting for work; nothing is under way.
+        case idle
     }
 
     /// What beats, for logs and status lines: `forwarder`, `bus tcp://10.0.0.5:502`.
@@ -58,6 +64,9 @@ public final class Heartbeat: Sendable {
         pulse.withLock { $0 = .inRequest(deadline: deadline) }
     }
 
+    /// The loop waits for work with nothing under way (see `LoopHealth.idle`).
+    public func idle() { pulse.withLock { $0 = .idle } }
+
     /// Nil until the first beat.
     public var lastBeat: ContinuousClock.Instant? {
         pulse.withLock { pulse in
@@ -66,8 +75,8 @@ public final class Heartbeat: Sendable {
         }
     }
 
-    /// The watchdog's rule: alive while the last beat is at most `threshold` old, or
-    /// while inside a request whose deadline is at most `threshold` past.
+    /// The watchdog's rule: alive while the last beat is at most `threshold` old, while
+    /// inside a request whose deadline is at most `threshold` past, or while idle.
     public func health(threshold: Duration, now: ContinuousClock.Instant = .now) -> LoopHealth {
         switch pulse.withLock({ $0 }) {
         case .none:
@@ -78,6 +87,8 @@ public final class Heartbeat: Sendable {
         case let .inRequest(deadline):
             let late = now - deadline
             return late > threshold ? .stuck(for: late) : .waiting(until: deadline)
+        case .idle:
+            return .idle
         }
     }
 }
@@ -164,7 +175,7 @@ public struct WatchdogService: Service {
                     let names = unhealthy.map { entry in
                         switch entry.health {
                         case let .stuck(silent): "\(entry.name) not turning for \(silent)"
-                        case .starting, .turning, .waiting: "\(entry.name) not turning ever"
+                        case .starting, .turning, .idle, .waiting: "\(entry.name) not turning ever"
                         }
                     }.joined(separator: ", ")
                     if last.isHealthy {

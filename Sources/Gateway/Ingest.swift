@@ -24,8 +24,9 @@ public final class IngestService: Service, Sendable {
     private let pending = Mutex<[DevicePoll]>([])
     private let wakeUps: AsyncStream<Void>
     private let wakeUp: AsyncStream<Void>.Continuation
-    /// Called after each commit with the newest committed id (the forwarder leases what is new).
-    private let onCommit: @Sendable (Int64) -> Void
+    /// Called after each commit with the rows committed (in id order, never empty): the
+    /// forwarder publishes them without reading them back when it is caught up.
+    private let onCommit: @Sendable ([OutboxMessage]) -> Void
     /// Seals each data payload inside the committing transaction, so the outbox
     /// on disk holds only sealed payloads; `nil` when `payload.seal` is `none`.
     private let sealer: Sealer?
@@ -38,7 +39,7 @@ public final class IngestService: Service, Sendable {
     /// - Parameter sparkplug: commits polls as the node's stored DDATA instead of JSON.
     public init(identity: GatewayIdentity, qos: Int, outbox: Outbox, logger: Logger, sealer: Sealer? = nil,
                 sparkplug: SparkplugNode? = nil, devices: [DeviceConfiguration] = [],
-                onCommit: @escaping @Sendable (Int64) -> Void) {
+                onCommit: @escaping @Sendable ([OutboxMessage]) -> Void) {
         self.sealer = sealer
         self.sparkplug = sparkplug
         exceptions = Mutex(SparkplugReportByException(devices: devices))
@@ -107,7 +108,7 @@ public final class IngestService: Service, Sendable {
             }
             do {
                 let committed = try await outbox.append(drafts)
-                if let newest = committed.last?.id { onCommit(newest) }
+                if !committed.isEmpty { onCommit(committed) }
             } catch {
                 exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next
                 // The outbox has applied its drop policy and counted the loss.

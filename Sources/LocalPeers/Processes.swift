@@ -171,6 +171,10 @@ public final class MosquittoBroker: @unchecked Sendable {
         self.child = nil
     }
 
+    /// Sends `signal` to the running broker (SIGSTOP / SIGCONT: a broker that holds its
+    /// connections open but answers nothing for a while).
+    public func signal(_ signal: Int32) { child?.signal(signal) }
+
     public var log: String { child?.output ?? "" }
 }
 

@@ -198,7 +198,17 @@ public final class MQTTUplink: Sendable {
     /// Starts connecting in the background. Events arrive through `onEvent`.
     public func start() {
         guard !started.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        let thread = Thread { self.networkLoop() }
+        // Linux keeps 15 bytes of a thread name and refuses a longer one; Foundation's
+        // `Thread.name` does not reach the kernel here (`/proc/.../comm`, perf, top -H).
+        let kernelName = String(String.UnicodeScalarView("mqtt-\(settings.clientID)".unicodeScalars.prefix(15)))
+        let thread = Thread {
+            let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+            if fd >= 0 {
+                _ = Array(kernelName.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                close(fd)
+            }
+            self.networkLoop()
+        }
         thread.name = "mqtt-\(settings.clientID)"
         thread.start()
     }
@@ -378,6 +388,16 @@ public final class MQTTUplink: Sendable {
         }
     }
 
+    /// The longest one `mosquitto_loop` turn of a connected session waits. libmosquitto
+    /// checks the keepalive (sends PINGREQ, notices a missing PINGRESP) only when a turn
+    /// ends, so a turn of a quarter keepalive sends PINGREQ by 1.25 × keepalive of
+    /// silence, inside the broker's 1.5 ×. Packets, and `publish`, `subscribe`,
+    /// `reconnect` and `requestStop` from other threads (libmosquitto's socket pair in
+    /// threaded mode), end a turn at once: an idle connection wakes only for this.
+    static func loopTurn(keepalive: Duration) -> Duration {
+        keepalive > .zero ? max(keepalive / 4, .seconds(1)) : .seconds(60)
+    }
+
     /// How long CONNACK is awaited: three quarters of the keepalive (libmosquitto
     /// closes a connection silent for a whole keepalive), at least one second.
     static func connackWait(keepalive: Duration) -> Duration {
@@ -521,9 +541,17 @@ public final class MQTTUplink: Sendable {
         let noCONNACK = "no CONNACK from \(settings.endpoint) within \(Self.seconds(connackWait)): "
             + "the broker accepts TCP but does not answer MQTT (a wrong port, a TLS listener, an overloaded broker?)"
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
-            // Short turns before CONNACK, so the deadline is met on time.
+            // Short turns before CONNACK, so the deadline is met on time; once connected
+            // the thread sleeps until a packet, a publish, a stop or the keepalive check.
             let everConnected = context.everConnected.load(ordering: .acquiring)
-            loopRC = mosquitto_loop(raw, everConnected ? 1000 : 100, 1)
+            var turn = Duration.milliseconds(100)
+            if everConnected {
+                turn = Self.loopTurn(keepalive: settings.keepalive)
+                if let failbackAfter, let connectedAt = context.connectedAt.withLock({ $0 }) {
+                    turn = max(.milliseconds(1), min(turn, failbackAfter - (ContinuousClock.now - connectedAt)))
+                }
+            }
+            loopRC = mosquitto_loop(raw, Int32(clamping: Int64(turn / .milliseconds(1))), 1)
             loopErrno = errno
             if !everConnected, context.everConnected.load(ordering: .acquiring) {
                 logBrokerLimits(context.brokerLimits.withLock { $0 }, start: start, settings: settings)

@@ -35,7 +35,12 @@ public final class BusExecutor: TaskExecutor, @unchecked Sendable {
         pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC)
         pthread_cond_init(condition, &attributes)
         pthread_condattr_destroy(&attributes)
-        let thread = Thread { self.runLoop() }  // retained until shutdown() ends the loop
+        let threadName = Self.threadName(name)
+        let thread = Thread {  // retained until shutdown() ends the loop
+            // Foundation's `Thread.name` does not reach the kernel here (`/proc/.../comm`, perf, top -H).
+            Self.nameCurrentThread(threadName)
+            self.runLoop()
+        }
         thread.name = name
         thread.stackSize = Self.stackSize
         thread.start()
@@ -46,6 +51,24 @@ public final class BusExecutor: TaskExecutor, @unchecked Sendable {
         pthread_mutex_destroy(mutex)
         condition.deallocate()
         mutex.deallocate()
+    }
+
+    /// `name` cut to what Linux keeps of a thread's name (15 bytes; a longer one is
+    /// refused): the end of a bus key (`bus tcp://10.0.0.5:502` → `bus 0.0.5:502`)
+    /// tells buses apart best.
+    static func threadName(_ name: String) -> String {
+        guard name.utf8.count > 15, name.hasPrefix("bus ") else { return String(name.unicodeScalars.prefix(15)) }
+        let key = name.unicodeScalars.dropFirst(4)
+        return "bus " + String(String.UnicodeScalarView(key.suffix(11)))
+    }
+
+    /// Names the calling thread for the kernel (`/proc/thread-self/comm`; Swift does not
+    /// import `pthread_setname_np`). Diagnostics only: a failure changes nothing else.
+    public static func nameCurrentThread(_ name: String) {
+        let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = Array(name.utf8.prefix(15)).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
     }
 
     public func enqueue(_ job: UnownedJob) {

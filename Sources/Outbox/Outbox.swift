@@ -42,6 +42,8 @@ public final class Outbox: Sendable {
     private let lock: OutboxLock
     /// The check of a file too big to check before opening; nil when it was checked first.
     private let backgroundCheck: BackgroundIntegrityCheck?
+    /// Told when gap records were written (OutboxObservers.swift).
+    let gapObserver = GapObserver()
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -248,6 +250,7 @@ public final class Outbox: Sendable {
                     return result
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
+                gapObserver.committed(ledger)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
                 // it ends, and a truncating checkpoint would only wait for it.
                 if walSize() > reserve.walLimitBytes, integrity != .checking {
@@ -489,6 +492,7 @@ public final class Outbox: Sendable {
                 return ledger
             }
             noteDrops(ledger, alreadyNoted: loss, appendSucceeded: false)
+            gapObserver.committed(ledger)
             await checkpoint()
             return ledger.total - Self.total(loss)
         } catch {
@@ -518,6 +522,7 @@ public final class Outbox: Sendable {
                 try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
                 try meta.save(db)
             }
+            gapObserver.recorded()
         } catch {
             // The gap record follows in the next transaction that succeeds.
             putBackUnrecordedLoss(loss)
@@ -741,6 +746,7 @@ public final class Outbox: Sendable {
                 return ledger
             }
             noteDrops(ledger, alreadyNoted: [], appendSucceeded: false)
+            gapObserver.committed(ledger)
         } catch {
             throw Self.operationError(error, path: settings.path, doing: "dropping \(ids.count) unpublishable messages")
         }

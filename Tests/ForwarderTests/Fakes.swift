@@ -133,6 +133,9 @@ final class FakeOutbox: OutboxReading {
         }
     }
 
+    /// The rows after `id`, as a commit hands them on (not counted as a read).
+    func rows(after id: Int64) -> [OutboxMessage] { state.withLock { $0.rows.filter { $0.id > id } } }
+
     func failLeases(_ fail: Bool) { state.withLock { $0.leasesFail = fail } }
     var leaseCalls: Int { state.withLock { $0.leaseCalls } }
     var remainingIDs: [Int64] { state.withLock { $0.rows.map(\.id) } }
@@ -319,6 +322,12 @@ final class ForwarderHarness {
         try await send(.outboxCommitted(newestID: newest))
     }
 
+    /// Commits `count` messages and hands them on with the commit event, as the ingest does.
+    func commitHandingRows(_ count: Int, topic: String = dataTopic) async throws {
+        let newest = outbox.commit(count, topic: topic)
+        try await send(.outboxCommitted(newestID: newest, rows: outbox.rows(after: newest - Int64(count))))
+    }
+
     /// The broker acknowledges (up to `limit` of) what is in flight.
     @discardableResult
     func acknowledge(limit: Int = .max, topic: String? = nil) async throws -> ForwardingLoop.Next {
@@ -327,6 +336,27 @@ final class ForwarderHarness {
             woke = loop.pubacks.append(session: session, mid: mid) || woke
         }
         return woke ? try await send(.pubacks) : .go
+    }
+
+    /// The outbox writes a gap record and says so (`Outbox.whenGapsRecorded`).
+    func recordGap(_ gap: OutboxGap) async throws {
+        outbox.record(gap)
+        try await send(.gapsRecorded)
+    }
+
+    /// How long from now until the loop wants its next tick (`ForwardingLoop.nextWake`).
+    var wakeIn: Duration? { loop.nextWake(now: clock.now).map { $0 - clock.now } }
+
+    /// Time passes until the instant the loop asked to be woken at, and the tick comes,
+    /// as `ForwarderService`'s alarm does it. Returns how long that was; nil (and no tick)
+    /// when the loop asked for no wake-up.
+    @discardableResult
+    func tickWhenDue() async throws -> Duration? {
+        guard let wake = loop.nextWake(now: clock.now) else { return nil }
+        let waited = max(.zero, wake - clock.now)
+        clock.now += waited
+        try await send(.tick)
+        return waited
     }
 
     /// Time passes by `step` and the tick comes.

@@ -60,3 +60,19 @@ import Testing
         #expect(unhealthy.first?.health == .stuck(for: .seconds(60)))
     }
 }
+
+extension HealthRuleTests {
+    /// The forwarder between events: idle is alive however long it lasts; busy with an
+    /// event (a request entered at the instant it took the event up) is stuck once the
+    /// event has taken longer than the threshold.
+    @Test func anIdleLoopIsAliveAndABusyOneIsStuckPastTheThreshold() {
+        let heartbeat = Heartbeat(name: "forwarder")
+        heartbeat.idle()
+        #expect(heartbeat.health(threshold: threshold, now: start + .seconds(3600)) == .idle)
+        #expect(heartbeat.health(threshold: threshold, now: start + .seconds(3600)).isAlive)
+        #expect(heartbeat.health(threshold: .zero, now: start) != .starting, "it has started: READY may go out")
+        heartbeat.enterRequest(deadline: start)
+        #expect(heartbeat.health(threshold: threshold, now: start + .seconds(30)).isAlive)
+        #expect(heartbeat.health(threshold: threshold, now: start + .seconds(31)) == .stuck(for: .seconds(31)))
+    }
+}
