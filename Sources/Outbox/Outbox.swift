@@ -63,9 +63,6 @@ public final class Outbox: Sendable {
         /// `synchronous = FULL` could not be set back after a delete (see `acknowledge`):
         /// the next append sets it before committing.
         var fullSyncPending = false
-        /// The rows the last append committed, while no other write has begun since: then
-        /// every row with an id from the first of them on is in here (see `lease`).
-        var lastCommitted: [OutboxMessage] = []
     }
 
     /// Opens (creating if needed) the outbox at `settings.path`.
@@ -235,19 +232,13 @@ public final class Outbox: Sendable {
                 let (committed, ledger) = try await database.writeWithoutTransaction { db in
                     // Checked on the writer, after any delete queued before this append: a
                     // delete that could not set synchronous back to FULL leaves it pending.
-                    let fullSyncPending = self.state.withLock { state in
-                        state.lastCommitted = []
-                        return state.fullSyncPending
-                    }
-                    if fullSyncPending {
+                    if self.state.withLock({ $0.fullSyncPending }) {
                         try db.execute(sql: "PRAGMA synchronous = FULL")
                         self.state.withLock { $0.fullSyncPending = false }
                     }
-                    let result = try db.inCachedTransaction {
+                    return try db.inCachedTransaction {
                         try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
                     }
-                    self.state.withLock { $0.lastCommitted = result.0 }
-                    return result
                 }
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
                 gapObserver.committed(ledger)
@@ -477,7 +468,6 @@ public final class Outbox: Sendable {
         let loss = takeUnrecordedLoss()
         do {
             let ledger = try await database.write { db in
-                self.forgetLastCommitted()
                 var meta = try Meta.fetch(db)
                 var ledger = DropLedger()
                 Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
@@ -600,9 +590,6 @@ public final class Outbox: Sendable {
     /// Up to `max` oldest messages with id greater than `id`, in id order. Deletes nothing.
     public func lease(after id: Int64, max: Int) async throws -> [OutboxMessage] {
         guard max > 0 else { return [] }
-        // The rows just committed, as the forwarder asks for them after every append:
-        // answered from memory, without a trip to the writer's queue and a SELECT.
-        if let recent = recentlyCommitted(after: id, max: max) { return recent }
         do {
             // One SELECT reads one snapshot of the file by itself, and every write runs on
             // this same serial queue: no read-only transaction is needed around it (GRDB's
@@ -637,23 +624,6 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The rows `lease(after: id, max: max)` would read, when the last append's rows hold
-    /// them all: `id` is at most one below the first of them, and no write has begun since
-    /// that append committed (every write that may delete rows empties the list on the
-    /// writer before it starts, so the answer is the file as it was before that write).
-    /// Ids only grow, so no row above the last append's can exist.
-    private func recentlyCommitted(after id: Int64, max: Int) -> [OutboxMessage]? {
-        state.withLock { state in
-            guard let first = state.lastCommitted.first, id >= first.id - 1 else { return nil }
-            return Array(state.lastCommitted.lazy.filter { $0.id > id }.prefix(max))
-        }
-    }
-
-    /// Forgets the last append's rows: called on the writer before a write that may delete rows.
-    private func forgetLastCommitted() {
-        state.withLock { $0.lastCommitted = [] }
-    }
-
     /// The highest id ever committed (0 for a new file). Ids are never reused, so
     /// everything committed later has a greater id.
     public func newestID() async throws -> Int64 {
@@ -681,7 +651,6 @@ public final class Outbox: Sendable {
         let relaxed = settings.synchronous == .full
         do {
             try await database.writeWithoutTransaction { db in
-                self.forgetLastCommitted()
                 guard relaxed else {
                     try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
                     return
@@ -737,7 +706,6 @@ public final class Outbox: Sendable {
         guard !ids.isEmpty else { return }
         do {
             let ledger = try await database.write { db in
-                self.forgetLastCommitted()
                 var meta = try Meta.fetch(db)
                 var ledger = DropLedger()
                 try OutboxStore.delete(db, ids: ids.sorted(), meta: &meta, ledger: &ledger, reason: .unpublishable)

@@ -2,14 +2,14 @@ import Foundation
 import Testing
 @testable import Outbox
 
-/// `lease` answers from the rows the last append committed when they hold the answer;
-/// the answer must be the file's, whatever was deleted or dropped meanwhile.
+/// A lease right after an append returns exactly the rows that append committed, as the
+/// file holds them (read back after reopening), and never a row deleted or dropped since.
 @Suite("leasing right after an append")
 struct OutboxLeaseTests {
     @Test func theRowsJustCommittedAreLeasedAsTheFileHoldsThem() async throws {
         try await withTemporaryDirectory { dir in
             let settings = OutboxSettings(path: dir.file("outbox.sqlite"))
-            var fromMemory: [OutboxMessage] = []
+            var leased: [OutboxMessage] = []
             do {
                 let outbox = try Outbox(settings: settings, logger: quietLogger)
                 let older = try await outbox.append(drafts(3, size: 50))
@@ -18,16 +18,16 @@ struct OutboxLeaseTests {
                                           measured: MeasuredAt(boottime: 42_000_000, kernelBootID: "boot-a",
                                                                synchronised: false)) { _, _ in [1, 2, 3] }
                 let newest = try await outbox.append(measured)
-                fromMemory = try await outbox.lease(after: newest[0].id - 1, max: 100)
-                #expect(fromMemory == newest)
+                leased = try await outbox.lease(after: newest[0].id - 1, max: 100)
+                #expect(leased == newest)
                 #expect(try await outbox.lease(after: newest[1].id, max: 1) == [newest[2]])
                 #expect(try await outbox.lease(after: newest.last!.id, max: 100).isEmpty)
                 // Reaching below the last append reads the file: the older rows come first.
                 #expect(try await outbox.lease(after: 0, max: 100) == older + newest)
             }
-            // The same rows read back from the file by a fresh outbox (nothing in memory).
+            // The same rows read back from the file by a fresh outbox.
             let reopened = try Outbox(settings: settings, logger: quietLogger)
-            #expect(try await reopened.lease(after: fromMemory[0].id - 1, max: 100) == fromMemory)
+            #expect(try await reopened.lease(after: leased[0].id - 1, max: 100) == leased)
         }
     }
 
