@@ -86,7 +86,7 @@ public enum RegisterDecoding {
         case .float32:
             // Through the float's shortest decimal form, so 12.9f reads 12.9, not 12.899999618530273.
             let float = Float(bitPattern: UInt32(truncatingIfNeeded: bits))
-            raw = .number(float.isFinite ? Double("\(float)")! : Double(float))
+            raw = .number(float.isFinite ? Double(float.description)! : Double(float))
         }
         return scaled(raw, scale: scale, offset: offset)
     }
@@ -123,10 +123,18 @@ public enum RegisterDecoding {
     }
 
     /// Drops binary noise of scaling (715 × 0.1 = 71.50000000000001) by keeping
-    /// 15 significant digits, more than any register carries.
+    /// 15 significant digits, more than any register carries: the value printed
+    /// with C's `%.15g` (correctly rounded) and read back (`strtod`, correctly
+    /// rounded), in a stack buffer. The gateway never changes the C locale, so the
+    /// decimal point is `.`.
     static func roundedToSignificantDigits(_ value: Double) -> Double {
         guard value != 0 else { return 0 }
-        return Double(String(format: "%.15g", value)) ?? value
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
+            // A finite Double needs at most 22 characters: -1.23456789012345e-308.
+            let written = withVaList([value]) { vsnprintf(buffer.baseAddress, buffer.count, "%.15g", $0) }
+            guard written > 0, written < buffer.count else { return value }
+            return strtod(buffer.baseAddress!, nil)
+        }
     }
 
     static func scaled(_ raw: TagValue, scale: Double, offset: Double) -> Result<TagValue, TagError> {
