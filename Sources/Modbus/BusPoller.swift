@@ -391,16 +391,14 @@ public struct BusPoller: Sendable {
                 for index in block.tagIndices { results[index] = .failure(TagError(error.message)) }
             case let .success(answer):
                 plan.append(block)
-                for index in block.tagIndices {
-                    let tag = device.tags[index]
-                    let first = tag.address - block.address
-                    switch answer {
-                    case let .bits(bits):
-                        results[index] = .success(.bool(bits[first]))
-                    case let .registers(words):
-                        results[index] = RegisterDecoding.decode(words[first..<first + tag.width], tag: tag,
-                                                                 deviceOrder: device.byteOrder)
+                switch answer {
+                case let .bits(bits):
+                    for index in block.tagIndices {
+                        results[index] = .success(.bool(bits[device.tags[index].address - block.address]))
                     }
+                case let .registers(words):
+                    RegisterDecoding.decode(block: words, startingAt: block.address, tags: device.tags,
+                                            indices: block.tagIndices, deviceOrder: device.byteOrder, into: &results)
                 }
             }
         }

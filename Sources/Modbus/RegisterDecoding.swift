@@ -1,4 +1,5 @@
 // Turning raw Modbus register words into tag values: types, byte orders, scale and offset.
+import CModbus
 import Foundation
 
 /// A decoded tag value as it appears in a data message.
@@ -105,6 +106,26 @@ public enum RegisterDecoding {
         return decode(words, type: tag.type, order: tag.byteOrder ?? deviceOrder, scale: tag.scale, offset: tag.offset)
     }
 
+    /// Decodes the tags at `indices` of `tags` from `words`, the registers of one read
+    /// starting at `address`, into `results[index]` (as `decode(_:tag:deviceOrder:)`
+    /// would, tag by tag). Each tag's fields are read in place: no tag is copied.
+    public static func decode(block words: [UInt16], startingAt address: Int, tags: [TagConfiguration],
+                              indices: [Int], deviceOrder: ByteOrder,
+                              into results: inout [Result<TagValue, TagError>?]) {
+        tags.withUnsafeBufferPointer { tags in
+            for index in indices {
+                let first = tags[index].address - address
+                let registers = words[first..<first + tags[index].width]
+                if tags[index].type == .bool, let bit = tags[index].bit, let word = registers.first {
+                    results[index] = .success(Self.bit(bit, of: word))
+                    continue
+                }
+                results[index] = decode(registers, type: tags[index].type, order: tags[index].byteOrder ?? deviceOrder,
+                                        scale: tags[index].scale, offset: tags[index].offset)
+            }
+        }
+    }
+
     /// ASCII text, two characters per register, high byte first (`badc`/`dcba`:
     /// low byte first). Ends at the first NUL; trailing spaces are dropped;
     /// bytes outside printable ASCII read as `?`.
@@ -124,17 +145,13 @@ public enum RegisterDecoding {
 
     /// Drops binary noise of scaling (715 × 0.1 = 71.50000000000001) by keeping
     /// 15 significant digits, more than any register carries: the value printed
-    /// with C's `%.15g` (correctly rounded) and read back (`strtod`, correctly
-    /// rounded), in a stack buffer. The gateway never changes the C locale, so the
-    /// decimal point is `.`.
+    /// with C's `%.15g` and read back with `strtod`, both correctly rounded
+    /// (`cmodbus_round_to_15_digits`). The gateway never changes the C locale, so
+    /// the decimal point is `.`.
     static func roundedToSignificantDigits(_ value: Double) -> Double {
         guard value != 0 else { return 0 }
-        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: 32) { buffer in
-            // A finite Double needs at most 22 characters: -1.23456789012345e-308.
-            let written = withVaList([value]) { vsnprintf(buffer.baseAddress, buffer.count, "%.15g", $0) }
-            guard written > 0, written < buffer.count else { return value }
-            return strtod(buffer.baseAddress!, nil)
-        }
+        var rounded = value
+        return cmodbus_round_to_15_digits(value, &rounded) == 1 ? rounded : value
     }
 
     static func scaled(_ raw: TagValue, scale: Double, offset: Double) -> Result<TagValue, TagError> {

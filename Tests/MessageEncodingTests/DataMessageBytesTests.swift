@@ -33,10 +33,10 @@ enum EncodingSamples {
     static let integers: [Int64] = [0, 1, -1, 9, 10, -10, 99, 100, 65535, -32768, 32767, 4_294_967_295, -2_147_483_648,
                                     1_000_000_007, 999_999_999_999_999_999, Int64.max, Int64.min, Int64.min + 1]
     static let numbers: [Double] = [0, -0.0, 1, -1, 0.1, 0.3, 71.5, 2.59, 12.9, 0.30000000000000004, 1e-5, 1e-7, 1e15,
-                                    1e16, 1e17, 123456789.123, -2.5e-10, 4294967296.5, 9007199254740993,
+                                    1e16, 1e17, 123456789.123, -2.5e-10, 4294967296.5, 9007199254740992,
                                     .greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNonzeroMagnitude,
                                     .leastNormalMagnitude, -.leastNonzeroMagnitude, Double(Float.greatestFiniteMagnitude),
-                                    3.4028234663852886e38, 100, 1.5e300, 18446744073709551615]
+                                    3.4028234663852886e38, 100, 1.5e300, 18446744073709551616]
     static let strings: [String] = ["", "plain", "SN-0042 ", "quote \" backslash \\ slash /", "line\nfeed\rreturn\ttab",
                                     "\u{0}\u{1}\u{8}\u{b}\u{c}\u{1f}\u{7f}", "°C m³/h", "emoji 🌡️ and ümlaut",
                                     String(repeating: "long text ", count: 40)]

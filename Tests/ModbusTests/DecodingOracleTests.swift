@@ -126,6 +126,36 @@ private func identical(_ a: Result<TagValue, TagError>, _ b: Result<TagValue, Ta
         }
     }
 
+    /// A block decoded at once gives each tag what decoding it alone gives: every type,
+    /// own and device byte orders, bits of registers, strings, scales, tags in any order.
+    @Test func blockDecodeMatchesTagByTag() {
+        var random = Generator(state: 99)
+        var tags: [TagConfiguration] = []
+        var address = 3  // the read starts at 3
+        for index in 0..<200 {
+            let type = ValueType.allCases[index % ValueType.allCases.count]
+            let tag = TagConfiguration(name: "t\(index)", table: .holding, address: address, type: type,
+                                       byteOrder: index % 3 == 0 ? nil : ByteOrder.allCases[index % 4],
+                                       scale: index % 5 == 0 ? 0.1 : 1, offset: index % 7 == 0 ? -40 : 0,
+                                       bit: type == .bool && index % 2 == 0 ? index % 16 : nil, length: 1 + index % 4)
+            tags.append(tag)
+            address += tag.width
+        }
+        let words = (3..<address).map { _ in UInt16(truncatingIfNeeded: random.next()) }
+        let indices = Array(tags.indices).shuffled(using: &random)
+        var results = [Result<TagValue, TagError>?](repeating: nil, count: tags.count)
+        RegisterDecoding.decode(block: words, startingAt: 3, tags: tags, indices: indices, deviceOrder: .cdab, into: &results)
+        for (index, tag) in tags.enumerated() {
+            let first = tag.address - 3
+            let alone = RegisterDecoding.decode(words[first..<first + tag.width], tag: tag, deviceOrder: .cdab)
+            guard let result = results[index] else {
+                Issue.record("\(tag.name) not decoded")
+                continue
+            }
+            #expect(identical(result, alone), "\(tag.name) \(tag.type)")
+        }
+    }
+
     private func legacyScaled(_ raw: TagValue, scale: Double, offset: Double) -> Result<TagValue, TagError> {
         let value: Double
         switch raw {
