@@ -114,14 +114,18 @@ public enum RegisterDecoding {
                               into results: inout [Result<TagValue, TagError>?]) {
         tags.withUnsafeBufferPointer { tags in
             for index in indices {
-                let first = tags[index].address - address
-                let registers = words[first..<first + tags[index].width]
-                if tags[index].type == .bool, let bit = tags[index].bit, let word = registers.first {
+                // Stored fields one by one: a computed property (`width`) would copy the tag, names and all.
+                let tag = tags.baseAddress! + index
+                let type = tag.pointee.type
+                let width = tag.pointee.table.holdsBits ? 1 : type == .string ? tag.pointee.length : type.registerCount
+                let first = tag.pointee.address - address
+                let registers = words[first..<first + width]
+                if type == .bool, let bit = tag.pointee.bit, let word = registers.first {
                     results[index] = .success(Self.bit(bit, of: word))
                     continue
                 }
-                results[index] = decode(registers, type: tags[index].type, order: tags[index].byteOrder ?? deviceOrder,
-                                        scale: tags[index].scale, offset: tags[index].offset)
+                results[index] = decode(registers, type: type, order: tag.pointee.byteOrder ?? deviceOrder,
+                                        scale: tag.pointee.scale, offset: tag.pointee.offset)
             }
         }
     }
