@@ -364,8 +364,9 @@ public struct BusPoller: Sendable {
     /// the slot's plan) and read again at once.
     private func poll(_ device: DeviceConfiguration, slot: inout Slot, connection: ModbusConnection)
         -> Result<(readings: [DevicePoll.Reading], malformed: Bool), ModbusError> {
-        // By tag index; only the group's tags are set.
-        var results = [Result<TagValue, TagError>?](repeating: nil, count: device.tags.count)
+        // By tag index; every tag of the group's plan is set, the rest stay "not read". Not
+        // optional: asking an optional of this enum for its case is a runtime call per tag.
+        var results = [Result<TagValue, TagError>](repeating: .failure(TagError("not read")), count: device.tags.count)
         var malformed = false
         var queue = slot.plan.blocks[...]
         var plan: [RegisterBlock] = []
@@ -404,7 +405,7 @@ public struct BusPoller: Sendable {
         }
         if replanned { slot.plan = RegisterPlan(blocks: plan) }
         let readings = slot.tagIndices.map { index in
-            DevicePoll.Reading(tag: device.tags[index].name, value: results[index] ?? .failure(TagError("not read")))
+            DevicePoll.Reading(tag: device.tags[index].name, value: results[index])
         }
         return .success((readings, malformed))
     }

@@ -111,7 +111,7 @@ public enum RegisterDecoding {
     /// would, tag by tag). Each tag's fields are read in place: no tag is copied.
     public static func decode(block words: [UInt16], startingAt address: Int, tags: [TagConfiguration],
                               indices: [Int], deviceOrder: ByteOrder,
-                              into results: inout [Result<TagValue, TagError>?]) {
+                              into results: inout [Result<TagValue, TagError>]) {
         tags.withUnsafeBufferPointer { tags in
             for index in indices {
                 // Stored fields one by one: a computed property (`width`) would copy the tag, names and all.

@@ -39,9 +39,9 @@ private func encodeCases() -> [EncodeCase] {
 /// The readings of one poll of `tags` from one block of `words` starting at address 0,
 /// decoded as a poll decodes a block (BusPoller.poll).
 private func decodePoll(_ tags: [TagConfiguration], _ indices: [Int], _ words: [UInt16]) -> [DevicePoll.Reading] {
-    var results = [Result<TagValue, TagError>?](repeating: nil, count: tags.count)
+    var results = [Result<TagValue, TagError>](repeating: .failure(TagError("not read")), count: tags.count)
     RegisterDecoding.decode(block: words, startingAt: 0, tags: tags, indices: indices, deviceOrder: .abcd, into: &results)
-    return indices.map { DevicePoll.Reading(tag: tags[$0].name, value: results[$0] ?? .failure(TagError("not read"))) }
+    return indices.map { DevicePoll.Reading(tag: tags[$0].name, value: results[$0]) }
 }
 
 private func line(_ name: String, _ value: Double, _ unit: String) {
