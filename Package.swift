@@ -121,6 +121,8 @@ let package = Package(
         ], path: "Tests/TestSupport"),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Modbus", "Sealing", "TestSupport"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
+        // The payload bytes of MessageEncoding against the encoder they replaced.
+        .testTarget(name: "MessageEncodingTests", dependencies: ["Gateway", "GatewayClock", "Modbus"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
         .testTarget(name: "SparkplugBTests", dependencies: [

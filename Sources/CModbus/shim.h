@@ -22,3 +22,19 @@ static inline int cmodbus_errno_unknown_exception(void) { return EMBUNKEXC; }
 static inline int cmodbus_errno_too_much_data(void) { return EMBMDATA; }
 // EMBBADSLAVE: an RTU answer from another unit id.
 static inline int cmodbus_errno_bad_slave(void) { return EMBBADSLAVE; }
+
+// Register decoding's rounding of scaled values (RegisterDecoding.roundedToSignificantDigits).
+#include <stdio.h>
+#include <stdlib.h>
+
+// `value` kept to 15 significant digits: printed with "%.15g" and read back, both
+// correctly rounded by glibc. In C because Swift reaches a variadic printf only
+// through withVaList, which boxes the argument and casts it at run time, per value.
+// 0 when the text does not fit `size` (a finite double needs at most 23 bytes).
+static inline int cmodbus_round_to_15_digits(double value, double *rounded) {
+    char text[32];
+    int written = snprintf(text, sizeof text, "%.15g", value);
+    if (written <= 0 || written >= (int)sizeof text) return 0;
+    *rounded = strtod(text, NULL);
+    return 1;
+}

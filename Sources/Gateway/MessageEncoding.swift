@@ -9,12 +9,15 @@ import Outbox
 /// Builds the payloads this gateway publishes.
 public enum MessageEncoding {
     /// A data message: one poll of one device.
+    ///
+    /// Written in one pass into one array sized for the whole message up front (see
+    /// `dataMessageCapacity`): no String per value, per key or for the timestamp.
     public static func dataMessage(gateway: String, poll: DevicePoll, boot: Int64, seq: Int64) -> [UInt8] {
-        var json = JSONWriter()
+        var json = JSONWriter(capacity: dataMessageCapacity(gateway: gateway, poll: poll))
         json.beginObject()
         json.key("gateway"); json.string(gateway)
         json.key("device"); json.string(poll.device)
-        json.key("ts"); json.string(timestamp(poll.timestamp))
+        json.key("ts"); json.timestamp(poll.timestamp)
         json.key("ts_source"); json.string(TimestampSource(poll.clock.sync).rawValue)
         json.key("boot"); json.integer(boot)
         json.key("seq"); json.integer(seq)
@@ -38,6 +41,25 @@ public enum MessageEncoding {
         json.endObject()
         json.endObject()
         return json.bytes
+    }
+
+    /// The size of a data message when no string needs escaping (a little more for
+    /// numbers, whose text is not known before it is written): one allocation in the
+    /// common case, growth only when something is escaped.
+    static func dataMessageCapacity(gateway: String, poll: DevicePoll) -> Int {
+        // {"gateway":"","device":"","ts":"<24>","ts_source":"unsynchronised","boot":<20>,"seq":<20>,"values":{},"errors":{}}
+        var size = 168 + gateway.utf8.count + poll.device.utf8.count
+        for reading in poll.readings {
+            size += reading.tag.utf8.count + 4  // "tag":…,
+            switch reading.value {
+            case let .success(.integer(integer)): size += JSONWriter.digitCount(integer)
+            case .success(.number): size += 24  // -1.7976931348623157e+308
+            case .success(.bool): size += 5
+            case let .success(.string(text)): size += text.utf8.count + 2
+            case let .failure(error): size += error.message.utf8.count + 2
+            }
+        }
+        return size
     }
 
     /// The retained meta payload of a device: where it is and, per tag, what it
@@ -78,7 +100,7 @@ public enum MessageEncoding {
         }
         json.endObject()
         json.key("boot"); json.integer(boot)
-        json.key("ts"); json.string(timestamp(date))
+        json.key("ts"); json.timestamp(date)
         if let clock {
             json.key("ts_source"); json.string(TimestampSource(clock.sync).rawValue)
             json.key("time_source"); json.string(clock.source)
@@ -111,7 +133,7 @@ public enum MessageEncoding {
         // The Will is built at CONNECT and published by the broker when the connection
         // is gone: its time is when the connection began, not when the gateway vanished.
         // A `ts` there would be older than the birth of the same session.
-        json.key(status.isWill ? "connected_at" : "ts"); json.string(timestamp(date))
+        json.key(status.isWill ? "connected_at" : "ts"); json.timestamp(date)
         if case let .online(birth) = status {
             json.key("stats_interval_ms"); json.integer(Int64(birth.statsInterval / .milliseconds(1)))
             if let server = birth.server {
@@ -152,7 +174,7 @@ public enum MessageEncoding {
         }
         json.key("gateway"); json.string(gateway)
         json.key("boot"); json.integer(boot)
-        json.key("ts"); json.string(timestamp(date))
+        json.key("ts"); json.timestamp(date)
         json.endObject()
         return json.bytes
     }
@@ -168,7 +190,7 @@ public enum MessageEncoding {
         json.key("last_seq"); json.integer(lastSeq)
         json.key("count"); json.integer(count)
         json.key("reason"); json.string(reason)
-        json.key("ts"); json.string(timestamp(date))
+        json.key("ts"); json.timestamp(date)
         json.endObject()
         return json.bytes
     }
@@ -182,7 +204,7 @@ public enum MessageEncoding {
         json.beginObject()
         json.key("gateway"); json.string(gateway)
         json.key("boot"); json.integer(boot)
-        json.key("ts"); json.string(timestamp(date))
+        json.key("ts"); json.timestamp(date)
         if let sync {
             json.key("ts_source"); json.string(TimestampSource(sync).rawValue)
         }
@@ -199,17 +221,10 @@ public enum MessageEncoding {
 
     /// UTC with milliseconds: `2026-11-21T19:00:00.123Z`.
     public static func timestamp(_ date: Date) -> String {
-        let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
-        var seconds = time_t(milliseconds / 1000)
-        let millis = Int(milliseconds % 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(millis), 3))Z"
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(24)
+        UTCTimestamp.append(date, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
@@ -271,12 +286,14 @@ public enum GatewayStatus: Sendable {
     }
 }
 
-/// A minimal streaming JSON writer (objects, strings, numbers).
+/// A minimal streaming JSON writer (objects, strings, numbers) that writes bytes
+/// straight into its array: integers digit by digit, strings copied whole unless
+/// they need escaping, the timestamp by arithmetic.
 struct JSONWriter {
     private(set) var bytes: [UInt8] = []
     private var needsComma = false
 
-    init() { bytes.reserveCapacity(256) }
+    init(capacity: Int = 256) { bytes.reserveCapacity(capacity) }
 
     mutating func beginObject() {
         separate()
@@ -313,14 +330,53 @@ struct JSONWriter {
         needsComma = true
     }
 
-    mutating func integer(_ value: Int64) { raw(String(value)) }
+    /// `date` as a string value: `"2026-11-21T19:00:00.123Z"`.
+    mutating func timestamp(_ date: Date) {
+        separate()
+        bytes.append(UInt8(ascii: "\""))
+        UTCTimestamp.append(date, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+        needsComma = true
+    }
+
+    /// The decimal digits of `value`, as `String(value)` writes them.
+    mutating func integer(_ value: Int64) {
+        separate()
+        if value < 0 { bytes.append(UInt8(ascii: "-")) }
+        var magnitude = value.magnitude
+        let start = bytes.count
+        repeat {
+            bytes.append(UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: magnitude % 10))
+            magnitude /= 10
+        } while magnitude > 0
+        var low = start, high = bytes.count - 1
+        while low < high {
+            bytes.swapAt(low, high)
+            low += 1
+            high -= 1
+        }
+        needsComma = true
+    }
+
     mutating func bool(_ value: Bool) { raw(value ? "true" : "false") }
     mutating func null() { raw("null") }
 
-    /// Finite numbers only (callers turn NaN and infinities into tag errors).
+    /// Finite numbers only (callers turn NaN and infinities into tag errors). The
+    /// text is Swift's shortest form that reads back as the same Double (`description`).
     mutating func number(_ value: Double) {
         precondition(value.isFinite, "JSON has no NaN or infinity")
-        raw("\(value)")
+        raw(value.description)
+    }
+
+    /// Characters `integer(value)` writes.
+    static func digitCount(_ value: Int64) -> Int {
+        var count = value < 0 ? 2 : 1
+        var magnitude = value.magnitude
+        while magnitude >= 10 {
+            magnitude /= 10
+            count += 1
+        }
+        return count
     }
 
     private mutating func raw(_ text: String) {
@@ -336,20 +392,37 @@ struct JSONWriter {
 
     private mutating func appendQuoted(_ text: String) {
         bytes.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case 0x0A: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case 0x0D: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case 0x09: bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
-                                          hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
-            default: bytes.append(byte)
-            }
+        // Native strings: one copy of the whole text when nothing in it needs escaping.
+        let copied: Bool? = text.utf8.withContiguousStorageIfAvailable { utf8 in
+            guard !utf8.contains(where: Self.needsEscape) else { return false }
+            bytes.append(contentsOf: utf8)
+            return true
+        }
+        if copied != true {
+            for byte in text.utf8 { appendEscaped(byte) }
         }
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    private static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\")
+    }
+
+    private mutating func appendEscaped(_ byte: UInt8) {
+        switch byte {
+        case UInt8(ascii: "\""): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "\""))
+        case UInt8(ascii: "\\"): bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "\\"))
+        case 0x0A: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "n"))
+        case 0x0D: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "r"))
+        case 0x09: bytes.append(UInt8(ascii: "\\")); bytes.append(UInt8(ascii: "t"))
+        case 0..<0x20:
+            let hex: StaticString = "0123456789abcdef"
+            bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0")])
+            hex.withUTF8Buffer { digits in
+                bytes.append(digits[Int(byte >> 4)])
+                bytes.append(digits[Int(byte & 0xF)])
+            }
+        default: bytes.append(byte)
+        }
     }
 }

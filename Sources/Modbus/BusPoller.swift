@@ -364,8 +364,9 @@ public struct BusPoller: Sendable {
     /// the slot's plan) and read again at once.
     private func poll(_ device: DeviceConfiguration, slot: inout Slot, connection: ModbusConnection)
         -> Result<(readings: [DevicePoll.Reading], malformed: Bool), ModbusError> {
-        // By tag index; only the group's tags are set.
-        var results = [Result<TagValue, TagError>?](repeating: nil, count: device.tags.count)
+        // By tag index; every tag of the group's plan is set, the rest stay "not read". Not
+        // optional: asking an optional of this enum for its case is a runtime call per tag.
+        var results = [Result<TagValue, TagError>](repeating: .failure(TagError("not read")), count: device.tags.count)
         var malformed = false
         var queue = slot.plan.blocks[...]
         var plan: [RegisterBlock] = []
@@ -391,22 +392,20 @@ public struct BusPoller: Sendable {
                 for index in block.tagIndices { results[index] = .failure(TagError(error.message)) }
             case let .success(answer):
                 plan.append(block)
-                for index in block.tagIndices {
-                    let tag = device.tags[index]
-                    let first = tag.address - block.address
-                    switch answer {
-                    case let .bits(bits):
-                        results[index] = .success(.bool(bits[first]))
-                    case let .registers(words):
-                        results[index] = RegisterDecoding.decode(words[first..<first + tag.width], tag: tag,
-                                                                 deviceOrder: device.byteOrder)
+                switch answer {
+                case let .bits(bits):
+                    for index in block.tagIndices {
+                        results[index] = .success(.bool(bits[device.tags[index].address - block.address]))
                     }
+                case let .registers(words):
+                    RegisterDecoding.decode(block: words, startingAt: block.address, tags: device.tags,
+                                            indices: block.tagIndices, deviceOrder: device.byteOrder, into: &results)
                 }
             }
         }
         if replanned { slot.plan = RegisterPlan(blocks: plan) }
         let readings = slot.tagIndices.map { index in
-            DevicePoll.Reading(tag: device.tags[index].name, value: results[index] ?? .failure(TagError("not read")))
+            DevicePoll.Reading(tag: device.tags[index].name, value: results[index])
         }
         return .success((readings, malformed))
     }

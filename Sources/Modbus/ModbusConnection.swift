@@ -159,8 +159,17 @@ public final class ModbusConnection {
     public func readRegisters(unit: Int, table: RegisterTable, address: Int, count: Int) throws(ModbusError) -> [UInt16] {
         if !isSerial {
             let data = try tcpRead(unit: unit, table: table, address: address, count: count)
-            let first = data.startIndex
-            return (0..<count).map { UInt16(data[first + 2 * $0]) << 8 | UInt16(data[first + 2 * $0 + 1]) }
+            // `TCPReadFrame.check` lets only two bytes per register through; never read past them.
+            guard data.count == 2 * count else {
+                throw ModbusError(kind: .invalidResponse, message: "\(Self.describeRead(unit: unit, table: table, address: address, count: count)) "
+                    + "at \(endpoint): invalid response: \(data.count) data bytes, expected \(2 * count)")
+            }
+            return data.withUnsafeBufferPointer { bytes in
+                [UInt16](unsafeUninitializedCapacity: count) { words, initialized in
+                    for index in 0..<count { words[index] = UInt16(bytes[2 * index]) << 8 | UInt16(bytes[2 * index + 1]) }
+                    initialized = count
+                }
+            }
         }
         let what = Self.describeRead(unit: unit, table: table, address: address, count: count)
         try selectUnit(unit)
@@ -201,10 +210,11 @@ public final class ModbusConnection {
         transactionID &+= 1
         let request = TCPReadFrame(transactionID: transactionID, unit: UInt8(unit), function: UInt8(table.functionCode),
                                    address: UInt16(address), count: UInt16(count))
-        let bytes = request.bytes
-        let sent = bytes.withUnsafeBytes { send(modbus_get_socket(context), $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        let sendErrno = errno
-        guard sent == bytes.count else {
+        let (sent, sendErrno, length) = request.withBytes { frame in
+            let sent = send(modbus_get_socket(context), frame.baseAddress, frame.count, Int32(MSG_NOSIGNAL))
+            return (sent, errno, frame.count)
+        }
+        guard sent == length else {
             close()
             if sent == -1 { throw ModbusError.fromErrno(sendErrno, context: "\(what) at \(endpoint)") }
             throw ModbusError(kind: .connection, message: "\(what) at \(endpoint): the request went out incomplete")

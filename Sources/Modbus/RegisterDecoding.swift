@@ -1,4 +1,5 @@
 // Turning raw Modbus register words into tag values: types, byte orders, scale and offset.
+import CModbus
 import Foundation
 
 /// A decoded tag value as it appears in a data message.
@@ -86,7 +87,7 @@ public enum RegisterDecoding {
         case .float32:
             // Through the float's shortest decimal form, so 12.9f reads 12.9, not 12.899999618530273.
             let float = Float(bitPattern: UInt32(truncatingIfNeeded: bits))
-            raw = .number(float.isFinite ? Double("\(float)")! : Double(float))
+            raw = .number(float.isFinite ? Double(float.description)! : Double(float))
         }
         return scaled(raw, scale: scale, offset: offset)
     }
@@ -103,6 +104,30 @@ public enum RegisterDecoding {
             return .success(Self.bit(bit, of: word))
         }
         return decode(words, type: tag.type, order: tag.byteOrder ?? deviceOrder, scale: tag.scale, offset: tag.offset)
+    }
+
+    /// Decodes the tags at `indices` of `tags` from `words`, the registers of one read
+    /// starting at `address`, into `results[index]` (as `decode(_:tag:deviceOrder:)`
+    /// would, tag by tag). Each tag's fields are read in place: no tag is copied.
+    public static func decode(block words: [UInt16], startingAt address: Int, tags: [TagConfiguration],
+                              indices: [Int], deviceOrder: ByteOrder,
+                              into results: inout [Result<TagValue, TagError>]) {
+        tags.withUnsafeBufferPointer { tags in
+            for index in indices {
+                // Stored fields one by one: a computed property (`width`) would copy the tag, names and all.
+                let tag = tags.baseAddress! + index
+                let type = tag.pointee.type
+                let width = tag.pointee.table.holdsBits ? 1 : type == .string ? tag.pointee.length : type.registerCount
+                let first = tag.pointee.address - address
+                let registers = words[first..<first + width]
+                if type == .bool, let bit = tag.pointee.bit, let word = registers.first {
+                    results[index] = .success(Self.bit(bit, of: word))
+                    continue
+                }
+                results[index] = decode(registers, type: type, order: tag.pointee.byteOrder ?? deviceOrder,
+                                        scale: tag.pointee.scale, offset: tag.pointee.offset)
+            }
+        }
     }
 
     /// ASCII text, two characters per register, high byte first (`badc`/`dcba`:
@@ -123,10 +148,14 @@ public enum RegisterDecoding {
     }
 
     /// Drops binary noise of scaling (715 × 0.1 = 71.50000000000001) by keeping
-    /// 15 significant digits, more than any register carries.
+    /// 15 significant digits, more than any register carries: the value printed
+    /// with C's `%.15g` and read back with `strtod`, both correctly rounded
+    /// (`cmodbus_round_to_15_digits`). The gateway never changes the C locale, so
+    /// the decimal point is `.`.
     static func roundedToSignificantDigits(_ value: Double) -> Double {
         guard value != 0 else { return 0 }
-        return Double(String(format: "%.15g", value)) ?? value
+        var rounded = value
+        return cmodbus_round_to_15_digits(value, &rounded) == 1 ? rounded : value
     }
 
     static func scaled(_ raw: TagValue, scale: Double, offset: Double) -> Result<TagValue, TagError> {

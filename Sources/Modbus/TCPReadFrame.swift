@@ -15,9 +15,14 @@ struct TCPReadFrame: Equatable {
     var count: UInt16
 
     /// The 12 bytes on the wire.
-    var bytes: [UInt8] {
-        [UInt8(transactionID >> 8), UInt8(transactionID & 0xFF), 0, 0, 0, 6, unit, function,
-         UInt8(address >> 8), UInt8(address & 0xFF), UInt8(count >> 8), UInt8(count & 0xFF)]
+    var bytes: [UInt8] { withBytes { Array($0) } }
+
+    /// Calls `body` with the 12 bytes on the wire, kept on the stack (one request per poll block).
+    func withBytes<Result>(_ body: (UnsafeRawBufferPointer) -> Result) -> Result {
+        let frame: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (UInt8(transactionID >> 8), UInt8(transactionID & 0xFF), 0, 0, 0, 6, unit, function,
+             UInt8(address >> 8), UInt8(address & 0xFF), UInt8(count >> 8), UInt8(count & 0xFF))
+        return withUnsafeBytes(of: frame) { body($0) }
     }
 
     /// Data bytes a correct answer carries: two per register, one per eight bits.

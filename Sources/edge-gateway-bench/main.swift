@@ -15,6 +15,7 @@
 //   sparkplug  a 100-tag Sparkplug DDATA vs the JSON message of the same poll (SparkplugBench.swift)
 //   sparkplug-scale  the gateway process at 100 devices × 100 tags every 100 ms, json vs sparkplug (SparkplugScaleBench.swift)
 //   monitor-ingest, monitor-fleet  edge-monitor (MonitorBench.swift)
+//   encode   decode + JSON encode of one 100-tag poll in process vs copying its bytes (EncodeBench.swift)
 //   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync (PerMessageBench.swift)
 //   commands command → write → result with polls at 10 ms vs an MQTT round trip (CommandBench.swift)
 //   scale    cores, RSS, threads, overruns of the gateway with 1,000 TCP devices at 1 s and 100 at 100 ms (ScaleBench.swift)
@@ -31,7 +32,7 @@ import Synchronization
 
 let arguments = Set(CommandLine.arguments.dropFirst())
 let selected = arguments.isEmpty
-    ? ["append", "replay", "rss", "duplicates", "startup", "modbus", "seal", "service", "sparkplug", "sparkplug-scale", "per-message", "commands",
+    ? ["append", "replay", "rss", "duplicates", "startup", "modbus", "encode", "seal", "service", "sparkplug", "sparkplug-scale", "per-message", "commands",
        "monitor-ingest", "monitor-fleet", "scale"]
     : arguments
 nonisolated let quiet: Logger = {
@@ -310,6 +311,7 @@ if selected.contains("seal") { try await benchSeal(directory: directory) }
 if selected.contains("service") { try await benchService(directory: directory) }
 if selected.contains("sparkplug") { benchSparkplug() }
 if selected.contains("sparkplug-scale") { try await benchSparkplugScale(directory: directory) }
+if selected.contains("encode") { benchEncode() }
 if selected.contains("per-message") { try await benchPerMessage(directory: directory) }
 if selected.contains("commands") { try await benchCommands(directory: directory) }
 if selected.contains("monitor-ingest") { try await benchMonitorIngest(directory: directory) }
