@@ -147,15 +147,7 @@ struct JSONBytes {
     private static let hex = Array("0123456789abcdef".utf8)
 
     mutating func integer(_ value: Int64) {
-        guard value != 0 else { bytes.append(UInt8(ascii: "0")); return }
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        let start = bytes.count
-        while magnitude > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-            magnitude /= 10
-        }
-        bytes[start...].reverse()
+        bytes.appendDecimal(value)
     }
 
     /// A finite number, or `null` (also for NaN and infinities, which JSON cannot carry).

@@ -157,14 +157,14 @@ struct ExpositionWriter {
     }
 
     mutating func integer(_ value: Int64) {
-        appendDigits(value)
+        bytes.appendDecimal(value)
         bytes.append(UInt8(ascii: "\n"))
     }
 
     /// As Swift prints a `Double` (`120.0`, `14.2`), then the end of the line.
     mutating func double(_ value: Double) {
         if value.isFinite, value == value.rounded(), abs(value) < 1e15 {
-            appendDigits(Int64(value))
+            bytes.appendDecimal(Int64(value))
             raw(".0\n")
         } else {
             bytes.append(contentsOf: value.description.utf8)
@@ -176,24 +176,12 @@ struct ExpositionWriter {
     mutating func milliseconds(_ value: Int64) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         let magnitude = Int64(value.magnitude)
-        appendDigits(magnitude / 1000)
+        bytes.appendDecimal(magnitude / 1000)
         bytes.append(UInt8(ascii: "."))
         let fraction = magnitude % 1000
         bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))
         bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
         bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10))
         bytes.append(UInt8(ascii: "\n"))
-    }
-
-    private mutating func appendDigits(_ value: Int64) {
-        guard value != 0 else { bytes.append(UInt8(ascii: "0")); return }
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        let start = bytes.count
-        while magnitude > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-            magnitude /= 10
-        }
-        bytes[start...].reverse()
     }
 }

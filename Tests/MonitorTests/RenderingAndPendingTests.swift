@@ -164,3 +164,23 @@ func variedFleet() -> FleetModel {
         #expect(throws: Never.self) { try MonitorConfigurationLoader.parse(yaml: "mqtt:\n  host: broker\n  protocol: 3.1.1\n") }
     }
 }
+
+@Suite struct RenderedBytesTests {
+    @Test(arguments: [0, 7, -7, 10, -10, 1_800_000_013, Int64.max, Int64.min])
+    func decimalDigitsAreWhatStringWrites(_ value: Int64) {
+        var bytes = Array("x=".utf8)
+        bytes.appendDecimal(value)
+        #expect(String(decoding: bytes, as: UTF8.self) == "x=\(value)")
+    }
+
+    @Test func aDocumentIsWrittenInChunksThatAddUpToIt() {
+        let document = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        for size in [1000, 999, 128, 1, 4096] {
+            let chunks = Array(FleetRendering.chunks(document, size: size))
+            #expect(chunks.count == (document.count + size - 1) / size)
+            #expect(chunks.allSatisfy { $0.readableBytes <= size && $0.readableBytes > 0 })
+            #expect(chunks.flatMap { Array($0.readableBytesView) } == document, "chunk size \(size)")
+        }
+        #expect(Array(FleetRendering.chunks([], size: 128)).isEmpty)
+    }
+}
