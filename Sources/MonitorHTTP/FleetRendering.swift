@@ -5,7 +5,9 @@
 //
 // Each document exists once in memory: responses copy it to the socket in small
 // chunks instead of holding a second, whole copy of it as one ByteBuffer (at 10,000
-// gateways /metrics is about 9.5 MB, /api/fleet about 4.6 MB).
+// gateways /metrics is about 9.5 MB, /api/fleet about 4.6 MB), and a new generation's
+// document is written into the storage of the previous one (already in memory: no new
+// pages to fault in and zero) unless a response is still writing that one.
 import Dispatch
 import Monitor
 import Hummingbird
@@ -22,6 +24,14 @@ final class FleetRendering: Sendable {
         var metrics: [UInt8]?
     }
 
+    /// The documents of the latest generation rendered, and the storage of older ones
+    /// to write the next ones into.
+    private struct Cache {
+        var current: Rendered?
+        var spareFleetJSON: [UInt8] = []
+        var spareMetrics: [UInt8] = []
+    }
+
     /// The bytes of one response are copied into buffers of this size, one at a time.
     static let chunkSize = 128 * 1024
 
@@ -30,7 +40,7 @@ final class FleetRendering: Sendable {
     /// same generation finds its bytes ready.
     private let queue = DispatchQueue(label: "edge-monitor.rendering", qos: .userInitiated)
     /// Only touched on `queue` (the Mutex makes that checkable, and is never contended).
-    private let rendered = Mutex<Rendered?>(nil)
+    private let cache = Mutex(Cache())
     /// The sizes of the last renderings, to reserve the next buffers at once.
     private let lastSizes = Mutex((fleetJSON: 0, metrics: 0))
 
@@ -67,11 +77,15 @@ final class FleetRendering: Sendable {
 
     private func render(_ document: Document) -> [UInt8] {
         let snapshot = self.snapshot()
-        // Another generation's documents go before the new ones are made (responses
-        // still writing them keep their own reference).
-        var entry = rendered.withLock { current in
-            defer { if current?.generation != snapshot.generation { current = nil } }
-            return current.flatMap { $0.generation == snapshot.generation ? $0 : nil }
+        // Another generation's documents become spare storage before the new ones are
+        // made (responses still writing them keep their own reference).
+        var entry = cache.withLock { cache in
+            if let current = cache.current, current.generation != snapshot.generation {
+                if let old = current.fleetJSON { cache.spareFleetJSON = old }
+                if let old = current.metrics { cache.spareMetrics = old }
+                cache.current = nil
+            }
+            return cache.current.take()
         } ?? Rendered(generation: snapshot.generation)
         let fleet = entry.fleet ?? snapshot.fleet()
         entry.fleet = fleet
@@ -81,7 +95,8 @@ final class FleetRendering: Sendable {
             if let cached = entry.fleetJSON {
                 bytes = cached
             } else {
-                bytes = fleet.renderedJSON(capacity: lastSizes.withLock { $0.fleetJSON })
+                let spare = cache.withLock { swap(&$0.spareFleetJSON, with: []) }
+                bytes = fleet.renderedJSON(reusing: consume spare, capacity: lastSizes.withLock { $0.fleetJSON })
                 lastSizes.withLock { $0.fleetJSON = bytes.count }
                 entry.fleetJSON = bytes
             }
@@ -89,13 +104,21 @@ final class FleetRendering: Sendable {
             if let cached = entry.metrics {
                 bytes = cached
             } else {
-                bytes = MetricsExposition.render(fleet, ignored: snapshot.model.ignored,
+                let spare = cache.withLock { swap(&$0.spareMetrics, with: []) }
+                bytes = MetricsExposition.render(fleet, ignored: snapshot.model.ignored, reusing: consume spare,
                                                  capacity: lastSizes.withLock { $0.metrics })
                 lastSizes.withLock { $0.metrics = bytes.count }
                 entry.metrics = bytes
             }
         }
-        rendered.withLock { $0 = entry }
+        cache.withLock { $0.current = entry }
         return bytes
     }
+}
+
+/// `value`'s contents, leaving `replacement` in its place (a move: no copy of the storage).
+private func swap<Value>(_ value: inout Value, with replacement: Value) -> Value {
+    var taken = replacement
+    Swift.swap(&value, &taken)
+    return taken
 }
