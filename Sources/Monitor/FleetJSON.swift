@@ -6,8 +6,10 @@ import Gateway
 
 extension FleetView {
     /// This view as `/api/fleet` JSON. `capacity` is a hint (e.g. the last rendering's size).
-    public func renderedJSON(capacity: Int = 0) -> [UInt8] {
-        var out = JSONBytes(capacity: max(capacity, 256 + gateways.count * 640))
+    /// Written into `buffer`'s storage when the caller hands over its only reference
+    /// (its contents are replaced), so a large document needs no new pages.
+    public func renderedJSON(reusing buffer: consuming [UInt8] = [], capacity: Int = 0) -> [UInt8] {
+        var out = JSONBytes(reusing: buffer, capacity: max(capacity, 256 + gateways.count * 640))
         out.raw(#"{"generated_at":"#)
         out.timestamp(generatedAt)
         out.raw(#","totals":{"gateways":"#)
@@ -116,7 +118,11 @@ extension GatewayView {
 struct JSONBytes {
     private(set) var bytes: [UInt8] = []
 
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+    init(reusing buffer: consuming [UInt8], capacity: Int) {
+        bytes = consume buffer
+        bytes.removeAll(keepingCapacity: true)
+        bytes.reserveCapacity(capacity)
+    }
 
     mutating func byte(_ byte: UInt8) { bytes.append(byte) }
 
@@ -147,15 +153,7 @@ struct JSONBytes {
     private static let hex = Array("0123456789abcdef".utf8)
 
     mutating func integer(_ value: Int64) {
-        guard value != 0 else { bytes.append(UInt8(ascii: "0")); return }
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        let start = bytes.count
-        while magnitude > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-            magnitude /= 10
-        }
-        bytes[start...].reverse()
+        bytes.appendDecimal(value)
     }
 
     /// A finite number, or `null` (also for NaN and infinities, which JSON cannot carry).

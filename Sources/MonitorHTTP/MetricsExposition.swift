@@ -14,10 +14,12 @@ public enum MetricsExposition {
         render(snapshot.fleet(), ignored: snapshot.model.ignored)
     }
 
-    /// `capacity` is a hint (e.g. the last rendering's size).
-    public static func render(_ fleet: FleetView, ignored: [IgnoredReason: Int64], capacity: Int = 0) -> [UInt8] {
+    /// `capacity` is a hint (e.g. the last rendering's size). Written into `buffer`'s
+    /// storage when the caller hands over its only reference (its contents are replaced).
+    public static func render(_ fleet: FleetView, ignored: [IgnoredReason: Int64], reusing buffer: consuming [UInt8] = [],
+                              capacity: Int = 0) -> [UInt8] {
         let gateways = fleet.gateways
-        var out = ExpositionWriter(capacity: max(capacity, 4096 + gateways.count * 1400))
+        var out = ExpositionWriter(reusing: buffer, capacity: max(capacity, 4096 + gateways.count * 1400))
         // `gateway="<id>"`, escaped once per gateway.
         let labels = gateways.map { ExpositionWriter.label("gateway", $0.id) }
         let stateLabels = GatewayState.allCases.map { ExpositionWriter.label("state", $0.rawValue) }
@@ -93,9 +95,8 @@ public enum MetricsExposition {
                                  labels: [("reason", reason.rawValue)])
                 .increment(by: ignored[reason] ?? 0)
         }
-        var bytes = out.bytes
-        registry.emit(into: &bytes)
-        return bytes
+        out.append(registry)
+        return out.bytes
     }
 }
 
@@ -103,7 +104,11 @@ public enum MetricsExposition {
 struct ExpositionWriter {
     private(set) var bytes: [UInt8] = []
 
-    init(capacity: Int) { bytes.reserveCapacity(capacity) }
+    init(reusing buffer: consuming [UInt8], capacity: Int) {
+        bytes = consume buffer
+        bytes.removeAll(keepingCapacity: true)
+        bytes.reserveCapacity(capacity)
+    }
 
     /// `key="value"` with the value escaped (backslash, quote, newline).
     static func label(_ key: String, _ value: String) -> [UInt8] {
@@ -121,6 +126,11 @@ struct ExpositionWriter {
         }
         text.append(UInt8(ascii: "\""))
         return text
+    }
+
+    /// The registry's families, after the lines written so far (in place: no copy of them).
+    mutating func append(_ registry: PrometheusCollectorRegistry) {
+        registry.emit(into: &bytes)
     }
 
     private mutating func raw(_ text: StaticString) {
@@ -157,14 +167,14 @@ struct ExpositionWriter {
     }
 
     mutating func integer(_ value: Int64) {
-        appendDigits(value)
+        bytes.appendDecimal(value)
         bytes.append(UInt8(ascii: "\n"))
     }
 
     /// As Swift prints a `Double` (`120.0`, `14.2`), then the end of the line.
     mutating func double(_ value: Double) {
         if value.isFinite, value == value.rounded(), abs(value) < 1e15 {
-            appendDigits(Int64(value))
+            bytes.appendDecimal(Int64(value))
             raw(".0\n")
         } else {
             bytes.append(contentsOf: value.description.utf8)
@@ -176,24 +186,12 @@ struct ExpositionWriter {
     mutating func milliseconds(_ value: Int64) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         let magnitude = Int64(value.magnitude)
-        appendDigits(magnitude / 1000)
+        bytes.appendDecimal(magnitude / 1000)
         bytes.append(UInt8(ascii: "."))
         let fraction = magnitude % 1000
         bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))
         bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
         bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10))
         bytes.append(UInt8(ascii: "\n"))
-    }
-
-    private mutating func appendDigits(_ value: Int64) {
-        guard value != 0 else { bytes.append(UInt8(ascii: "0")); return }
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        var magnitude = value.magnitude
-        let start = bytes.count
-        while magnitude > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude % 10))
-            magnitude /= 10
-        }
-        bytes[start...].reverse()
     }
 }

@@ -1,6 +1,6 @@
 // edge-monitor's HTTP side (Hummingbird 2): the page, the JSON API and /metrics,
 // each served from the latest immutable snapshot; no request waits for the model.
-// The fleet JSON and /metrics are rendered once per snapshot (FleetRendering).
+// The fleet JSON and /metrics are rendered once per snapshot and written in chunks (FleetRendering).
 import Foundation
 import Hummingbird
 import Logging
@@ -20,7 +20,7 @@ public enum MonitorHTTPServer {
         }
         router.get("/api/fleet") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json", .cacheControl: "no-store"],
-                     body: .init(byteBuffer: await rendering.bytes(.fleetJSON)))
+                     body: FleetRendering.body(await rendering.bytes(.fleetJSON)))
         }
         router.get("/api/gateways/:id") { _, context in
             let id = context.parameters.get("id") ?? ""
@@ -31,7 +31,7 @@ public enum MonitorHTTPServer {
         }
         router.get("/metrics") { _, _ in
             Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: await rendering.bytes(.metrics)))
+                     body: FleetRendering.body(await rendering.bytes(.metrics)))
         }
         return Application(router: router, configuration: .init(address: .hostname(host, port: port),
                                                                  serverName: "edge-monitor"),

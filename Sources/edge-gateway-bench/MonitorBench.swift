@@ -148,6 +148,13 @@ func statusKilobytes(_ status: String, _ field: String) -> Double {
     return Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "0") ?? 0
 }
 
+/// One line with the monitor's resident and peak memory now, to tell which phase set the peak.
+func memoryPhase(_ pid: pid_t, _ phase: String) {
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+    print("  " + phase.padding(toLength: 54, withPad: " ", startingAt: 0)
+          + String(format: " VmRSS %6.1f MB  VmHWM %6.1f MB", statusKilobytes(status, "VmRSS") / 1024, statusKilobytes(status, "VmHWM") / 1024))
+}
+
 func benchMonitorFleet(directory: TemporaryDirectory) async throws {
     let gateways = 10_000
     print("monitor-fleet: \(gateways) simulated gateways (retained birth, a device status, two stats each)")
@@ -159,6 +166,7 @@ func benchMonitorFleet(directory: TemporaryDirectory) async throws {
     try await publishAll(port: broker.port, [MQTTMessage(topic: "edge/probe/status",
         payload: Array(#"{"state":"online","gateway":"probe","boot":1,"session":1}"#.utf8), qos: 1, retain: true)])
     try await waitForGateway("probe", httpPort: httpPort)
+    memoryPhase(monitor.pid, "phase: started, probe gateway seen")
     var messages: [MQTTMessage] = []
     for index in 0..<gateways {
         let id = String(format: "gw-%05d", index)
@@ -177,12 +185,14 @@ func benchMonitorFleet(directory: TemporaryDirectory) async throws {
         }
     }
     try await publishAll(port: broker.port, messages)
+    memoryPhase(monitor.pid, "phase: \(messages.count) retained/stats messages acked")
     try await waitUntil("all gateways in /api/fleet", timeout: .seconds(120)) {
         guard let body = try? Data(contentsOf: URL(string: "http://127.0.0.1:\(httpPort)/api/fleet")!),
               let fleet = try? JSONSerialization.jsonObject(with: body) as? [String: Any],
               let totals = fleet["totals"] as? [String: Any] else { return false }
         return totals["online"] as? Int == gateways + 1
     }
+    memoryPhase(monitor.pid, "phase: all gateways in /api/fleet")
     // The fleet keeps talking while the endpoints are measured: stats of every gateway
     // every 10 s (1,000 messages/s), so the model changes between requests.
     let feed = StatsFeed(port: broker.port, gateways: gateways)
@@ -194,6 +204,7 @@ func benchMonitorFleet(directory: TemporaryDirectory) async throws {
     try await Task.sleep(for: .seconds(5))
     let ingestCPUPerSecond = (processCPUSeconds(monitor.pid) - idleStart.1) / seconds(ContinuousClock.now - idleStart.0)
     figure("monitor CPU while ingesting the feed only (baseline)", ingestCPUPerSecond * 100, "% of a core")
+    memoryPhase(monitor.pid, "phase: 8 s of the stats feed, no requests")
     print("  (per endpoint: wall ms per request p50 / p99 over 100 back-to-back requests, then the same for 20 requests")
     print("   each 300 ms apart so every one meets a new snapshot; CPU ms per request is the monitor's, net of ingest;")
     print("   the page / is static: it is the baseline of the HTTP path itself)")
@@ -211,6 +222,7 @@ func benchMonitorFleet(directory: TemporaryDirectory) async throws {
         } catch {
             print("  \(what): \(error)")
         }
+        memoryPhase(monitor.pid, "phase: after the requests of \(path)")
     }
     let status = (try? String(contentsOfFile: "/proc/\(monitor.pid)/status", encoding: .utf8)) ?? ""
     figure("edge-monitor peak RSS, VmHWM (target <= 150 MB)", statusKilobytes(status, "VmHWM") / 1024, "MB")

@@ -1,5 +1,6 @@
 import Foundation
 import GatewayConfig
+import Synchronization
 import Testing
 @testable import Monitor
 @testable import MonitorHTTP
@@ -163,4 +164,80 @@ func variedFleet() -> FleetModel {
         }
         #expect(throws: Never.self) { try MonitorConfigurationLoader.parse(yaml: "mqtt:\n  host: broker\n  protocol: 3.1.1\n") }
     }
+}
+
+@Suite struct RenderedBytesTests {
+    @Test(arguments: [0, 7, -7, 10, -10, 1_800_000_013, Int64.max, Int64.min])
+    func decimalDigitsAreWhatStringWrites(_ value: Int64) {
+        var bytes = Array("x=".utf8)
+        bytes.appendDecimal(value)
+        #expect(String(decoding: bytes, as: UTF8.self) == "x=\(value)")
+    }
+
+    @Test func aDocumentIsWrittenInChunksThatAddUpToIt() {
+        let document = (0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        for size in [1000, 999, 128, 1, 4096] {
+            let chunks = Array(FleetRendering.chunks(document, size: size))
+            #expect(chunks.count == (document.count + size - 1) / size)
+            #expect(chunks.allSatisfy { $0.readableBytes <= size && $0.readableBytes > 0 })
+            #expect(chunks.flatMap { Array($0.readableBytesView) } == document, "chunk size \(size)")
+        }
+        #expect(Array(FleetRendering.chunks([], size: 128)).isEmpty)
+    }
+}
+
+@Suite struct RenderingReuseTests {
+    @Test func aDocumentWrittenIntoTheLastOnesStorageIsTheFreshDocument() {
+        let first = FleetSnapshot(model: variedFleet(), takenAt: Date(timeIntervalSince1970: 1_800_000_014)).fleet()
+        let second = FleetSnapshot(model: variedFleet(), takenAt: Date(timeIntervalSince1970: 1_800_000_900)).fleet()
+        var json = first.renderedJSON()
+        let jsonStorage = json.withUnsafeBufferPointer { $0.baseAddress }
+        json = second.renderedJSON(reusing: consume json)
+        #expect(json == second.renderedJSON())
+        #expect(json.withUnsafeBufferPointer { $0.baseAddress } == jsonStorage, "the storage was not reused")
+
+        var metrics = MetricsExposition.render(first, ignored: [:])
+        let metricsStorage = metrics.withUnsafeBufferPointer { $0.baseAddress }
+        metrics = MetricsExposition.render(second, ignored: [.notJSON: 3], reusing: consume metrics)
+        #expect(sortedLines(metrics) == sortedLines(MetricsExposition.render(second, ignored: [.notJSON: 3])))
+        #expect(metrics.withUnsafeBufferPointer { $0.baseAddress } == metricsStorage, "the storage was not reused")
+    }
+
+    @Test func eachGenerationIsServedItsOwnDocuments() async {
+        var small = Fleet()
+        small.birth(boot: 2, session: 1)
+        small.data(boot: 2, [1, 3])
+        let models = [variedFleet(), small.model, variedFleet()]
+        let generation = Generation()
+        let rendering = FleetRendering {
+            let index = generation.index.load(ordering: .acquiring)
+            return FleetSnapshot(model: models[index], takenAt: Date(timeIntervalSince1970: 1_800_000_014 + Double(index) * 100),
+                                 generation: UInt64(index))
+        }
+        var held: [[UInt8]] = []  // a response still writing an older document
+        for index in models.indices {
+            generation.index.store(index, ordering: .releasing)
+            let snapshot = FleetSnapshot(model: models[index], takenAt: Date(timeIntervalSince1970: 1_800_000_014 + Double(index) * 100))
+            let metrics = await rendering.bytes(.metrics)
+            #expect(sortedLines(metrics) == sortedLines(MetricsExposition.render(snapshot)), "generation \(index)")
+            let json = await rendering.bytes(.fleetJSON)
+            #expect(json == snapshot.fleet().renderedJSON(), "generation \(index)")
+            #expect(await rendering.bytes(.metrics) == metrics)
+            if index == 0 { held = [metrics, json] }
+        }
+        let first = FleetSnapshot(model: models[0], takenAt: Date(timeIntervalSince1970: 1_800_000_014))
+        #expect(sortedLines(held[0]) == sortedLines(MetricsExposition.render(first)), "a held document changed")
+        #expect(held[1] == first.fleet().renderedJSON(), "a held document changed")
+    }
+}
+
+/// The lines of a /metrics document, sorted: swift-prometheus emits its (fleet-wide)
+/// families in an order that differs from one registry to the next.
+private func sortedLines(_ document: [UInt8]) -> [String] {
+    String(decoding: document, as: UTF8.self).split(separator: "\n").map(String.init).sorted()
+}
+
+/// The generation a test's snapshot closure serves.
+private final class Generation: Sendable {
+    let index = Atomic<Int>(0)
 }
