@@ -1,6 +1,7 @@
 // Continuity end to end: a contract-following publisher skips seqs, reports gaps,
 // tampers with seals; the real monitor process judges, restarts and remembers.
 import Foundation
+import Monitor
 import Sealing
 import Testing
 import TestSupport
@@ -88,6 +89,12 @@ import Glibc
         try await publisher.flush()
         try await harness.waitForGateway("gw-restart", "seqs up to 200") {
             (($0["boots"] as? [[String: Any]])?.first?["received"] as? [[Int]])?.last?.last == 200
+        }
+        // The state writer stores a change within half a second: the kill below must come
+        // after the gateway was stored once (the broker restart also drops its retained
+        // birth, so the state file is all the monitor can remember it by).
+        try await waitUntil("gw-restart in the state file \(harness.statePath)", timeout: .seconds(10)) {
+            try MonitorStore(path: harness.statePath).load(historyLimit: 1).gateways.contains { $0.id == "gw-restart" }
         }
         // Killed mid-stream: up to a second of ledger writes is gone with it.
         try publisher.data(201...400)
