@@ -674,7 +674,7 @@ struct SchemaReader {
         checkSerialLines(keys)
         checkBusCount(keys, devices: value)
         let read = devices.compactMap { $0 }
-        return read.count == devices.count ? read : nil
+        return read.count == devices.count ? SharedTagLists.share(read) : nil
     }
 
     private func checkUniqueNames(_ keys: [DeviceKey]) {
@@ -885,8 +885,14 @@ struct SchemaReader {
                 firstIndex[name] = index
             }
         }
-        let read = tags.compactMap { $0 }
-        return read.count == tags.count ? read : nil
+        // Exactly as long as the list (compactMap would grow it to the next power of two).
+        var read: [TagConfiguration] = []
+        read.reserveCapacity(tags.count)
+        for tag in tags {
+            guard let tag else { return nil }
+            read.append(tag)
+        }
+        return read
     }
 
     /// The tag, and its name value when the name itself is valid (for the uniqueness check).
