@@ -210,6 +210,8 @@ public enum ConfigurationLoader {
 /// The schema of gateway.yaml, read in one pass that reports every problem.
 struct SchemaReader {
     let log: ProblemLog
+    /// Tag lists read so far (devices of one type share a list).
+    let tagLists = TagListMemo()
 
     func configuration(_ document: YAMLValue) -> GatewayConfiguration? {
         guard var root = MappingReader(document, hint: "the file must be a mapping with gateway:, mqtt: and devices:")
@@ -865,6 +867,14 @@ struct SchemaReader {
     // MARK: tags
 
     private func tags(_ value: YAMLValue) -> [TagConfiguration]? {
+        if let read = tagLists.list(for: value.node) { return read }
+        let problems = log.problems.count
+        guard let read = readTags(value) else { return nil }
+        if log.problems.count == problems { tagLists.remember(read, for: value.node) }
+        return read
+    }
+
+    private func readTags(_ value: YAMLValue) -> [TagConfiguration]? {
         guard let items = value.list(
             itemName: "tag", hint: "write each tag as a list item starting with '- name: ...'")
         else { return nil }

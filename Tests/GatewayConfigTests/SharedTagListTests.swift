@@ -42,3 +42,35 @@ private func storage(_ tags: [TagConfiguration]) -> UnsafeRawPointer? {
     // Grown by appending one at a time it would hold room for 128.
     #expect(tags.capacity == 100)
 }
+
+// A tag list is read once per distinct list (1,000 devices naming one anchor: 100 tags
+// read once, not 100,000 times); what each device gets, and each problem, stay the same.
+
+@Test func aListReadOnceStillGivesEachDeviceItsTagsAndSettings() throws {
+    let config = try ConfigurationLoader.parse(yaml: """
+    gateway: { id: gw-01 }
+    mqtt: { host: broker }
+    devices:
+      - { name: a, tcp: { host: 10.0.0.1 }, byte_order: cdab, tags: &meter [{ name: p, table: input, address: 2, type: float32, scale: 0.5, deadband: 1 }] }
+      - { name: b, tcp: { host: 10.0.0.2 }, poll_interval: 5s, tags: *meter }
+    """)
+    let (a, b) = (config.devices[0], config.devices[1])
+    #expect(a.byteOrder == .cdab && b.byteOrder == .abcd)
+    #expect(a.pollInterval == .seconds(1) && b.pollInterval == .seconds(5))
+    for device in [a, b] {
+        #expect(device.tags == [TagConfiguration(name: "p", table: .input, address: 2, type: .float32, scale: 0.5,
+                                                 deadband: .absolute(1))])
+    }
+}
+
+@Test func aWrongListIsReportedUnderEveryDeviceThatUsesIt() {
+    let problems = rejectedProblems("""
+    gateway: { id: gw-01 }
+    mqtt: { host: broker }
+    devices:
+      - { name: a, tcp: { host: 10.0.0.1 }, tags: &meter [{ name: p, table: input, address: 2, type: float33 }] }
+      - { name: b, tcp: { host: 10.0.0.2 }, tags: *meter }
+      - { name: c, tcp: { host: 10.0.0.3 }, tags: [{ name: p, table: input, address: 2, type: float33 }] }
+    """)
+    #expect(problems.map(\.path).sorted() == ["devices[0].tags[0].type", "devices[1].tags[0].type", "devices[2].tags[0].type"])
+}
