@@ -1,6 +1,9 @@
 // Where a process's resident memory is, from /proc/<pid>/smaps: the scale bench's
 // breakdown of the gateway's VmRSS.
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Resident memory of one process by kind of mapping, in KiB.
 struct MemoryMap {
@@ -23,9 +26,26 @@ struct MemoryMap {
 
     var total: Int { files + mainHeap + arenas + stacks + otherAnonymous }
 
+    /// The whole file: /proc files report size 0, and Foundation's `String(contentsOfFile:)`
+    /// returned only the start of a large smaps.
+    private static func read(_ path: String) -> String? {
+        let descriptor = open(path, O_RDONLY)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 { return nil }
+            if count == 0 { break }
+            bytes += chunk[..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// `nil` when smaps cannot be read (the process is gone).
     init?(pid: pid_t) {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/smaps", encoding: .utf8) else { return nil }
+        guard let text = Self.read("/proc/\(pid)/smaps") else { return nil }
         struct Mapping {
             var start: UInt
             var end: UInt

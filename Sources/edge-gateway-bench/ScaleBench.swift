@@ -272,10 +272,10 @@ func benchScale(directory: TemporaryDirectory) async throws {
         figure("  gateway RSS now, VmRSS", run.rssMB, "MB")
         figure("  gateway peak RSS, VmHWM", run.peakRSSMB, "MB")
         if let memory = run.memory {
-            figure("    of it mapped files (code: binary, Swift, Foundation, ICU)", Double(memory.files) / 1024, "MB")
+            figure("    of it mapped files (binary, Swift, Foundation, ICU)", Double(memory.files) / 1024, "MB")
             figure("    of it malloc: main heap", Double(memory.mainHeap) / 1024, "MB")
-            figure("    of it malloc: other arenas (\(memory.arenaCount))", Double(memory.arenas) / 1024, "MB")
-            figure("    of it thread stacks (\(memory.stackCount))", Double(memory.stacks) / 1024, "MB")
+            figure("    of it malloc: \(memory.arenaCount) other arenas", Double(memory.arenas) / 1024, "MB")
+            figure("    of it thread stacks (\(memory.stackCount) threads)", Double(memory.stacks) / 1024, "MB")
             figure("    deepest thread stack touched", Double(memory.deepestStack), "KiB")
             figure("    of it other anonymous", Double(memory.otherAnonymous) / 1024, "MB")
         }
