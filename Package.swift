@@ -73,7 +73,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .executableTarget(name: "edge-gateway", dependencies: [
-            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "CMalloc",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),

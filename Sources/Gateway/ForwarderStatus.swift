@@ -41,28 +41,28 @@ struct StatusAnnouncer {
     }
 
     /// Everything a new connection announces, in order: the birth, each known device
-    /// status, each device's meta.
+    /// status, each device's meta, each handed to `send` as soon as it is encoded (not
+    /// gathered first: at 1,000 devices of 100 tags the metas alone are about 9 MB).
     /// `clock` and `date` (its wall time) come from the gateway's time source.
-    func announcements(session: Int, server: String? = nil, devices: [DeviceConfiguration], clock: ClockStatus? = nil,
-                       at date: Date = Date()) -> [MQTTMessage] {
+    func announce(session: Int, server: String? = nil, devices: [DeviceConfiguration], clock: ClockStatus? = nil,
+                  at date: Date = Date(), to send: (MQTTMessage) -> Void) {
         var birth = birth
         birth.clock = clock
         birth.server = server
-        var messages = [MQTTMessage(
+        send(MQTTMessage(
             topic: identity.statusTopic,
             payload: MessageEncoding.gatewayStatus(.online(birth), gateway: identity.id, boot: boot, session: session,
                                                    at: date),
-            qos: 1, retain: true)]
+            qos: 1, retain: true))
         for device in deviceErrors.keys.sorted() {
-            messages.append(deviceStatus(device))
+            send(deviceStatus(device))
         }
         for device in devices {
-            messages.append(MQTTMessage(
+            send(MQTTMessage(
                 topic: identity.deviceMetaTopic(device: device.name),
                 payload: MessageEncoding.deviceMeta(device, gateway: identity.id, boot: boot, at: date, clock: clock),
                 qos: 1, retain: true))
         }
-        return messages
     }
 
     /// Records a device's status; returns the message announcing it.

@@ -118,10 +118,8 @@ final class ForwardingLoop {
             if sparkplug != nil {
                 await sparkplugConnected(session: id)
             } else {
-                for message in announcer.announcements(session: id, server: server, devices: devices(),
-                                                       clock: timeSource.status(), at: reading.wall) {
-                    publish(message)
-                }
+                announcer.announce(session: id, server: server, devices: devices(), clock: timeSource.status(),
+                                   at: reading.wall) { publish($0) }
             }
             gaps.checkSoon(now: now())
             await reportGaps()

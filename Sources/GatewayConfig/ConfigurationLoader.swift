@@ -210,6 +210,8 @@ public enum ConfigurationLoader {
 /// The schema of gateway.yaml, read in one pass that reports every problem.
 struct SchemaReader {
     let log: ProblemLog
+    /// Tag lists read so far (devices of one type share a list).
+    let tagLists = TagListMemo()
 
     func configuration(_ document: YAMLValue) -> GatewayConfiguration? {
         guard var root = MappingReader(document, hint: "the file must be a mapping with gateway:, mqtt: and devices:")
@@ -674,7 +676,7 @@ struct SchemaReader {
         checkSerialLines(keys)
         checkBusCount(keys, devices: value)
         let read = devices.compactMap { $0 }
-        return read.count == devices.count ? read : nil
+        return read.count == devices.count ? SharedTagLists.share(read) : nil
     }
 
     private func checkUniqueNames(_ keys: [DeviceKey]) {
@@ -865,6 +867,14 @@ struct SchemaReader {
     // MARK: tags
 
     private func tags(_ value: YAMLValue) -> [TagConfiguration]? {
+        if let read = tagLists.list(for: value.node) { return read }
+        let problems = log.problems.count
+        guard let read = readTags(value) else { return nil }
+        if log.problems.count == problems { tagLists.remember(read, for: value.node) }
+        return read
+    }
+
+    private func readTags(_ value: YAMLValue) -> [TagConfiguration]? {
         guard let items = value.list(
             itemName: "tag", hint: "write each tag as a list item starting with '- name: ...'")
         else { return nil }
@@ -885,8 +895,14 @@ struct SchemaReader {
                 firstIndex[name] = index
             }
         }
-        let read = tags.compactMap { $0 }
-        return read.count == tags.count ? read : nil
+        // Exactly as long as the list (compactMap would grow it to the next power of two).
+        var read: [TagConfiguration] = []
+        read.reserveCapacity(tags.count)
+        for tag in tags {
+            guard let tag else { return nil }
+            read.append(tag)
+        }
+        return read
     }
 
     /// The tag, and its name value when the name itself is valid (for the uniqueness check).

@@ -180,7 +180,8 @@ public enum ByteOrder: String, Sendable, Equatable, CaseIterable {
     case abcd, cdab, badc, dcba
 }
 
-public struct TagConfiguration: Sendable, Equatable {
+/// Hashable so that devices of one type can share one tag list (the configuration loader does).
+public struct TagConfiguration: Sendable, Hashable {
     /// Key of the value in the data message's `values` object.
     public var name: String
     public var table: RegisterTable
@@ -244,7 +245,7 @@ public struct TagConfiguration: Sendable, Equatable {
 }
 
 /// How far a numeric value must move from the last published one to count as a change.
-public enum Deadband: Sendable, Equatable {
+public enum Deadband: Sendable, Hashable {
     /// Any change counts.
     case none
     /// `|new − published| > amount`.

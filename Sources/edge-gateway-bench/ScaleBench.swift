@@ -7,7 +7,8 @@
 //   Over a steady window after a warm-up, of the gateway process (/proc/<pid>/…):
 //   cores (utime + stime over wall time), VmRSS and VmHWM, threads, poll overruns
 //   (the gateway's stats topic), data messages/s at a subscriber; the simulator's
-//   cores separately (not the gateway's).
+//   cores separately (not the gateway's); where the resident memory is (smaps:
+//   mapped files, malloc arenas, thread stacks).
 //   BENCH_GATEWAY=<path> runs another build of edge-gateway as the gateway (the
 //   simulator is always this build's); SCALE_BASELINE_GATEWAY=<path> runs that build
 //   too, in the same run, for a before/after ratio. BENCH_WARMUP=<s> (10) and
@@ -147,6 +148,7 @@ private struct ScaleRun {
     var pollsFailedInWindow: Int64
     var messagesPerSecond: Double
     var startup: Duration
+    var memory: MemoryMap?
 }
 
 /// Starts the gateway on `scenario`, waits for every device's first messages and a
@@ -201,6 +203,7 @@ private func runScale(_ scenario: ScaleScenario, gatewayBinary: String, label: S
     let messagesStart = subscriber.dataMessages.load(ordering: .relaxed)
     try await Task.sleep(for: window)
     let gatewayEnd = ProcessSample(pid: gateway.pid)
+    let memory = MemoryMap(pid: gateway.pid)
     let simulatorEnd = ProcessSample(pid: simulator.pid)
     let messages = subscriber.dataMessages.load(ordering: .relaxed) - messagesStart
     let statsEnd = subscriber.stats.withLock { $0! }
@@ -213,7 +216,8 @@ private func runScale(_ scenario: ScaleScenario, gatewayBinary: String, label: S
         rssMB: gatewayEnd.rssMB, peakRSSMB: gatewayEnd.peakRSSMB, threads: gatewayEnd.threads,
         overrunsInWindow: statsEnd.overruns - statsStart.overruns, overrunsTotal: statsEnd.overruns,
         pollsFailedInWindow: statsEnd.pollsFailed - statsStart.pollsFailed,
-        messagesPerSecond: Double(messages) / seconds(gatewayEnd.at - gatewayStart.at), startup: startup)
+        messagesPerSecond: Double(messages) / seconds(gatewayEnd.at - gatewayStart.at), startup: startup,
+        memory: memory)
 }
 
 func benchScale(directory: TemporaryDirectory) async throws {
@@ -267,6 +271,14 @@ func benchScale(directory: TemporaryDirectory) async throws {
         figure("  gateway CPU time per second of wall time", run.cores * 1000, "ms/s")
         figure("  gateway RSS now, VmRSS", run.rssMB, "MB")
         figure("  gateway peak RSS, VmHWM", run.peakRSSMB, "MB")
+        if let memory = run.memory {
+            figure("    of it mapped files (binary, Swift, Foundation, ICU)", Double(memory.files) / 1024, "MB")
+            figure("    of it malloc: main heap", Double(memory.mainHeap) / 1024, "MB")
+            figure("    of it malloc: \(memory.arenaCount) other arenas", Double(memory.arenas) / 1024, "MB")
+            figure("    of it thread stacks (\(memory.stackCount) threads)", Double(memory.stacks) / 1024, "MB")
+            figure("    deepest thread stack touched", Double(memory.deepestStack), "KiB")
+            figure("    of it other anonymous", Double(memory.otherAnonymous) / 1024, "MB")
+        }
         figure("  gateway threads", Double(run.threads), "")
         figure("  poll overruns in the window", Double(run.overrunsInWindow), "")
         figure("  data messages at the subscriber", run.messagesPerSecond, "msg/s")

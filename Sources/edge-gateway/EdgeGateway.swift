@@ -1,4 +1,5 @@
 import ArgumentParser
+import CMalloc
 import Foundation
 import Gateway
 import GatewayClock
@@ -42,6 +43,17 @@ extension Logger.Level {
     }
 }
 
+/// glibc gives threads that allocate at the same time arenas of their own (up to eight per
+/// core), and with one thread per bus every arena soon exists, each keeping its own free
+/// pages: at 1,000 TCP devices the gateway's heap held about 43 MB in 16 arenas for
+/// 28 MB at its peak in use, and about 33 MB in two (VmRSS 94 -> 85 MB,
+/// `edge-gateway-bench scale`). Most allocations of a bus thread come from its own cache
+/// (tcache) without an arena's lock: `perf` shows no lock wait at 100 or 1,000 buses.
+/// Called before the gateway starts its threads (glibc fixes the cap once eight exist).
+private func limitMallocArenas() {
+    _ = cmalloc_limit_arenas(2)
+}
+
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the gateway until SIGTERM or SIGINT.")
@@ -49,6 +61,7 @@ struct Run: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() async throws {
+        limitMallocArenas()
         let configuration = try loadConfiguration(options.config)
         let logger = Logging.makeLogger(level: Logger.Level(configuration.logLevel))
         logConfigurationWarnings(configuration, logger: logger)
