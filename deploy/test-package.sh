@@ -125,7 +125,8 @@ if [ -f /tmp/edge-monitor.deb ]; then
 fleet = json.load(urllib.request.urlopen("http://127.0.0.1:9470/api/fleet", timeout=2))
 sys.exit(0 if any(g.get("id") == "gw-01" for g in fleet.get("gateways", [])) else 1)'
     }
-    if ! wait_for 20 "the monitor to list gw-01" fleet_lists_gateway; then cat /tmp/monitor.log; fail "the monitor does not list the gateway"; fi
+    # In a subshell, so that a timeout shows the monitor's log before failing.
+    if ! (wait_for 30 "the monitor to list gw-01" fleet_lists_gateway); then cat /tmp/monitor.log; fail "the monitor does not list the gateway"; fi
     python3 -c 'import urllib.request; page = urllib.request.urlopen("http://127.0.0.1:9470/", timeout=2).read().decode()
 assert "edge-monitor" in page and "api/fleet" in page, page[:200]' || fail "the monitor does not serve its page"
     [ -f /var/lib/edge-monitor/monitor.sqlite ] || fail "the monitor keeps no state in /var/lib/edge-monitor"
