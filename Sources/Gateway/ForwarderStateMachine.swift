@@ -38,11 +38,12 @@ struct ForwarderStateMachine {
         /// No connection: the uplink is connecting or waiting to retry. `problem`
         /// says why the last attempt failed or the last connection ended.
         case disconnected(problem: String?)
-        /// Connected: data flows in the session's window.
-        case connected(ForwarderSession)
+        /// Connected: data flows in the session's window (`session`).
+        case connected
         /// Shutting down: nothing new is sent; the offline status went out as
-        /// `offlineStatusMid` and its PUBACK is awaited until `deadline`.
-        case stopping(ForwarderSession, offlineStatusMid: Int32, deadline: ContinuousClock.Instant)
+        /// `offlineStatusMid` and its PUBACK is awaited until `deadline`. `session` is
+        /// the connection's.
+        case stopping(offlineStatusMid: Int32, deadline: ContinuousClock.Instant)
         /// Done: the forwarder returns.
         case stopped
     }
@@ -77,7 +78,18 @@ struct ForwarderStateMachine {
         case alreadyStopping
     }
 
-    private(set) var state: State = .disconnected(problem: nil)
+    private(set) var state: State = .disconnected(problem: nil) {
+        didSet {
+            switch state {
+            case .connected, .stopping: break
+            case .disconnected, .stopped: session = nil
+            }
+        }
+    }
+    /// The connection's window: set while `state` is `.connected` or `.stopping`, nil
+    /// otherwise. Kept outside the enum so every PUBACK and publish changes it in place:
+    /// an enum payload is copied out and put back, and its dictionaries copied with it.
+    private var session: ForwarderSession?
     let order: ReplaySettings.Order
     let maxInflight: Int
     /// The newest outbox id known committed.
@@ -100,7 +112,8 @@ struct ForwarderStateMachine {
                 fresh.liveCursor = newestCommitted
                 fresh.backlogEnd = newestCommitted
             }
-            state = .connected(fresh)
+            session = fresh
+            state = .connected
             return .announce(session: id)
         case .stopping, .stopped:
             return .none
@@ -112,10 +125,10 @@ struct ForwarderStateMachine {
     /// stays in the outbox and goes again in the next session.
     mutating func disconnected(session id: Int, reason: String) -> Bool {
         switch state {
-        case let .connected(session) where session.id == id:
+        case .connected where session?.id == id:
             state = .disconnected(problem: reason)
             return false
-        case let .stopping(session, _, _) where session.id == id:
+        case .stopping where session?.id == id:
             state = .stopped
             return true
         case .stopped:
@@ -129,12 +142,7 @@ struct ForwarderStateMachine {
         if case .disconnected = state { state = .disconnected(problem: reason) }
     }
 
-    var sessionID: Int? {
-        switch state {
-        case let .connected(session), let .stopping(session, _, _): session.id
-        case .disconnected, .stopped: nil
-        }
-    }
+    var sessionID: Int? { session?.id }
 
     var isConnected: Bool {
         if case .connected = state { return true }
@@ -151,18 +159,14 @@ struct ForwarderStateMachine {
         return nil
     }
 
-    var inflightCount: Int {
-        switch state {
-        case let .connected(session), let .stopping(session, _, _): session.inflight.count
-        case .disconnected, .stopped: 0
-        }
-    }
+    var inflightCount: Int { session?.inflight.count ?? 0 }
 
     // MARK: - Shutdown
 
     mutating func shutdown() -> ShutdownAction {
         switch state {
-        case let .connected(session):
+        case .connected:
+            guard let session else { return .stop }
             return .sendOfflineStatus(session: session.id)
         case .stopping:
             return .alreadyStopping
@@ -175,8 +179,8 @@ struct ForwarderStateMachine {
 
     /// The offline status went out as `mid`: wait for its PUBACK until `deadline`.
     mutating func offlineStatusSent(mid: Int32, deadline: ContinuousClock.Instant) {
-        guard case let .connected(session) = state else { return }
-        state = .stopping(session, offlineStatusMid: mid, deadline: deadline)
+        guard case .connected = state else { return }
+        state = .stopping(offlineStatusMid: mid, deadline: deadline)
     }
 
     /// The offline status could not be sent, or there is nothing more to wait for.
@@ -186,7 +190,7 @@ struct ForwarderStateMachine {
 
     /// Returns true when the shutdown deadline has passed (the forwarder stops).
     mutating func deadlinePassed(now: ContinuousClock.Instant) -> Bool {
-        guard case let .stopping(_, _, deadline) = state, now >= deadline else { return false }
+        guard case let .stopping(_, deadline) = state, now >= deadline else { return false }
         state = .stopped
         return true
     }
@@ -194,7 +198,7 @@ struct ForwarderStateMachine {
     // MARK: - Acknowledgements
 
     mutating func acknowledged(session id: Int, mid: Int32) -> Acknowledged {
-        if case let .stopping(session, offlineMid, _) = state, session.id == id, mid == offlineMid {
+        if case let .stopping(offlineMid, _) = state, session?.id == id, mid == offlineMid {
             state = .stopped
             return .offlineStatus
         }
@@ -212,14 +216,14 @@ struct ForwarderStateMachine {
 
     /// Gap records may be read and sent: connected, none awaiting its PUBACK.
     var readyForGaps: Bool {
-        if case let .connected(session) = state { return session.gapsInflight.isEmpty }
-        return false
+        guard case .connected = state, let session else { return false }
+        return session.gapsInflight.isEmpty
     }
 
     /// Acknowledgements are worth writing now: the window is empty and nothing more is
     /// known to be coming.
     var idle: Bool {
-        guard case let .connected(session) = state else { return true }
+        guard case .connected = state, let session else { return true }
         return session.inflight.isEmpty && session.drained(newestCommitted: newestCommitted)
     }
 
@@ -247,14 +251,14 @@ struct ForwarderStateMachine {
 
     /// Rows are leased ahead, waiting for a window slot (connected only).
     var hasLeasedRows: Bool {
-        guard case let .connected(session) = state else { return false }
+        guard case .connected = state, let session else { return false }
         return !session.live.isEmpty || !session.backlog.isEmpty
     }
 
     /// How many more messages the window takes now.
     var room: Int {
-        guard case let .connected(session) = state else { return 0 }
-        return max(0, maxInflight - session.inflight.count)
+        guard case .connected = state, let inflight = session?.inflight.count else { return 0 }
+        return max(0, maxInflight - inflight)
     }
 
     /// The next leased message to publish (live before backlog) and the side it came
@@ -295,7 +299,7 @@ struct ForwarderStateMachine {
     /// How many rows to read at shutdown, after which id: the room the window has left
     /// beyond what is leased already.
     var shutdownLease: (after: Int64, max: Int)? {
-        guard case let .connected(session) = state else { return nil }
+        guard case .connected = state, let session else { return nil }
         let room = maxInflight - session.inflight.count - session.live.count
         return room > 0 ? (session.liveCursor, room) : nil
     }
@@ -338,37 +342,25 @@ struct ForwarderStateMachine {
 
     // MARK: - Helpers
 
-    /// Runs `body` on the session if it is `id` (connected or stopping), moved out of
-    /// `state` so the window is not copied (copy-on-write).
+    /// Runs `body` on the session if it is `id` (connected or stopping), in place.
     @discardableResult
     private mutating func withSession<R>(_ id: Int, _ body: (inout ForwarderSession) -> R) -> R? {
-        switch state {
-        case .connected(var session) where session.id == id:
-            state = .stopped
-            defer { state = .connected(session) }
-            return body(&session)
-        case .stopping(var session, let mid, let deadline) where session.id == id:
-            state = .stopped
-            defer { state = .stopping(session, offlineStatusMid: mid, deadline: deadline) }
-            return body(&session)
-        default:
-            return nil
-        }
+        guard session?.id == id else { return nil }
+        return body(&session!)
     }
 
+    /// Runs `body` on the session while connected, in place.
     @discardableResult
     private mutating func withConnectedSession<R>(_ body: (inout ForwarderSession) -> R) -> R? {
-        guard case .connected(var session) = state else { return nil }
-        state = .stopped
-        defer { state = .connected(session) }
-        return body(&session)
+        guard case .connected = state, session != nil else { return nil }
+        return body(&session!)
     }
 }
 
 extension ForwarderStateMachine {
     /// The offline status awaiting its PUBACK while stopping.
     var offlineStatusMid: Int32? {
-        if case let .stopping(_, mid, _) = state { return mid }
+        if case let .stopping(mid, _) = state { return mid }
         return nil
     }
 }

@@ -302,7 +302,7 @@ final class ForwardingLoop {
         func earliest(_ other: ContinuousClock.Instant?) {
             if let other, other < wake { wake = other }
         }
-        if case let .stopping(_, _, deadline) = machine.state { earliest(deadline) }
+        if case let .stopping(_, deadline) = machine.state { earliest(deadline) }
         if let state = sparkplug, case let .closing(_, deadline) = state.births { earliest(deadline) }
         if retryPublishing || !unpublishable.isEmpty || !gaps.acknowledged.isEmpty {
             earliest(instant + Self.retryDelay)

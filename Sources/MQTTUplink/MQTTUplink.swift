@@ -678,6 +678,10 @@ private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawP
                                _ flags: Int32, _ properties: OpaquePointer?) {
     let context = CallbackContext.from(user)
     if rc == 0 {
+        // The log lines serve only to name why a connect (TLS) failed. Connected, no more
+        // are needed: without a callback libmosquitto formats none (it formatted a debug
+        // line for every packet sent and received, a malloc and a vsnprintf each).
+        mosquitto_log_callback_set(mosq, nil)
         context.brokerLimits.withLock { $0 = BrokerLimits(properties: properties) }
         context.connectedAt.withLock { $0 = ContinuousClock.now }
         context.isConnected.store(true, ordering: .releasing)

@@ -101,6 +101,7 @@ extension MQTTUplink {
     /// Applies TLS and credentials to a fresh handle. Returns a problem, or `nil`.
     func configureSecurity(_ raw: OpaquePointer, context: CallbackContext, settings: MQTTUplinkSettings,
                            logger: Logger) -> String? {
+        // Until CONNACK only (onConnectCallback clears it): the lines name why a connect failed.
         mosquitto_log_callback_set(raw, onLogCallback)
         if let credentials = settings.credentials {
             let rc = mosquitto_username_pw_set(raw, credentials.username, credentials.password)
