@@ -163,8 +163,22 @@ import Glibc
         // The outbox grows meanwhile; a chunk that no longer fits just ends the filling.
         while disk.freeBytes > 100_000 + chunk.count, (try? handle.write(contentsOf: chunk)) != nil {}
         try handle.close()
-        try await waitUntil("drops on the full disk", timeout: .seconds(60)) {
-            ((try? Outbox.readStatistics(path: outbox))?.dropped ?? 0) > 0
+        do {
+            try await waitUntil("drops on the full disk", timeout: .seconds(60)) {
+                ((try? Outbox.readStatistics(path: outbox))?.dropped ?? 0) > 0
+            }
+        } catch {
+            // What the outbox and the disk looked like when the wait gave up: the gateway's
+            // log, the file's counters and the room left.
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: disk.path)) ?? []
+            let sizes = files.map { name in
+                "\(name) \(((try? FileManager.default.attributesOfItem(atPath: disk.path + "/" + name))?[.size] as? Int) ?? -1)"
+            }
+            Issue.record("""
+                no drops counted in the file; free \(disk.freeBytes) B; files: \(sizes); \
+                statistics: \(String(describing: try? Outbox.readStatistics(path: outbox))); \(e2e.diagnostics)
+                """)
+            throw error
         }
         #expect(e2e.gateway!.isRunning, "the gateway survives a full disk: \(e2e.diagnostics)")
 
