@@ -144,6 +144,7 @@ let package = Package(
         .testTarget(name: "GatewayIntegrationTests", dependencies: [
             "Gateway", "GatewayClock", "CTimex", "GatewayConfig", "Modbus", "Outbox", "MQTTUplink", "Sealing", "TestSupport", "SparkplugB",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            .product(name: "GRDB", package: "GRDB.swift"),
         ]),
     ],
     swiftLanguageModes: [.v6]

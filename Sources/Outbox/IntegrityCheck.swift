@@ -34,12 +34,14 @@ final class BackgroundIntegrityCheck: Sendable {
 
     var integrity: OutboxIntegrity { result.withLock { $0 } }
 
-    /// Starts the check of `path`; `report` is called once, on the check's thread, with the outcome.
+    /// Starts the check of `path`; `report` is called once, on the check's thread, with the
+    /// outcome, before ``integrity`` shows it: whoever sees `.corrupt` also finds the error
+    /// logged and `<path>.check-failed` written.
     init(path: String, report: @escaping @Sendable (OutboxIntegrity) -> Void) {
         let thread = Thread { [self] in
             let outcome = self.check(path)
-            self.result.withLock { $0 = outcome }
             report(outcome)
+            self.result.withLock { $0 = outcome }
         }
         thread.name = "outbox-check"
         thread.start()

@@ -151,7 +151,11 @@ import Glibc
                                      outboxPath: outbox)
         try await e2e.broker.stop(graceful: true)
         try e2e.startGateway()
-        try await waitUntil("the outbox to be created") { FileManager.default.fileExists(atPath: outbox) }
+        // Opened, not just created: the file exists before the gateway sets its reserve aside
+        // (the way out of a full disk); a filler that came in between left the gateway no
+        // room to record a single drop in the file (dropped stayed 0 for 60 s under load).
+        try await waitUntil("the outbox to be open") { e2e.gateway!.output.contains("outbox open") }
+        #expect(FileManager.default.fileExists(atPath: outbox + "-reserve"), "the reserve is set aside: \(e2e.diagnostics)")
 
         // Leave the outbox some 100 KB, then let it run into the wall.
         let filler = disk.path + "/filler"
@@ -163,8 +167,22 @@ import Glibc
         // The outbox grows meanwhile; a chunk that no longer fits just ends the filling.
         while disk.freeBytes > 100_000 + chunk.count, (try? handle.write(contentsOf: chunk)) != nil {}
         try handle.close()
-        try await waitUntil("drops on the full disk", timeout: .seconds(60)) {
-            ((try? Outbox.readStatistics(path: outbox))?.dropped ?? 0) > 0
+        do {
+            try await waitUntil("drops on the full disk", timeout: .seconds(60)) {
+                ((try? Outbox.readStatistics(path: outbox))?.dropped ?? 0) > 0
+            }
+        } catch {
+            // What the outbox and the disk looked like when the wait gave up: the gateway's
+            // log, the file's counters and the room left.
+            let files = (try? FileManager.default.contentsOfDirectory(atPath: disk.path)) ?? []
+            let sizes = files.map { name in
+                "\(name) \(((try? FileManager.default.attributesOfItem(atPath: disk.path + "/" + name))?[.size] as? Int) ?? -1)"
+            }
+            Issue.record("""
+                no drops counted in the file; free \(disk.freeBytes) B; files: \(sizes); \
+                statistics: \(String(describing: try? Outbox.readStatistics(path: outbox))); \(e2e.diagnostics)
+                """)
+            throw error
         }
         #expect(e2e.gateway!.isRunning, "the gateway survives a full disk: \(e2e.diagnostics)")
 

@@ -18,10 +18,11 @@ import TestSupport
         }
     }
 
-    func device(port: Int, name: String = "boiler", interval: Duration = .milliseconds(50)) -> DeviceConfiguration {
+    func device(port: Int, name: String = "boiler", interval: Duration = .milliseconds(50),
+                timeout: Duration = .milliseconds(200)) -> DeviceConfiguration {
         DeviceConfiguration(
             name: name, transport: .tcp(host: "127.0.0.1", port: port), unitID: 1,
-            pollInterval: interval, timeout: .milliseconds(200),
+            pollInterval: interval, timeout: timeout,
             tags: [
                 TagConfiguration(name: "temperature", table: .holding, address: 0, type: .int16, scale: 0.1),
                 TagConfiguration(name: "flow", table: .holding, address: 2, type: .float32, byteOrder: .cdab),
@@ -39,7 +40,10 @@ import TestSupport
 
         let recorder = Recorder()
         let counters = PollCounters()
-        var poller = BusPoller(devices: [device(port: port)], counters: counters,
+        // The stop is seen at once (reset, then refused), never as a timeout; a 200 ms
+        // response timeout let a loaded machine's slow answer read as an outage of the
+        // running server (online, offline, online before the stop).
+        var poller = BusPoller(devices: [device(port: port, timeout: .seconds(5))], counters: counters,
                                logger: Logger(label: "test")) { recorder.record($0) }
         poller.maxBackoff = .milliseconds(200)
         let executor = BusExecutor(name: "test bus")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import Outbox
 
@@ -48,6 +49,27 @@ struct OutboxIntegrityTests {
             #expect(outbox.integrity == .ok)
             #expect(try await outbox.statistics().integrity == .ok)
             #expect(!FileManager.default.fileExists(atPath: path + ".check-failed"))
+        }
+    }
+
+    /// The outcome shows only once it is reported (logged, `.check-failed` written): a
+    /// reader that sees `.corrupt` finds both. Showing it first let the test below read the
+    /// log and the marker before they existed, on a loaded machine.
+    @Test func theOutcomeShowsOnlyOnceItIsReported() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir.file("outbox.sqlite")
+            try await makeOutbox(at: path, count: 10)
+            let reporting = Mutex(false)
+            let release = DispatchSemaphore(value: 0)
+            let check = BackgroundIntegrityCheck(path: path) { _ in
+                reporting.withLock { $0 = true }
+                release.wait()  // on the check's own thread
+            }
+            try await waitFor("the report to start") { reporting.withLock { $0 } }
+            #expect(check.integrity == .checking, "the outcome shows while it is still being reported")
+            release.signal()
+            try await waitFor("the outcome") { check.integrity != .checking }
+            #expect(check.integrity == .ok)
         }
     }
 
