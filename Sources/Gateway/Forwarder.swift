@@ -23,7 +23,7 @@ enum ForwarderEvent: Sendable {
     /// Rows up to this outbox id are committed; `rows` are the ones this commit wrote
     /// (taken without a read when the live side is caught up).
     case outboxCommitted(newestID: Int64, rows: [OutboxMessage] = [])
-    /// The delete task finished a transaction: acknowledged rows are gone.
+    /// Acknowledged ids went through an outbox transaction: their rows are gone.
     case deleted
     case deviceStatus(device: String, error: String?)
     /// A Sparkplug DCMD wrote these tags of `device`; the values read back after (a DDATA).
