@@ -110,6 +110,9 @@ final class PendingAcknowledgements: Sendable {
 
     var isEmpty: Bool { state.withLock { $0.ids.isEmpty } }
 
+    /// Whether an id greater than `id` waits (a lease after `id` would read its row).
+    func contains(after id: Int64) -> Bool { state.withLock { $0.ids.contains { $0 > id } } }
+
     func setObserver(_ observer: @escaping @Sendable (Int) -> Void) {
         state.withLock { $0.observer = observer }
     }

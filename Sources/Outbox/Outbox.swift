@@ -612,7 +612,9 @@ public final class Outbox: Sendable {
     /// row the broker acknowledged.
     public func lease(after id: Int64, max: Int) async throws -> [OutboxMessage] {
         guard max > 0 else { return [] }
-        await deleteQueuedAcknowledgements()
+        // Only when the lease would read such a row (after a reconnect): a replay's leases,
+        // past every acknowledged row, take no extra transaction.
+        if pendingAcknowledgements.contains(after: id) { await deleteQueuedAcknowledgements() }
         do {
             // One SELECT reads one snapshot of the file by itself, and every write runs on
             // this same serial queue: no read-only transaction is needed around it (GRDB's
