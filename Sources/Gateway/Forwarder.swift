@@ -257,9 +257,9 @@ public final class ForwarderService: Service, Sendable {
 
     /// This many acknowledged ids waiting are deleted at once, without waiting for an
     /// append (a replay, a burst): what a crash sends again stays about one window, as
-    /// when every burst of PUBACKs was deleted at once.
+    /// when every burst of PUBACKs was deleted at once. A live poll's few ids stay below it.
     static func deleteAtOnce(_ settings: ForwardingLoop.Settings) -> Int {
-        max(1, settings.maxInflight / 2)
+        max(1, settings.maxInflight / 10)
     }
 }
 
