@@ -23,7 +23,7 @@ enum ForwarderEvent: Sendable {
     /// Rows up to this outbox id are committed; `rows` are the ones this commit wrote
     /// (taken without a read when the live side is caught up).
     case outboxCommitted(newestID: Int64, rows: [OutboxMessage] = [])
-    /// The delete task finished a transaction: acknowledged rows are gone.
+    /// Acknowledged ids went through an outbox transaction: their rows are gone.
     case deleted
     case deviceStatus(device: String, error: String?)
     /// A Sparkplug DCMD wrote these tags of `device`; the values read back after (a DDATA).
@@ -82,10 +82,8 @@ public final class ForwarderService: Service, Sendable {
     let timeSource: any TimeSource
     private let events: AsyncStream<ForwarderEvent>
     private let eventSink: AsyncStream<ForwarderEvent>.Continuation
-    /// Acknowledged ids for the deleting task, and its wake-ups.
+    /// Acknowledged ids handed to the outbox and not yet deleted.
     private let acknowledged = AcknowledgedIDs()
-    private let ackWakes: AsyncStream<Void>
-    private let ackSink: AsyncStream<Void>.Continuation
     private let leaseRequests: AsyncStream<LeaseRequest>
     private let leaseSink: AsyncStream<LeaseRequest>.Continuation
     private let pubacks = PubackQueue()
@@ -112,7 +110,6 @@ public final class ForwarderService: Service, Sendable {
         let (events, sink) = AsyncStream.makeStream(of: ForwarderEvent.self)
         self.events = events
         self.eventSink = sink
-        (ackWakes, ackSink) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         (leaseRequests, leaseSink) = AsyncStream.makeStream(of: LeaseRequest.self)
         let boot = outbox.boot
         uplink = MQTTUplink(
@@ -171,7 +168,11 @@ public final class ForwarderService: Service, Sendable {
             pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
             devices: { self.announcedDevices.withLock { $0 } },
             outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) },
-                           delete: { [acknowledged, ackSink] in if acknowledged.append($0) { ackSink.yield() } },
+                           delete: { [acknowledged, outbox, settings] ids in
+                               acknowledged.handedOver(ids.count)
+                               outbox.acknowledgeWithNextWrite(ids, flushAt: Self.deleteAtOnce(settings),
+                                                               delay: Self.deleteDelay)
+                           },
                            subscribe: { [uplink, logger] filters in
                                for filter in filters {
                                    do {
@@ -190,14 +191,17 @@ public final class ForwarderService: Service, Sendable {
         let alarm = ForwarderAlarm { sink.yield(.tick) }
         defer { alarm.cancel() }
         outbox.whenGapsRecorded { sink.yield(.gapsRecorded) }
+        // The loop holds back publishing while more than a window awaits deletion.
+        outbox.whenAcknowledgementsWritten { [acknowledged, settings] count in
+            if acknowledged.finished(count) > settings.maxInflight { sink.yield(.deleted) }
+        }
         uplink.start()
         alarm.arm(at: loop.nextWake(now: .now))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                // Rows are read ahead and acknowledged rows deleted beside the
-                // forwarding, so neither a read nor an fsync stalls the window.
+                // Rows are read ahead beside the forwarding, so a read never stalls the
+                // window; acknowledged rows are deleted by the outbox, with the next append.
                 group.addTask { await self.readAhead() }
-                async let acksWritten: Void = deleteAcknowledged()
                 for await event in events {
                     // Busy from now: a handler stuck on an `await` past the watchdog's
                     // threshold is a hang; between events the loop is idle, not silent.
@@ -207,8 +211,7 @@ public final class ForwarderService: Service, Sendable {
                     alarm.arm(at: loop.nextWake(now: .now))
                 }
                 if Task.isCancelled { await lastWord(loop) }
-                ackSink.finish()
-                await acksWritten
+                await outbox.deleteQueuedAcknowledgements()
                 leaseSink.finish()
                 group.cancelAll()
             }
@@ -248,23 +251,15 @@ public final class ForwarderService: Service, Sendable {
         }
     }
 
-    /// Deletes acknowledged rows until the forwarder stops, each transaction taking
-    /// every id acknowledged meanwhile.
-    private func deleteAcknowledged() async {
-        for await _ in ackWakes {
-            while let ids = acknowledged.takeAll() {
-                do {
-                    try await outbox.acknowledge(ids)
-                } catch {
-                    // Not deleted means sent again later: a duplicate, never a loss.
-                    logger.error("cannot delete acknowledged messages", metadata: [
-                        "count": "\(ids.count)", "error": "\(error)",
-                    ])
-                }
-                // The loop holds back publishing while more than a window awaits deletion.
-                if acknowledged.finished(ids.count) > settings.maxInflight { eventSink.yield(.deleted) }
-            }
-        }
+    /// Acknowledged rows wait at most about this long for an append to delete them with
+    /// (a poll every second or faster never needs a delete of their own).
+    static let deleteDelay = Duration.seconds(2)
+
+    /// This many acknowledged ids waiting are deleted at once, without waiting for an
+    /// append (a replay, a burst): what a crash sends again stays about one window, as
+    /// when every burst of PUBACKs was deleted at once. A live poll's few ids stay below it.
+    static func deleteAtOnce(_ settings: ForwardingLoop.Settings) -> Int {
+        max(1, settings.maxInflight / 10)
     }
 }
 

@@ -1,5 +1,5 @@
-// Acknowledgements: PUBACKs handed over from the network thread, and the batches of
-// acknowledged outbox ids that the deleting task writes.
+// Acknowledgements: PUBACKs handed over from the network thread, and the acknowledged
+// outbox ids handed to the outbox for deletion.
 import Synchronization
 
 /// Acknowledgements from the network thread, waiting for the forwarder.
@@ -22,51 +22,28 @@ final class PubackQueue: Sendable {
     }
 }
 
-/// Acknowledged outbox ids waiting for the deleting task, which takes all of them at
-/// once for its next transaction: while one delete commits, the next batch grows, so
-/// the lag from PUBACK to delete stays about one transaction long however fast acks come.
+/// How many acknowledged outbox ids were handed to the outbox
+/// (`Outbox.acknowledgeWithNextWrite`) and did not yet go through a transaction: their
+/// rows may still be in the outbox and are sent again after a crash.
 final class AcknowledgedIDs: Sendable {
-    private struct State {
-        var queued: [Int64] = []
-        /// Handed over and not yet through a delete transaction (queued or being deleted).
-        var outstanding = 0
-    }
-    private let state = Mutex(State())
+    private let count = Atomic<Int>(0)
 
-    /// Returns true when the queue was empty: the caller wakes the deleting task.
-    func append(_ ids: [Int64]) -> Bool {
-        state.withLock { state in
-            state.queued.append(contentsOf: ids)
-            state.outstanding += ids.count
-            return state.queued.count == ids.count
-        }
+    func handedOver(_ ids: Int) {
+        count.add(ids, ordering: .relaxed)
     }
 
-    /// Everything queued, nil when nothing is.
-    func takeAll() -> [Int64]? {
-        state.withLock { state in
-            guard !state.queued.isEmpty else { return nil }
-            defer { state.queued.removeAll(keepingCapacity: true) }
-            return state.queued
-        }
-    }
-
-    /// A delete transaction of `count` ids ended (committed or failed). Returns how many
-    /// were outstanding before.
+    /// A transaction of `ids` ids ended (committed or failed). Returns how many were
+    /// outstanding before.
     @discardableResult
-    func finished(_ count: Int) -> Int {
-        state.withLock { state in
-            defer { state.outstanding -= count }
-            return state.outstanding
-        }
+    func finished(_ ids: Int) -> Int {
+        count.subtract(ids, ordering: .relaxed).oldValue
     }
 
-    /// Acknowledged ids whose rows may still be in the outbox: sent again after a crash.
-    var outstanding: Int { state.withLock { $0.outstanding } }
+    var outstanding: Int { count.load(ordering: .relaxed) }
 }
 
 /// Outbox ids the broker acknowledged within one burst of PUBACKs, handed to the
-/// deleting task together (see `AcknowledgedIDs`).
+/// outbox together (see `AcknowledgedIDs`).
 struct AckBatch {
     private(set) var ids: [Int64] = []
 

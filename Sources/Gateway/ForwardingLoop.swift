@@ -37,7 +37,7 @@ final class ForwardingLoop {
     struct Outlets {
         /// A read for the reader task; its answer comes back as `.leased`.
         var lease: (LeaseRequest) -> Void
-        /// Acknowledged outbox ids for the deleting task.
+        /// Acknowledged outbox ids, for the outbox to delete (with its next write).
         var delete: ([Int64]) -> Void
         /// Topic filters to subscribe to (QoS 1) on the current connection.
         var subscribe: ([String]) -> Void = { _ in }
@@ -454,7 +454,7 @@ final class ForwardingLoop {
 
     // MARK: - Acknowledgements, gaps, stats
 
-    /// Hands the acknowledged ids to the deleting task.
+    /// Hands the acknowledged ids to the outbox for deletion.
     private func flushAcks() {
         if let ids = acks.take() { outlets.delete(ids) }
     }

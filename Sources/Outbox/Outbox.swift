@@ -8,7 +8,8 @@ import Synchronization
 ///
 /// Promises:
 /// - A message exists once ``append(_:)`` returned it; it is deleted only by
-///   ``acknowledge(_:)`` or by a counted drop that is recorded as an ``OutboxGap``.
+///   ``acknowledge(_:)``, ``acknowledgeWithNextWrite(_:flushAt:delay:)`` or by a counted
+///   drop that is recorded as an ``OutboxGap``.
 /// - One process at a time: the outbox holds a lock on `<path>.lock` while it is open.
 /// - `boot` goes up at every open and never goes backwards, also when a corrupt file is
 ///   moved aside or the file is deleted (`<path>.boot` keeps the last one).
@@ -32,7 +33,7 @@ public final class Outbox: Sendable {
     public let settings: OutboxSettings
 
     let database: DatabaseQueue  // internal: SparkplugBdSeq.swift uses it too
-    private let logger: Logger
+    let logger: Logger  // internal: DeferredAcknowledgements.swift logs too
     private let now: @Sendable () -> Date
     private let measuring: (@Sendable () -> MeasuredAt)?
     /// The in-memory state beside SQLite, touched from GRDB's queue and from callers' tasks.
@@ -44,6 +45,8 @@ public final class Outbox: Sendable {
     private let backgroundCheck: BackgroundIntegrityCheck?
     /// Told when gap records were written (OutboxObservers.swift).
     let gapObserver = GapObserver()
+    /// Acknowledged ids deleted with the next append (DeferredAcknowledgements.swift).
+    let pendingAcknowledgements = PendingAcknowledgements()
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -229,17 +232,28 @@ public final class Outbox: Sendable {
         while true {
             let loss = takeUnrecordedLoss()
             do {
-                let (committed, ledger) = try await database.writeWithoutTransaction { db in
+                let (committed, ledger, acknowledged) = try await database.writeWithoutTransaction { db in
                     // Checked on the writer, after any delete queued before this append: a
                     // delete that could not set synchronous back to FULL leaves it pending.
                     if self.state.withLock({ $0.fullSyncPending }) {
                         try db.execute(sql: "PRAGMA synchronous = FULL")
                         self.state.withLock { $0.fullSyncPending = false }
                     }
-                    return try db.inCachedTransaction {
-                        try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss)
+                    // Acknowledged rows go in this transaction, before the limits look at
+                    // the outbox: no acknowledged row is ever counted as dropped.
+                    let acknowledged = self.pendingAcknowledgements.take()
+                    do {
+                        let (committed, ledger) = try db.inCachedTransaction {
+                            try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss,
+                                                       acknowledged: acknowledged)
+                        }
+                        return (committed, ledger, acknowledged.count)
+                    } catch {
+                        self.follow(self.pendingAcknowledgements.putBack(acknowledged))
+                        throw error
                     }
                 }
+                pendingAcknowledgements.finished(acknowledged)
                 noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
                 gapObserver.committed(ledger)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
@@ -285,9 +299,13 @@ public final class Outbox: Sendable {
     }
 
     private func appendTransaction(
-        _ db: Database, drafts: [OutboxDraft], unrecordedLoss: [(reason: DropReason, count: Int64)]
+        _ db: Database, drafts: [OutboxDraft], unrecordedLoss: [(reason: DropReason, count: Int64)],
+        acknowledged: [Int64]
     ) throws -> ([OutboxMessage], DropLedger) {
         var meta = try Meta.fetch(db)
+        if !acknowledged.isEmpty {
+            _ = try Self.deleteAcknowledged(db, ranges: Self.contiguousRanges(acknowledged), meta: &meta)
+        }
         let createdAt = now().outboxMilliseconds
         let ceiling = state.withLock { $0.diskFullCeiling }
         var ledger = DropLedger()
@@ -466,6 +484,8 @@ public final class Outbox: Sendable {
     private func makeRoom(droppingOldest rows: Int, reason: DropReason) async -> Int64 {
         await checkpoint()
         let loss = takeUnrecordedLoss()
+        // Acknowledged rows go first, in their own transaction: never counted as dropped.
+        await deleteQueuedAcknowledgements()
         do {
             let ledger = try await database.write { db in
                 var meta = try Meta.fetch(db)
@@ -587,9 +607,14 @@ public final class Outbox: Sendable {
 
     // MARK: - Lease, acknowledge
 
-    /// Up to `max` oldest messages with id greater than `id`, in id order. Deletes nothing.
+    /// Up to `max` oldest messages with id greater than `id`, in id order. Deletes nothing
+    /// but the acknowledged rows still queued for deletion (first): a lease never returns a
+    /// row the broker acknowledged.
     public func lease(after id: Int64, max: Int) async throws -> [OutboxMessage] {
         guard max > 0 else { return [] }
+        // Only when the lease would read such a row (after a reconnect): a replay's leases,
+        // past every acknowledged row, take no extra transaction.
+        if pendingAcknowledgements.contains(after: id) { await deleteQueuedAcknowledgements() }
         do {
             // One SELECT reads one snapshot of the file by itself, and every write runs on
             // this same serial queue: no read-only transaction is needed around it (GRDB's
@@ -648,27 +673,30 @@ public final class Outbox: Sendable {
     public func acknowledge(_ ids: [Int64]) async throws {
         guard !ids.isEmpty else { return }
         let ranges = Self.contiguousRanges(ids)
-        let relaxed = settings.synchronous == .full
         do {
-            try await database.writeWithoutTransaction { db in
-                guard relaxed else {
-                    try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
-                    return
-                }
-                try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
-                let deleted = Result { try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) } }
-                do {
-                    try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-                } catch {
-                    // The next append sets it again before it commits anything.
-                    self.state.withLock { $0.fullSyncPending = true }
-                    throw error
-                }
-                try deleted.get()
-            }
+            try await database.writeWithoutTransaction { db in try self.deleteAcknowledgedRelaxed(db, ranges: ranges) }
         } catch {
             throw Self.operationError(error, path: settings.path, doing: "deleting \(ids.count) acknowledged messages")
         }
+    }
+
+    /// On the writer, outside a transaction: deletes `ranges` in a transaction of their own,
+    /// committed without its own fsync with `sync: full` (see ``acknowledge(_:)``).
+    func deleteAcknowledgedRelaxed(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
+        guard settings.synchronous == .full else {
+            try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
+            return
+        }
+        try db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute()
+        let deleted = Result { try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) } }
+        do {
+            try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+        } catch {
+            // The next append sets it again before it commits anything.
+            state.withLock { $0.fullSyncPending = true }
+            throw error
+        }
+        try deleted.get()
     }
 
     /// `PRAGMA synchronous` of the writing connection now (2 = FULL, 1 = NORMAL): what the
@@ -680,6 +708,12 @@ public final class Outbox: Sendable {
     /// Deletes the rows of `ranges` and books them as acknowledged in the meta row.
     private static func deleteAcknowledged(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
         var meta = try Meta.fetch(db)
+        guard try deleteAcknowledged(db, ranges: ranges, meta: &meta) else { return }
+        try meta.save(db)
+    }
+
+    /// Deletes the rows of `ranges` and books them in `meta` (not saved); returns whether any went.
+    private static func deleteAcknowledged(_ db: Database, ranges: [ClosedRange<Int64>], meta: inout Meta) throws -> Bool {
         let delete = try db.cachedStatement(sql: "DELETE FROM message WHERE id BETWEEN ? AND ? RETURNING size")
         var count: Int64 = 0
         var bytes: Int64 = 0
@@ -690,12 +724,12 @@ public final class Outbox: Sendable {
                 bytes += size
             }
         }
-        guard count > 0 else { return }
+        guard count > 0 else { return false }
         meta.bufferedMessages -= count
         meta.bufferedBytes -= bytes
         meta.acknowledgedTotal += count
         meta.acknowledgedThisBoot += count
-        try meta.save(db)
+        return true
     }
 
     /// Drops messages that MQTT can never carry (a topic or payload beyond the protocol's

@@ -1,0 +1,192 @@
+// Acknowledged ids waiting to be deleted inside the next transaction that writes the
+// outbox anyway (an append's), and the delete of their own when none comes soon.
+//
+// A live gateway commits a poll, the broker acknowledges it a few milliseconds later, and
+// the next poll commits again: deleting the acknowledged row in that next append's
+// transaction saves a transaction (BEGIN, DELETE, meta UPDATE, COMMIT, a WAL write) and
+// a hop to the writer's thread per message.
+import Dispatch
+import Foundation
+import GRDB
+import Synchronization
+
+/// The acknowledged ids not yet deleted, when the oldest of them came, and whether a
+/// timer or a delete of their own is under way. All of it under one lock.
+final class PendingAcknowledgements: Sendable {
+    struct Settings: Sendable {
+        /// This many ids waiting: they are deleted at once, without waiting for an append.
+        var flushAt: Int
+        /// Ids waiting this long without an append are deleted by themselves (checked every
+        /// `delay`: an id waits less than twice this).
+        var delay: Duration
+    }
+
+    private struct State {
+        var ids: [Int64] = []
+        /// When `ids` went from empty to not empty.
+        var since: ContinuousClock.Instant?
+        var timer = TimerState.idle
+        var flush = FlushState.idle
+        var settings = Settings(flushAt: 1, delay: .zero)
+        /// Told how many ids went through a transaction (committed or failed).
+        var observer: (@Sendable (Int) -> Void)?
+    }
+    enum TimerState { case idle, armed }
+    enum FlushState { case idle, queued }
+    /// What the caller does after handing ids over or after the timer fired.
+    enum Next { case nothing, armTimer(Duration), flush }
+
+    private let state = Mutex(State())
+
+    /// Queues `ids`; says whether to arm the timer or to delete now.
+    func add(_ ids: [Int64], settings: Settings) -> Next {
+        state.withLock { state in
+            state.settings = settings
+            if state.ids.isEmpty { state.since = .now }
+            state.ids.append(contentsOf: ids)
+            return Self.due(&state)
+        }
+    }
+
+    /// The timer fired: delete what waited `delay`, look again later at what is younger.
+    func timerFired() -> Next {
+        state.withLock { state in
+            guard let since = state.since, !state.ids.isEmpty else {
+                state.timer = .idle
+                return .nothing
+            }
+            if ContinuousClock.now - since >= state.settings.delay {
+                state.timer = .idle
+                guard state.flush == .idle else { return .nothing }
+                state.flush = .queued
+                return .flush
+            }
+            return .armTimer(state.settings.delay)
+        }
+    }
+
+    /// Everything waiting, for the transaction about to run on the writer.
+    func take() -> [Int64] {
+        state.withLock { state in
+            defer {
+                state.ids.removeAll(keepingCapacity: true)
+                state.since = nil
+            }
+            return state.ids
+        }
+    }
+
+    /// A transaction that took `ids` rolled back: they wait again, first.
+    func putBack(_ ids: [Int64]) -> Next {
+        guard !ids.isEmpty else { return .nothing }
+        return state.withLock { state in
+            if state.ids.isEmpty { state.since = .now }
+            state.ids.insert(contentsOf: ids, at: 0)
+            return Self.due(&state)
+        }
+    }
+
+    /// A delete of their own ended; says whether another is due already, or the timer.
+    func flushEnded() -> Next {
+        state.withLock { state in
+            state.flush = .idle
+            return Self.due(&state)
+        }
+    }
+
+    /// What waiting ids need now: a delete when there are enough, else a timer if none is armed.
+    private static func due(_ state: inout State) -> Next {
+        guard !state.ids.isEmpty else { return .nothing }
+        if state.ids.count >= state.settings.flushAt, state.flush == .idle {
+            state.flush = .queued
+            return .flush
+        }
+        if state.timer == .idle {
+            state.timer = .armed
+            return .armTimer(state.settings.delay)
+        }
+        return .nothing
+    }
+
+    var isEmpty: Bool { state.withLock { $0.ids.isEmpty } }
+
+    /// Whether an id greater than `id` waits (a lease after `id` would read its row).
+    func contains(after id: Int64) -> Bool { state.withLock { $0.ids.contains { $0 > id } } }
+
+    func setObserver(_ observer: @escaping @Sendable (Int) -> Void) {
+        state.withLock { $0.observer = observer }
+    }
+
+    /// `count` ids taken by a transaction went through it (committed, or failed and given up).
+    func finished(_ count: Int) {
+        guard count > 0 else { return }
+        state.withLock { $0.observer }?(count)
+    }
+}
+
+extension Outbox {
+    /// Queues acknowledged ids to be deleted inside the next transaction that writes the
+    /// file: the next append's (so no transaction of their own), a lease's (a lease never
+    /// returns an acknowledged row), or one of their own once `flushAt` ids wait or when no
+    /// append came for `delay` (an id then waits less than `2 × delay`). Unknown ids are
+    /// ignored, as with ``acknowledge(_:)``. Never blocks; the caller learns that ids went
+    /// through a transaction from ``whenAcknowledgementsWritten(_:)``.
+    ///
+    /// Until then the rows stay in the outbox and in its counters: a crash sends them
+    /// again (a duplicate, never a loss). Deleted inside an append, they are fsynced with it
+    /// (`sync: full`); deleted by themselves, as ``acknowledge(_:)`` does.
+    public func acknowledgeWithNextWrite(_ ids: [Int64], flushAt: Int, delay: Duration) {
+        guard !ids.isEmpty else { return }
+        let settings = PendingAcknowledgements.Settings(flushAt: Swift.max(1, flushAt), delay: delay)
+        follow(pendingAcknowledgements.add(ids, settings: settings))
+    }
+
+    /// Calls `observer` with the number of ids queued by ``acknowledgeWithNextWrite(_:flushAt:delay:)``
+    /// each time a transaction took them and ended (committed, or failed: then they are sent
+    /// again later), on the task or thread that ran it. Keep it short and non-blocking. One
+    /// observer: a later call replaces it.
+    public func whenAcknowledgementsWritten(_ observer: @escaping @Sendable (Int) -> Void) {
+        pendingAcknowledgements.setObserver(observer)
+    }
+
+    /// Deletes every queued acknowledged id now (at shutdown), in a transaction of its own.
+    public func deleteQueuedAcknowledgements() async {
+        guard !pendingAcknowledgements.isEmpty else { return }
+        let count = try? await database.writeWithoutTransaction { db in self.deleteQueued(db) }
+        pendingAcknowledgements.finished(count ?? 0)
+    }
+
+    func follow(_ next: PendingAcknowledgements.Next) {
+        switch next {
+        case .nothing:
+            break
+        case let .armTimer(delay):
+            let nanoseconds = Int(delay / .nanoseconds(1))
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [weak self] in
+                guard let self else { return }
+                self.follow(self.pendingAcknowledgements.timerFired())
+            }
+        case .flush:
+            database.asyncWriteWithoutTransaction { db in
+                let count = self.deleteQueued(db)
+                self.pendingAcknowledgements.finished(count)
+                self.follow(self.pendingAcknowledgements.flushEnded())
+            }
+        }
+    }
+
+    /// On the writer, outside a transaction: deletes the queued ids in a transaction of their
+    /// own. Returns how many ids it took. A failed delete is logged; its rows are sent again.
+    func deleteQueued(_ db: Database) -> Int {
+        let ids = pendingAcknowledgements.take()
+        guard !ids.isEmpty else { return 0 }
+        do {
+            try deleteAcknowledgedRelaxed(db, ranges: Self.contiguousRanges(ids))
+        } catch {
+            logger.error("cannot delete acknowledged messages; they are sent again later", metadata: [
+                "count": "\(ids.count)", "error": "\(error)",
+            ])
+        }
+        return ids.count
+    }
+}
