@@ -157,8 +157,8 @@ final class ForwardingLoop {
                     endClosingSession(acknowledged: mid, session: session)
                 }
             }
-            // Handed over at once: the deleting task batches what arrives while it commits,
-            // so acknowledged rows are gone promptly (few duplicates after a crash).
+            // Handed over at once: the outbox deletes them with its next append, or by
+            // themselves once a tenth of a window waits or no append came for 2 s.
             flushAcks()
             if !gaps.acknowledged.isEmpty { await reportGaps() }
             await fill()
@@ -326,7 +326,7 @@ final class ForwardingLoop {
         // task is more than a window behind, wait for it (duplicates stay within two windows).
         let deleting = outlets.awaitingDelete()
         var allowed = deleting > settings.maxInflight ? 0 : rate.allowance(machine.room, now: now())
-        // Rows held back by the rate alone go on the next retry (the deleting task's
+        // Rows held back by the rate alone go on the next retry (the outbox's delete
         // progress comes as `.deleted`, a free slot as a PUBACK).
         retryPublishing = deleting <= settings.maxInflight && allowed < machine.room && machine.hasLeasedRows
         if allowed > 0 { observeClock() }

@@ -822,6 +822,10 @@ public final class Outbox: Sendable {
     public func statistics() async throws -> OutboxStatistics {
         let now = now().outboxMilliseconds
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
+        // Rows already acknowledged but waiting for the next append to delete them are not
+        // backlog: delete them first, so `bufferedMessages` and the oldest age count only
+        // what is still to be sent (a monitor judges losses on an empty backlog).
+        await deleteQueuedAcknowledgements()
         do {
             // Two statements, on the queue every write of the file runs on (and the lock keeps
             // other processes from writing): no write can fall between them.

@@ -84,8 +84,10 @@ public struct OutboxMessage: Sendable, Equatable {
 /// change they count, so they are exact and survive a crash. The "this boot" counters
 /// belong to the boot in `boot` (the running one, or the last one if read while stopped).
 public struct OutboxStatistics: Sendable, Equatable {
-    /// Messages committed and not yet deleted: not yet acknowledged or dropped, or
-    /// acknowledged and waiting (a few seconds at most) for the next write to delete them.
+    /// Messages committed and not yet acknowledged or dropped. `Outbox.statistics()` first
+    /// deletes the acknowledged rows waiting for the next append, so they are not counted;
+    /// `Outbox.readStatistics(path:)` (another process, read-only) may count them for the
+    /// few seconds they wait.
     public var bufferedMessages: Int
     /// Payload plus topic bytes of the buffered messages.
     public var bufferedBytes: Int64

@@ -248,11 +248,11 @@ final class ForwarderHarness {
     final class Outlets {
         var leases: [LeaseRequest] = []
         var deletes: [[Int64]] = []
-        /// Set: ack batches wait (a slow delete task) and count as awaiting deletion.
+        /// Set: ack batches wait (a slow outbox delete) and count as awaiting deletion.
         var holdDeletes = false
     }
 
-    /// Makes the delete task slow (`true`) or serves what it held back (`false`).
+    /// Makes the outbox delete slow (`true`) or serves what it held back (`false`).
     func holdDeletes(_ hold: Bool) async throws {
         queue.holdDeletes = hold
         if !hold { try await settle() }
