@@ -122,11 +122,11 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig", "Modbus", "Sealing", "TestSupport"]),
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         // The payload bytes of MessageEncoding against the encoder they replaced.
-        .testTarget(name: "MessageEncodingTests", dependencies: ["Gateway", "GatewayClock", "Modbus"]),
+        .testTarget(name: "MessageEncodingTests", dependencies: ["Gateway", "GatewayClock", "Modbus", "TestSupport"]),
         .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
         .testTarget(name: "SparkplugBTests", dependencies: [
-            "SparkplugB", "GatewayConfig", "Modbus",
+            "SparkplugB", "GatewayConfig", "Modbus", "TestSupport",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
         ]),
         .testTarget(name: "MonitorTests", dependencies: ["Monitor", "MonitorHTTP", "Sealing"]),

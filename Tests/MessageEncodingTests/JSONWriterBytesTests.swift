@@ -4,6 +4,7 @@
 import Foundation
 @testable import Gateway
 import Testing
+import TestSupport
 
 @Suite struct JSONWriterBytesTests {
     private enum Call {

@@ -5,6 +5,7 @@
 // be a different number in the data message.
 import Foundation
 import Testing
+import TestSupport
 @testable import Modbus
 
 /// The decoding steps as they were before (commit a000754), kept as the oracle.
@@ -19,16 +20,6 @@ private enum LegacyDecoding {
     }
 }
 
-private struct Generator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// Equal as Doubles and as bits (0.0 and -0.0 differ in JSON).
 private func identical(_ a: Result<TagValue, TagError>, _ b: Result<TagValue, TagError>) -> Bool {
@@ -56,7 +47,7 @@ private func identical(_ a: Result<TagValue, TagError>, _ b: Result<TagValue, Ta
 
     @Test(arguments: 0..<8)
     func roundingOfRandomValuesMatchesFoundationsFormatting(seed: UInt64) {
-        var random = Generator(state: seed)
+        var random = SplitMix64(seed: seed)
         for step in 0..<25_000 {
             let value: Double
             switch step % 3 {
@@ -77,7 +68,7 @@ private func identical(_ a: Result<TagValue, TagError>, _ b: Result<TagValue, Ta
     }
 
     @Test func float32TextOfEveryExponent() {
-        var random = Generator(state: 32)
+        var random = SplitMix64(seed: 32)
         for exponent in 0..<256 {
             for _ in 0..<200 {
                 let bits = UInt32(exponent) << 23 | UInt32(truncatingIfNeeded: random.next()) & 0x807F_FFFF
@@ -95,7 +86,7 @@ private func identical(_ a: Result<TagValue, TagError>, _ b: Result<TagValue, Ta
     /// Whole decodes: every type and byte order, scaled and not, against the old steps.
     @Test(arguments: ValueType.allCases.filter { $0 != .string && $0 != .bool })
     func scaledDecodesMatch(type: ValueType) {
-        var random = Generator(state: UInt64(type.registerCount) * 7919 + UInt64(type.rawValue.utf8.count))
+        var random = SplitMix64(seed: UInt64(type.registerCount) * 7919 + UInt64(type.rawValue.utf8.count))
         let scales: [(Double, Double)] = [(1, 0), (0.1, 0), (0.01, -40), (1000, 0), (-1, 0.5), (1e-300, 0), (3.3, 1e15)]
         for order in ByteOrder.allCases {
             for (scale, offset) in scales {
@@ -129,7 +120,7 @@ private func identical(_ a: Result<TagValue, TagError>, _ b: Result<TagValue, Ta
     /// A block decoded at once gives each tag what decoding it alone gives: every type,
     /// own and device byte orders, bits of registers, strings, scales, tags in any order.
     @Test func blockDecodeMatchesTagByTag() {
-        var random = Generator(state: 99)
+        var random = SplitMix64(seed: 99)
         var tags: [TagConfiguration] = []
         var address = 3  // the read starts at 3
         for index in 0..<200 {

@@ -3,17 +3,6 @@ import Synchronization
 import Testing
 @testable import Outbox
 
-/// Waits for `condition` with a deadline (no sleep as synchronisation: it polls the file).
-private func waitFor(_ what: String, timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while try await !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("timed out waiting for \(what)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-}
 
 /// Counts what `whenAcknowledgementsWritten` reports.
 private final class WrittenCount: Sendable {

@@ -3,17 +3,6 @@ import Synchronization
 import Testing
 @testable import Outbox
 
-/// Waits for `condition` until `timeout` (the background check runs on its own thread).
-private func waitFor(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while try await !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("timed out waiting for \(what)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-}
 
 /// Settings that leave every file's integrity check to the background, as for a big outbox.
 private func checkedAfterOpening(_ path: String) -> OutboxSettings {

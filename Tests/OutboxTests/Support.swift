@@ -4,6 +4,7 @@
 import Foundation
 import Logging
 import Outbox
+import Testing
 
 /// A fresh directory under the system temp directory, removed by `remove()`.
 struct TemporaryDirectory {
@@ -133,4 +134,17 @@ func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, 
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Waits for `condition` until `timeout`, polling every 10 ms; records an issue when the
+/// deadline passes (the background check and the deferred deletes run on other threads).
+func waitFor(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("timed out waiting for \(what)")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(10))
+    }
 }

@@ -8,20 +8,10 @@ import Modbus
 import SparkplugB
 import SwiftProtobuf
 import Testing
+import TestSupport
 
 private let when = Date(timeIntervalSince1970: 1_790_000_000.456)
 
-/// A deterministic generator (SplitMix64), so a failure names values that can be replayed.
-private struct SplitMix {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 private struct Case {
     var tag: TagConfiguration
@@ -33,7 +23,7 @@ private struct Case {
 /// 100 tags of every type the gateway publishes, with extremes, random values, failed
 /// reads, values out of their type's range and a unicode string.
 private func cases(seed: UInt64) -> [Case] {
-    var random = SplitMix(state: seed)
+    var random = SplitMix64(seed: seed)
     let types: [ValueType] = [.int16, .uint16, .int32, .uint32, .int64, .uint64, .float32, .float64, .bool, .string]
     var result: [Case] = []
     for index in 0..<100 {
