@@ -10,17 +10,47 @@ import Outbox
 /// When stats are due, and their payload.
 struct StatsSchedule {
     let interval: Duration
-    private(set) var next: ContinuousClock.Instant
+    /// How long due stats wait for the messages in flight to be acknowledged.
+    static let emptyWindowWait: Duration = .milliseconds(250)
+
+    /// Stats are either scheduled, or due and waiting for the inflight window to empty.
+    /// The wait matters: polls and stats both run on schedules from the gateway's start,
+    /// so with a poll interval that divides the stats interval every stats message would
+    /// otherwise be taken just after a poll's commit, with that poll in flight, and never
+    /// report the empty backlog a central monitor judges losses on.
+    enum State: Equatable {
+        case scheduled(at: ContinuousClock.Instant)
+        case waitingForEmptyWindow(until: ContinuousClock.Instant)
+    }
+    private(set) var state: State
 
     init(interval: Duration, now: ContinuousClock.Instant) {
         self.interval = interval
-        next = now + interval
+        state = .scheduled(at: now + interval)
     }
 
-    /// True (and the next one scheduled) when stats are due at `now`.
-    mutating func due(now: ContinuousClock.Instant) -> Bool {
-        guard now >= next else { return false }
-        next = now + interval
+    /// When the loop must look again: the scheduled time, or the end of the wait.
+    var next: ContinuousClock.Instant {
+        switch state {
+        case let .scheduled(at): at
+        case let .waitingForEmptyWindow(until): until
+        }
+    }
+
+    /// True (and the next one scheduled) when stats are to be published at `now`: once due,
+    /// as soon as nothing is in flight, or when the wait for that is over.
+    mutating func due(now: ContinuousClock.Instant, inflight: Int) -> Bool {
+        switch state {
+        case let .scheduled(at):
+            guard now >= at else { return false }
+            if inflight > 0 {
+                state = .waitingForEmptyWindow(until: now + Self.emptyWindowWait)
+                return false
+            }
+        case let .waitingForEmptyWindow(until):
+            guard inflight == 0 || now >= until else { return false }
+        }
+        state = .scheduled(at: now + interval)
         return true
     }
 

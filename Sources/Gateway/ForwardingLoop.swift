@@ -162,6 +162,10 @@ final class ForwardingLoop {
             flushAcks()
             if !gaps.acknowledged.isEmpty { await reportGaps() }
             await fill()
+            // Due stats waiting for the window to empty go out with the PUBACK that empties it.
+            if case .waitingForEmptyWindow = stats.state, stats.due(now: now(), inflight: machine.inflightCount) {
+                await publishStats()
+            }
 
         case let .leased(result):
             if result.session == machine.sessionID {
@@ -228,7 +232,7 @@ final class ForwardingLoop {
             await dropUnpublishable()
             await reportGaps()
             await fill()
-            if stats.due(now: now()) { await publishStats() }
+            if stats.due(now: now(), inflight: machine.inflightCount) { await publishStats() }
 
         case .shutdown:
             switch machine.shutdown() {
