@@ -10,8 +10,9 @@
 //   2. the gateway's own payload: RegisterDecoding.decode of the 100 uint16 tags, then
 //      MessageEncoding.dataMessage (gateway "floor", device "meter": as long as the
 //      gateway's "bench"), with the wall time from Date() rather than GatewayClock;
-//   3. sqlite3 C API (WAL, the run's `synchronous`, the outbox's `message` columns, its
-//      cache_size and temp_store; wal_autocheckpoint left at SQLite's default): prepared
+//   3. sqlite3 C API (WAL, the run's `synchronous`, the outbox's `message` columns but
+//      its three clock columns, its cache_size and temp_store; wal_autocheckpoint left at
+//      SQLite's default): prepared
 //      BEGIN IMMEDIATE, DELETE of the previous poll's row (acknowledged by then),
 //      INSERT, COMMIT; the file sits in the bench's temporary directory, beside the
 //      gateway's outbox. No meta row is updated (the outbox updates one per commit);
@@ -81,6 +82,7 @@ func runFloor(directory: TemporaryDirectory, brokerPort: Int, modbusPort: Int, p
         databasePath: directory.file("floor-\(pollsPerSecond)-\(sync).sqlite"), brokerPort: brokerPort,
         modbusPort: modbusPort, pollsPerSecond: pollsPerSecond, synchronousFull: sync == "full",
         warmUpPolls: max(2, pollsPerSecond), measuredPolls: max(10, Int(Double(pollsPerSecond) * seconds(duration))))
+    _ = mosquittoLibraryInitialised
     let measured: FloorMeasurement = try await withCheckedThrowingContinuation { continuation in
         // A thread of its own: the floor blocks (sleeps, socket reads, fsync), never on the
         // cooperative pool, and its CPU clock and switch counts are its alone.
@@ -124,8 +126,9 @@ private func floorOnPublish(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPoin
     Unmanaged<FloorMQTTEvents>.fromOpaque(user).takeUnretainedValue().lastAcknowledged = mid
 }
 
-/// libmosquitto's global set-up, once per process (the bench's MQTTUplinks may have done it already;
-/// a second call is harmless).
+/// libmosquitto's global set-up, once per process from here (MQTTUplink does it once too).
+/// Not thread safe: `runFloor` calls it before the floor thread starts, when no
+/// libmosquitto client of the bench is running (each run's subscriber has stopped).
 private let mosquittoLibraryInitialised: Bool = {
     mosquitto_lib_init()
     return true
@@ -349,7 +352,6 @@ private final class FloorPoller {
     }
 
     private func connectMQTT() throws -> OpaquePointer {
-        _ = mosquittoLibraryInitialised
         let clientID = "bench-floor-\(settings.pollsPerSecond)-\(settings.synchronousFull ? "full" : "normal")"
         guard let client = mosquitto_new(clientID, true, Unmanaged.passUnretained(events).toOpaque()) else {
             let code = errno
