@@ -15,6 +15,11 @@
 //   BENCH_SECONDS=<n> sets the length of each run (10 s).
 //   modpoll 1.6.0 at 10 and 100 polls/s on the same simulator and broker is the peer
 //   baseline (ModpollBaseline.swift): the gateway's CPU per value as a ratio to it.
+//   The floor (FloorBaseline.swift), after each gateway run at the same rate and sync:
+//   the same work per poll on one thread straight through libmodbus, sqlite3 and
+//   libmosquitto, its thread's CPU and wakeups per poll; the gateway's CPU per value as
+//   a ratio to it, and the floor's to modpoll's (the least any poller doing this work
+//   on this machine can reach).
 import Foundation
 import GatewayConfig
 import LocalPeers
@@ -261,9 +266,15 @@ func benchPerMessage(directory: TemporaryDirectory) async throws {
     defer { simulator.stop() }
     let fsyncs = fsyncLatencies(path: directory.file("fsync.bin"), count: 500)
     var runs: [PerMessageRun] = []
+    var floors: [FloorRun] = []
     for (rate, sync) in [(1, "full"), (10, "full"), (100, "full"), (100, "normal")] {
         runs.append(try await runGateway(directory: directory, broker: broker, modbusPort: modbusPort,
                                          pollsPerSecond: rate, sync: sync, duration: duration))
+        floors.append(try await runFloor(directory: directory, brokerPort: broker.port, modbusPort: modbusPort,
+                                         pollsPerSecond: rate, sync: sync, duration: duration))
+    }
+    func floor(_ rate: Int, _ sync: String) -> FloorRun? {
+        floors.first { $0.pollsPerSecond == rate && $0.sync == sync }
     }
     let fsyncP99 = percentile(fsyncs, 0.99)
     var modpollRuns: [ModpollRun] = []
@@ -290,6 +301,20 @@ func benchPerMessage(directory: TemporaryDirectory) async throws {
         if run.sync == "full" && run.pollsPerSecond == 100 {
             print(String(format: "  p99 above the fsync p99 (target <= 5 ms): %.1f ms", percentile(run.latencies, 0.99) - fsyncP99))
         }
+        if let floor = floor(run.pollsPerSecond, run.sync) {
+            print(String(format: "    floor, one thread doing the same work (libmodbus, sqlite3, libmosquitto): %d polls in %.1f s, %d overruns, %d-byte payloads",
+                         floor.polls, floor.seconds, floor.overruns, floor.payloadBytes))
+            figure("  floor CPU per poll (the thread's CPU clock)", floor.cpuPerPoll * 1e6, "µs")
+            figure("  floor CPU per 1,000 values", floor.cpuPerThousandValues, "ms")
+            figure("  floor wakeups (voluntary switches)", floor.wakeupsPerPoll, "per poll")
+            figure("  floor preemptions (involuntary switches)", floor.preemptionsPerPoll, "per poll")
+            // Both nanosecond clocks of the threads' run time; utime + stime counts 10 ms
+            // ticks, none at all in a few idle polls.
+            let perValue = run.cpuPerThousandValues > 0
+                ? String(format: "%.2f", run.cpuPerThousandValues / floor.cpuPerThousandValues) : "n/a (no 10 ms tick counted)"
+            print(String(format: "    gateway / floor CPU per poll (threads' ns clocks): %.2f; per value (gateway utime + stime): %@",
+                         run.cpuPerPollPrecise / (floor.cpuPerPoll * 1000), perValue))
+        }
     }
     figure("baseline: write + fsync of 200 bytes, p50", percentile(fsyncs, 0.5), "ms")
     figure("baseline: write + fsync of 200 bytes, p99", fsyncP99, "ms")
@@ -303,10 +328,19 @@ func benchPerMessage(directory: TemporaryDirectory) async throws {
             print(String(format: "    edge-gateway / modpoll CPU per value (target <= 0.1): %.3f",
                          ours.cpuPerThousandValues / peer.cpuPerThousandValues))
         }
+        if let floor = floor(peer.pollsPerSecond, "full") {
+            figure("  floor (sync full) CPU per 1,000 values", floor.cpuPerThousandValues, "ms")
+            print(String(format: "    floor / modpoll: the least any poller doing this work on this machine can reach: %.3f",
+                         floor.cpuPerThousandValues / peer.cpuPerThousandValues))
+        }
     }
     if let idle = runs.first {
         print(String(format: "  idle (1 poll/s): %.1f wakeups/s beyond the poll (target <= 5), %.2f ms CPU per poll (target <= 0.3; %.2f ms in 10 ms ticks)",
                      idle.wakeupsPerSecond - 1, idle.cpuPerPollPrecise, idle.cpuPerPoll))
+        if let floor = floor(1, "full") {
+            print(String(format: "  idle floor (1 poll/s, one thread): %.3f ms CPU per poll (the gateway's target <= 0.3), %.1f wakeups per poll",
+                         floor.cpuPerPoll * 1000, floor.wakeupsPerPoll))
+        }
         // The same wakeups split by what causes them: w(r) = periodic + r × per poll, from
         // the 1 and 10 polls/s runs (both sync full).
         if let ten = runs.first(where: { $0.pollsPerSecond == 10 && $0.sync == "full" }) {

@@ -16,7 +16,8 @@
 //   sparkplug-scale  the gateway process at 100 devices × 100 tags every 100 ms, json vs sparkplug (SparkplugScaleBench.swift)
 //   monitor-ingest, monitor-fleet  edge-monitor (MonitorBench.swift)
 //   encode   decode + JSON encode of one 100-tag poll in process vs copying its bytes (EncodeBench.swift)
-//   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync (PerMessageBench.swift)
+//   per-message  CPU per value, idle wakeups, poll → subscriber latency of the gateway process vs fsync, modpoll
+//            and a one-thread floor doing the same work (PerMessageBench.swift, ModpollBaseline.swift, FloorBaseline.swift)
 //   commands command → write → result with polls at 10 ms vs an MQTT round trip (CommandBench.swift)
 //   scale    cores, RSS, threads, overruns of the gateway with 1,000 TCP devices at 1 s and 100 at 100 ms (ScaleBench.swift)
 import Foundation
