@@ -7,9 +7,9 @@ import Synchronization
 /// message from the moment it is committed until the broker acknowledged it.
 ///
 /// Promises:
-/// - A message exists once ``append(_:)`` returned it; it is deleted only by
-///   ``acknowledge(_:)``, ``acknowledgeWithNextWrite(_:flushAt:delay:)`` or by a counted
-///   drop that is recorded as an ``OutboxGap``.
+/// - A message exists once ``append(_:)`` returned it; it is deleted only after
+///   ``acknowledgeWithNextWrite(_:flushAt:delay:)`` or by a counted drop that is recorded
+///   as an ``OutboxGap``.
 /// - One process at a time: the outbox holds a lock on `<path>.lock` while it is open.
 /// - `boot` goes up at every open and never goes backwards, also when a corrupt file is
 ///   moved aside or the file is deleted (`<path>.boot` keeps the last one).
@@ -63,7 +63,7 @@ public final class Outbox: Sendable {
         /// Set while the disk is full: the outbox holds at most this many bytes, so that it
         /// reuses its own free pages instead of growing the file (reason `disk_full`).
         var diskFullCeiling: Int64?
-        /// `synchronous = FULL` could not be set back after a delete (see `acknowledge`):
+        /// `synchronous = FULL` could not be set back after a delete (see `deleteAcknowledgedRelaxed`):
         /// the next append sets it before committing.
         var fullSyncPending = false
     }
@@ -662,26 +662,14 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Deletes acknowledged messages, in one transaction. Unknown ids are ignored: duplicate
-    /// acks and acks of messages dropped meanwhile are normal.
+    /// On the writer, outside a transaction: deletes `ranges` in a transaction of their own.
+    /// Unknown ids are ignored: duplicate acks and acks of messages dropped meanwhile are normal.
     ///
     /// The delete is committed without its own fsync (`synchronous = NORMAL` for this
     /// transaction, also with `sync: full`): a crash of the process loses nothing of it, and
     /// a power cut can only undo deletes since the last synced commit (every append with
     /// `sync: full` syncs the WAL up to its end), which sends those messages again: a
     /// duplicate, never a loss. Saves one fsync per batch of acknowledgements.
-    public func acknowledge(_ ids: [Int64]) async throws {
-        guard !ids.isEmpty else { return }
-        let ranges = Self.contiguousRanges(ids)
-        do {
-            try await database.writeWithoutTransaction { db in try self.deleteAcknowledgedRelaxed(db, ranges: ranges) }
-        } catch {
-            throw Self.operationError(error, path: settings.path, doing: "deleting \(ids.count) acknowledged messages")
-        }
-    }
-
-    /// On the writer, outside a transaction: deletes `ranges` in a transaction of their own,
-    /// committed without its own fsync with `sync: full` (see ``acknowledge(_:)``).
     func deleteAcknowledgedRelaxed(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
         guard settings.synchronous == .full else {
             try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
@@ -700,7 +688,7 @@ public final class Outbox: Sendable {
     }
 
     /// `PRAGMA synchronous` of the writing connection now (2 = FULL, 1 = NORMAL): what the
-    /// next append commits with. For tests of `acknowledge(_:)`.
+    /// next append commits with. For tests of the deletes of acknowledged rows.
     func synchronousLevel() async throws -> Int? {
         try await database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
     }
