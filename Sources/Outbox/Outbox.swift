@@ -60,6 +60,9 @@ public final class Outbox: Sendable {
         /// Messages lost while even the bookkeeping could not be written. They get their seqs
         /// and gap record in the next transaction that succeeds.
         var unrecordedLoss: [(reason: DropReason, count: Int64)] = []
+        /// Losses already counted in the meta row, with their seqs, whose gap records found no
+        /// room yet (see `recordLoss`): written by the next transaction of their own that succeeds.
+        var unwrittenGaps = DropLedger()
         /// Set while the disk is full: the outbox holds at most this many bytes, so that it
         /// reuses its own free pages instead of growing the file (reason `disk_full`).
         var diskFullCeiling: Int64?
@@ -153,13 +156,17 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.openError(error, path: path)
         }
-        reserve.ensure()
-        if !reserve.exists, let meta = try? database.read({ db in try Meta.fetch(db) }) {
-            // A previous run filled the disk: stay at the current size until there is room.
+        let reserveOutcome = reserve.ensure()
+        if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
+            // The disk is (nearly) full: stay at the current size until there is room.
             state.withLock { $0.diskFullCeiling = meta.bufferedBytes }
-            logger.warning("outbox: the disk is full; holding the outbox at its current size", metadata: [
-                "bytes": "\(meta.bufferedBytes)",
-            ])
+            logger.warning("""
+                outbox: cannot create the reserve file \(reserve.path) (\(reserve.size) bytes; \
+                \(Self.describe(reserveOutcome, reserve: reserve))): holding the outbox at its current size, \
+                and without the reserve a full disk may stop even the drops that make room. Fix: free at least \
+                \(2 * reserve.size) bytes on the filesystem holding the outbox; the outbox then creates the \
+                reserve and lifts the limit by itself
+                """, metadata: ["bytes": "\(meta.bufferedBytes)"])
         }
         logger.info("outbox open", metadata: [
             "boot": "\(boot)", "synchronous": "\(settings.synchronous.rawValue)",
@@ -173,6 +180,14 @@ public final class Outbox: Sendable {
 
     deinit {
         backgroundCheck?.cancel()
+    }
+
+    private static func describe(_ outcome: ReserveFile.Outcome, reserve: ReserveFile) -> String {
+        switch outcome {
+        case .present: "present"
+        case let .noRoom(free): "\(free) bytes free, it needs \(2 * reserve.size)"
+        case let .failed(reason): reason
+        }
     }
 
     /// What the integrity check found: `.ok` when the file was checked before opening;
@@ -229,6 +244,7 @@ public final class Outbox: Sendable {
         var rowsToFree = max(drafts.count, 64)
         var truncatedWAL = false
         liftDiskFullCeilingIfRoom()
+        await writeUnwrittenGaps()
         while true {
             let loss = takeUnrecordedLoss()
             do {
@@ -534,8 +550,50 @@ public final class Outbox: Sendable {
             }
             gapObserver.recorded()
         } catch {
-            // The gap record follows in the next transaction that succeeds.
+            await countInMetaAlone(loss)
+        }
+    }
+
+    /// No room for gap records: counts `loss` and consumes its seqs in the meta row alone (one
+    /// page, as the start of a boot writes), so that a restart before the disk has room again
+    /// does not lose it: the counters say it, and the next boot's `previousBoot` covers its
+    /// seqs. The gap records follow in a transaction of their own once there is room.
+    /// If even that fails, the loss waits in memory for the next transaction that succeeds.
+    private func countInMetaAlone(_ loss: [(reason: DropReason, count: Int64)]) async {
+        do {
+            let ledger = try await database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+                try meta.save(db)
+                return ledger
+            }
+            state.withLock { $0.unwrittenGaps.append(ledger) }
+        } catch {
             putBackUnrecordedLoss(loss)
+        }
+    }
+
+    /// Writes the gap records `countInMetaAlone` could not, in a transaction of their own;
+    /// they wait for the next try while the disk has no room.
+    private func writeUnwrittenGaps() async {
+        let ledger = state.withLock { state -> DropLedger? in
+            guard state.unwrittenGaps.total > 0 else { return nil }
+            defer { state.unwrittenGaps = DropLedger() }
+            return state.unwrittenGaps
+        }
+        guard let ledger else { return }
+        do {
+            try await database.write { db in
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+            }
+            gapObserver.committed(ledger)
+        } catch {
+            state.withLock { state in
+                var merged = ledger
+                merged.append(state.unwrittenGaps)
+                state.unwrittenGaps = merged
+            }
         }
     }
 
