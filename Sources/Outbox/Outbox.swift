@@ -927,6 +927,14 @@ public final class Outbox: Sendable {
         }
     }
 
+    /// Whether a process (a running gateway) has the outbox at `path` open now: for
+    /// `edge-gateway status`, whose figures then still count the rows that process has had
+    /// acknowledged but not yet deleted (they are queued in its memory only, see
+    /// ``acknowledgeWithNextWrite(_:flushAt:delay:)``).
+    public static func use(path: String) -> OutboxUse {
+        OutboxLock.use(ofOutboxAt: path)
+    }
+
     static func milliseconds(_ duration: Duration) -> Int64 {
         let (seconds, attoseconds) = duration.components
         return seconds * 1000 + attoseconds / 1_000_000_000_000_000
