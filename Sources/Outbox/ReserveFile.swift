@@ -55,12 +55,7 @@ struct ReserveFile: Sendable {
     @discardableResult
     func ensure() -> Outcome {
         guard !FileManager.default.fileExists(atPath: path) else { return .present }
-        let directory = (path as NSString).deletingLastPathComponent
-        var stats = statvfs()
-        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else {
-            return .failed(String(cString: strerror(errno)))
-        }
-        let free = Int64(stats.f_bavail) * Int64(stats.f_frsize)
+        guard let free = freeBytes() else { return .failed(String(cString: strerror(errno))) }
         guard free >= 2 * size else { return .noRoom(freeBytes: free) }
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard descriptor >= 0 else { return .failed(String(cString: strerror(errno))) }
@@ -71,6 +66,15 @@ struct ReserveFile: Sendable {
             return .failed(String(cString: strerror(allocation)))
         }
         return .present
+    }
+
+    /// Bytes free for the gateway on the filesystem holding the reserve (and the outbox);
+    /// nil when it cannot be asked.
+    func freeBytes() -> Int64? {
+        let directory = (path as NSString).deletingLastPathComponent
+        var stats = statvfs()
+        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else { return nil }
+        return Int64(stats.f_bavail) * Int64(stats.f_frsize)
     }
 
     /// Asked before every append: one `access(2)`, not FileManager's path handling.

@@ -235,4 +235,31 @@ struct OutboxDiskFullTests {
             #expect(Int64(boot2Seqs) == committed)
         }
     }
+
+    /// A start on a disk with no room at all: the open fails, and says the disk is full
+    /// (not an I/O error that sends the operator to the hardware), with the free space and
+    /// the room to make.
+    @Test func aStartOnADiskWithNoRoomAtAllSaysTheDiskIsFull() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            let path = mount.path + "/outbox.sqlite"
+            do {
+                let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
+                _ = try await outbox.append(drafts(100))
+            }
+            unlink(path + "-reserve")
+            try fill(mount.path + "/filler")
+            do {
+                _ = try Outbox(settings: .init(path: path), logger: quietLogger)
+                Issue.record("the outbox opened on a filesystem with no byte free")
+            } catch let error as OutboxError {
+                #expect(error.kind == .diskFull, "\(error)")
+                #expect(error.description.contains("0 bytes free"), "\(error)")
+                #expect(error.description.contains(path + "-reserve"), "names the room to make: \(error)")
+                #expect(!error.description.contains("SMART"), "\(error)")
+            }
+        }
+    }
 }
