@@ -31,9 +31,12 @@ import Glibc
         let seconds = Int(ForwarderService.acknowledgedRowsDeletedWithin / .seconds(1))
         do {
             // This test process is the running gateway: it holds the outbox open.
-            let outbox = try Outbox(settings: .init(path: path), logger: Logger(label: "status-test") { _ in SwiftLogNoOpLogHandler() })
+            let quiet = Logger(label: "status-test") { _ in SwiftLogNoOpLogHandler() }
+            let outbox = try Outbox(settings: .init(path: path), logger: quiet)
             let committed = try await outbox.append((0..<3).map { _ in
-                OutboxDraft(topic: "edge/gw/dev/data", qos: 1) { boot, seq in Array("{\"boot\":\(boot),\"seq\":\(seq)}".utf8) }
+                OutboxDraft(topic: "edge/gw/dev/data", qos: 1) { boot, seq in
+                    Array("{\"boot\":\(boot),\"seq\":\(seq)}".utf8)
+                }
             })
             // Acknowledged as the forwarder does: deleted with the next write, not yet.
             outbox.acknowledgeWithNextWrite(committed.map(\.id), flushAt: 100, delay: .seconds(600))
@@ -45,7 +48,8 @@ import Glibc
             #expect(text.output.contains("may include messages the broker acknowledged in the last \(seconds) s"),
                     "\(text.output)")
 
-            let running = try json(try await status(["--outbox", path, "--json"], in: directory, log: "status-json.log").output)
+            let running = try json(try await status(["--outbox", path, "--json"], in: directory,
+                                                    log: "status-json.log").output)
             #expect(running["buffered_messages"] as? Int == 3)
             #expect(running["gateway_running"] as? Bool == true, "\(running)")
             #expect(running["gateway_pid"] as? Int == Int(getpid()), "\(running)")
@@ -58,7 +62,8 @@ import Glibc
         #expect(text.output.contains("gateway             not running"), "\(text.output)")
         #expect(!text.output.contains("may include"), "\(text.output)")
         #expect(text.output.contains("buffered messages   0"), "\(text.output)")
-        let stopped = try json(try await status(["--outbox", path, "--json"], in: directory, log: "status-stopped-json.log").output)
+        let stopped = try json(try await status(["--outbox", path, "--json"], in: directory,
+                                                log: "status-stopped-json.log").output)
         #expect(stopped["gateway_running"] as? Bool == false, "\(stopped)")
         #expect(stopped["gateway_pid"] == nil, "\(stopped)")
         #expect(stopped["buffered_includes_acknowledged_within_s"] == nil, "\(stopped)")
