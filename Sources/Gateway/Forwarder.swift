@@ -255,6 +255,11 @@ public final class ForwarderService: Service, Sendable {
     /// (a poll every second or faster never needs a delete of their own).
     static let deleteDelay = Duration.seconds(2)
 
+    /// How long at most a row the broker acknowledged stays in the outbox file while the
+    /// gateway runs (the queue checks every `deleteDelay`): `edge-gateway status`, reading
+    /// the file from another process, may count such rows for this long.
+    public static let acknowledgedRowsDeletedWithin = deleteDelay * 2
+
     /// This many acknowledged ids waiting are deleted at once, without waiting for an
     /// append (a replay, a burst): what a crash sends again stays about one window, as
     /// when every burst of PUBACKs was deleted at once. A live poll's few ids stay below it.

@@ -27,7 +27,6 @@ protocol OutboxReading: Sendable {
     var bootRecovery: BootRecovery? { get }
     func newestID() async throws -> Int64
     func lease(after id: Int64, max: Int) async throws -> [OutboxMessage]
-    func acknowledge(_ ids: [Int64]) async throws
     func discardUnpublishable(_ ids: [Int64]) async throws
     func pendingGaps() async throws -> [OutboxGap]
     func markGapsReported(_ gaps: [OutboxGap]) async throws

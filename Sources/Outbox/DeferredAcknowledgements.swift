@@ -129,12 +129,13 @@ extension Outbox {
     /// file: the next append's (so no transaction of their own), a lease's (a lease never
     /// returns an acknowledged row), or one of their own once `flushAt` ids wait or when no
     /// append came for `delay` (an id then waits less than `2 × delay`). Unknown ids are
-    /// ignored, as with ``acknowledge(_:)``. Never blocks; the caller learns that ids went
-    /// through a transaction from ``whenAcknowledgementsWritten(_:)``.
+    /// ignored (duplicate acks, acks of rows dropped meanwhile). Never blocks; the caller
+    /// learns that ids went through a transaction from ``whenAcknowledgementsWritten(_:)``.
     ///
     /// Until then the rows stay in the outbox and in its counters: a crash sends them
     /// again (a duplicate, never a loss). Deleted inside an append, they are fsynced with it
-    /// (`sync: full`); deleted by themselves, as ``acknowledge(_:)`` does.
+    /// (`sync: full`); deleted by themselves, without an fsync of their own (a power cut can
+    /// only send them again; see `deleteAcknowledgedRelaxed`).
     public func acknowledgeWithNextWrite(_ ids: [Int64], flushAt: Int, delay: Duration) {
         guard !ids.isEmpty else { return }
         let settings = PendingAcknowledgements.Settings(flushAt: Swift.max(1, flushAt), delay: delay)

@@ -7,9 +7,9 @@ import Synchronization
 /// message from the moment it is committed until the broker acknowledged it.
 ///
 /// Promises:
-/// - A message exists once ``append(_:)`` returned it; it is deleted only by
-///   ``acknowledge(_:)``, ``acknowledgeWithNextWrite(_:flushAt:delay:)`` or by a counted
-///   drop that is recorded as an ``OutboxGap``.
+/// - A message exists once ``append(_:)`` returned it; it is deleted only after
+///   ``acknowledgeWithNextWrite(_:flushAt:delay:)`` or by a counted drop that is recorded
+///   as an ``OutboxGap``.
 /// - One process at a time: the outbox holds a lock on `<path>.lock` while it is open.
 /// - `boot` goes up at every open and never goes backwards, also when a corrupt file is
 ///   moved aside or the file is deleted (`<path>.boot` keeps the last one).
@@ -60,10 +60,13 @@ public final class Outbox: Sendable {
         /// Messages lost while even the bookkeeping could not be written. They get their seqs
         /// and gap record in the next transaction that succeeds.
         var unrecordedLoss: [(reason: DropReason, count: Int64)] = []
+        /// Losses already counted in the meta row, with their seqs, whose gap records found no
+        /// room yet (see `recordLoss`): written by the next transaction of their own that succeeds.
+        var unwrittenGaps = DropLedger()
         /// Set while the disk is full: the outbox holds at most this many bytes, so that it
         /// reuses its own free pages instead of growing the file (reason `disk_full`).
         var diskFullCeiling: Int64?
-        /// `synchronous = FULL` could not be set back after a delete (see `acknowledge`):
+        /// `synchronous = FULL` could not be set back after a delete (see `deleteAcknowledgedRelaxed`):
         /// the next append sets it before committing.
         var fullSyncPending = false
     }
@@ -153,13 +156,17 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.openError(error, path: path)
         }
-        reserve.ensure()
-        if !reserve.exists, let meta = try? database.read({ db in try Meta.fetch(db) }) {
-            // A previous run filled the disk: stay at the current size until there is room.
+        let reserveOutcome = reserve.ensure()
+        if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
+            // The disk is (nearly) full: stay at the current size until there is room.
             state.withLock { $0.diskFullCeiling = meta.bufferedBytes }
-            logger.warning("outbox: the disk is full; holding the outbox at its current size", metadata: [
-                "bytes": "\(meta.bufferedBytes)",
-            ])
+            logger.warning("""
+                outbox: cannot create the reserve file \(reserve.path) (\(reserve.size) bytes; \
+                \(Self.describe(reserveOutcome, reserve: reserve))): holding the outbox at its current size, \
+                and without the reserve a full disk may stop even the drops that make room. Fix: free at least \
+                \(2 * reserve.size) bytes on the filesystem holding the outbox; the outbox then creates the \
+                reserve and lifts the limit by itself
+                """, metadata: ["bytes": "\(meta.bufferedBytes)"])
         }
         logger.info("outbox open", metadata: [
             "boot": "\(boot)", "synchronous": "\(settings.synchronous.rawValue)",
@@ -173,6 +180,14 @@ public final class Outbox: Sendable {
 
     deinit {
         backgroundCheck?.cancel()
+    }
+
+    private static func describe(_ outcome: ReserveFile.Outcome, reserve: ReserveFile) -> String {
+        switch outcome {
+        case .present: "present"
+        case let .noRoom(free): "\(free) bytes free, it needs \(2 * reserve.size)"
+        case let .failed(reason): reason
+        }
     }
 
     /// What the integrity check found: `.ok` when the file was checked before opening;
@@ -229,6 +244,7 @@ public final class Outbox: Sendable {
         var rowsToFree = max(drafts.count, 64)
         var truncatedWAL = false
         liftDiskFullCeilingIfRoom()
+        await writeUnwrittenGaps()
         while true {
             let loss = takeUnrecordedLoss()
             do {
@@ -534,8 +550,50 @@ public final class Outbox: Sendable {
             }
             gapObserver.recorded()
         } catch {
-            // The gap record follows in the next transaction that succeeds.
+            await countInMetaAlone(loss)
+        }
+    }
+
+    /// No room for gap records: counts `loss` and consumes its seqs in the meta row alone (one
+    /// page, as the start of a boot writes), so that a restart before the disk has room again
+    /// does not lose it: the counters say it, and the next boot's `previousBoot` covers its
+    /// seqs. The gap records follow in a transaction of their own once there is room.
+    /// If even that fails, the loss waits in memory for the next transaction that succeeds.
+    private func countInMetaAlone(_ loss: [(reason: DropReason, count: Int64)]) async {
+        do {
+            let ledger = try await database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+                try meta.save(db)
+                return ledger
+            }
+            state.withLock { $0.unwrittenGaps.append(ledger) }
+        } catch {
             putBackUnrecordedLoss(loss)
+        }
+    }
+
+    /// Writes the gap records `countInMetaAlone` could not, in a transaction of their own;
+    /// they wait for the next try while the disk has no room.
+    private func writeUnwrittenGaps() async {
+        let ledger = state.withLock { state -> DropLedger? in
+            guard state.unwrittenGaps.total > 0 else { return nil }
+            defer { state.unwrittenGaps = DropLedger() }
+            return state.unwrittenGaps
+        }
+        guard let ledger else { return }
+        do {
+            try await database.write { db in
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+            }
+            gapObserver.committed(ledger)
+        } catch {
+            state.withLock { state in
+                var merged = ledger
+                merged.append(state.unwrittenGaps)
+                state.unwrittenGaps = merged
+            }
         }
     }
 
@@ -662,26 +720,14 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// Deletes acknowledged messages, in one transaction. Unknown ids are ignored: duplicate
-    /// acks and acks of messages dropped meanwhile are normal.
+    /// On the writer, outside a transaction: deletes `ranges` in a transaction of their own.
+    /// Unknown ids are ignored: duplicate acks and acks of messages dropped meanwhile are normal.
     ///
     /// The delete is committed without its own fsync (`synchronous = NORMAL` for this
     /// transaction, also with `sync: full`): a crash of the process loses nothing of it, and
     /// a power cut can only undo deletes since the last synced commit (every append with
     /// `sync: full` syncs the WAL up to its end), which sends those messages again: a
     /// duplicate, never a loss. Saves one fsync per batch of acknowledgements.
-    public func acknowledge(_ ids: [Int64]) async throws {
-        guard !ids.isEmpty else { return }
-        let ranges = Self.contiguousRanges(ids)
-        do {
-            try await database.writeWithoutTransaction { db in try self.deleteAcknowledgedRelaxed(db, ranges: ranges) }
-        } catch {
-            throw Self.operationError(error, path: settings.path, doing: "deleting \(ids.count) acknowledged messages")
-        }
-    }
-
-    /// On the writer, outside a transaction: deletes `ranges` in a transaction of their own,
-    /// committed without its own fsync with `sync: full` (see ``acknowledge(_:)``).
     func deleteAcknowledgedRelaxed(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
         guard settings.synchronous == .full else {
             try db.inCachedTransaction { try Self.deleteAcknowledged(db, ranges: ranges) }
@@ -700,7 +746,7 @@ public final class Outbox: Sendable {
     }
 
     /// `PRAGMA synchronous` of the writing connection now (2 = FULL, 1 = NORMAL): what the
-    /// next append commits with. For tests of `acknowledge(_:)`.
+    /// next append commits with. For tests of the deletes of acknowledged rows.
     func synchronousLevel() async throws -> Int? {
         try await database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") }
     }
@@ -879,6 +925,14 @@ public final class Outbox: Sendable {
         } catch {
             throw operationError(error, path: path, doing: "reading statistics")
         }
+    }
+
+    /// Whether a process (a running gateway) has the outbox at `path` open now: for
+    /// `edge-gateway status`, whose figures then still count the rows that process has had
+    /// acknowledged but not yet deleted (they are queued in its memory only, see
+    /// ``acknowledgeWithNextWrite(_:flushAt:delay:)``).
+    public static func use(path: String) -> OutboxUse {
+        OutboxLock.use(ofOutboxAt: path)
     }
 
     static func milliseconds(_ duration: Duration) -> Int64 {

@@ -168,6 +168,18 @@ extension Outbox {
                         + "(chown <user> \(path)), check the filesystem is mounted read-write, "
                         + "or point buffer.path elsewhere.",
                     underlying: "\(error)")
+            case .SQLITE_IOERR, .SQLITE_FULL:
+                // A full disk fails the open with an I/O error when not even the 32 KiB `-shm`
+                // index fits: say what it is rather than send the operator to the hardware.
+                let reserve = ReserveFile(besides: path)
+                guard let free = reserve.freeBytes(), free < Self.roomToOpen else { break }
+                return OutboxError(
+                    .diskFull, path: path,
+                    what: "the disk is full: the filesystem holding the outbox has \(free) bytes free, too little to "
+                        + "open it (SQLite needs room for the 32 KiB -shm index and the -wal beside the file)",
+                    remedy: "Free space on that filesystem: at least \(2 * reserve.size) bytes, so the outbox can also "
+                        + "make its reserve file \(reserve.path); the gateway opens the outbox once there is room.",
+                    underlying: "\(error)")
             case .SQLITE_ERROR:
                 return OutboxError(
                     .database, path: path,
@@ -180,6 +192,10 @@ extension Outbox {
         }
         return operationError(error, path: path, doing: "opening the outbox")
     }
+
+    /// Free space below which an open that fails with an I/O error or `SQLITE_FULL` is put
+    /// down to the full disk: the `-shm` index (32 KiB) and a few WAL pages.
+    static let roomToOpen: Int64 = 64 << 10
 
     /// An error of a running operation, as an `OutboxError`.
     static func operationError(_ error: any Error, path: String, doing: String) -> OutboxError {

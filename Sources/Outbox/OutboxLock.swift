@@ -85,6 +85,27 @@ final class OutboxLock: Sendable {
         close(descriptor)
     }
 
+    /// Whether a process holds the lock of the outbox at `outboxPath` now, without taking
+    /// it: a shared lock tried and dropped at once (a gateway starting in that instant waits
+    /// for it, within `patience`).
+    static func use(ofOutboxAt outboxPath: String) -> OutboxUse {
+        let path = resolve(outboxPath) + ".lock"
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+        guard descriptor >= 0 else {
+            let code = errno
+            // No lock file: no gateway has opened this outbox (it makes the file first).
+            return code == ENOENT ? .notOpen : .unknown("cannot open \(path): \(String(cString: strerror(code)))")
+        }
+        defer { close(descriptor) }
+        if flock(descriptor, LOCK_SH | LOCK_NB) == 0 {
+            flock(descriptor, LOCK_UN)
+            return .notOpen
+        }
+        let code = errno
+        guard code == EWOULDBLOCK else { return .unknown("cannot lock \(path): \(String(cString: strerror(code)))") }
+        return .open(pid: holder(descriptor))
+    }
+
     /// The pid written into the lock file by its holder.
     private static func holder(_ descriptor: Int32) -> Int32? {
         var bytes = [UInt8](repeating: 0, count: 32)
@@ -108,4 +129,14 @@ final class OutboxLock: Sendable {
         defer { free(resolved) }
         return String(cString: resolved)
     }
+}
+
+/// Whether a process has an outbox open now (holds its lock), as another process sees it.
+public enum OutboxUse: Sendable, Equatable {
+    /// No process has it open.
+    case notOpen
+    /// A process (a running gateway) has it open; its pid once it has written it.
+    case open(pid: Int32?)
+    /// The lock file could not be asked (the reason): not known.
+    case unknown(String)
 }

@@ -86,8 +86,9 @@ public struct OutboxMessage: Sendable, Equatable {
 public struct OutboxStatistics: Sendable, Equatable {
     /// Messages committed and not yet acknowledged or dropped. `Outbox.statistics()` first
     /// deletes the acknowledged rows waiting for the next append, so they are not counted;
-    /// `Outbox.readStatistics(path:)` (another process, read-only) may count them for the
-    /// few seconds they wait.
+    /// `Outbox.readStatistics(path:)` (another process, read-only) cannot see that queue (it
+    /// is in the running gateway's memory) and counts them for the few seconds they wait
+    /// (`Outbox.use(path:)` tells whether a gateway runs).
     public var bufferedMessages: Int
     /// Payload plus topic bytes of the buffered messages.
     public var bufferedBytes: Int64

@@ -32,6 +32,11 @@ struct DropLedger: Sendable {
         }
     }
 
+    /// Adds `later`'s runs after these.
+    mutating func append(_ later: DropLedger) {
+        for run in later.runs { add(boot: run.boot, firstSeq: run.firstSeq, lastSeq: run.lastSeq, reason: run.reason) }
+    }
+
     var reasons: [DropReason] {
         var seen: [DropReason] = []
         for run in runs where !seen.contains(run.reason) { seen.append(run.reason) }

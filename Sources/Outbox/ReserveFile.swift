@@ -41,19 +41,40 @@ struct ReserveFile: Sendable {
     /// Largest WAL the outbox lets stand after an append (also `journal_size_limit`).
     var walLimitBytes: Int64 { size / 2 }
 
+    /// What `ensure()` found or did.
+    enum Outcome: Equatable {
+        /// The reserve is there (it was, or it was made now).
+        case present
+        /// The filesystem has less than twice the reserve free: not made.
+        case noRoom(freeBytes: Int64)
+        /// The filesystem could not be asked, or the file could not be made: `errno`'s text.
+        case failed(String)
+    }
+
     /// Creates the reserve if it is missing and the filesystem has room for it twice over.
-    func ensure() {
-        guard !FileManager.default.fileExists(atPath: path) else { return }
+    @discardableResult
+    func ensure() -> Outcome {
+        guard !FileManager.default.fileExists(atPath: path) else { return .present }
+        guard let free = freeBytes() else { return .failed(String(cString: strerror(errno))) }
+        guard free >= 2 * size else { return .noRoom(freeBytes: free) }
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard descriptor >= 0 else { return .failed(String(cString: strerror(errno))) }
+        let allocation = posix_fallocate(descriptor, 0, off_t(size))  // returns the error, not errno
+        close(descriptor)
+        guard allocation == 0 else {
+            unlink(path)
+            return .failed(String(cString: strerror(allocation)))
+        }
+        return .present
+    }
+
+    /// Bytes free for the gateway on the filesystem holding the reserve (and the outbox);
+    /// nil when it cannot be asked.
+    func freeBytes() -> Int64? {
         let directory = (path as NSString).deletingLastPathComponent
         var stats = statvfs()
-        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0,
-              Int64(stats.f_bavail) * Int64(stats.f_frsize) >= 2 * size
-        else { return }
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else { return }
-        let allocated = posix_fallocate(descriptor, 0, off_t(size)) == 0
-        close(descriptor)
-        if !allocated { unlink(path) }
+        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else { return nil }
+        return Int64(stats.f_bavail) * Int64(stats.f_frsize)
     }
 
     /// Asked before every append: one `access(2)`, not FileManager's path handling.

@@ -239,23 +239,53 @@ struct Status: ParsableCommand {
             throw failure(["outbox": path, "error": "\(error)"], exitCode: 1)
         }
         let oldest = statistics.oldestAge.map { Int64($0 / .milliseconds(1)) }
+        // A running gateway deletes the rows the broker acknowledged with its next write (or
+        // within a few seconds): until then the file, all this command can read, counts them.
+        let use = Outbox.use(path: path)
+        let lingering = ForwarderService.acknowledgedRowsDeletedWithin
+        let lingeringSeconds = Int(lingering / .seconds(1))
         if json {
             struct Report: Encodable {
                 var outbox: String, boot: Int64, buffered_messages: Int, buffered_bytes: Int64
                 var oldest_age_ms: Int64?, dropped: Int64, dropped_this_boot: Int64
                 var published: Int64, published_this_boot: Int64, committed_this_boot: Int64
+                /// nil when it cannot be told.
+                var gateway_running: Bool?
+                var gateway_pid: Int32?
+                /// While a gateway may run: the buffered figures may include messages acknowledged this recently.
+                var buffered_includes_acknowledged_within_s: Int?
             }
-            let report = Report(
+            var report = Report(
                 outbox: path, boot: statistics.boot, buffered_messages: statistics.bufferedMessages,
                 buffered_bytes: statistics.bufferedBytes, oldest_age_ms: oldest, dropped: statistics.dropped,
                 dropped_this_boot: statistics.droppedThisBoot, published: statistics.acknowledged,
                 published_this_boot: statistics.acknowledgedThisBoot, committed_this_boot: statistics.committedThisBoot)
+            switch use {
+            case .notOpen:
+                report.gateway_running = false
+            case let .open(pid):
+                report.gateway_running = true
+                report.gateway_pid = pid
+                report.buffered_includes_acknowledged_within_s = lingeringSeconds
+            case .unknown:
+                report.buffered_includes_acknowledged_within_s = lingeringSeconds
+            }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
             return
         }
         print("outbox \(path)")
+        let including = "the buffered figures may include messages the broker acknowledged in the last "
+            + "\(lingeringSeconds) s, which the gateway deletes with its next write"
+        switch use {
+        case .notOpen:
+            print("  gateway             not running")
+        case let .open(pid):
+            print("  gateway             running\(pid.map { " (pid \($0))" } ?? ""): \(including)")
+        case let .unknown(reason):
+            print("  gateway             unknown (\(reason)); if it runs, \(including)")
+        }
         print("  boot                \(statistics.boot)")
         print("  buffered messages   \(statistics.bufferedMessages)")
         print("  buffered bytes      \(statistics.bufferedBytes)")

@@ -9,7 +9,7 @@ struct OutboxAcknowledgeTests {
         try await withTemporaryDirectory { dir in
             let outbox = try Outbox(settings: .init(path: dir.file("outbox.sqlite"), synchronous: .full), logger: quietLogger)
             let committed = try await outbox.append(drafts(10))
-            try await outbox.acknowledge(committed.prefix(4).map(\.id))
+            await outbox.acknowledgeNow(committed.prefix(4).map(\.id))
             let level = try await outbox.synchronousLevel()
             #expect(level == 2, "synchronous is FULL (2) again, not \(String(describing: level))")
             let statistics = try await outbox.statistics()
@@ -22,7 +22,7 @@ struct OutboxAcknowledgeTests {
     @Test func withSyncNormalItStaysNormal() async throws {
         try await withTemporaryDirectory { dir in
             let outbox = try Outbox(settings: .init(path: dir.file("outbox.sqlite"), synchronous: .normal), logger: quietLogger)
-            try await outbox.acknowledge(try await outbox.append(drafts(3)).map(\.id))
+            await outbox.acknowledgeNow(try await outbox.append(drafts(3)).map(\.id))
             let level = try await outbox.synchronousLevel()
             #expect(level == 1)
             #expect(try await outbox.statistics().bufferedMessages == 0)

@@ -164,9 +164,9 @@ struct OutboxBasicTests {
             let outbox = try Outbox(settings: .init(path: dir.file("outbox.sqlite")), logger: quietLogger)
             let committed = try await outbox.append(drafts(10))
             let acked = [committed[0].id, committed[1].id, committed[2].id, committed[5].id]
-            try await outbox.acknowledge(acked)
-            try await outbox.acknowledge(acked)  // a duplicate PUBACK
-            try await outbox.acknowledge([committed[5].id, 999_999, -1])  // partly unknown
+            await outbox.acknowledgeNow(acked)
+            await outbox.acknowledgeNow(acked)  // a duplicate PUBACK
+            await outbox.acknowledgeNow([committed[5].id, 999_999, -1])  // partly unknown
             let remaining = try await outbox.lease(after: 0, max: 100)
             #expect(remaining.map(\.seq) == [4, 5, 7, 8, 9, 10])
             let stats = try await outbox.statistics()
@@ -174,7 +174,7 @@ struct OutboxBasicTests {
             #expect(stats.bufferedBytes == remaining.reduce(0) { $0 + $1.accountedBytes })
             #expect(stats.acknowledgedThisBoot == 4)
             #expect(stats.acknowledged == 4)
-            try await outbox.acknowledge(remaining.map(\.id))
+            await outbox.acknowledgeNow(remaining.map(\.id))
             let empty = try await outbox.statistics()
             #expect(empty.bufferedMessages == 0)
             #expect(empty.bufferedBytes == 0)
@@ -192,10 +192,10 @@ struct OutboxBasicTests {
                 // Closed before reopening: one Outbox per file at a time (its lock).
                 let outbox = try Outbox(settings: settings, logger: quietLogger)
                 let first = try await outbox.append(drafts(5))
-                try await outbox.acknowledge(first.map(\.id))
+                await outbox.acknowledgeNow(first.map(\.id))
                 second = try await outbox.append(drafts(1))
                 #expect(second[0].id > first.last!.id)
-                try await outbox.acknowledge(second.map(\.id))
+                await outbox.acknowledgeNow(second.map(\.id))
             }
             let reopened = try Outbox(settings: settings, logger: quietLogger)
             let third = try await reopened.append(drafts(1))
@@ -222,7 +222,7 @@ struct OutboxBasicTests {
             do {
                 let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
                 let committed = try await outbox.append(drafts(7))
-                try await outbox.acknowledge([committed[0].id])
+                await outbox.acknowledgeNow([committed[0].id])
                 // While the gateway runs.
                 let live = try Outbox.readStatistics(path: path)
                 #expect(live.bufferedMessages == 6)

@@ -115,7 +115,7 @@ struct OutboxCapacityTests {
             // Room again after two acks: two more fit, the third is rejected.
             let buffered = try await outbox.lease(after: 0, max: 100)
             #expect(buffered.map(\.seq) == [1, 2, 3, 4, 5])
-            try await outbox.acknowledge([buffered[0].id, buffered[1].id])
+            await outbox.acknowledgeNow([buffered[0].id, buffered[1].id])
             let third = try await outbox.append(drafts(3, topic: "t"))
             #expect(third.map(\.seq) == [10, 11])
             #expect(gapSummary(try await outbox.pendingGaps()) == [
@@ -253,7 +253,7 @@ struct OutboxCapacityTests {
             _ = try await outbox.append(drafts(3, topic: "t"))  // drops 1: episode starts
             _ = try await outbox.append(drafts(1, topic: "t"))  // drops 1
             _ = try await outbox.append(drafts(2, topic: "t"))  // drops 2
-            try await outbox.acknowledge(try await outbox.lease(after: 0, max: 10).map(\.id))
+            await outbox.acknowledgeNow(try await outbox.lease(after: 0, max: 10).map(\.id))
             _ = try await outbox.append(drafts(1, topic: "t"))  // no drop: episode ends
             _ = try await outbox.append(drafts(1, topic: "t"))  // no drop, nothing to say
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Testing
 @testable import Outbox
 
@@ -25,6 +26,14 @@ struct OutboxDiskFullTests {
         // Then single bytes, so not even a partial page is left.
         var byte: UInt8 = 0
         while write(descriptor, &byte, 1) > 0 {}
+    }
+
+    /// Gives `bytes` back to the filesystem from the end of the file `fill` made.
+    func shrink(_ path: String, by bytes: Int) throws {
+        var info = stat()
+        guard stat(path, &info) == 0, truncate(path, max(0, info.st_size - off_t(bytes))) == 0 else {
+            throw Tmpfs.MountFailed(description: "cannot shrink \(path)")
+        }
     }
 
     /// Every seq of the boot from 1 to the highest is either buffered or in exactly one gap.
@@ -122,13 +131,135 @@ struct OutboxDiskFullTests {
 
                 // Draining works too.
                 let leased = try await outbox.lease(after: 0, max: 100_000)
-                try await outbox.acknowledge(leased.map(\.id))
+                await outbox.acknowledgeNow(leased.map(\.id))
                 #expect(try await outbox.statistics().bufferedMessages == 0)
             }
             // And the file is sound after all that.
             let reopened = try Outbox(settings: .init(path: mount.path + "/outbox.sqlite"), logger: quietLogger)
             #expect(reopened.quarantinedPath == nil)
             #expect(reopened.boot == 2)
+        }
+    }
+
+    /// Takes the previous run's reserve away, fills the disk, then gives space back page by
+    /// page until the outbox at `path` just opens: room for little more than that.
+    func openOnANearlyFullDisk(_ path: String, filler: String, logger: Logger) throws -> Outbox? {
+        unlink(path + "-reserve")
+        try fill(filler)
+        for _ in 0..<64 {
+            if let outbox = try? Outbox(settings: .init(path: path), logger: logger) { return outbox }
+            try shrink(filler, by: 4096)
+        }
+        return nil
+    }
+
+    /// Once space returns, the gap records of those losses follow: every seq of the boot
+    /// is buffered or in a gap.
+    @Test func gapRecordsOfAStartOnAFullDiskFollowWhenSpaceReturns() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            let path = mount.path + "/outbox.sqlite"
+            let filler = mount.path + "/filler"
+            do {
+                let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
+                _ = try await outbox.append(drafts(100))
+            }
+            let outbox = try #require(try openOnANearlyFullDisk(path, filler: filler, logger: quietLogger),
+                                      "the outbox never opened on the nearly full disk")
+            for _ in 0..<10 { _ = try? await outbox.append(drafts(50)) }
+            let lost = try await outbox.statistics().droppedThisBoot
+            #expect(lost > 0)
+            try FileManager.default.removeItem(atPath: filler)
+            #expect(try await outbox.append(drafts(50)).count == 50)
+            let gaps = try await outbox.pendingGaps().filter { $0.boot == outbox.boot }
+            #expect(gaps.reduce(0) { $0 + $1.count } == lost, "\(gaps)")
+            #expect(gaps.allSatisfy { $0.reason == .diskFull }, "\(gaps)")
+            try await expectEverySeqAccountedFor(outbox, upTo: 550)
+        }
+    }
+
+    /// A gateway that starts on a disk with room for little more than opening the outbox
+    /// (no reserve file: the disk filled while it was stopped, after a run gave its reserve
+    /// back): every append fails. Its losses must be in the file, not only in memory, so a
+    /// restart before the disk has room again does not lose them: counted as dropped, and
+    /// their seqs consumed (the next boot's `previousBoot` covers them), so the loss shows.
+    @Test func lossesOfAStartOnAFullDiskSurviveARestartWhileStillFull() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            let path = mount.path + "/outbox.sqlite"
+            let filler = mount.path + "/filler"
+            do {
+                let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
+                _ = try await outbox.append(drafts(100))
+            }
+            let logs = LogRecorder()
+            var opened = try openOnANearlyFullDisk(path, filler: filler, logger: logs.logger)
+            var committed: Int64 = 0
+            var lostThisRun: Int64 = 0
+            do {
+                let outbox = try #require(opened, "the outbox never opened on the nearly full disk")
+                opened = nil
+                #expect(outbox.boot == 2)
+                #expect(!FileManager.default.fileExists(atPath: path + "-reserve"), "no room for a reserve")
+                let warning = logs.entries.first { $0.level == .warning && $0.message.contains("reserve") }
+                #expect(warning?.message.contains(path + "-reserve") == true, "names the reserve: \(String(describing: warning))")
+                #expect(warning?.message.contains("Fix: free at least") == true, "says the fix: \(String(describing: warning))")
+                for _ in 0..<10 {
+                    committed += Int64((try? await outbox.append(drafts(50)))?.count ?? 0)
+                }
+                lostThisRun = try await outbox.statistics().droppedThisBoot
+                #expect(lostThisRun > 0, "a full disk loses messages")
+                #expect(committed + lostThisRun == 500, "every message committed or counted")
+            }
+            // Stopped and started again before the disk has room: the loss is still known.
+            var restartedWhileFull = false
+            if let again = try? Outbox(settings: .init(path: path), logger: quietLogger) {
+                restartedWhileFull = true
+                #expect(try await again.statistics().dropped == lostThisRun, "restarted on the full disk")
+                #expect(again.previousBoot == OutboxBootEnd(boot: 2, lastSeq: 500),
+                        "every seq of boot 2 consumed: its loss shows as missing seqs")
+            }
+            try FileManager.default.removeItem(atPath: filler)
+            let afterwards = try Outbox(settings: .init(path: path), logger: quietLogger)
+            let statistics = try await afterwards.statistics()
+            #expect(statistics.dropped == lostThisRun, "the loss of boot 2 is counted in the file")
+            if !restartedWhileFull {
+                #expect(afterwards.previousBoot == OutboxBootEnd(boot: 2, lastSeq: 500),
+                        "every seq of boot 2 consumed: its loss shows as missing seqs")
+            }
+            let boot2Seqs = try await afterwards.lease(after: 0, max: 10_000).filter { $0.boot == 2 }.count
+            #expect(Int64(boot2Seqs) == committed)
+        }
+    }
+
+    /// A start on a disk with no room at all: the open fails, and says the disk is full
+    /// (not an I/O error that sends the operator to the hardware), with the free space and
+    /// the room to make.
+    @Test func aStartOnADiskWithNoRoomAtAllSaysTheDiskIsFull() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            let path = mount.path + "/outbox.sqlite"
+            do {
+                let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
+                _ = try await outbox.append(drafts(100))
+            }
+            unlink(path + "-reserve")
+            try fill(mount.path + "/filler")
+            do {
+                _ = try Outbox(settings: .init(path: path), logger: quietLogger)
+                Issue.record("the outbox opened on a filesystem with no byte free")
+            } catch let error as OutboxError {
+                #expect(error.kind == .diskFull, "\(error)")
+                #expect(error.description.contains("0 bytes free"), "\(error)")
+                #expect(error.description.contains(path + "-reserve"), "names the room to make: \(error)")
+                #expect(!error.description.contains("SMART"), "\(error)")
+            }
         }
     }
 }

@@ -35,12 +35,12 @@ struct OutboxLeaseTests {
         try await withTemporaryDirectory { dir in
             let outbox = try Outbox(settings: .init(path: dir.file("outbox.sqlite")), logger: quietLogger)
             let committed = try await outbox.append(drafts(6))
-            try await outbox.acknowledge([committed[0].id, committed[1].id])
+            await outbox.acknowledgeNow([committed[0].id, committed[1].id])
             #expect(try await outbox.lease(after: 0, max: 100) == Array(committed[2...]))
             let next = try await outbox.append(drafts(3))
             try await outbox.discardUnpublishable([next[1].id])
             #expect(try await outbox.lease(after: next[0].id - 1, max: 100) == [next[0], next[2]])
-            try await outbox.acknowledge(next.map(\.id))
+            await outbox.acknowledgeNow(next.map(\.id))
             #expect(try await outbox.lease(after: committed.last!.id, max: 100).isEmpty)
         }
     }

@@ -77,15 +77,16 @@ private final class SyncTrace {
 }
 
 /// `sync: full` promises a message is on stable storage when `append` returned it: the
-/// commit syncs the WAL. Deletes commit without a sync (see `acknowledge`), so the append
-/// after a delete is the one that must switch back. Watched with strace: the real calls.
+/// commit syncs the WAL. Acknowledged rows deleted in a transaction of their own commit
+/// without a sync (see `Outbox.deleteAcknowledgedRelaxed`), so the append after such a
+/// delete is the one that must switch back. Watched with strace: the real calls.
 @Suite("sync full: the append's commit syncs the WAL", .serialized)
 struct OutboxSyncTests {
     @Test func anAppendAfterADeleteSyncsTheWAL() async throws {
         try await withTemporaryDirectory { dir in
             let path = dir.file("outbox.sqlite")
             let outbox = try Outbox(settings: .init(path: path, synchronous: .full), logger: quietLogger)
-            try await outbox.acknowledge(try await outbox.append(drafts(3)).map(\.id))
+            await outbox.acknowledgeNow(try await outbox.append(drafts(3)).map(\.id))
             let trace = try await SyncTrace(syncsOf: path + "-wal", logsIn: dir)
             let committed = try await outbox.append(drafts(1))
             let syncs = try await trace.stop()
@@ -99,7 +100,7 @@ struct OutboxSyncTests {
         try await withTemporaryDirectory { dir in
             let path = dir.file("outbox.sqlite")
             let outbox = try Outbox(settings: .init(path: path, synchronous: .normal), logger: quietLogger)
-            try await outbox.acknowledge(try await outbox.append(drafts(3)).map(\.id))
+            await outbox.acknowledgeNow(try await outbox.append(drafts(3)).map(\.id))
             let trace = try await SyncTrace(syncsOf: path + "-wal", logsIn: dir)
             let committed = try await outbox.append(drafts(1))
             let syncs = try await trace.stop()

@@ -96,7 +96,7 @@ import Testing
 
             // The earlier boot's row goes out; 3100 s of boottime later the row measured
             // at 60 s is over an hour old, the one at 660 s is not.
-            try await outbox.acknowledge([try #require(try await outbox.lease(after: 0, max: 1).first).id])
+            try await outbox.acknowledgeNow([#require(try await outbox.lease(after: 0, max: 1).first).id])
             boottime.withLock { $0 += 3_100_000_000_000 }
             wall.advance(by: .seconds(3_100))
             _ = try await outbox.append([draft(MeasuredAt(boottime: 3_760_000_000_000, kernelBootID: "this", synchronised: true))])
