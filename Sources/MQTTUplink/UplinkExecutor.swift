@@ -15,10 +15,9 @@ import Synchronization
 ///
 /// Jobs run once the uplink is started. Once its thread has ended (`stop`), jobs go to
 /// the global concurrent executor, so a task that still prefers this one never hangs.
-public final class UplinkExecutor: TaskExecutor, @unchecked Sendable {
-    // Invariant: `queue` holds everything shared (a Mutex); `wakeFD` is an eventfd
-    // opened here and closed in deinit, when no thread uses the executor any more;
-    // `owner` is written once by the network thread before it runs any job.
+public final class UplinkExecutor: TaskExecutor, Sendable {
+    // Everything shared is in `queue` (a Mutex) or `owner` (written once, by the network
+    // thread before it runs a job); the eventfd is opened here and closed in deinit.
     private let queue = Mutex(Queue())
     private let wakeFD: Int32
     /// pthread_self() of the network thread, 0 before it started.
