@@ -46,11 +46,15 @@ import TestSupport
         let uplink = MQTTUplink(settings: settings, logger: Self.quiet) { events.note($0) }
         uplink.start()
         try await waitUntil("the first attempt to fail") { events.failures.load(ordering: .acquiring) > 0 }
-        let ran = await withTaskExecutorPreference(uplink.executor) { () async -> Bool in
+        // 1: ran on the network thread, 2: ran elsewhere.
+        let ran = Atomic<Int>(0)
+        let job = Task(executorPreference: uplink.executor) {
             await pauseOnAnotherThread()
-            return uplink.executor.isCurrentThread
+            ran.store(uplink.executor.isCurrentThread ? 1 : 2, ordering: .releasing)
         }
-        #expect(ran)
+        try await waitUntil("a job to run while the uplink backs off") { ran.load(ordering: .acquiring) != 0 }
+        #expect(ran.load(ordering: .acquiring) == 1)
+        await job.value
         await uplink.stop()
     }
 
