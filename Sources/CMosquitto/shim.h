@@ -2,3 +2,6 @@
 // uplink reads from OpenSSL itself comes through COpenSSL.
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
+// The uplink's network thread waits on its socket and an eventfd (UplinkExecutor.swift).
+#include <sys/eventfd.h>
+#include <poll.h>

@@ -161,10 +161,25 @@ public final class ForwarderService: Service, Sendable {
     }
 
     public func run() async throws {
+        let newestCommitted = try await outbox.newestID()
+        uplink.start()
+        // The forwarding runs on the uplink's network thread, between its socket turns: a
+        // PUBACK's event and the publishes it frees need no other thread, and a publish
+        // is written at once instead of waking the network thread. Everything the loop
+        // awaits (the outbox) suspends; nothing on it blocks. The stop is awaited after
+        // it, off that thread (which it ends).
+        await withTaskExecutorPreference(uplink.executor) {
+            await forward(newestCommitted: newestCommitted)
+        }
+        await uplink.stop(timeout: Task.isCancelled ? Self.stopBoundWhenCancelled : .seconds(2))
+    }
+
+    /// The forwarding loop and the reader beside it, until the loop stops.
+    private func forward(newestCommitted: Int64) async {
         var loopLogger = logger
         loopLogger[metadataKey: "broker"] = "\(uplink.settings.endpoint)"
         let loop = ForwardingLoop(
-            settings: settings, uplink: uplink, outbox: outbox, newestCommitted: try await outbox.newestID(),
+            settings: settings, uplink: uplink, outbox: outbox, newestCommitted: newestCommitted,
             pubacks: pubacks, counters: counterState, pollCounters: pollCounters,
             devices: { self.announcedDevices.withLock { $0 } },
             outlets: .init(lease: { [leaseSink] in leaseSink.yield($0) },
@@ -195,7 +210,6 @@ public final class ForwarderService: Service, Sendable {
         outbox.whenAcknowledgementsWritten { [acknowledged, settings] count in
             if acknowledged.finished(count) > settings.maxInflight { sink.yield(.deleted) }
         }
-        uplink.start()
         alarm.arm(at: loop.nextWake(now: .now))
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
@@ -218,7 +232,6 @@ public final class ForwarderService: Service, Sendable {
         } onGracefulShutdown: {
             self.eventSink.yield(.shutdown)
         }
-        await uplink.stop(timeout: Task.isCancelled ? Self.stopBoundWhenCancelled : .seconds(2))
     }
 
     /// Cancelled before a clean stop (the graceful period ran out): the retained

@@ -156,13 +156,20 @@ private let libraryInitialised: Bool = {
 
 /// A long-lived MQTT connection to one broker, kept up by its own network thread.
 ///
+/// The network thread is also a serial `TaskExecutor` (`executor`): a task that prefers
+/// it runs between the thread's socket turns, so what a callback's event resumes (the
+/// forwarder answering a PUBACK with the next publish) runs on this thread, without
+/// waking another, and what it publishes is written right after it, in the same turn.
+///
 /// Each connection attempt uses a fresh libmosquitto handle, so nothing queued
 /// inside libmosquitto outlives a connection: the outbox stays the only queue, and
 /// what was in flight when a link died is sent again from there.
 ///
 /// Why not `mosquitto_loop_start`: its thread gives up for good after TLS, auth
 /// or DNS errors; a gateway must retry those forever, with backoff. The thread here
-/// runs `mosquitto_loop` the same way and reconnects on every error.
+/// runs libmosquitto's loop and reconnects on every error. It drives the loop itself
+/// (`mosquitto_loop_read` / `_write` / `_misc` after its own `poll`), so jobs queued for
+/// `executor` from other threads can wake it.
 public final class MQTTUplink: Sendable {
     public let settings: MQTTUplinkSettings
     let logger: Logger
@@ -172,8 +179,9 @@ public final class MQTTUplink: Sendable {
     private let makeWill: @Sendable (_ session: Int) -> MQTTMessage?
     private let current = Mutex<ConnectionHandle?>(nil)
     private let stopRequested = Atomic<Bool>(false)
-    /// Waited on by the network thread only (between connection attempts).
-    private let wakeUp = DispatchSemaphore(value: 0)
+    /// The network thread: runs the tasks that prefer it between its socket turns, and
+    /// sleeps in its `wait` (woken by a packet, a job, a stop, a reconnect).
+    public let executor = UplinkExecutor()
     private let networkThread = Mutex(NetworkThreadState())
     private let started = Atomic<Bool>(false)
     /// The broker of the live connection and its session.
@@ -202,6 +210,7 @@ public final class MQTTUplink: Sendable {
         // `Thread.name` does not reach the kernel here (`/proc/.../comm`, perf, top -H).
         let kernelName = String(String.UnicodeScalarView("mqtt-\(settings.clientID)".unicodeScalars.prefix(15)))
         let thread = Thread {
+            self.executor.adoptCurrentThread()
             let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
             if fd >= 0 {
                 _ = Array(kernelName.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
@@ -269,6 +278,7 @@ public final class MQTTUplink: Sendable {
                                                  payloadBytes: message.payload.count)
             }
             if message.qos == 2 { handle.context.qos2Awaiting.withLock { _ = $0.insert(mid) } }
+            wakeIfElsewhere()
             return (handle.context.session, mid)
         }
     }
@@ -287,7 +297,14 @@ public final class MQTTUplink: Sendable {
             let rc = mosquitto_subscribe(handle.raw, nil, filter, Int32(qos))
             let code = errno
             guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.mosquitto(rc, errno: code, "subscribe to \(filter)") }
+            wakeIfElsewhere()
         }
+    }
+
+    /// A packet is only queued (threaded mode, see `runSession`); the network thread
+    /// writes it after the job that queued it, or, queued from another thread, once woken.
+    private func wakeIfElsewhere() {
+        if !executor.isCurrentThread { executor.wake() }
     }
 
     /// Sends DISCONNECT (so the broker discards the Last Will), stops the network
@@ -318,24 +335,24 @@ public final class MQTTUplink: Sendable {
     /// connects again after `reconnectMin`, with a new session and a new Will: what a
     /// Sparkplug edge node does when its primary host goes offline. Messages queued
     /// before go out first, on the same connection.
+    /// The DISCONNECT is sent by the network thread (it owns the socket, which libmosquitto
+    /// closes once DISCONNECT is written).
     public func reconnect() {
-        current.withLock { handle in
-            if let handle { _ = mosquitto_disconnect(handle.raw) }
-        }
+        current.withLock { handle in handle?.context.disconnectRequested.store(true, ordering: .releasing) }
+        executor.wake()
     }
 
     public func requestStop() {
         guard !stopRequested.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        current.withLock { handle in
-            if let handle { _ = mosquitto_disconnect(handle.raw) }
-        }
-        wakeUp.signal()
+        executor.wake()
     }
 
     // MARK: - Network thread
 
     private func networkLoop() {
         defer {
+            // Jobs from now on run on the global executor: the stop waiters' too.
+            executor.end()
             let waiters = networkThread.withLock { state in
                 state.finished = true
                 defer { state.waiters = [] }
@@ -382,18 +399,21 @@ public final class MQTTUplink: Sendable {
                 ])
                 onEvent(.disconnected(session: session, reason: reason))
             }
-            if delay > .zero {
-                _ = wakeUp.wait(timeout: .now() + .milliseconds(Int(delay / .milliseconds(1))))
+            // Jobs keep running while disconnected (the forwarder books commits offline).
+            let retryAt = ContinuousClock.now + delay
+            while !stopRequested.load(ordering: .acquiring), case let left = retryAt - .now, left > .zero {
+                _ = executor.wait(socket: -1, wantWrite: false, timeout: left)
+                executor.runJobs()
             }
         }
     }
 
-    /// The longest one `mosquitto_loop` turn of a connected session waits. libmosquitto
-    /// checks the keepalive (sends PINGREQ, notices a missing PINGRESP) only when a turn
-    /// ends, so a turn of a quarter keepalive sends PINGREQ by 1.25 × keepalive of
-    /// silence, inside the broker's 1.5 ×. Packets, and `publish`, `subscribe`,
-    /// `reconnect` and `requestStop` from other threads (libmosquitto's socket pair in
-    /// threaded mode), end a turn at once: an idle connection wakes only for this.
+    /// The longest one loop turn of a connected session waits. libmosquitto checks the
+    /// keepalive (`mosquitto_loop_misc`: sends PINGREQ, notices a missing PINGRESP) only
+    /// when a turn ends, so a turn of a quarter keepalive sends PINGREQ by 1.25 ×
+    /// keepalive of silence, inside the broker's 1.5 ×. Packets, jobs, and `reconnect`,
+    /// `requestStop` and a half-written `publish` or `subscribe` from other threads
+    /// (`UplinkExecutor.wake`), end a turn at once: an idle connection wakes only for this.
     static func loopTurn(keepalive: Duration) -> Duration {
         keepalive > .zero ? max(keepalive / 4, .seconds(1)) : .seconds(60)
     }
@@ -462,6 +482,16 @@ public final class MQTTUplink: Sendable {
             mosquitto_destroy(raw)
             _ = retained.takeRetainedValue()
         }
+        // Threaded mode: every packet is only queued (libmosquitto 2.0.11, lib/packet_mosq.c
+        // `packet__queue`), and this thread alone writes the socket (`flushQueued` after the
+        // jobs, `mosquitto_loop_write` when it polls writable). Without it a publish outside
+        // a callback is written by the calling thread at once: from the forwarder on this
+        // thread that would be fine, but the command service publishes from other threads,
+        // and a TLS connection's SSL object must not be written by one thread while this
+        // one reads it. `packet__queue` also writes a byte to libmosquitto's socket pair
+        // (made non-blocking in `mosquitto_reinitialise`), which only `mosquitto_loop`
+        // reads: nobody waits on it here, and once its buffer is full the write fails with
+        // EAGAIN, which libmosquitto ignores.
         mosquitto_threaded_set(raw, true)
         // Under MQTT 5 libmosquitto also applies what CONNACK announces: the server's
         // receive maximum (it holds back publishes beyond it), maximum packet size
@@ -516,11 +546,17 @@ public final class MQTTUplink: Sendable {
             // this call, whose TCP connect blocks: it runs here, on the uplink's own thread.
             // A connect into a silent link then waits out the kernel's SYN retries
             // (net.ipv4.tcp_syn_retries, about 2 minutes) before the next attempt.
+            // On a thread of its own, so the jobs (the forwarder) keep running meanwhile.
             var properties: OpaquePointer?
             do { properties = try start.connectProperties() } catch { return .failedToConnect(error.message) }
-            rc = mosquitto_connect_bind_v5(raw, settings.host, Int32(settings.port), keepalive, source, properties)
-            connectErrno = errno
-            mosquitto_property_free_all(&properties)
+            let owned = HandedOverProperties(properties)
+            let (host, port) = (settings.host, Int32(settings.port))
+            (rc, connectErrno) = offThread { () -> (Int32, Int32) in
+                var properties = owned.properties
+                defer { mosquitto_property_free_all(&properties) }
+                let rc = mosquitto_connect_bind_v5(handle.raw, host, port, keepalive, source, properties)
+                return (rc, errno)
+            }
         }
         // Shorter than the keepalive, so this deadline, which names the cause, fires
         // before libmosquitto's keepalive check closes the socket ("Unknown error").
@@ -540,9 +576,16 @@ public final class MQTTUplink: Sendable {
         var loopErrno: Int32 = 0
         let noCONNACK = "no CONNACK from \(settings.endpoint) within \(Self.seconds(connackWait)): "
             + "the broker accepts TCP but does not answer MQTT (a wrong port, a TLS listener, an overloaded broker?)"
+        var disconnect = DisconnectRequest.none
         while !stopRequested.load(ordering: .acquiring) || context.isConnected.load(ordering: .acquiring) {
+            if disconnect == .none, stopRequested.load(ordering: .acquiring)
+                || context.disconnectRequested.load(ordering: .acquiring) {
+                // Queued after everything published before, and written in order.
+                disconnect = .sent
+                _ = mosquitto_disconnect(raw)
+            }
             // Short turns before CONNACK, so the deadline is met on time; once connected
-            // the thread sleeps until a packet, a publish, a stop or the keepalive check.
+            // the thread sleeps until a packet, a job, a stop or the keepalive check.
             let everConnected = context.everConnected.load(ordering: .acquiring)
             var turn = Duration.milliseconds(100)
             if everConnected {
@@ -551,8 +594,9 @@ public final class MQTTUplink: Sendable {
                     turn = max(.milliseconds(1), min(turn, failbackAfter - (ContinuousClock.now - connectedAt)))
                 }
             }
-            loopRC = mosquitto_loop(raw, Int32(clamping: Int64(turn / .milliseconds(1))), 1)
-            loopErrno = errno
+            (loopRC, loopErrno) = runLoopTurn(raw, timeout: turn)
+            executor.runJobs()
+            if loopRC == MOSQ_ERR_SUCCESS.rawValue { (loopRC, loopErrno) = flushQueued(raw) }
             if !everConnected, context.everConnected.load(ordering: .acquiring) {
                 logBrokerLimits(context.brokerLimits.withLock { $0 }, start: start, settings: settings)
             }
@@ -600,6 +644,67 @@ public final class MQTTUplink: Sendable {
 }
 
 extension MQTTUplink {
+    /// Whether this connection's DISCONNECT was queued (by `requestStop` or `reconnect`).
+    fileprivate enum DisconnectRequest { case none, sent }
+
+    /// One turn of libmosquitto's loop, as `mosquitto_loop` (lib/loop.c, 2.0.11) does it
+    /// but sleeping in `executor.wait`: read what came, write what waits, check the
+    /// keepalive. Returns libmosquitto's result and the errno right after it.
+    fileprivate func runLoopTurn(_ raw: OpaquePointer, timeout: Duration) -> (Int32, Int32) {
+        let socket = mosquitto_socket(raw)
+        // Closed (a DISCONNECT written ends the connection): what `mosquitto_loop` returns then.
+        guard socket >= 0 else { return (MOSQ_ERR_NO_CONN.rawValue, 0) }
+        let ready = executor.wait(socket: socket, wantWrite: mosquitto_want_write(raw), timeout: timeout)
+        if ready.readable {
+            let rc = mosquitto_loop_read(raw, 1)
+            let code = errno
+            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(raw) < 0 { return (rc, code) }
+        }
+        if ready.writable {
+            var rc = mosquitto_loop_write(raw, 1)
+            var code = errno
+            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(raw) < 0 { return (rc, code) }
+            // Still wanting to write on a writable socket: a TLS handshake under way, which
+            // `mosquitto_loop_write` leaves alone and `mosquitto_loop_read` continues
+            // (`net__socket_connect_tls` while `want_connect`; `mosquitto_loop` calls it for
+            // a writable socket). Otherwise the read finds nothing (EAGAIN) and returns.
+            if mosquitto_want_write(raw) {
+                rc = mosquitto_loop_read(raw, 1)
+                code = errno
+                if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(raw) < 0 { return (rc, code) }
+            }
+        }
+        let rc = mosquitto_loop_misc(raw)
+        return (rc, errno)
+    }
+
+    /// Writes what the jobs just queued (the publishes a PUBACK freed), without a poll
+    /// first: the socket takes it unless its buffer is full (then the next turn polls for
+    /// writing). Nothing while no socket is open or a TLS handshake is under way.
+    fileprivate func flushQueued(_ raw: OpaquePointer) -> (Int32, Int32) {
+        guard mosquitto_socket(raw) >= 0, mosquitto_want_write(raw) else { return (MOSQ_ERR_SUCCESS.rawValue, 0) }
+        let rc = mosquitto_loop_write(raw, 1)
+        return (rc, errno)
+    }
+
+    /// Runs `work` (a blocking libmosquitto call) on a thread of its own and returns its
+    /// result; this (network) thread runs the executor's jobs meanwhile.
+    fileprivate func offThread<Result: Sendable>(_ work: @escaping @Sendable () -> Result) -> Result {
+        let outcome = Outcome<Result>()
+        let executor = executor
+        let thread = Thread {
+            outcome.value.withLock { $0 = work() }
+            executor.wake()
+        }
+        thread.stackSize = 512 * 1024
+        thread.start()
+        while true {
+            if let result = outcome.value.withLock({ $0 }) { return result }
+            _ = executor.wait(socket: -1, wantWrite: false, timeout: .seconds(1))
+            executor.runJobs()
+        }
+    }
+
     /// Logs what an MQTT 5 broker announced in CONNACK, and warns when it shortened
     /// the session below the Will delay.
     fileprivate func logBrokerLimits(_ limits: BrokerLimits?, start: SessionStart, settings: MQTTUplinkSettings) {
@@ -614,6 +719,18 @@ extension MQTTUplink {
             ])
         }
     }
+}
+
+/// What a thread of `MQTTUplink.offThread` hands back.
+private final class Outcome<Value: Sendable>: Sendable {
+    let value = Mutex<Value?>(nil)
+}
+
+/// CONNECT properties made on the network thread and freed by the thread that connects.
+private struct HandedOverProperties: @unchecked Sendable {
+    // Invariant: handed to exactly one thread, which alone uses and frees them.
+    let properties: OpaquePointer?
+    init(_ properties: OpaquePointer?) { self.properties = properties }
 }
 
 /// One caller of `MQTTUplink.stop` waiting for the network thread: resumed once,
@@ -658,6 +775,8 @@ final class CallbackContext: Sendable {
     /// is blamed on QoS 2; the connection (and the set) ends with that error anyway.
     let qos2Awaiting = Mutex<Set<Int32>>([])
     let refusal = Mutex<String?>(nil)
+    /// `MQTTUplink.reconnect`: the network thread sends DISCONNECT on this connection.
+    let disconnectRequested = Atomic<Bool>(false)
     /// What CONNACK announced (MQTT 5 properties; all `nil` under 3.1.1), set before `isConnected`.
     let brokerLimits = Mutex<BrokerLimits?>(nil)
 
@@ -671,8 +790,8 @@ final class CallbackContext: Sendable {
     }
 }
 
-// The callbacks run on the network thread inside mosquitto_loop; they only hand
-// events on.
+// The callbacks run on the network thread inside its loop turn (a QoS 0 publish's
+// on another thread that writes it); they only hand events on.
 
 private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32,
                                _ flags: Int32, _ properties: OpaquePointer?) {
