@@ -99,7 +99,9 @@ public final class Heartbeat: Sendable {
 /// `STOPPING=1` when graceful shutdown begins.
 ///
 /// A loop that stops beating stops the feeding, so systemd restarts the gateway
-/// within about two watchdog intervals of the hang (`WatchdogSec=`).
+/// within about two watchdog intervals of the hang (`WatchdogSec=`). It wakes only at
+/// `period(watchdog:)`, and a changed status line travels in the same datagram as the
+/// `WATCHDOG=1` it goes with: one wake-up of the gateway and one of the manager per check.
 public struct WatchdogService: Service {
     let notifier: SystemdNotifier?
     let heartbeats: [Heartbeat]
@@ -133,6 +135,18 @@ public struct WatchdogService: Service {
         var isHealthy: Bool { if case .healthy = self { true } else { false } }
     }
 
+    /// How often the loops are checked: half the watchdog interval (systemd wants a
+    /// `WATCHDOG=1` within it), or, without a watchdog, `statusPeriod`.
+    public static func period(watchdog: Duration?) -> Duration {
+        watchdog.map { max($0 / 2, .milliseconds(10)) } ?? statusPeriod
+    }
+
+    /// Without a watchdog only the status line needs the check: a hung loop shows in it
+    /// within `statusThreshold` + this, and an idle gateway is not woken every second.
+    public static let statusPeriod = Duration.seconds(15)
+    /// Without a watchdog, how long a loop may be silent before the status line calls it stuck.
+    static let statusThreshold = Duration.seconds(30)
+
     public func run() async {
         guard let notifier else {
             // Not under systemd: nothing to tell anyone.
@@ -158,19 +172,21 @@ public struct WatchdogService: Service {
             "watchdog": "\(notifier.watchdogInterval.map { "\($0)" } ?? "off")",
         ])
         let watchdog = notifier.watchdogInterval
-        let period = watchdog.map { max($0 / 2, .milliseconds(10)) } ?? .seconds(1)
+        let period = Self.period(watchdog: watchdog)
         // Without a watchdog the status line still says when a loop hangs.
-        let threshold = watchdog ?? .seconds(30)
+        let threshold = watchdog ?? Self.statusThreshold
         while (try? await Task.sleep(for: period)) != nil {
             let unhealthy = Self.unhealthy(heartbeats, threshold: threshold)
             // Ages alone do not count as a change.
             let verdict: Verdict = unhealthy.isEmpty ? .healthy(status: summary()) : .unhealthy(loops: unhealthy.map(\.name))
+            // Healthy and fed: the status line (when it changed) and WATCHDOG=1 in one datagram.
+            let feeding = verdict.isHealthy && watchdog != nil
             if verdict != last {
                 switch verdict {
                 case let .healthy(status):
                     if !last.isHealthy { logger.notice("every loop is turning again: feeding the watchdog") }
                     // The status first: a WATCHDOG=1 follows a recovery's status line, never precedes it.
-                    notifier.status(status)
+                    if feeding { notifier.watchdog(status: status) } else { notifier.status(status) }
                 case .unhealthy:
                     let names = unhealthy.map { entry in
                         switch entry.health {
@@ -184,8 +200,8 @@ public struct WatchdogService: Service {
                     notifier.status("unhealthy, watchdog not fed: \(names)")
                 }
             }
+            if feeding, verdict == last { notifier.watchdog() }
             last = verdict
-            if verdict.isHealthy, watchdog != nil { notifier.watchdog() }
         }
     }
 }

@@ -71,6 +71,11 @@ public final class SystemdNotifier: Sendable {
     @discardableResult
     public func watchdog() -> Bool { notify("WATCHDOG=1") }
 
+    /// `STATUS=` and then `WATCHDOG=1` in one datagram: a changed status line costs the
+    /// manager no wake-up of its own.
+    @discardableResult
+    public func watchdog(status: String) -> Bool { notify("STATUS=\(Self.oneLine(status))", "WATCHDOG=1") }
+
     /// `STOPPING=1` with a status line.
     @discardableResult
     public func stopping(status: String) -> Bool { notify("STOPPING=1", "STATUS=\(Self.oneLine(status))") }

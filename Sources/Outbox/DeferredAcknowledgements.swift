@@ -12,6 +12,10 @@ import Synchronization
 
 /// The acknowledged ids not yet deleted, when the oldest of them came, and whether a
 /// timer or a delete of their own is under way. All of it under one lock.
+///
+/// The timer repeats every `delay` while ids wait and stops when it finds none: a live
+/// gateway always has the last poll's id waiting for the next append, so a one-shot timer
+/// re-armed at each check cost the dispatch manager thread an extra wake-up per check.
 final class PendingAcknowledgements: Sendable {
     struct Settings: Sendable {
         /// This many ids waiting: they are deleted at once, without waiting for an append.
@@ -26,42 +30,64 @@ final class PendingAcknowledgements: Sendable {
         /// When `ids` went from empty to not empty.
         var since: ContinuousClock.Instant?
         var timer = TimerState.idle
+        /// What the timer calls (`timerFired()`, then what it answers).
+        var onTimer: (@Sendable () -> Void)?
         var flush = FlushState.idle
         var settings = Settings(flushAt: 1, delay: .zero)
         /// Told how many ids went through a transaction (committed or failed).
         var observer: (@Sendable (Int) -> Void)?
     }
-    enum TimerState { case idle, armed }
+    /// The timer is either stopped or repeating every `delay` (the source, to cancel it).
+    /// Invariant, under the lock: ids wait ⇒ the timer ticks.
+    enum TimerState {
+        case idle
+        case ticking(any DispatchSourceTimer)
+    }
     enum FlushState { case idle, queued }
     /// What the caller does after handing ids over or after the timer fired.
-    enum Next { case nothing, armTimer(Duration), flush }
+    enum Next { case nothing, flush }
 
     private let state = Mutex(State())
 
-    /// Queues `ids`; says whether to arm the timer or to delete now.
-    func add(_ ids: [Int64], settings: Settings) -> Next {
+    /// A ticking source is kept alive by libdispatch until it is cancelled.
+    deinit {
+        state.withLock { state in
+            if case let .ticking(timer) = state.timer { timer.cancel() }
+        }
+    }
+
+    /// Queues `ids`; says whether to delete now. Starts the timer (which calls `onTimer`
+    /// every `settings.delay`) if it is stopped.
+    func add(_ ids: [Int64], settings: Settings, onTimer: @escaping @Sendable () -> Void) -> Next {
         state.withLock { state in
             state.settings = settings
+            if state.onTimer == nil { state.onTimer = onTimer }
             if state.ids.isEmpty { state.since = .now }
             state.ids.append(contentsOf: ids)
             return Self.due(&state)
         }
     }
 
-    /// The timer fired: delete what waited `delay`, look again later at what is younger.
+    /// The timer fired: delete what waited `delay`; what is younger waits for the next
+    /// tick (an id waits less than `2 × delay`); with nothing waiting the timer stops.
     func timerFired() -> Next {
         state.withLock { state in
             guard let since = state.since, !state.ids.isEmpty else {
+                if case let .ticking(timer) = state.timer { timer.cancel() }
                 state.timer = .idle
                 return .nothing
             }
-            if ContinuousClock.now - since >= state.settings.delay {
-                state.timer = .idle
-                guard state.flush == .idle else { return .nothing }
-                state.flush = .queued
-                return .flush
-            }
-            return .armTimer(state.settings.delay)
+            guard ContinuousClock.now - since >= state.settings.delay, state.flush == .idle else { return .nothing }
+            state.flush = .queued
+            return .flush
+        }
+    }
+
+    /// Whether the timer runs (for tests).
+    var timerIsTicking: Bool {
+        state.withLock { state in
+            if case .ticking = state.timer { return true }
+            return false
         }
     }
 
@@ -94,16 +120,20 @@ final class PendingAcknowledgements: Sendable {
         }
     }
 
-    /// What waiting ids need now: a delete when there are enough, else a timer if none is armed.
+    /// What waiting ids need now: a delete when there are enough, else the timer if it is stopped.
     private static func due(_ state: inout State) -> Next {
         guard !state.ids.isEmpty else { return .nothing }
         if state.ids.count >= state.settings.flushAt, state.flush == .idle {
             state.flush = .queued
             return .flush
         }
-        if state.timer == .idle {
-            state.timer = .armed
-            return .armTimer(state.settings.delay)
+        if case .idle = state.timer, let onTimer = state.onTimer {
+            let timer = DispatchSource.makeTimerSource(queue: .global())
+            let delay = DispatchTimeInterval.nanoseconds(Int(state.settings.delay / .nanoseconds(1)))
+            timer.schedule(deadline: .now() + delay, repeating: delay, leeway: .milliseconds(10))
+            timer.setEventHandler(handler: onTimer)
+            timer.resume()
+            state.timer = .ticking(timer)
         }
         return .nothing
     }
@@ -139,7 +169,10 @@ extension Outbox {
     public func acknowledgeWithNextWrite(_ ids: [Int64], flushAt: Int, delay: Duration) {
         guard !ids.isEmpty else { return }
         let settings = PendingAcknowledgements.Settings(flushAt: Swift.max(1, flushAt), delay: delay)
-        follow(pendingAcknowledgements.add(ids, settings: settings))
+        follow(pendingAcknowledgements.add(ids, settings: settings) { [weak self] in
+            guard let self else { return }
+            self.follow(self.pendingAcknowledgements.timerFired())
+        })
     }
 
     /// Calls `observer` with the number of ids queued by ``acknowledgeWithNextWrite(_:flushAt:delay:)``
@@ -161,12 +194,6 @@ extension Outbox {
         switch next {
         case .nothing:
             break
-        case let .armTimer(delay):
-            let nanoseconds = Int(delay / .nanoseconds(1))
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [weak self] in
-                guard let self else { return }
-                self.follow(self.pendingAcknowledgements.timerFired())
-            }
         case .flush:
             database.asyncWriteWithoutTransaction { db in
                 let count = self.deleteQueued(db)

@@ -2,7 +2,10 @@
 // inside a bounded request is alive until the request's deadline (plus the
 // threshold as margin); only past that, or silent between requests, is it stuck.
 import Gateway
+import Logging
+import Synchronization
 import Testing
+import TestSupport
 
 @Suite struct HealthRuleTests {
     let threshold = Duration.seconds(30)
@@ -74,5 +77,48 @@ extension HealthRuleTests {
         heartbeat.enterRequest(deadline: start)
         #expect(heartbeat.health(threshold: threshold, now: start + .seconds(30)).isAlive)
         #expect(heartbeat.health(threshold: threshold, now: start + .seconds(31)) == .stuck(for: .seconds(31)))
+    }
+}
+
+/// What the watchdog costs an idle gateway: how often it wakes, and how many datagrams
+/// (each a wake-up of the service manager) a check sends.
+extension HealthRuleTests {
+    @Test func withoutAWatchdogTheLoopsAreCheckedOnlyForTheStatusLine() {
+        #expect(WatchdogService.period(watchdog: .seconds(30)) == .seconds(15), "WATCHDOG=1 within half of WatchdogSec=")
+        #expect(WatchdogService.period(watchdog: .milliseconds(10)) == .milliseconds(10))
+        #expect(WatchdogService.period(watchdog: nil) == WatchdogService.statusPeriod)
+        #expect(WatchdogService.statusPeriod >= .seconds(10), "not every second for a status line alone")
+    }
+
+    /// A summary that changes at every check (the published count of a polling gateway):
+    /// each check sends one datagram, its status line first and WATCHDOG=1 after it.
+    @Test func aChangedStatusLineGoesInTheSameDatagramAsTheWatchdogPing() async throws {
+        do {
+            let directory = try TemporaryDirectory("watchdog-datagrams")
+            let socket = try NotifySocket(abstract: false, directory: directory)
+            defer { socket.stop() }
+            let notifier = try SystemdNotifier(socketPath: socket.path, watchdogInterval: .milliseconds(100))
+            let heartbeat = Heartbeat(name: "forwarder")
+            heartbeat.idle()
+            let checks = Atomic<Int>(0)
+            var logger = Logger(label: "watchdog-test")
+            logger.logLevel = .error
+            let service = WatchdogService(notifier: notifier, heartbeats: [heartbeat], logger: logger) {
+                "\(checks.add(1, ordering: .relaxed).newValue) published"
+            }
+            let running = Task { await service.run() }
+            defer { running.cancel() }
+            try await waitUntil("READY=1 and four WATCHDOG=1 after it") {
+                socket.datagrams.filter { $0.has("WATCHDOG=1") }.count >= 4
+            }
+            running.cancel()
+            await running.value
+            let datagrams = socket.datagrams
+            let ready = try #require(datagrams.firstIndex { $0.has("READY=1") })
+            let afterReady = datagrams[(ready + 1)...]
+            #expect(afterReady.allSatisfy { $0.has("WATCHDOG=1") }, "no datagram of its own for a status line: \(datagrams.map(\.text))")
+            #expect(afterReady.allSatisfy { $0.status != nil }, "the status line changed at every check")
+            #expect(afterReady.allSatisfy { $0.assignments.last == "WATCHDOG=1" }, "the status line first")
+        }
     }
 }

@@ -124,3 +124,43 @@ struct OutboxDeferredAcknowledgeTests {
         }
     }
 }
+
+/// The timer behind the delete of their own: it ticks every `delay` while ids wait (one
+/// source, never re-armed at a tick) and stops once a tick finds none.
+@Suite("the deferred-delete timer: ticking only while ids wait")
+struct PendingAcknowledgementsTimerTests {
+    let settings = PendingAcknowledgements.Settings(flushAt: 100, delay: .seconds(600))
+
+    @Test func aTickWithYoungIdsKeepsTheSameTimerAndDeletesNothing() {
+        let pending = PendingAcknowledgements()
+        #expect(!pending.timerIsTicking, "nothing waits: no timer")
+        #expect(pending.add([1], settings: settings, onTimer: {}) == .nothing)
+        #expect(pending.timerIsTicking)
+        // The poll's id is younger than `delay`: the repeating timer looks again later.
+        #expect(pending.timerFired() == .nothing)
+        #expect(pending.timerIsTicking)
+        #expect(pending.add([2], settings: settings, onTimer: {}) == .nothing)
+        #expect(pending.take() == [1, 2])
+    }
+
+    @Test func theTimerStopsWhenATickFindsNothingWaitingAndStartsAgainWithTheNextId() {
+        let pending = PendingAcknowledgements()
+        _ = pending.add([1], settings: settings, onTimer: {})
+        _ = pending.take()  // the next append deleted it
+        #expect(pending.timerFired() == .nothing)
+        #expect(!pending.timerIsTicking, "an idle gateway's outbox keeps no timer")
+        _ = pending.add([2], settings: settings, onTimer: {})
+        #expect(pending.timerIsTicking)
+    }
+
+    @Test func aTickDeletesWhatWaitedTheDelay() {
+        let pending = PendingAcknowledgements()
+        _ = pending.add([1], settings: .init(flushAt: 100, delay: .zero), onTimer: {})
+        #expect(pending.timerFired() == .flush)
+        #expect(pending.timerFired() == .nothing, "one delete under way at a time")
+        #expect(pending.take() == [1])
+        _ = pending.flushEnded()
+        #expect(pending.timerFired() == .nothing)
+        #expect(!pending.timerIsTicking)
+    }
+}
