@@ -90,11 +90,14 @@ public struct GatewayRuntime: Sendable {
                 switch event {
                 case let .poll(poll):
                     sparkplug?.note(poll)  // a DBIRTH's current values
-                    ingest.submit(poll)
+                    ingest.queue(poll)  // committed right after, by `afterPollReported`
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
             }
+            // On the bus thread, outside the abandonment lock: the poll just queued is
+            // committed here, on this thread, unless a commit is under way (IngestCommitter).
+            poller.afterPollReported = { ingest.commitOnBusThread() }
             poller.timeSource = timeSource
             if commandsOn {
                 let queue = BusWriteQueue()

@@ -108,6 +108,10 @@ public struct BusPoller: Sendable {
     /// wait for the next poll then blocks that thread (`BusExecutor.sleep(until:)`),
     /// one wake-up per poll instead of a timer thread's and then the bus's.
     public var executor: BusExecutor?
+    /// Runs on the bus thread after each poll was reported, outside the abandonment lock
+    /// (so `abandon()` never waits for it): the gateway commits the polls in hand here
+    /// (`IngestService.commitOnBusThread`), which blocks this bus for a commit.
+    public var afterPollReported: @Sendable () -> Void = {}
     private let emit: @Sendable (PollEvent) -> Void
     let logger: Logger
 
@@ -156,8 +160,9 @@ public struct BusPoller: Sendable {
         abandonment.abandon()
     }
 
-    /// Hands `event` on unless the bus was abandoned.
-    private func report(_ event: PollEvent) {
+    /// Hands `event` on unless the bus was abandoned; returns whether it did.
+    @discardableResult
+    private func report(_ event: PollEvent) -> Bool {
         abandonment.unlessAbandoned { emit(event) }
     }
 
@@ -235,7 +240,9 @@ public struct BusPoller: Sendable {
                 states[deviceIndex].online = true
                 states[deviceIndex].lastError = nil
                 if slots[index].filter.admit(readings, at: clock.now) {
-                    report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings)))
+                    if report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings))) {
+                        afterPollReported()
+                    }
                 } else {
                     counters.recordUnchanged()
                 }
