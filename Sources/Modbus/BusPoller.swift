@@ -239,13 +239,15 @@ public struct BusPoller: Sendable {
                 }
                 states[deviceIndex].online = true
                 states[deviceIndex].lastError = nil
+                var reported = false
                 if slots[index].filter.admit(readings, at: clock.now) {
-                    if report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings))) {
-                        afterPollReported()
-                    }
+                    reported = report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings)))
                 } else {
                     counters.recordUnchanged()
                 }
+                // After the schedule below (the end of this case): a commit longer than the
+                // interval then delays the next poll instead of counting it as an overrun.
+                defer { if reported { afterPollReported() } }
                 if states[deviceIndex].failures > 0 {
                     // Back from an outage: every group of the device on a new phase starting now.
                     states[deviceIndex].failures = 0

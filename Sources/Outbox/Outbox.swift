@@ -16,8 +16,8 @@ import Synchronization
 /// - `seq` starts at 1 in each boot, is assigned in the committing transaction and is
 ///   consecutive: a missing seq is always either a recorded gap or a message still in
 ///   the outbox.
-/// - All SQLite work runs on GRDB's serial dispatch queue, never on Swift's
-///   cooperative thread pool.
+/// - All SQLite work runs on GRDB's serial dispatch queue (``appendOnCallingThread(_:)``
+///   holds it from the calling thread), never on Swift's cooperative thread pool.
 public final class Outbox: Sendable {
     /// The boot counter of this run (1 at the first start of a new file with no boot file beside it).
     public let boot: Int64
