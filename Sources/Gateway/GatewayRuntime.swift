@@ -96,8 +96,9 @@ public struct GatewayRuntime: Sendable {
                 }
             }
             // On the bus thread, outside the abandonment lock: the poll just queued is
-            // committed here, on this thread, unless a commit is under way (IngestCommitter).
-            poller.afterPollReported = { ingest.commitOnBusThread() }
+            // committed here, on this thread, unless a commit is under way or is not expected
+            // to end before the bus's next poll (IngestCommitter, CommitTimeEstimate).
+            poller.afterPollReported = { ingest.commitOnBusThread(nextPollDue: $0) }
             poller.timeSource = timeSource
             if commandsOn {
                 let queue = BusWriteQueue()

@@ -28,6 +28,8 @@ public final class IngestService: Service, Sendable {
     private let outbox: Outbox
     private let logger: Logger
     private let committer = Mutex(IngestCommitter(maxBatch: IngestService.maxBatch))
+    /// How long commits take lately (bus threads' and the ingest task's).
+    private let commitTime = Mutex(CommitTimeEstimate())
     private let wakeUps: AsyncStream<Void>
     private let wakeUp: AsyncStream<Void>.Continuation
     /// Called after each commit with the rows committed (in id order, never empty): the
@@ -74,10 +76,11 @@ public final class IngestService: Service, Sendable {
     /// synchronously on this thread (a commit, with `sync: full` its fsync), at most
     /// `IngestCommitter.busRounds` batches, then returns to polling; what is left goes to
     /// the ingest task. Called on any other thread (Swift's cooperative pool must never
-    /// block), it leaves the polls to the ingest task.
-    public func commitOnBusThread() {
-        let onBusThread = BusExecutor.isCurrentThreadABus
-        var step = committer.withLock { $0.takeForBusThread(onBusThread: onBusThread) }
+    /// block), or when a commit is not expected to end before `nextPollDue` (the bus's
+    /// next poll), it leaves the polls to the ingest task.
+    public func commitOnBusThread(nextPollDue: ContinuousClock.Instant? = nil) {
+        let mayBlock = BusExecutor.isCurrentThreadABus && fits(before: nextPollDue)
+        var step = committer.withLock { $0.takeForBusThread(onBusThread: mayBlock) }
         var round = 1
         while true {
             switch step {
@@ -88,10 +91,13 @@ public final class IngestService: Service, Sendable {
                 return
             case let .commit(polls):
                 let drafts = drafts(for: polls)
+                let started = ContinuousClock.now
                 switch outbox.appendOnCallingThread(drafts) {
                 case let .committed(rows):
+                    commitTime.withLock { $0.record(ContinuousClock.now - started) }
                     if !rows.isEmpty { onCommit(rows) }
-                    step = committer.withLock { $0.busThreadCommitted(round: round) }
+                    let again = fits(before: nextPollDue)
+                    step = committer.withLock { $0.busThreadCommitted(round: round, mayCommitAgain: again) }
                 case .needsAppend:
                     step = committer.withLock { $0.busThreadCouldNotCommit(drafts) }
                 }
@@ -150,9 +156,16 @@ public final class IngestService: Service, Sendable {
         }
     }
 
+    /// Whether a commit started now is expected to end before `deadline`.
+    private func fits(before deadline: ContinuousClock.Instant?) -> Bool {
+        commitTime.withLock { $0.fits(now: .now, before: deadline) }
+    }
+
     private func commit(_ drafts: [OutboxDraft]) async {
         do {
+            let started = ContinuousClock.now
             let committed = try await outbox.append(drafts)
+            commitTime.withLock { $0.record(ContinuousClock.now - started) }
             if !committed.isEmpty { onCommit(committed) }
         } catch {
             exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next

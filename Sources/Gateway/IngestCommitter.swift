@@ -16,6 +16,9 @@ import Outbox
 /// round of what arrived during that commit (`busRounds` in all). If polls still wait
 /// after that, it hands them to the ingest task (woken once) and goes back to polling:
 /// its own device's next poll is late by at most two commits, however busy the others.
+/// It does not start a commit (or a second round) that is not expected to end before
+/// its next poll is due (`CommitTimeEstimate`): on a slow disk the ingest task commits,
+/// and the polls stay on time.
 /// A batch the bus thread could not commit on its own (the outbox needs its async
 /// recovery: full disk, I/O error, a WAL to truncate) goes to the ingest task too, ahead
 /// of the polls that came after it.
@@ -118,8 +121,9 @@ struct IngestCommitter {
         return .commit(batch)
     }
 
-    /// The bus thread committed its `round`th batch (1 for the first).
-    mutating func busThreadCommitted(round: Int) -> BusStep {
+    /// The bus thread committed its `round`th batch (1 for the first). `mayCommitAgain`
+    /// false: it has no time for another round (its next poll is due), it hands over.
+    mutating func busThreadCommitted(round: Int, mayCommitAgain: Bool = true) -> BusStep {
         guard case .committing(.busThread, var waiting) = state else {
             preconditionFailure("a bus thread committed while it was not the committer: \(state)")
         }
@@ -128,7 +132,7 @@ struct IngestCommitter {
                 state = .idle(waiting: [])
                 return .nothing
             }
-            if round < Self.busRounds {
+            if round < Self.busRounds, mayCommitAgain {
                 state = .idle(waiting: [])
                 let batch = Self.take(&waiting, max: maxBatch)
                 state = .committing(.busThread, waiting: waiting)

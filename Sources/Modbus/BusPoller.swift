@@ -108,10 +108,11 @@ public struct BusPoller: Sendable {
     /// wait for the next poll then blocks that thread (`BusExecutor.sleep(until:)`),
     /// one wake-up per poll instead of a timer thread's and then the bus's.
     public var executor: BusExecutor?
-    /// Runs on the bus thread after each poll was reported, outside the abandonment lock
-    /// (so `abandon()` never waits for it): the gateway commits the polls in hand here
+    /// Runs on the bus thread after each poll was reported and the bus's next poll was
+    /// scheduled (its due time is the argument), outside the abandonment lock (so
+    /// `abandon()` never waits for it): the gateway commits the polls in hand here
     /// (`IngestService.commitOnBusThread`), which blocks this bus for a commit.
-    public var afterPollReported: @Sendable () -> Void = {}
+    public var afterPollReported: @Sendable (_ nextPollDue: ContinuousClock.Instant) -> Void = { _ in }
     private let emit: @Sendable (PollEvent) -> Void
     let logger: Logger
 
@@ -247,7 +248,7 @@ public struct BusPoller: Sendable {
                 }
                 // After the schedule below (the end of this case): a commit longer than the
                 // interval then delays the next poll instead of counting it as an overrun.
-                defer { if reported { afterPollReported() } }
+                defer { if reported { afterPollReported(slots.lazy.map(\.nextDue).min()!) } }
                 if states[deviceIndex].failures > 0 {
                     // Back from an outage: every group of the device on a new phase starting now.
                     states[deviceIndex].failures = 0

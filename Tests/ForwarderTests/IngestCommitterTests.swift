@@ -214,4 +214,34 @@ struct IngestCommitterTests {
         let step44 = committer.takeForIngestTask()
         #expect(Self.isDone(step44))
     }
+    @Test func aBusThreadWithoutTimeForASecondRoundHandsOver() {
+        var committer = IngestCommitter(maxBatch: 100)
+        committer.queue(Self.poll("a", 1))
+        let first = committer.takeForBusThread()
+        #expect(Self.commitBatch(first) == ["a#1"])
+        committer.queue(Self.poll("b", 1))
+        let after = committer.busThreadCommitted(round: 1, mayCommitAgain: false)
+        #expect(Self.isWake(after))
+        let taken = committer.takeForIngestTask()
+        #expect(Self.taskPolls(taken) == ["b#1"])
+    }
+
+    @Test func theCommitTimeEstimateHoldsASlowCommitAndForgetsItSlowly() {
+        var estimate = CommitTimeEstimate()
+        let now = ContinuousClock.now
+        #expect(estimate.fits(now: now, before: now), "nothing measured yet")
+        #expect(estimate.fits(now: now, before: nil), "no deadline")
+        estimate.record(.milliseconds(12))
+        #expect(!estimate.fits(now: now, before: now + .milliseconds(9)), "a slow fsync keeps the bus from committing")
+        #expect(estimate.fits(now: now, before: now + .milliseconds(12)))
+        // Fast commits bring it down by an eighth each: 12 ms → under 9 ms after three.
+        estimate.record(.milliseconds(1))
+        estimate.record(.milliseconds(1))
+        #expect(!estimate.fits(now: now, before: now + .milliseconds(9)))
+        estimate.record(.milliseconds(1))
+        #expect(estimate.fits(now: now, before: now + .milliseconds(9)))
+        // A slower commit raises it at once.
+        estimate.record(.milliseconds(20))
+        #expect(estimate.expected == .milliseconds(20))
+    }
 }
