@@ -90,11 +90,15 @@ public struct GatewayRuntime: Sendable {
                 switch event {
                 case let .poll(poll):
                     sparkplug?.note(poll)  // a DBIRTH's current values
-                    ingest.submit(poll)
+                    ingest.queue(poll)  // committed right after, by `afterPollReported`
                 case let .deviceOnline(device): forwarder.deviceStatusChanged(device: device, error: nil)
                 case let .deviceOffline(device, error): forwarder.deviceStatusChanged(device: device, error: error)
                 }
             }
+            // On the bus thread, outside the abandonment lock: the poll just queued is
+            // committed here, on this thread, unless a commit is under way or is not expected
+            // to end before the bus's next poll (IngestCommitter, CommitTimeEstimate).
+            poller.afterPollReported = { ingest.commitOnBusThread(nextPollDue: $0) }
             poller.timeSource = timeSource
             if commandsOn {
                 let queue = BusWriteQueue()

@@ -1,5 +1,6 @@
 // From polls to committed outbox rows: group commit of everything that arrived
-// while the previous commit was syncing.
+// while the previous commit was syncing, committed by the bus thread that handed a
+// poll over when nobody else commits (IngestCommitter.swift says who commits when).
 import Foundation
 import GatewayClock
 import GatewayConfig
@@ -13,6 +14,11 @@ import Synchronization
 
 /// Collects device polls from the bus threads and commits them to the outbox in
 /// batches. A poll counts as a message once its batch is committed.
+///
+/// Bus threads hand polls over with `queue(_:)` then `commitOnBusThread()`: the first
+/// commits on its own thread while nobody else commits (no thread hop); the others'
+/// polls wait for that commit's next round or for the ingest task (see `IngestCommitter`).
+/// Other callers use `submit(_:)`: the ingest task commits those.
 public final class IngestService: Service, Sendable {
     /// Most messages in one transaction.
     static let maxBatch = 2_000
@@ -21,18 +27,22 @@ public final class IngestService: Service, Sendable {
     private let qos: UInt8
     private let outbox: Outbox
     private let logger: Logger
-    private let pending = Mutex<[DevicePoll]>([])
+    private let committer = Mutex(IngestCommitter(maxBatch: IngestService.maxBatch))
+    /// How long commits take lately (bus threads' and the ingest task's).
+    private let commitTime = Mutex(CommitTimeEstimate())
     private let wakeUps: AsyncStream<Void>
     private let wakeUp: AsyncStream<Void>.Continuation
     /// Called after each commit with the rows committed (in id order, never empty): the
-    /// forwarder publishes them without reading them back when it is caught up.
+    /// forwarder publishes them without reading them back when it is caught up. Called by
+    /// the committer before it gives up its turn, so calls come in commit order.
     private let onCommit: @Sendable ([OutboxMessage]) -> Void
     /// Seals each data payload inside the committing transaction, so the outbox
     /// on disk holds only sealed payloads; `nil` when `payload.seal` is `none`.
     private let sealer: Sealer?
     /// Set with `mqtt.format: sparkplug`: polls are committed as Sparkplug DDATA.
     private let sparkplug: SparkplugNode?
-    /// What of an `on_change` poll changed (Sparkplug only); used by the committing task alone.
+    /// What of an `on_change` poll changed (Sparkplug only); used by the committer alone
+    /// (one at a time, `IngestCommitter`), in commit order.
     private let exceptions: Mutex<SparkplugReportByException>
 
     /// - Parameter sealer: seals every data payload before it is committed.
@@ -51,22 +61,70 @@ public final class IngestService: Service, Sendable {
         (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
 
-    /// Hands a poll over for the next commit. Called from bus threads; never blocks on I/O.
+    /// Hands a poll over for the ingest task to commit. From any thread; never blocks on I/O.
     public func submit(_ poll: DevicePoll) {
-        pending.withLock { $0.append(poll) }
-        wakeUp.yield()
+        if committer.withLock({ $0.submit(poll) }) { wakeUp.yield() }
+    }
+
+    /// Hands a poll over from a bus thread; call `commitOnBusThread()` next (after the
+    /// bus's abandonment lock is released). Never blocks on I/O.
+    public func queue(_ poll: DevicePoll) {
+        committer.withLock { $0.queue(poll) }
+    }
+
+    /// On a bus thread, after `queue(_:)`: commits what waits if nobody else commits,
+    /// synchronously on this thread (a commit, with `sync: full` its fsync), at most
+    /// `IngestCommitter.busRounds` batches, then returns to polling; what is left goes to
+    /// the ingest task. Called on any other thread (Swift's cooperative pool must never
+    /// block), or when a commit is not expected to end before `nextPollDue` (the bus's
+    /// next poll), it leaves the polls to the ingest task.
+    public func commitOnBusThread(nextPollDue: ContinuousClock.Instant? = nil) {
+        let mayBlock = BusExecutor.isCurrentThreadABus && fits(before: nextPollDue)
+        var step = committer.withLock { $0.takeForBusThread(onBusThread: mayBlock) }
+        var round = 1
+        while true {
+            switch step {
+            case .nothing:
+                return
+            case .wakeIngestTask:
+                wakeUp.yield()
+                return
+            case let .commit(polls):
+                let drafts = drafts(for: polls)
+                let started = ContinuousClock.now
+                switch outbox.appendOnCallingThread(drafts) {
+                case let .committed(rows):
+                    commitTime.withLock { $0.record(ContinuousClock.now - started) }
+                    if !rows.isEmpty { onCommit(rows) }
+                    let again = fits(before: nextPollDue)
+                    step = committer.withLock { $0.busThreadCommitted(round: round, mayCommitAgain: again) }
+                case .needsAppend:
+                    step = committer.withLock { $0.busThreadCouldNotCommit(drafts) }
+                }
+                round += 1
+            }
+        }
     }
 
     public func run() async {
         await withGracefulShutdownHandler {
             for await _ in wakeUps {
-                await commitPending()
+                if await commitPending() { return }
             }
-            // Shutdown: the pollers have stopped; commit what is in hand.
-            await commitPending()
+            // Cancelled: commit what is in hand.
+            committer.withLock { $0.stop() }
+            _ = await commitPending()
         } onGracefulShutdown: {
-            self.wakeUp.finish()
+            self.beginShutdown()
         }
+    }
+
+    /// Graceful shutdown: the pollers have stopped (they stop first). From now on only the
+    /// ingest task commits; it commits what is in hand, after a bus thread still inside a
+    /// commit has handed over, and then `run()` returns.
+    func beginShutdown() {
+        committer.withLock { $0.stop() }
+        wakeUp.yield()
     }
 
     /// The sealed envelope of `plain`. A failing CSPRNG or libcrypto is no state
@@ -80,41 +138,63 @@ public final class IngestService: Service, Sendable {
         }
     }
 
-    private func commitPending() async {
+    /// The ingest task's turn: commits until nothing waits or a bus thread commits.
+    /// Returns true when the service is stopping and everything handed over is committed.
+    private func commitPending() async -> Bool {
         while true {
-            let batch: [DevicePoll] = pending.withLock { polls in
-                let taken = Array(polls.prefix(Self.maxBatch))
-                polls.removeFirst(taken.count)
-                return taken
+            let step = committer.withLock { $0.takeForIngestTask() }
+            switch step {
+            case .done:
+                return committer.withLock { $0.lifecycle == .stopping }
+            case .leaveToBusThread:
+                return false
+            case let .commitDrafts(drafts):
+                await commit(drafts)
+            case let .commitPolls(polls):
+                await commit(drafts(for: polls))
             }
-            if batch.isEmpty { return }
-            let gateway = identity.id
-            let sealer = self.sealer
-            let drafts = batch.map { poll in
-                let measured = MeasuredAt(boottime: poll.clock.boottime, kernelBootID: poll.clock.bootID,
-                                          synchronised: poll.clock.sync == .synchronised)
-                if let node = sparkplug {
-                    let poll = exceptions.withLock { $0.changes(in: poll) }
-                    return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos,
-                                       measured: measured) { boot, seq in
-                        node.storedDData(poll, boot: boot, seq: seq)
-                    }
-                }
-                let topic = identity.dataTopic(device: poll.device)
-                return OutboxDraft(topic: topic, qos: qos, measured: measured) { boot, seq in
-                    let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
-                    return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain
+        }
+    }
+
+    /// Whether a commit started now is expected to end before `deadline`.
+    private func fits(before deadline: ContinuousClock.Instant?) -> Bool {
+        commitTime.withLock { $0.fits(now: .now, before: deadline) }
+    }
+
+    private func commit(_ drafts: [OutboxDraft]) async {
+        do {
+            let started = ContinuousClock.now
+            let committed = try await outbox.append(drafts)
+            commitTime.withLock { $0.record(ContinuousClock.now - started) }
+            if !committed.isEmpty { onCommit(committed) }
+        } catch {
+            exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next
+            // The outbox has applied its drop policy and counted the loss.
+            logger.error("could not commit polls to the outbox", metadata: [
+                "polls": "\(drafts.count)", "error": "\(error)",
+            ])
+        }
+    }
+
+    /// The outbox drafts of `polls`, in order. Only the committer calls it.
+    private func drafts(for polls: [DevicePoll]) -> [OutboxDraft] {
+        let gateway = identity.id
+        let sealer = self.sealer
+        let qos = self.qos
+        return polls.map { poll in
+            let measured = MeasuredAt(boottime: poll.clock.boottime, kernelBootID: poll.clock.bootID,
+                                      synchronised: poll.clock.sync == .synchronised)
+            if let node = sparkplug {
+                let poll = exceptions.withLock { $0.changes(in: poll) }
+                return OutboxDraft(topic: node.topics.ddata(device: poll.device), qos: qos,
+                                   measured: measured) { boot, seq in
+                    node.storedDData(poll, boot: boot, seq: seq)
                 }
             }
-            do {
-                let committed = try await outbox.append(drafts)
-                if !committed.isEmpty { onCommit(committed) }
-            } catch {
-                exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next
-                // The outbox has applied its drop policy and counted the loss.
-                logger.error("could not commit polls to the outbox", metadata: [
-                    "polls": "\(batch.count)", "error": "\(error)",
-                ])
+            let topic = identity.dataTopic(device: poll.device)
+            return OutboxDraft(topic: topic, qos: qos, measured: measured) { boot, seq in
+                let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
+                return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain
             }
         }
     }

@@ -39,6 +39,7 @@ public final class BusExecutor: TaskExecutor, @unchecked Sendable {
         let thread = Thread {  // retained until shutdown() ends the loop
             // Foundation's `Thread.name` does not reach the kernel here (`/proc/.../comm`, perf, top -H).
             Self.nameCurrentThread(threadName)
+            pthread_setspecific(Self.busThreadKey, UnsafeRawPointer(bitPattern: 1))
             self.runLoop()
         }
         thread.name = name
@@ -70,6 +71,18 @@ public final class BusExecutor: TaskExecutor, @unchecked Sendable {
         _ = Array(name.utf8.prefix(15)).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         close(fd)
     }
+
+    /// Whether the calling thread is a bus thread (a `BusExecutor`'s): a dedicated thread
+    /// that may block, e.g. for an outbox commit, unlike Swift's cooperative pool.
+    public static var isCurrentThreadABus: Bool { pthread_getspecific(busThreadKey) != nil }
+
+    /// Set (to any non-nil value) on every bus thread, nowhere else.
+    private static let busThreadKey: pthread_key_t = {
+        var key = pthread_key_t()
+        let created = pthread_key_create(&key, nil)
+        precondition(created == 0, "pthread_key_create failed: \(created)")
+        return key
+    }()
 
     public func enqueue(_ job: UnownedJob) {
         pthread_mutex_lock(mutex)

@@ -108,6 +108,11 @@ public struct BusPoller: Sendable {
     /// wait for the next poll then blocks that thread (`BusExecutor.sleep(until:)`),
     /// one wake-up per poll instead of a timer thread's and then the bus's.
     public var executor: BusExecutor?
+    /// Runs on the bus thread after each poll was reported and the bus's next poll was
+    /// scheduled (its due time is the argument), outside the abandonment lock (so
+    /// `abandon()` never waits for it): the gateway commits the polls in hand here
+    /// (`IngestService.commitOnBusThread`), which blocks this bus for a commit.
+    public var afterPollReported: @Sendable (_ nextPollDue: ContinuousClock.Instant) -> Void = { _ in }
     private let emit: @Sendable (PollEvent) -> Void
     let logger: Logger
 
@@ -156,8 +161,9 @@ public struct BusPoller: Sendable {
         abandonment.abandon()
     }
 
-    /// Hands `event` on unless the bus was abandoned.
-    private func report(_ event: PollEvent) {
+    /// Hands `event` on unless the bus was abandoned; returns whether it did.
+    @discardableResult
+    private func report(_ event: PollEvent) -> Bool {
         abandonment.unlessAbandoned { emit(event) }
     }
 
@@ -234,11 +240,15 @@ public struct BusPoller: Sendable {
                 }
                 states[deviceIndex].online = true
                 states[deviceIndex].lastError = nil
+                var reported = false
                 if slots[index].filter.admit(readings, at: clock.now) {
-                    report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings)))
+                    reported = report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings)))
                 } else {
                     counters.recordUnchanged()
                 }
+                // After the schedule below (the end of this case): a commit longer than the
+                // interval then delays the next poll instead of counting it as an overrun.
+                defer { if reported { afterPollReported(slots.lazy.map(\.nextDue).min()!) } }
                 if states[deviceIndex].failures > 0 {
                     // Back from an outage: every group of the device on a new phase starting now.
                     states[deviceIndex].failures = 0

@@ -16,8 +16,8 @@ import Synchronization
 /// - `seq` starts at 1 in each boot, is assigned in the committing transaction and is
 ///   consecutive: a missing seq is always either a recorded gap or a message still in
 ///   the outbox.
-/// - All SQLite work runs on GRDB's serial dispatch queue, never on Swift's
-///   cooperative thread pool.
+/// - All SQLite work runs on GRDB's serial dispatch queue (``appendOnCallingThread(_:)``
+///   holds it from the calling thread), never on Swift's cooperative thread pool.
 public final class Outbox: Sendable {
     /// The boot counter of this run (1 at the first start of a new file with no boot file beside it).
     public let boot: Int64
@@ -249,29 +249,9 @@ public final class Outbox: Sendable {
             let loss = takeUnrecordedLoss()
             do {
                 let (committed, ledger, acknowledged) = try await database.writeWithoutTransaction { db in
-                    // Checked on the writer, after any delete queued before this append: a
-                    // delete that could not set synchronous back to FULL leaves it pending.
-                    if self.state.withLock({ $0.fullSyncPending }) {
-                        try db.execute(sql: "PRAGMA synchronous = FULL")
-                        self.state.withLock { $0.fullSyncPending = false }
-                    }
-                    // Acknowledged rows go in this transaction, before the limits look at
-                    // the outbox: no acknowledged row is ever counted as dropped.
-                    let acknowledged = self.pendingAcknowledgements.take()
-                    do {
-                        let (committed, ledger) = try db.inCachedTransaction {
-                            try self.appendTransaction(db, drafts: drafts, unrecordedLoss: loss,
-                                                       acknowledged: acknowledged)
-                        }
-                        return (committed, ledger, acknowledged.count)
-                    } catch {
-                        self.follow(self.pendingAcknowledgements.putBack(acknowledged))
-                        throw error
-                    }
+                    try self.appendOnWriter(db, drafts: drafts, unrecordedLoss: loss)
                 }
-                pendingAcknowledgements.finished(acknowledged)
-                noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
-                gapObserver.committed(ledger)
+                appended(ledger, unrecordedLoss: loss, acknowledged: acknowledged)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
                 // it ends, and a truncating checkpoint would only wait for it.
                 if walSize() > reserve.walLimitBytes, integrity != .checking {
@@ -312,6 +292,70 @@ public final class Outbox: Sendable {
                     underlying: "\(error)")
             }
         }
+    }
+
+    /// Commits `drafts` as ``append(_:)`` does, synchronously on the calling thread, when the
+    /// outbox needs none of its recovery: GRDB's synchronous write (a `DispatchQueue.sync`:
+    /// on the calling thread when no other write is under way, else after it). It blocks
+    /// for the commit (with `sync: full`, its fsync): call it only from a thread of your own
+    /// that may block (a bus thread), never from Swift's cooperative pool.
+    ///
+    /// Returns ``ImmediateAppend/needsAppend`` (nothing of `drafts` committed, no seq
+    /// consumed, nothing counted) when the outbox holds itself below a full disk, its reserve
+    /// file is gone, the WAL is over its limit, or the commit failed: pass the same drafts to
+    /// ``append(_:)``, which truncates the WAL, makes room and counts losses.
+    public func appendOnCallingThread(_ drafts: [OutboxDraft]) -> ImmediateAppend {
+        guard !drafts.isEmpty else { return .committed([]) }
+        guard state.withLock({ $0.diskFullCeiling == nil }), reserve.exists,
+              walSize() <= reserve.walLimitBytes || integrity == .checking
+        else { return .needsAppend }
+        let loss = takeUnrecordedLoss()
+        do {
+            let (committed, ledger, acknowledged) = try database.writeWithoutTransaction { db in
+                try self.appendOnWriter(db, drafts: drafts, unrecordedLoss: loss)
+            }
+            appended(ledger, unrecordedLoss: loss, acknowledged: acknowledged)
+            return .committed(committed)
+        } catch {
+            putBackUnrecordedLoss(loss)
+            logger.debug("outbox: the synchronous append failed; handing the batch to append", metadata: [
+                "messages": "\(drafts.count)", "error": "\(error)",
+            ])
+            return .needsAppend
+        }
+    }
+
+    /// On the writer, outside a transaction: the append's transaction, with the acknowledged
+    /// ids queued for it. Returns the rows committed, the drops and how many ids it took.
+    private func appendOnWriter(
+        _ db: Database, drafts: [OutboxDraft], unrecordedLoss loss: [(reason: DropReason, count: Int64)]
+    ) throws -> ([OutboxMessage], DropLedger, Int) {
+        // Checked on the writer, after any delete queued before this append: a
+        // delete that could not set synchronous back to FULL leaves it pending.
+        if state.withLock({ $0.fullSyncPending }) {
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            state.withLock { $0.fullSyncPending = false }
+        }
+        // Acknowledged rows go in this transaction, before the limits look at
+        // the outbox: no acknowledged row is ever counted as dropped.
+        let acknowledged = pendingAcknowledgements.take()
+        do {
+            let (committed, ledger) = try db.inCachedTransaction {
+                try appendTransaction(db, drafts: drafts, unrecordedLoss: loss, acknowledged: acknowledged)
+            }
+            return (committed, ledger, acknowledged.count)
+        } catch {
+            follow(pendingAcknowledgements.putBack(acknowledged))
+            throw error
+        }
+    }
+
+    /// After an append's transaction committed: its observers and its drop log.
+    private func appended(_ ledger: DropLedger, unrecordedLoss loss: [(reason: DropReason, count: Int64)],
+                          acknowledged: Int) {
+        pendingAcknowledgements.finished(acknowledged)
+        noteDrops(ledger, alreadyNoted: loss, appendSucceeded: true)
+        gapObserver.committed(ledger)
     }
 
     private func appendTransaction(

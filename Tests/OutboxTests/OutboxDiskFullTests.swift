@@ -82,6 +82,38 @@ struct OutboxDiskFullTests {
         }
     }
 
+    /// The live path: a bus thread commits synchronously and hands a batch back to `append`
+    /// when the outbox needs its recovery; on a full disk nothing is lost, no seq skipped.
+    @Test func theSynchronousAppendHandsOverOnAFullDiskAndEverySeqIsAccountedFor() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            do {
+                let outbox = try Outbox(settings: .init(path: mount.path + "/outbox.sqlite"), logger: quietLogger)
+                var lastSeq: Int64 = 0
+                var handedBack = 0
+                // 600 KB of payload into 512 KB, as above, through the synchronous path.
+                for _ in 0..<60 {
+                    let batch = drafts(50)
+                    let result = await onDedicatedThread { outbox.appendOnCallingThread(batch) }
+                    var committed = committedRows(result)
+                    if committed == nil {
+                        handedBack += 1
+                        committed = try await outbox.append(batch)
+                    }
+                    lastSeq = max(lastSeq, committed?.last?.seq ?? lastSeq)
+                }
+                #expect(handedBack > 0, "the full disk sent batches to append's recovery")
+                let stats = try await outbox.statistics()
+                #expect(stats.dropped > 0)
+                #expect(Int64(stats.bufferedMessages) + stats.droppedThisBoot == 3000)
+                try await expectEverySeqAccountedFor(outbox, upTo: 3000)
+                #expect(lastSeq == 3000)
+            }
+        }
+    }
+
     @Test(arguments: [OutboxSettings.DropPolicy.dropNewest, .dropOldest])
     func theOutboxRecoversWhenSpaceReturns(policy: OutboxSettings.DropPolicy) async throws {
         guard requireRoot() else { return }

@@ -1,0 +1,181 @@
+// The ingest service with bus threads committing for real: several BusExecutor threads
+// hand polls over at once, into a real outbox file, beside the ingest task.
+import Foundation
+@testable import Gateway
+import GatewayClock
+import GatewayConfig
+import Logging
+import Modbus
+import Outbox
+import Synchronization
+import Testing
+
+@Suite("ingest: bus threads commit their polls themselves")
+struct IngestBusCommitTests {
+    /// What `onCommit` saw: rows in call order, and whether each call came from a bus thread.
+    final class Commits: Sendable {
+        private let state = Mutex<(rows: [OutboxMessage], onBusThread: [Bool])>(([], []))
+
+        func record(_ rows: [OutboxMessage]) {
+            let bus = BusExecutor.isCurrentThreadABus
+            state.withLock {
+                $0.rows.append(contentsOf: rows)
+                $0.onBusThread.append(bus)
+            }
+        }
+
+        var rows: [OutboxMessage] { state.withLock { $0.rows } }
+        var callsOnBusThreads: Int { state.withLock { $0.onBusThread.filter { $0 }.count } }
+        var callsElsewhere: Int { state.withLock { $0.onBusThread.filter { !$0 }.count } }
+    }
+
+    /// A number several threads count up.
+    final class Count: Sendable {
+        private let count = Mutex(0)
+        func add() { count.withLock { $0 += 1 } }
+        var value: Int { count.withLock { $0 } }
+    }
+
+    static let identity = GatewayIdentity(id: "gw-test", statsInterval: .seconds(3600))
+    static let logger = Logger(label: "ingest-test") { _ in SwiftLogNoOpLogHandler() }
+
+    /// Poll `index` of `device`; the index travels in the row's boottime.
+    static func poll(_ device: String, _ index: Int) -> DevicePoll {
+        DevicePoll(device: device,
+                   clock: ClockReading(wall: Date(timeIntervalSince1970: 1_000), boottime: Int64(index), bootID: "b",
+                                       sync: .unsynchronised),
+                   readings: [.init(tag: "t", value: .success(.integer(Int64(index))))])
+    }
+
+    static func withOutbox<T>(_ body: (Outbox) async throws -> T) async throws -> T {
+        let directory = NSTemporaryDirectory() + "ingest-tests-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // `sync: normal`: the test is about who commits, not about fsync.
+        let outbox = try Outbox(settings: .init(path: directory + "/outbox.sqlite", synchronous: .normal), logger: logger)
+        return try await body(outbox)
+    }
+
+    /// Waits (at most `timeout`) until `condition` holds; records an issue naming `what` if it never does.
+    static func waitFor(_ what: String, timeout: Duration = .seconds(30), _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !condition() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("timed out waiting for \(what)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+
+    /// Every poll committed once, seqs consecutive from 1, each device's polls in order.
+    static func expectAllCommittedInOrder(_ rows: [OutboxMessage], devices: [String], polls: Int) {
+        #expect(rows.count == devices.count * polls)
+        #expect(rows.map(\.seq) == Array(1...Int64(rows.count)), "seqs consecutive, none skipped or reused")
+        #expect(rows.map(\.id) == rows.map(\.id).sorted(), "onCommit calls came in commit order")
+        for device in devices {
+            let topic = identity.dataTopic(device: device)
+            let indices = rows.filter { $0.topic == topic }.map { $0.measured?.boottime ?? -1 }
+            #expect(indices == Array(0..<Int64(polls)), "polls of \(device) committed once each, in order")
+        }
+    }
+
+    @Test func busThreadsHandingPollsOverAtOnceLoseNothingAndKeepEachDevicesOrder() async throws {
+        try await Self.withOutbox { outbox in
+            let commits = Commits()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+                                       onCommit: commits.record)
+            let running = Task { await ingest.run() }
+            let devices = (1...4).map { "dev-\($0)" }
+            let polls = 300
+            let executors = devices.map { BusExecutor(name: "bus \($0)") }
+            defer { executors.forEach { $0.shutdown() } }
+            // Four real threads hand polls over as fast as they can, each one device.
+            let onBusThreads = Count()
+            await withTaskGroup(of: Void.self) { group in
+                for (device, executor) in zip(devices, executors) {
+                    group.addTask(executorPreference: executor) {
+                        if BusExecutor.isCurrentThreadABus { onBusThreads.add() }
+                        for index in 0..<polls {
+                            ingest.queue(Self.poll(device, index))
+                            ingest.commitOnBusThread()
+                        }
+                    }
+                }
+            }
+            #expect(onBusThreads.value == devices.count, "the submitters ran on their bus threads")
+            try await Self.waitFor("every poll committed") { commits.rows.count >= devices.count * polls }
+            Self.expectAllCommittedInOrder(commits.rows, devices: devices, polls: polls)
+            #expect(commits.callsOnBusThreads > 0, "bus threads committed themselves")
+            #expect(try await outbox.statistics().committedThisBoot == Int64(devices.count * polls))
+            ingest.beginShutdown()
+            await running.value
+        }
+    }
+
+    @Test func aPollHandedOverOffABusThreadIsCommittedByTheIngestTask() async throws {
+        try await Self.withOutbox { outbox in
+            let commits = Commits()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+                                       onCommit: commits.record)
+            let running = Task { await ingest.run() }
+            // This task runs on Swift's cooperative pool: it must not commit (block) here.
+            #expect(!BusExecutor.isCurrentThreadABus)
+            ingest.queue(Self.poll("dev-1", 0))
+            ingest.commitOnBusThread()
+            try await Self.waitFor("the poll committed") { commits.rows.count == 1 }
+            #expect(commits.callsOnBusThreads == 0)
+            #expect(commits.callsElsewhere == 1)
+            ingest.beginShutdown()
+            await running.value
+        }
+    }
+
+    @Test func shutdownWhileABusThreadCommitsLetsItFinishThenTheIngestTaskCommitsTheRest() async throws {
+        try await Self.withOutbox { outbox in
+            let commits = Commits()
+            // The first commit's `onCommit` holds its bus thread inside its turn as committer
+            // until the test opens the gate: shutdown begins while a bus thread commits.
+            let gate = DispatchSemaphore(value: 0)
+            let entered = Count()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+                                       onCommit: { rows in
+                                           commits.record(rows)
+                                           entered.add()
+                                           if entered.value == 1 { gate.wait() }
+                                       })
+            let running = Task { await ingest.run() }
+            let busA = BusExecutor(name: "bus a")
+            let busB = BusExecutor(name: "bus b")
+            defer {
+                busA.shutdown()
+                busB.shutdown()
+            }
+            let committing = Task(executorPreference: busA) {
+                ingest.queue(Self.poll("dev-a", 0))
+                ingest.commitOnBusThread()
+            }
+            try await Self.waitFor("bus a inside its commit") { entered.value > 0 }
+            // Bus b hands polls over meanwhile: they wait for the committer.
+            await Task(executorPreference: busB) {
+                for index in 0..<10 {
+                    ingest.queue(Self.poll("dev-b", index))
+                    ingest.commitOnBusThread()
+                }
+            }.value
+            #expect(commits.rows.count == 1, "bus b's polls wait while bus a commits")
+            ingest.beginShutdown()
+            gate.signal()
+            await committing.value
+            // The ingest service ends only after it committed what bus a handed over.
+            await running.value
+            let rows = commits.rows
+            #expect(rows.map(\.topic) == [Self.identity.dataTopic(device: "dev-a")]
+                + Array(repeating: Self.identity.dataTopic(device: "dev-b"), count: 10))
+            #expect(rows.map(\.seq) == Array(1...11))
+            #expect(rows.dropFirst().map { $0.measured?.boottime ?? -1 } == Array(0..<10))
+            #expect(commits.callsOnBusThreads == 1, "only bus a's own commit ran on a bus thread")
+            #expect(commits.callsElsewhere >= 1, "the ingest task committed bus b's polls")
+        }
+    }
+}
