@@ -83,4 +83,4 @@ bench: deps
 	.build/release/edge-gateway-bench
 
 clean:
-	rm -rf .build state
+	rm -rf .build .build-static state
