@@ -73,8 +73,8 @@ test: deps package
 # Figures and ratios against baselines measured in the same run (release build).
 # per-message compares with modpoll (PyPI) from a venv of its own. rss measures the
 # shipped binary too (deploy/build-release.sh → .build/deploy/edge-gateway), built in
-# .build-static: the first time one more full release build (about 12 min on a loaded
-# 2-core machine), then incremental; the plain release build stays in .build.
+# .build-static: the first time one more full release build (6–12 min on a loaded 2-core
+# machine), then incremental (seconds); the plain release build stays in .build.
 bench: deps
 	@[ -x .build/venv-modpoll/bin/modpoll ] || { \
 	  python3 -m venv .build/venv-modpoll && .build/venv-modpoll/bin/pip install -q 'modpoll==1.6.0' 'pymodbus==3.9.2'; }
