@@ -1,5 +1,5 @@
-// Where a process's resident memory is, from /proc/<pid>/smaps: the scale bench's
-// breakdown of the gateway's VmRSS.
+// Where a process's resident memory is, from /proc/<pid>/smaps: the scale and rss
+// benches' breakdown of the gateway's VmRSS.
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -21,8 +21,19 @@ struct MemoryMap {
     var stackCount = 0
     /// The most any one thread stack has touched.
     var deepestStack = 0
-    /// The rest: large blocks malloc maps on their own, the Swift runtime's own mappings.
+    /// The rest: large blocks malloc maps on their own, the Swift runtime's own mappings,
+    /// a static binary's `.bss`.
     var otherAnonymous = 0
+    /// Of `files`, the pages written by this process (relocated data, `.data`): the rest
+    /// is clean code and read-only data, shared with every process mapping the same file.
+    var filesPrivateDirty = 0
+    /// Pages written by this process, files and anonymous (smaps' Private_Dirty).
+    var privateDirty = 0
+    /// Pages the process touched since its referenced bits were last cleared
+    /// (`echo 1 > /proc/<pid>/clear_refs`; smaps' Referenced): its working set.
+    var referenced = 0
+    /// RSS, private dirty and referenced per mapped file (by file name), largest first.
+    var byFile: [(name: String, rss: Int, privateDirty: Int, referenced: Int)] = []
 
     var total: Int { files + mainHeap + arenas + stacks + otherAnonymous }
 
@@ -52,11 +63,21 @@ struct MemoryMap {
             var permissions: Substring
             var name: Substring
             var rss = 0
+            var privateDirty = 0
+            var referenced = 0
         }
         var mappings: [Mapping] = []
         for line in text.split(separator: "\n") {
             if line.hasPrefix("Rss:") {
                 mappings[mappings.count - 1].rss = Int(line.split(whereSeparator: \.isWhitespace)[1]) ?? 0
+                continue
+            }
+            if line.hasPrefix("Referenced:") {
+                mappings[mappings.count - 1].referenced = Int(line.split(whereSeparator: \.isWhitespace)[1]) ?? 0
+                continue
+            }
+            if line.hasPrefix("Private_Dirty:") {
+                mappings[mappings.count - 1].privateDirty = Int(line.split(whereSeparator: \.isWhitespace)[1]) ?? 0
                 continue
             }
             // "start-end perms offset dev inode [name]"; other lines are "Key: value".
@@ -69,12 +90,24 @@ struct MemoryMap {
             mappings.append(Mapping(start: start, end: end, permissions: fields[1], name: name))
         }
         let arenaAlignment: UInt = 64 << 20
+        var perFile: [Substring: (rss: Int, privateDirty: Int, referenced: Int)] = [:]
         for (index, mapping) in mappings.enumerated() {
             let readWrite = mapping.permissions.hasPrefix("rw")
+            privateDirty += mapping.privateDirty
+            referenced += mapping.referenced
             if mapping.name == "[heap]" {
                 mainHeap += mapping.rss
             } else if !mapping.name.isEmpty {
-                if mapping.name.hasPrefix("/") { files += mapping.rss } else { otherAnonymous += mapping.rss }
+                if mapping.name.hasPrefix("/") {
+                    files += mapping.rss
+                    filesPrivateDirty += mapping.privateDirty
+                    let name = mapping.name.split(separator: "/").last ?? mapping.name
+                    perFile[name, default: (0, 0, 0)].rss += mapping.rss
+                    perFile[name, default: (0, 0, 0)].privateDirty += mapping.privateDirty
+                    perFile[name, default: (0, 0, 0)].referenced += mapping.referenced
+                } else {
+                    otherAnonymous += mapping.rss
+                }
             } else if readWrite && mapping.start % arenaAlignment == 0 {
                 arenas += mapping.rss
                 arenaCount += 1
@@ -88,5 +121,7 @@ struct MemoryMap {
                 otherAnonymous += mapping.rss
             }
         }
+        byFile = perFile.map { (String($0.key), $0.value.rss, $0.value.privateDirty, $0.value.referenced) }
+            .sorted { $0.rss > $1.rss }
     }
 }

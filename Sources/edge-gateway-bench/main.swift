@@ -6,7 +6,8 @@
 //   replay   draining a 200,000-message backlog through the forwarder at QoS 1
 //            vs publishing the same messages from memory through libmosquitto
 //            with the same inflight window
-//   rss      peak RSS of the gateway process holding 1,000,000 buffered messages
+//   rss      RSS of the gateway process holding 1,000,000 buffered messages: the shipped
+//            (static) build and the dynamic release build, and where the RSS is
 //   duplicates  SIGKILL during full-speed replay: messages sent twice vs the window (CrashReplayBench.swift)
 //   startup  spawn → READY=1 with a 1 GiB outbox vs reading the file (StartupBench.swift)
 //   modbus   see ModbusBench.swift
@@ -195,53 +196,78 @@ func replayForwarder(port: Int, total: Int, window: Int, path replayPath: String
 
 // MARK: - rss
 
+/// The builds of the gateway the rss bench measures, the shipped one first: the figure
+/// for the product is the binary deploy/build-release.sh makes (Swift runtime and
+/// Foundation linked in, stripped), which the Debian package installs. BENCH_GATEWAY=<path>
+/// measures another binary in its place.
+func rssGateways() throws -> [(label: String, path: String)] {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    let shipped = ProcessInfo.processInfo.environment["BENCH_GATEWAY"]
+        ?? root.appendingPathComponent(".build/deploy/edge-gateway").path
+    let dynamic = try builtProduct("edge-gateway")
+    print("  shipped: \(shipped)")
+    print("           (deploy/build-release.sh: --static-swift-stdlib, stripped; what the Debian package installs)")
+    print("  dynamic: \(dynamic)")
+    print("           (swift build -c release: the Swift runtime, Foundation and ICU as the toolchain's shared libraries)")
+    guard FileManager.default.isExecutableFile(atPath: shipped) else {
+        print("  shipped: NOT MEASURED, \(shipped) is not built: run deploy/build-release.sh (make bench does)")
+        return [("dynamic", dynamic)]
+    }
+    return [("shipped", shipped), ("dynamic", dynamic)]
+}
+
 func benchRSS(directory: TemporaryDirectory) async throws {
     let total = 1_000_000
     print("rss: the gateway process holding \(total) buffered messages (broker unreachable, one device polled)")
+    let gateways = try rssGateways()
     let path = directory.file("rss.sqlite")
     do { _ = try await prefilledOutbox(path, count: total) }
-    let full = try await gatewayMemory(directory: directory, outbox: path, waitingFor: total + 500, name: "rss")
-    // The same process with an empty outbox: what the runtime and libraries cost alone.
-    let empty = try await gatewayMemory(directory: directory, outbox: directory.file("rss-empty.sqlite"),
-                                        waitingFor: 500, name: "rss-empty")
-    figure("peak RSS, VmHWM, 1,000,000 buffered (target <= 24 MB)", full.kilobytes("VmHWM") / 1024, "MB")
-    figure("RSS now, VmRSS, 1,000,000 buffered", full.kilobytes("VmRSS") / 1024, "MB")
-    figure("baseline: peak RSS, VmHWM, empty outbox, same polling", empty.kilobytes("VmHWM") / 1024, "MB")
-    figure("baseline: RSS now, VmRSS, empty outbox", empty.kilobytes("VmRSS") / 1024, "MB")
-    for (label, memory) in [("1M buffered", full), ("empty", empty)] {
-        print("  \(label): " + String(format: "anonymous %.1f MB, file-backed (code, data files) %.1f MB, threads %.0f",
-                                           memory.kilobytes("RssAnon") / 1024, memory.kilobytes("RssFile") / 1024,
-                                           memory.kilobytes("Threads")))
-        print("    " + String(format: "private dirty (the process's own) %.1f MB, shared clean %.1f MB, private clean %.1f MB, PSS %.1f MB",
-                                memory.kilobytes("Private_Dirty") / 1024, memory.kilobytes("Shared_Clean") / 1024,
-                                memory.kilobytes("Private_Clean") / 1024, memory.kilobytes("Pss") / 1024))
-        print("    largest mappings by RSS: " + memory.largestMappings.prefix(8)
-            .map { "\($0.name) " + String(format: "%.1f MB", Double($0.kilobytes) / 1024) }.joined(separator: ", "))
+    // Interleaved, each run adding 500 polls to the same outbox; then the same processes
+    // with an empty outbox: what the runtime and libraries cost alone.
+    var full: [String: ProcessMemory] = [:]
+    var empty: [String: ProcessMemory] = [:]
+    for (label, binary) in gateways {
+        let buffered = try Outbox.readStatistics(path: path).bufferedMessages
+        full[label] = try await gatewayMemory(binary, directory: directory, outbox: path, waitingFor: buffered + 500,
+                                              name: "rss-\(label)")
+    }
+    for (label, binary) in gateways {
+        empty[label] = try await gatewayMemory(binary, directory: directory,
+                                               outbox: directory.file("rss-empty-\(label).sqlite"),
+                                               waitingFor: 500, name: "rss-empty-\(label)")
+    }
+    for (label, _) in gateways {
+        guard let full = full[label], let empty = empty[label] else { continue }
+        let target = label == "shipped" ? " (target <= 24 MB)" : ""
+        figure("\(label): peak RSS (VmHWM), 1M buffered\(target)", full.kilobytes("VmHWM") / 1024, "MB")
+        figure("\(label): RSS now (VmRSS), 1M buffered", full.kilobytes("VmRSS") / 1024, "MB")
+        figure("\(label): baseline: VmHWM, empty outbox, same polling", empty.kilobytes("VmHWM") / 1024, "MB")
+        figure("\(label): baseline: VmRSS, empty outbox", empty.kilobytes("VmRSS") / 1024, "MB")
+    }
+    if let shipped = full["shipped"], let dynamic = full["dynamic"] {
+        print(String(format: "  ratio shipped / dynamic, VmRSS with 1,000,000 buffered: %.2f",
+                     shipped.kilobytes("VmRSS") / dynamic.kilobytes("VmRSS")))
+    }
+    print("  where the RSS is (/proc/<pid>/smaps; private dirty: the pages the process wrote, the rest clean and shared):")
+    for (label, _) in gateways {
+        for (state, memory) in [("1M buffered", full[label]), ("empty", empty[label])] {
+            guard let memory else { continue }
+            memory.printBreakdown("\(label), \(state)")
+        }
     }
 }
 
-/// /proc/<pid>/status, smaps_rollup, and the RSS per mapped file (by file name; "[anon]"
-/// for the rest) of a process.
+/// /proc/<pid>/status, smaps_rollup, and smaps by kind and file (`MemoryMap`) of a process.
 struct ProcessMemory {
     var status: String
     var rollup: String
-    var largestMappings: [(name: String, kilobytes: Int)]
+    var map: MemoryMap?
 
     init(pid: pid_t) {
         status = Self.read("/proc/\(pid)/status")
         rollup = Self.read("/proc/\(pid)/smaps_rollup")
-        var byName: [String: Int] = [:]
-        var current = "[anon]"
-        for line in Self.read("/proc/\(pid)/smaps").split(separator: "\n") {
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-            if let first = fields.first, first.contains("-"), !first.hasSuffix(":"), fields.count >= 5 {
-                let path = fields.count >= 6 ? fields[5...].joined(separator: " ") : "[anon]"
-                current = path.split(separator: "/").last.map(String.init) ?? path
-            } else if fields.first == "Rss:", fields.count >= 2 {
-                byName[current, default: 0] += Int(fields[1]) ?? 0
-            }
-        }
-        largestMappings = byName.map { ($0.key, $0.value) }.sorted { $0.kilobytes > $1.kilobytes }
+        map = MemoryMap(pid: pid)
     }
 
     /// A /proc file read to its end (their size is 0 to stat).
@@ -259,11 +285,35 @@ struct ProcessMemory {
         }
         return 0
     }
+
+    /// VmRSS by kind: private dirty (files, heap, arenas, stacks, other anonymous) and the
+    /// mapped files one by one, each with the pages it wrote.
+    func printBreakdown(_ label: String) {
+        func mb(_ kilobytes: Int) -> String { String(format: "%.1f", Double(kilobytes) / 1024) }
+        print("    \(label): " + String(format: "VmRSS %.1f MB, private dirty %.1f MB, PSS %.1f MB, threads %.0f",
+                                           kilobytes("VmRSS") / 1024, kilobytes("Private_Dirty") / 1024,
+                                           kilobytes("Pss") / 1024, kilobytes("Threads")))
+        guard let map else { return }
+        print("      touched in the last \(Int(workingSetWindow.components.seconds)) s of polling (working set, smaps' Referenced, noisy): "
+              + "\(mb(map.referenced)) MB; the rest of the RSS is pages start-up mapped (code run once, the kernel's "
+              + "fault-around neighbours of each page touched)")
+        print("      mapped files \(mb(map.files)) MB (of it private dirty \(mb(map.filesPrivateDirty)) MB); "
+              + "malloc: main heap \(mb(map.mainHeap)) MB, \(map.arenaCount) other arenas \(mb(map.arenas)) MB; "
+              + "thread stacks \(mb(map.stacks)) MB (\(map.stackCount)); other anonymous \(mb(map.otherAnonymous)) MB")
+        let shown = map.byFile.prefix { $0.rss >= 100 }
+        let rest = map.byFile.dropFirst(shown.count).reduce(0) { $0 + $1.rss }
+        print("      per file, RSS (private dirty, touched) MB: "
+              + shown.map { "\($0.name) \(mb($0.rss)) (\(mb($0.privateDirty)), \(mb($0.referenced)))" }.joined(separator: ", ")
+              + ", \(map.byFile.count - shown.count) others \(mb(rest))")
+    }
 }
+
+/// How long the rss bench lets the gateway poll after clearing its pages' referenced bits.
+let workingSetWindow = Duration.seconds(5)
 
 /// Runs the gateway on `outbox` (unreachable broker, one device polled every 10 ms) until
 /// the outbox holds `count` messages; returns its memory just before SIGTERM.
-func gatewayMemory(directory: TemporaryDirectory, outbox path: String, waitingFor count: Int,
+func gatewayMemory(_ binary: String, directory: TemporaryDirectory, outbox path: String, waitingFor count: Int,
                    name: String) async throws -> ProcessMemory {
     let modbusPort = freeLoopbackPort()
     let simulator = try ModbusSimulator(port: modbusPort, animate: true)
@@ -283,14 +333,17 @@ func gatewayMemory(directory: TemporaryDirectory, outbox path: String, waitingFo
           - { name: temperature, table: holding, address: 0, type: int16, scale: 0.1 }
           - { name: flow, table: holding, address: 2, type: float32 }
     """.write(toFile: config, atomically: true, encoding: .utf8)
-    let gateway = try ChildProcess(try builtProduct("edge-gateway"), ["run", "--config", config],
-                                   log: directory.file("\(name).log"))
+    let gateway = try ChildProcess(binary, ["run", "--config", config], log: directory.file("\(name).log"))
     // Let it poll (100 polls/s into the outbox) and retry the broker for a while.
     let start = ContinuousClock.now
     try await waitUntil("the gateway to buffer \(count) polls", timeout: .seconds(120)) {
         let statistics = try? Outbox.readStatistics(path: path)
         return (statistics?.bufferedMessages ?? 0) >= count || !gateway.isRunning
     }
+    // Its working set: the pages touched in a window of steady polling (a measurement
+    // window, not a wait for an event).
+    try? "1".write(toFile: "/proc/\(gateway.pid)/clear_refs", atomically: false, encoding: .utf8)
+    try await Task.sleep(for: workingSetWindow)
     let memory = ProcessMemory(pid: gateway.pid)
     gateway.signal(SIGTERM)
     _ = try await gateway.waitForExit()
