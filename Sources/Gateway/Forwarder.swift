@@ -102,7 +102,8 @@ public final class ForwarderService: Service, Sendable {
                 commandCounters: CommandCounters? = nil, sparkplug: SparkplugEdge? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
                                            shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer,
-                                           sparkplug: sparkplug, messageExpiry: mqtt.messageExpiry)
+                                           sparkplug: sparkplug, messageExpiry: mqtt.messageExpiry,
+                                           userProperties: mqtt.protocolVersion == .v5)
         self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters

@@ -265,12 +265,14 @@ struct ForwarderStateMachine {
     /// from; nil when none is waiting, the window is full, or the forwarder is not
     /// connected (stopping sends nothing new).
     mutating func nextToPublish() -> (message: OutboxMessage, side: LeaseRequest.Side)? {
-        guard room > 0 else { return nil }
-        return withConnectedSession { session -> (OutboxMessage, LeaseRequest.Side)? in
-            if let message = session.live.popFirst() { return (message, .live) }
-            if let message = session.backlog.popFirst() { return (message, .backlog) }
+        // Once per published message: one tag test of `state` and the session changed in
+        // place (`room` and `withConnectedSession` each copied the enum out and destroyed it).
+        guard case .connected = state, let inflight = session?.inflight.count, inflight < maxInflight else {
             return nil
-        } ?? nil
+        }
+        if let message = session!.live.popFirst() { return (message, .live) }
+        if let message = session!.backlog.popFirst() { return (message, .backlog) }
+        return nil
     }
 
     /// `message` went out on `session` as `mid`.

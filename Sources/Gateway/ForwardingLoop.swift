@@ -31,6 +31,9 @@ final class ForwardingLoop {
         var sparkplug: SparkplugEdge?
         /// `mqtt.message_expiry` (MQTT 5): set on data messages only, never on statuses.
         var messageExpiry: Duration? = nil
+        /// `mqtt.protocol: 5`: data messages carry `boot` and `seq` as user properties
+        /// (MQTT 3.1.1 has none: not built for every message only to be ignored).
+        var userProperties = false
     }
 
     /// Where the loop's requests to other tasks go.
@@ -325,7 +328,7 @@ final class ForwardingLoop {
         retryPublishing = false  // set again below if something still waits
         guard let session = machine.sessionID, machine.isConnected else { return }
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
-        if let sparkplug, !sparkplug.births.allowsData { return }
+        if sparkplug?.births.allowsData == false { return }
         // Acknowledged rows not yet deleted are sent again after a crash: while the delete
         // task is more than a window behind, wait for it (duplicates stay within two windows).
         let deleting = outlets.awaitingDelete()
@@ -334,10 +337,11 @@ final class ForwardingLoop {
         // progress comes as `.deleted`, a free slot as a PUBACK).
         retryPublishing = deleting <= settings.maxInflight && allowed < machine.room && machine.hasLeasedRows
         if allowed > 0 { observeClock() }
+        let sparkplugFormat = settings.sparkplug != nil
         while allowed > 0, let (message, side) = machine.nextToPublish() {
             var outgoing: MQTTMessage
             var sequenced = false
-            if sparkplug != nil {
+            if sparkplugFormat {
                 // Metric timestamps corrected as the JSON `ts` is (a row polled unsynchronised).
                 guard let rendered = sparkplugData(message, pollTime: timestamps.correctedPollTime(for: message)) else {
                     unpublishable.append(message.id)  // dropped on the tick as a reported gap
@@ -349,8 +353,10 @@ final class ForwardingLoop {
                 outgoing = MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos))
             }
             // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
-            outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
-                                       MQTTUserProperty("seq", "\(message.seq)")]
+            if settings.userProperties {
+                outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
+                                           MQTTUserProperty("seq", "\(message.seq)")]
+            }
             outgoing.messageExpiry = settings.messageExpiry
             do {
                 let sent = try uplink.publish(outgoing)

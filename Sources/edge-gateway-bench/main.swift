@@ -99,30 +99,60 @@ func benchReplay(directory: TemporaryDirectory) async throws {
     let total = 200_000
     let window = 100
     let rounds = 3
+    let topic = "edge/bench/device/data"
     print("replay: 200,000 buffered messages at QoS 1 to a local mosquitto, inflight window \(window),")
     print("        \(rounds) alternating rounds, medians (the machine's noise is large)")
     let broker = try MosquittoBroker()
     try await broker.start()
-    var baselineRates: [Double] = []
+    var rawRates: [Double] = []
+    var uplinkRates: [Double] = []
     var forwarderRates: [Double] = []
+    // The bench process's CPU (user + system, all its threads; the broker is a child) per
+    // message while each ran: less noisy than the rates on a busy machine.
+    var rawCPU: [Double] = []
+    var uplinkCPU: [Double] = []
+    var forwarderCPU: [Double] = []
     for round in 1...rounds {
-        let baseline = try await replayBaseline(port: broker.port, total: total, window: window)
-        let (forwarder, left) = try await replayForwarder(port: broker.port, total: total, window: window,
-                                                          path: directory.file("replay-\(round).sqlite"))
-        baselineRates.append(Double(total) / seconds(baseline))
+        let rawStart = processCPUSeconds()
+        let raw = try await replayRawBaseline(port: broker.port, total: total, window: window, topic: topic)
+        rawCPU.append((processCPUSeconds() - rawStart) / Double(total))
+        let (uplink, uplinkSpent) = try await replayBaseline(port: broker.port, total: total, window: window)
+        uplinkCPU.append(uplinkSpent / Double(total))
+        let (forwarder, left, forwarderSpent) = try await replayForwarder(port: broker.port, total: total, window: window,
+                                                                          path: directory.file("replay-\(round).sqlite"))
+        forwarderCPU.append(forwarderSpent / Double(total))
+        rawRates.append(Double(total) / seconds(raw))
+        uplinkRates.append(Double(total) / seconds(uplink))
         forwarderRates.append(Double(total) / seconds(forwarder))
-        print(String(format: "  round %d: forwarder %.0f msg/s, baseline %.0f msg/s, left in the outbox %d",
-                     round, forwarderRates.last!, baselineRates.last!, left))
+        print(String(format: "  round %d: forwarder %.0f msg/s, raw libmosquitto %.0f msg/s, MQTTUplink from a thread %.0f msg/s, left in the outbox %d",
+                     round, forwarderRates.last!, rawRates.last!, uplinkRates.last!, left))
+        print(String(format: "           CPU per message: forwarder %.1f us, raw libmosquitto %.1f us, MQTTUplink from a thread %.1f us",
+                     forwarderCPU.last! * 1e6, rawCPU.last! * 1e6, uplinkCPU.last! * 1e6))
     }
     try await broker.stop()
     func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
     figure("forwarder drain from the outbox (median)", median(forwarderRates), "msg/s")
-    figure("baseline: publish from memory, same window (median)", median(baselineRates), "msg/s")
-    print(String(format: "  ratio forwarder / baseline (target >= 0.9): %.2f", median(forwarderRates) / median(baselineRates)))
+    figure("raw libmosquitto, one thread, same window (median)", median(rawRates), "msg/s")
+    figure("through MQTTUplink from a thread (median)", median(uplinkRates), "msg/s")
+    print(String(format: "  ratio forwarder / raw libmosquitto (target >= 0.9): %.2f", median(forwarderRates) / median(rawRates)))
+    print(String(format: "  ratio forwarder / MQTTUplink from a thread: %.2f", median(forwarderRates) / median(uplinkRates)))
+    figure("CPU per message: forwarder (median)", median(forwarderCPU) * 1e6, "us")
+    figure("CPU per message: raw libmosquitto (median)", median(rawCPU) * 1e6, "us")
+    figure("CPU per message: MQTTUplink from a thread (median)", median(uplinkCPU) * 1e6, "us")
+    print(String(format: "  CPU ratio raw libmosquitto / forwarder: %.2f", median(rawCPU) / median(forwarderCPU)))
 }
 
-/// Publishes `total` messages from memory with at most `window` unacknowledged.
-func replayBaseline(port: Int, total: Int, window: Int) async throws -> Duration {
+/// The bench process's CPU time so far (user + system, all threads), in seconds.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Publishes `total` messages from memory with at most `window` unacknowledged, through
+/// the gateway's own `MQTTUplink` (so it moves with the uplink; the target is `replayRawBaseline`).
+func replayBaseline(port: Int, total: Int, window: Int) async throws -> (Duration, cpu: Double) {
     let clock = ContinuousClock()
     // The same messages from memory, same window, straight through libmosquitto;
     // a plain thread blocks on a semaphore of `window` permits that
@@ -146,23 +176,35 @@ func replayBaseline(port: Int, total: Int, window: Int) async throws -> Duration
     try await waitUntil("the baseline client to connect") { counter.connected.load(ordering: .acquiring) }
     let message = MQTTMessage(topic: "edge/bench/device/data", payload: payload, qos: 1)
     let baselineStart = clock.now
+    let cpuStart = processCPUSeconds()
+    let failure = Mutex<String?>(nil)
     let publisher = Thread {
-        for _ in 0..<total {
+        for sent in 0..<total {
             permits.wait()
-            _ = try? uplink.publish(message)
+            do {
+                _ = try uplink.publish(message)
+            } catch {
+                failure.withLock { $0 = "MQTTUplink.publish of message \(sent + 1) of \(total): \(error)" }
+                return
+            }
         }
     }
     publisher.start()
     try await waitUntil("the baseline to be acknowledged", timeout: .seconds(300)) {
-        counter.acked.load(ordering: .relaxed) >= total
+        counter.acked.load(ordering: .relaxed) >= total || failure.withLock { $0 != nil }
+    }
+    if let problem = failure.withLock({ $0 }) {
+        await uplink.stop()
+        throw RawReplayFailure(step: "through MQTTUplink from a thread", reason: problem)
     }
     let baselineTime = clock.now - baselineStart
+    let cpu = processCPUSeconds() - cpuStart
     await uplink.stop()
-    return baselineTime
+    return (baselineTime, cpu)
 }
 
 /// Drains an outbox of `total` messages through a real `ForwarderService`.
-func replayForwarder(port: Int, total: Int, window: Int, path replayPath: String) async throws -> (Duration, Int) {
+func replayForwarder(port: Int, total: Int, window: Int, path replayPath: String) async throws -> (Duration, Int, cpu: Double) {
     let clock = ContinuousClock()
     // The forwarder draining a real outbox, reopened with synchronous=FULL as deployed.
     do { _ = try await prefilledOutbox(replayPath, count: total) }
@@ -175,23 +217,25 @@ func replayForwarder(port: Int, total: Int, window: Int, path replayPath: String
         outbox: outbox, pollCounters: PollCounters(), logger: quiet)
     let group = ServiceGroup(configuration: ServiceGroupConfiguration(
         services: [.init(service: forwarder)], gracefulShutdownSignals: [], logger: quiet))
-    let forwarderTime: Duration = try await withThrowingTaskGroup(of: Duration?.self) { tasks in
+    let measured: (Duration, Double) = try await withThrowingTaskGroup(of: (Duration, Double)?.self) { tasks in
         tasks.addTask { try await group.run(); return nil }
         tasks.addTask {
             try await waitUntil("the forwarder to connect", timeout: .seconds(30)) { forwarder.counters.connected }
             let start = clock.now
+            let cpuStart = processCPUSeconds()
             try await waitUntil("the forwarder to drain the backlog", timeout: .seconds(300)) {
                 forwarder.counters.published >= Int64(total)
             }
             let elapsed = clock.now - start
+            let cpu = processCPUSeconds() - cpuStart
             await group.triggerGracefulShutdown()
-            return elapsed
+            return (elapsed, cpu)
         }
-        var result: Duration?
+        var result: (Duration, Double)?
         for try await value in tasks { if let value { result = value } }
         return result!
     }
-    return (forwarderTime, try await outbox.statistics().bufferedMessages)
+    return (measured.0, try await outbox.statistics().bufferedMessages, measured.1)
 }
 
 // MARK: - rss

@@ -262,12 +262,13 @@ final class ForwarderHarness {
     let counters = ForwarderCounterState()
 
     init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2),
-         timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil, sparkplug: SparkplugEdge? = nil) {
+         timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil, sparkplug: SparkplugEdge? = nil,
+         userProperties: Bool = false) {
         let clock = clock
         let queue = queue
         loop = ForwardingLoop(
             settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace,
-                            sealer: sealer, sparkplug: sparkplug),
+                            sealer: sealer, sparkplug: sparkplug, userProperties: userProperties),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
             counters: counters, pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) },

@@ -9,6 +9,28 @@ import Outbox
 import Testing
 
 @Suite struct ForwardingLoopTests {
+    /// MQTT 5: every data message carries its (boot, seq) as user properties; MQTT 3.1.1
+    /// has none, so none are built.
+    @Test(arguments: [true, false])
+    func dataMessagesCarryBootAndSeqAsUserPropertiesUnderMQTT5(mqtt5: Bool) async throws {
+        let forwarder = ForwarderHarness(maxInflight: 10, userProperties: mqtt5)
+        try await forwarder.commit(3)
+        try await forwarder.connect(session: 1)
+        let data = forwarder.uplink.sent.filter { $0.message.topic == ForwarderHarness.dataTopic }
+        #expect(data.count == 3)
+        for sent in data {
+            let names = sent.message.userProperties.map(\.name)
+            if mqtt5 {
+                #expect(names == ["boot", "seq"], "\(sent.message.userProperties)")
+                #expect(sent.message.userProperties.allSatisfy { Int64($0.value) != nil })
+            } else {
+                #expect(names.isEmpty, "\(sent.message.userProperties)")
+            }
+        }
+        #expect(Set(data.compactMap { $0.message.userProperties.last.flatMap { Int64($0.value) } }).count == (mqtt5 ? 3 : 0),
+                "each message its own seq")
+    }
+
     @Test func liveFirstSendsWhatIsCommittedAfterTheConnectBeforeTheBacklog() async throws {
         let forwarder = ForwarderHarness(replay: ReplaySettings(order: .liveFirst), maxInflight: 10)
         try await forwarder.commit(30)  // while disconnected: the backlog
