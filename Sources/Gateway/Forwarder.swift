@@ -266,8 +266,11 @@ public final class ForwarderService: Service, Sendable {
     }
 
     /// Acknowledged rows wait at most about this long for an append to delete them with
-    /// (a poll every second or faster never needs a delete of their own).
-    static let deleteDelay = Duration.seconds(2)
+    /// (a poll every 10 s or faster never needs a delete of their own). Long enough that
+    /// the queue's timer wakes an idle gateway rarely; what it bounds is only how long
+    /// an acknowledged row stays in the file, which a crash would send again (at most
+    /// `deleteAtOnce` of them).
+    static let deleteDelay = Duration.seconds(10)
 
     /// How long at most a row the broker acknowledged stays in the outbox file while the
     /// gateway runs (the queue checks every `deleteDelay`): `edge-gateway status`, reading

@@ -161,7 +161,7 @@ final class ForwardingLoop {
                 }
             }
             // Handed over at once: the outbox deletes them with its next append, or by
-            // themselves once a tenth of a window waits or no append came for 2 s.
+            // themselves once a tenth of a window waits or no append came for 10 s.
             flushAcks()
             if !gaps.acknowledged.isEmpty { await reportGaps() }
             await fill()
