@@ -594,9 +594,12 @@ public final class MQTTUplink: Sendable {
                     turn = max(.milliseconds(1), min(turn, failbackAfter - (ContinuousClock.now - connectedAt)))
                 }
             }
-            (loopRC, loopErrno) = runLoopTurn(raw, timeout: turn)
+            (loopRC, loopErrno) = runLoopTurn(raw, timeout: turn, connected: everConnected)
             executor.runJobs()
-            if loopRC == MOSQ_ERR_SUCCESS.rawValue { (loopRC, loopErrno) = flushQueued(raw) }
+            // Before CONNACK nothing of the jobs' is waiting to be written (publishes need a
+            // connection), and a write there could come before the read that reports why
+            // the broker closed (see `runLoopTurn`).
+            if everConnected, loopRC == MOSQ_ERR_SUCCESS.rawValue { (loopRC, loopErrno) = flushQueued(raw) }
             if !everConnected, context.everConnected.load(ordering: .acquiring) {
                 logBrokerLimits(context.brokerLimits.withLock { $0 }, start: start, settings: settings)
             }
@@ -650,12 +653,19 @@ extension MQTTUplink {
     /// One turn of libmosquitto's loop, as `mosquitto_loop` (lib/loop.c, 2.0.11) does it
     /// but sleeping in `executor.wait`: read what came, write what waits, check the
     /// keepalive. Returns libmosquitto's result and the errno right after it.
-    fileprivate func runLoopTurn(_ raw: OpaquePointer, timeout: Duration) -> (Int32, Int32) {
+    ///
+    /// Until CONNACK (`connected` false) a writable turn reads first even when `poll` saw
+    /// nothing to read: a TLS 1.3 broker that refuses the client certificate sends its
+    /// alert after the handshake and closes. Read first, OpenSSL reports the alert
+    /// (libmosquitto logs it, and the log names the cause); written first, the write
+    /// fails with a bare EPROTO (`net__write` clears OpenSSL's errors) and the socket is
+    /// closed before the alert is read.
+    fileprivate func runLoopTurn(_ raw: OpaquePointer, timeout: Duration, connected: Bool) -> (Int32, Int32) {
         let socket = mosquitto_socket(raw)
         // Closed (a DISCONNECT written ends the connection): what `mosquitto_loop` returns then.
         guard socket >= 0 else { return (MOSQ_ERR_NO_CONN.rawValue, 0) }
         let ready = executor.wait(socket: socket, wantWrite: mosquitto_want_write(raw), timeout: timeout)
-        if ready.readable {
+        if ready.readable || (!connected && ready.writable) {
             let rc = mosquitto_loop_read(raw, 1)
             let code = errno
             if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(raw) < 0 { return (rc, code) }
