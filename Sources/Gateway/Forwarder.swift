@@ -168,7 +168,8 @@ public final class ForwarderService: Service, Sendable {
         // PUBACK's event and the publishes it frees need no other thread, and a publish
         // is written at once instead of waking the network thread. Everything the loop
         // awaits (the outbox) suspends; nothing on it blocks. The stop is awaited after
-        // it, off that thread (which it ends).
+        // the preference ends (it may start on that thread: it only asks the thread to end
+        // and suspends; jobs enqueued once the thread is gone run on the global executor).
         await withTaskExecutorPreference(uplink.executor) {
             await forward(newestCommitted: newestCommitted)
         }

@@ -538,9 +538,14 @@ public final class MQTTUplink: Sendable {
         case .clean:
             // Asynchronous, so a connect into a silent link (a VPN whose underlay is
             // down) is abandoned after `connectDeadline` and retried with a fresh SYN,
-            // instead of waiting out the kernel's SYN backoff (minutes).
-            rc = mosquitto_connect_bind_async(raw, settings.host, Int32(settings.port), keepalive, source)
-            connectErrno = errno
+            // instead of waiting out the kernel's SYN backoff (minutes). Its name lookup
+            // (`getaddrinfo`) blocks, for as long as a silent DNS server takes: on a thread
+            // of its own, so the jobs (the forwarder) keep running meanwhile.
+            let (host, port) = (settings.host, Int32(settings.port))
+            (rc, connectErrno) = offThread { () -> (Int32, Int32) in
+                let rc = mosquitto_connect_bind_async(handle.raw, host, port, keepalive, source)
+                return (rc, errno)
+            }
         case .resumableFor:
             // libmosquitto 2.0.11 sends CONNECT properties (the session expiry) only through
             // this call, whose TCP connect blocks: it runs here, on the uplink's own thread.
@@ -640,7 +645,9 @@ public final class MQTTUplink: Sendable {
             return .failedToConnect(Self.closedBeforeCONNACK(settings: settings))
         }
         if settings.tls != nil, context.security.certificateRejected {
-            return .failedToConnect(diagnoseCertificateRejection(source: source, fallback: reason))
+            // A TLS handshake of its own (up to 5 s per step): off this thread, so the
+            // forwarder's jobs keep running meanwhile.
+            return .failedToConnect(offThread { self.diagnoseCertificateRejection(source: source, fallback: reason) })
         }
         return .failedToConnect(describeConnectFailure(raw, context: context, settings: settings, fallback: reason))
     }
@@ -800,8 +807,8 @@ final class CallbackContext: Sendable {
     }
 }
 
-// The callbacks run on the network thread inside its loop turn (a QoS 0 publish's
-// on another thread that writes it); they only hand events on.
+// The callbacks run on the network thread inside its loop turn (in threaded mode only
+// that thread writes the socket, so only it completes a publish); they only hand events on.
 
 private func onConnectCallback(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32,
                                _ flags: Int32, _ properties: OpaquePointer?) {

@@ -301,12 +301,14 @@ public final class Outbox: Sendable {
     /// that may block (a bus thread), never from Swift's cooperative pool.
     ///
     /// Returns ``ImmediateAppend/needsAppend`` (nothing of `drafts` committed, no seq
-    /// consumed, nothing counted) when the outbox holds itself below a full disk, its reserve
-    /// file is gone, the WAL is over its limit, or the commit failed: pass the same drafts to
+    /// consumed, nothing counted) when the outbox holds itself below a full disk, gap records
+    /// wait to be written, its reserve file is gone, the WAL is over its limit, or the commit
+    /// failed: pass the same drafts to
     /// ``append(_:)``, which truncates the WAL, makes room and counts losses.
     public func appendOnCallingThread(_ drafts: [OutboxDraft]) -> ImmediateAppend {
         guard !drafts.isEmpty else { return .committed([]) }
-        guard state.withLock({ $0.diskFullCeiling == nil }), reserve.exists,
+        // Gap records a full disk kept from being written go with the async append only.
+        guard state.withLock({ $0.diskFullCeiling == nil && $0.unwrittenGaps.total == 0 }), reserve.exists,
               walSize() <= reserve.walLimitBytes || integrity == .checking
         else { return .needsAppend }
         let loss = takeUnrecordedLoss()
