@@ -200,7 +200,8 @@ public final class ForwarderService: Service, Sendable {
                                }
                            },
                            reconnect: { [uplink] in uplink.reconnect() },
-                           awaitingDelete: { [acknowledged] in acknowledged.outstanding }),
+                           awaitingDelete: { [acknowledged] in acknowledged.outstanding },
+                           wakeWhenDeleted: { [acknowledged] in acknowledged.wakeWhenFinished(whileAtLeast: $0) }),
             logger: loopLogger, timeSource: timeSource)
         heartbeat.idle()  // alive: the outbox answered; waiting for events
         let sink = eventSink
@@ -208,9 +209,10 @@ public final class ForwarderService: Service, Sendable {
         let alarm = ForwarderAlarm { sink.yield(.tick) }
         defer { alarm.cancel() }
         outbox.whenGapsRecorded { sink.yield(.gapsRecorded) }
-        // The loop holds back publishing while more than a window awaits deletion.
-        outbox.whenAcknowledgementsWritten { [acknowledged, settings] count in
-            if acknowledged.finished(count) > settings.maxInflight { sink.yield(.deleted) }
+        // Rows awaiting deletion share the window with the messages in flight: a loop held
+        // back by them is woken when a delete ends.
+        outbox.whenAcknowledgementsWritten { [acknowledged] count in
+            if acknowledged.finished(count) { sink.yield(.deleted) }
         }
         alarm.arm(at: loop.nextWake(now: .now))
         await withGracefulShutdownHandler {

@@ -27,16 +27,29 @@ final class PubackQueue: Sendable {
 /// rows may still be in the outbox and are sent again after a crash.
 final class AcknowledgedIDs: Sendable {
     private let count = Atomic<Int>(0)
+    /// Set when the forwarder waits for a delete to end (these ids held its window back).
+    private let wakeRequested = Atomic<Bool>(false)
 
     func handedOver(_ ids: Int) {
         count.add(ids, ordering: .relaxed)
     }
 
-    /// A transaction of `ids` ids ended (committed or failed). Returns how many were
-    /// outstanding before.
-    @discardableResult
-    func finished(_ ids: Int) -> Int {
-        count.subtract(ids, ordering: .relaxed).oldValue
+    /// The forwarder waits for the next transaction to end (`finished` returns true once),
+    /// having seen `outstanding` ids awaiting deletion. Returns false, and asks for nothing,
+    /// when fewer are outstanding already: a transaction ended meanwhile, look again.
+    /// Sequentially consistent with `finished`: one of the two always sees the other.
+    func wakeWhenFinished(whileAtLeast outstanding: Int) -> Bool {
+        wakeRequested.store(true, ordering: .sequentiallyConsistent)
+        guard count.load(ordering: .sequentiallyConsistent) < outstanding else { return true }
+        wakeRequested.store(false, ordering: .sequentiallyConsistent)
+        return false
+    }
+
+    /// A transaction of `ids` ids ended (committed or failed). Returns whether the
+    /// forwarder asked to be woken for it.
+    func finished(_ ids: Int) -> Bool {
+        count.subtract(ids, ordering: .sequentiallyConsistent)
+        return wakeRequested.exchange(false, ordering: .sequentiallyConsistent)
     }
 
     var outstanding: Int { count.load(ordering: .relaxed) }

@@ -48,6 +48,9 @@ final class ForwardingLoop {
         var reconnect: () -> Void = {}
         /// Acknowledged ids handed to `delete` whose transaction has not ended yet.
         var awaitingDelete: () -> Int = { 0 }
+        /// Asks for a `.deleted` event when the next delete transaction ends; false (and no
+        /// event) when fewer than the given count await deletion already.
+        var wakeWhenDeleted: (Int) -> Bool = { _ in true }
     }
 
     let settings: Settings
@@ -329,13 +332,14 @@ final class ForwardingLoop {
         guard let session = machine.sessionID, machine.isConnected else { return }
         // A Sparkplug node sends no data before its births (nor while its primary host is offline).
         if sparkplug?.births.allowsData == false { return }
-        // Acknowledged rows not yet deleted are sent again after a crash: while the delete
-        // task is more than a window behind, wait for it (duplicates stay within two windows).
+        // Acknowledged rows not yet deleted are sent again after a crash, as the messages in
+        // flight are: they share the window, so what a crash sends again stays within one
+        // window. Held back by them, the loop asks to be woken when a delete ends (`.deleted`).
         let deleting = outlets.awaitingDelete()
-        var allowed = deleting > settings.maxInflight ? 0 : rate.allowance(machine.room, now: now())
-        // Rows held back by the rate alone go on the next retry (the outbox's delete
-        // progress comes as `.deleted`, a free slot as a PUBACK).
-        retryPublishing = deleting <= settings.maxInflight && allowed < machine.room && machine.hasLeasedRows
+        let room = max(0, machine.room - deleting)
+        var allowed = rate.allowance(room, now: now())
+        // Rows held back by the rate alone go on the next retry (a free slot comes as a PUBACK).
+        retryPublishing = allowed < room && machine.hasLeasedRows
         if allowed > 0 { observeClock() }
         let sparkplugFormat = settings.sparkplug != nil
         while allowed > 0, let (message, side) = machine.nextToPublish() {
@@ -381,6 +385,12 @@ final class ForwardingLoop {
                     return
                 }
             }
+        }
+        // Rows wait, the window has room, and rows awaiting deletion took it: woken by the
+        // next delete that ends, or at once when one ended since `deleting` was read.
+        if deleting > 0, machine.room > 0, machine.hasLeasedRows, !outlets.wakeWhenDeleted(deleting) {
+            await fill()
+            return
         }
         guard leaseBackoff.allows(now: now()), let request = machine.leaseRequest(batch: settings.leaseAhead) else {
             return
