@@ -15,10 +15,10 @@ import Synchronization
 /// Collects device polls from the bus threads and commits them to the outbox in
 /// batches. A poll counts as a message once its batch is committed.
 ///
-/// Bus threads hand polls over with `queue(_:)` then `commitOnBusThread()`: the first
+/// Polls are handed over with `queue(_:)` then `commitOnBusThread()`: a bus thread
 /// commits on its own thread while nobody else commits (no thread hop); the others'
 /// polls wait for that commit's next round or for the ingest task (see `IngestCommitter`).
-/// Other callers use `submit(_:)`: the ingest task commits those.
+/// From any other thread the ingest task commits them.
 public final class IngestService: Service, Sendable {
     /// Most messages in one transaction.
     static let maxBatch = 2_000
@@ -59,11 +59,6 @@ public final class IngestService: Service, Sendable {
         self.logger = logger
         self.onCommit = onCommit
         (wakeUps, wakeUp) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    }
-
-    /// Hands a poll over for the ingest task to commit. From any thread; never blocks on I/O.
-    public func submit(_ poll: DevicePoll) {
-        if committer.withLock({ $0.submit(poll) }) { wakeUp.yield() }
     }
 
     /// Hands a poll over from a bus thread; call `commitOnBusThread()` next (after the

@@ -97,15 +97,6 @@ struct IngestCommitter {
         }
     }
 
-    /// `poll` is handed over by a thread that does not commit (not a bus thread): the
-    /// ingest task commits it. Returns whether to wake the task.
-    mutating func submit(_ poll: DevicePoll) -> Bool {
-        queue(poll)
-        guard case let .idle(waiting) = state else { return false }
-        state = .committing(.ingestTask(deferred: []), waiting: waiting)
-        return true
-    }
-
     /// After `queue`: commit what waits if nobody does. A caller that is not a bus thread
     /// (`onBusThread` false: it must not block) and any caller while stopping hand the
     /// polls to the ingest task instead.

@@ -151,11 +151,13 @@ struct IngestCommitterTests {
         #expect(Self.taskPolls(step26) == ["a#1"])
         let step27 = committer.takeForIngestTask()
         #expect(Self.isDone(step27))
-        // `submit` wakes the task once, while it has not taken the polls.
-        let step28 = committer.submit(Self.poll("b", 1))
-        #expect(step28)
-        let step29 = committer.submit(Self.poll("b", 2))
-        #expect(!step29)
+        // Such a thread wakes the task once, while it has not taken the polls.
+        committer.queue(Self.poll("b", 1))
+        let step28 = committer.takeForBusThread(onBusThread: false)
+        #expect(Self.isWake(step28))
+        committer.queue(Self.poll("b", 2))
+        let step29 = committer.takeForBusThread(onBusThread: false)
+        #expect(Self.isNothing(step29))
         let step30 = committer.takeForIngestTask()
         #expect(Self.taskPolls(step30) == ["b#1", "b#2"])
     }
