@@ -172,7 +172,7 @@ extension Outbox {
                 // A full disk fails the open with an I/O error when not even the 32 KiB `-shm`
                 // index fits: say what it is rather than send the operator to the hardware.
                 let reserve = ReserveFile(besides: path)
-                guard let free = reserve.freeBytes(), free < Self.roomToOpen else { break }
+                guard let free = try? reserve.freeBytes().get(), free < Self.roomToOpen else { break }
                 return OutboxError(
                     .diskFull, path: path,
                     what: "the disk is full: the filesystem holding the outbox has \(free) bytes free, too little to "

@@ -25,10 +25,8 @@ struct ReserveFile: Sendable {
     /// A reserve beside `outboxPath`: 1/8 of the filesystem, between 64 KiB and 8 MiB.
     init(besides outboxPath: String) {
         path = outboxPath + "-reserve"
-        let directory = (outboxPath as NSString).deletingLastPathComponent
-        var stats = statvfs()
         var size: Int64 = 8 << 20
-        if statvfs(directory.isEmpty ? "." : directory, &stats) == 0 {
+        if case let .success(stats) = Self.filesystem(holding: outboxPath) {
             let total = Int64(stats.f_blocks) * Int64(stats.f_frsize)
             size = min(max(total / 8, 64 << 10), 8 << 20)
         }
@@ -55,7 +53,11 @@ struct ReserveFile: Sendable {
     @discardableResult
     func ensure() -> Outcome {
         guard !FileManager.default.fileExists(atPath: path) else { return .present }
-        guard let free = freeBytes() else { return .failed(String(cString: strerror(errno))) }
+        let free: Int64
+        switch freeBytes() {
+        case let .success(bytes): free = bytes
+        case let .failure(failure): return .failed(String(cString: strerror(failure.code)))
+        }
         guard free >= 2 * size else { return .noRoom(freeBytes: free) }
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard descriptor >= 0 else { return .failed(String(cString: strerror(errno))) }
@@ -68,13 +70,25 @@ struct ReserveFile: Sendable {
         return .present
     }
 
-    /// Bytes free for the gateway on the filesystem holding the reserve (and the outbox);
-    /// nil when it cannot be asked.
-    func freeBytes() -> Int64? {
-        let directory = (path as NSString).deletingLastPathComponent
+    /// Bytes free for the gateway on the filesystem holding the reserve (and the outbox),
+    /// or why it cannot be asked.
+    func freeBytes() -> Result<Int64, StatvfsFailure> {
+        Self.filesystem(holding: path).map { Int64($0.f_bavail) * Int64($0.f_frsize) }
+    }
+
+    /// `statvfs` failed; `code` is its errno, taken right after the call.
+    struct StatvfsFailure: Error {
+        let code: Int32
+    }
+
+    /// `statvfs` of the directory holding `file`.
+    private static func filesystem(holding file: String) -> Result<statvfs, StatvfsFailure> {
+        let directory = (file as NSString).deletingLastPathComponent
         var stats = statvfs()
-        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else { return nil }
-        return Int64(stats.f_bavail) * Int64(stats.f_frsize)
+        guard statvfs(directory.isEmpty ? "." : directory, &stats) == 0 else {
+            return .failure(StatvfsFailure(code: errno))
+        }
+        return .success(stats)
     }
 
     /// Asked before every append: one `access(2)`, not FileManager's path handling.
