@@ -401,7 +401,6 @@ private final class FloorPoller {
 
     private func checkMosquitto(_ rc: Int32, errno code: Int32, _ step: String) throws {
         guard rc != MOSQ_ERR_SUCCESS.rawValue else { return }
-        let reason = rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(code)) : String(cString: mosquitto_strerror(rc))
-        throw FloorFailure(step: step, reason: reason)
+        throw FloorFailure(step: step, reason: mosquittoReason(rc, errno: code))
     }
 }

@@ -76,8 +76,13 @@ private func rawReplayOnPublish(_ mosq: OpaquePointer?, _ user: UnsafeMutableRaw
 
 private func rawMosquittoFailure(_ rc: Int32, errno code: Int32, _ step: String) -> RawReplayFailure? {
     guard rc != MOSQ_ERR_SUCCESS.rawValue else { return nil }
-    let reason = rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(code)) : String(cString: mosquitto_strerror(rc))
-    return RawReplayFailure(step: step, reason: reason)
+    return RawReplayFailure(step: step, reason: mosquittoReason(rc, errno: code))
+}
+
+/// What a libmosquitto call's result says: errno's text for `MOSQ_ERR_ERRNO`, else
+/// libmosquitto's own (the raw baselines' errors; `code` is errno taken at the call).
+func mosquittoReason(_ rc: Int32, errno code: Int32) -> String {
+    rc == MOSQ_ERR_ERRNO.rawValue ? String(cString: strerror(code)) : String(cString: mosquitto_strerror(rc))
 }
 
 /// The replay on the calling thread: connect, publish `total` with `window` inflight, wait
