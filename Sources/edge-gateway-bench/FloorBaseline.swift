@@ -75,15 +75,7 @@ func runFloor(directory: TemporaryDirectory, brokerPort: Int, modbusPort: Int, p
         modbusPort: modbusPort, pollsPerSecond: pollsPerSecond, synchronousFull: sync == "full",
         warmUpPolls: max(2, pollsPerSecond), measuredPolls: max(10, Int(Double(pollsPerSecond) * seconds(duration))))
     RawMosquittoClient.initialiseLibrary()
-    let measured: FloorMeasurement = try await withCheckedThrowingContinuation { continuation in
-        // A thread of its own: the floor blocks (sleeps, socket reads, fsync), never on the
-        // cooperative pool, and its CPU clock and switch counts are its alone.
-        let thread = Thread {
-            continuation.resume(with: Result { try FloorPoller(settings).run() })
-        }
-        thread.name = "bench-floor"
-        thread.start()
-    }
+    let measured = try await onBaselineThread(named: "bench-floor") { try FloorPoller(settings).run() }
     let polls = Double(settings.measuredPolls)
     return FloorRun(pollsPerSecond: pollsPerSecond, sync: sync, polls: settings.measuredPolls,
                     seconds: measured.seconds, cpuPerPoll: measured.cpuSeconds / polls,

@@ -36,13 +36,7 @@ private func rawReplay(port: Int, total: Int, window: Int, topic: String) throws
 /// Runs `rawReplay` on its own thread and hands back its time or its failure.
 func replayRawBaseline(port: Int, total: Int, window: Int, topic: String) async throws -> Duration {
     RawMosquittoClient.initialiseLibrary()
-    return try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread {
-            continuation.resume(with: Result { () throws(BaselineFailure) in
-                try rawReplay(port: port, total: total, window: window, topic: topic)
-            })
-        }
-        thread.name = "bench-raw-replay"
-        thread.start()
+    return try await onBaselineThread(named: "bench-raw-replay") {
+        try rawReplay(port: port, total: total, window: window, topic: topic)
     }
 }
