@@ -102,8 +102,7 @@ public final class ForwarderService: Service, Sendable {
                 commandCounters: CommandCounters? = nil, sparkplug: SparkplugEdge? = nil) {
         settings = ForwardingLoop.Settings(identity: identity, replay: replay, maxInflight: mqtt.maxInflight,
                                            shutdownGrace: shutdownGrace, commandCounters: commandCounters, sealer: sealer,
-                                           sparkplug: sparkplug, messageExpiry: mqtt.messageExpiry,
-                                           userProperties: mqtt.protocolVersion == .v5)
+                                           sparkplug: sparkplug, messageExpiry: mqtt.messageExpiry)
         self.timeSource = timeSource
         self.outbox = outbox
         self.pollCounters = pollCounters

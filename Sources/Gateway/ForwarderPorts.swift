@@ -10,13 +10,19 @@ protocol UplinkPublishing: Sendable {
     func publish(_ message: MQTTMessage) throws(MQTTPublishError) -> (session: Int, mid: Int32)
     /// The broker connection `session` is on (of `mqtt.servers`).
     func server(ofSession session: Int) -> MQTTServerAddress?
+    /// MQTT 5 rather than 3.1.1: the protocol the connection speaks, so message
+    /// properties reach the broker (3.1.1 has none).
+    var mqtt5: Bool { get }
 }
 
 extension UplinkPublishing {
     func server(ofSession session: Int) -> MQTTServerAddress? { nil }
 }
 
-extension MQTTUplink: UplinkPublishing {}
+extension MQTTUplink: UplinkPublishing {
+    /// What the uplink was set up to speak: the one place that knows (`mqtt.protocol`).
+    var mqtt5: Bool { settings.mqtt5 }
+}
 
 /// The outbox as the forwarder uses it: read in id order, delete what the broker
 /// acknowledged, report gaps, count.

@@ -31,9 +31,6 @@ final class ForwardingLoop {
         var sparkplug: SparkplugEdge?
         /// `mqtt.message_expiry` (MQTT 5): set on data messages only, never on statuses.
         var messageExpiry: Duration? = nil
-        /// `mqtt.protocol: 5`: data messages carry `boot` and `seq` as user properties
-        /// (MQTT 3.1.1 has none: not built for every message only to be ignored).
-        var userProperties = false
     }
 
     /// Where the loop's requests to other tasks go.
@@ -55,6 +52,9 @@ final class ForwardingLoop {
 
     let settings: Settings
     let uplink: any UplinkPublishing
+    /// The uplink speaks MQTT 5 (`uplink.mqtt5`): data messages carry `boot` and `seq` as
+    /// user properties (MQTT 3.1.1 has none: not built for every message only to be ignored).
+    private let userProperties: Bool
     let outbox: any OutboxReading
     let now: () -> ContinuousClock.Instant
     let logger: Logger
@@ -93,6 +93,7 @@ final class ForwardingLoop {
         self.settings = settings
         self.timeSource = timeSource
         self.uplink = uplink
+        userProperties = uplink.mqtt5
         self.outbox = outbox
         self.now = now
         self.logger = logger
@@ -357,7 +358,7 @@ final class ForwardingLoop {
                 outgoing = MQTTMessage(topic: message.topic, payload: payload, qos: Int(message.qos))
             }
             // MQTT 5 only: (boot, seq) readable without parsing (or opening) the payload.
-            if settings.userProperties {
+            if userProperties {
                 outgoing.userProperties = [MQTTUserProperty("boot", "\(message.boot)"),
                                            MQTTUserProperty("seq", "\(message.seq)")]
             }

@@ -16,17 +16,16 @@
 //      BEGIN IMMEDIATE, DELETE of the previous poll's row (acknowledged by then),
 //      INSERT, COMMIT; the file sits in the bench's temporary directory, beside the
 //      gateway's outbox. No meta row is updated (the outbox updates one per commit);
-//   4. libmosquitto without its thread (MQTT 3.1.1, TCP_NODELAY, as the gateway):
-//      `mosquitto_publish` at QoS 1 to the same broker, then `mosquitto_loop` on the
-//      same thread until that mid's PUBACK callback fired.
+//   4. libmosquitto without its thread (RawMosquittoClient: MQTT 3.1.1, TCP_NODELAY, as
+//      the gateway): `mosquitto_publish` at QoS 1 to the same broker, then
+//      `mosquitto_loop` on the same thread until that mid's PUBACK callback fired.
 //   Measured over the polls after a warm-up: the thread's CPU time
 //   (clock_gettime CLOCK_THREAD_CPUTIME_ID: this thread only, not the bench process's
 //   other threads) and its voluntary and involuntary context switches
 //   (/proc/thread-self/status), per poll.
-//   Any failing call ends the run with a FloorFailure naming the step; no figure is
+//   Any failing call ends the run with a BaselineFailure naming the step; no figure is
 //   made from a failed run.
 import CModbus
-import CMosquitto
 import Foundation
 import Gateway
 import GatewayConfig
@@ -56,13 +55,6 @@ struct FloorRun {
     var cpuPerThousandValues: Double { cpuPerPoll * 1000 * 10 }
 }
 
-/// A floor step that failed: which call, and what the library said.
-struct FloorFailure: Error, CustomStringConvertible {
-    var step: String
-    var reason: String
-    var description: String { "floor baseline: \(step) failed: \(reason)" }
-}
-
 /// What one floor run is given (Sendable: handed to the floor's own thread).
 private struct FloorSettings: Sendable {
     var databasePath: String
@@ -82,16 +74,8 @@ func runFloor(directory: TemporaryDirectory, brokerPort: Int, modbusPort: Int, p
         databasePath: directory.file("floor-\(pollsPerSecond)-\(sync).sqlite"), brokerPort: brokerPort,
         modbusPort: modbusPort, pollsPerSecond: pollsPerSecond, synchronousFull: sync == "full",
         warmUpPolls: max(2, pollsPerSecond), measuredPolls: max(10, Int(Double(pollsPerSecond) * seconds(duration))))
-    _ = mosquittoLibraryInitialised
-    let measured: FloorMeasurement = try await withCheckedThrowingContinuation { continuation in
-        // A thread of its own: the floor blocks (sleeps, socket reads, fsync), never on the
-        // cooperative pool, and its CPU clock and switch counts are its alone.
-        let thread = Thread {
-            continuation.resume(with: Result { try FloorPoller(settings).run() })
-        }
-        thread.name = "bench-floor"
-        thread.start()
-    }
+    RawMosquittoClient.initialiseLibrary()
+    let measured = try await onBaselineThread(named: "bench-floor") { try FloorPoller(settings).run() }
     let polls = Double(settings.measuredPolls)
     return FloorRun(pollsPerSecond: pollsPerSecond, sync: sync, polls: settings.measuredPolls,
                     seconds: measured.seconds, cpuPerPoll: measured.cpuSeconds / polls,
@@ -109,31 +93,6 @@ private struct FloorMeasurement: Sendable {
     var payloadBytes: Int
 }
 
-/// The mids libmosquitto's callbacks reported. Reached from the callbacks through the
-/// client's user pointer; only the floor thread touches it (the client runs no thread).
-private final class FloorMQTTEvents {
-    var connack: Int32?
-    var lastAcknowledged: Int32 = 0
-}
-
-private func floorOnConnect(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ rc: Int32) {
-    guard let user else { return }
-    Unmanaged<FloorMQTTEvents>.fromOpaque(user).takeUnretainedValue().connack = rc
-}
-
-private func floorOnPublish(_ mosq: OpaquePointer?, _ user: UnsafeMutableRawPointer?, _ mid: Int32) {
-    guard let user else { return }
-    Unmanaged<FloorMQTTEvents>.fromOpaque(user).takeUnretainedValue().lastAcknowledged = mid
-}
-
-/// libmosquitto's global set-up, once per process from here (MQTTUplink does it once too).
-/// Not thread safe: `runFloor` calls it before the floor thread starts, when no
-/// libmosquitto client of the bench is running (each run's subscriber has stopped).
-private let mosquittoLibraryInitialised: Bool = {
-    mosquitto_lib_init()
-    return true
-}()
-
 /// Nanoseconds of `clock` (CLOCK_MONOTONIC, CLOCK_THREAD_CPUTIME_ID).
 private func nanoseconds(_ clock: clockid_t) -> Int64 {
     var now = timespec()
@@ -147,7 +106,7 @@ private func threadSwitches() throws -> (voluntary: Int, involuntary: Int) {
     do {
         status = try String(contentsOfFile: "/proc/thread-self/status", encoding: .utf8)
     } catch {
-        throw FloorFailure(step: "reading /proc/thread-self/status", reason: "\(error)")
+        throw BaselineFailure(baseline: .floor, step: "reading /proc/thread-self/status", reason: "\(error)")
     }
     var voluntary: Int?, involuntary: Int?
     for line in status.split(separator: "\n") {
@@ -156,7 +115,7 @@ private func threadSwitches() throws -> (voluntary: Int, involuntary: Int) {
         if line.hasPrefix("nonvoluntary_ctxt_switches:") { involuntary = value }
     }
     guard let voluntary, let involuntary else {
-        throw FloorFailure(step: "reading /proc/thread-self/status", reason: "no voluntary/nonvoluntary_ctxt_switches lines")
+        throw BaselineFailure(baseline: .floor, step: "reading /proc/thread-self/status", reason: "no voluntary/nonvoluntary_ctxt_switches lines")
     }
     return (voluntary, involuntary)
 }
@@ -167,8 +126,6 @@ private final class FloorPoller {
     private var modbus: OpaquePointer?
     private var database: OpaquePointer?
     private var statements: [OpaquePointer] = []
-    private var mosquitto: OpaquePointer?
-    private let events = FloorMQTTEvents()
     private let tags = (0..<100).map { TagConfiguration(name: "r\($0)", table: .holding, address: $0, type: .uint16) }
     private let topic = GatewayIdentity(id: "floor").dataTopic(device: "meter")
 
@@ -177,10 +134,6 @@ private final class FloorPoller {
     }
 
     deinit {
-        if let mosquitto {
-            mosquitto_disconnect(mosquitto)
-            mosquitto_destroy(mosquitto)
-        }
         for statement in statements { sqlite3_finalize(statement) }
         if let database { sqlite3_close(database) }
         if let modbus {
@@ -222,7 +175,7 @@ private final class FloorPoller {
                 return (count, errno)
             }
             guard read == 100 else {
-                throw FloorFailure(step: "modbus_read_registers of holding 0..99 from 127.0.0.1:\(settings.modbusPort)",
+                throw BaselineFailure(baseline: .floor, step: "modbus_read_registers of holding 0..99 from 127.0.0.1:\(settings.modbusPort)",
                                    reason: read < 0 ? String(cString: modbus_strerror(readErrno)) : "\(read) registers")
             }
 
@@ -267,7 +220,7 @@ private final class FloorPoller {
                 overruns += 1
             }
         }
-        guard let start else { throw FloorFailure(step: "the run", reason: "no measured polls") }
+        guard let start else { throw BaselineFailure(baseline: .floor, step: "the run", reason: "no measured polls") }
         let end = (nanoseconds(CLOCK_MONOTONIC), nanoseconds(CLOCK_THREAD_CPUTIME_ID), try threadSwitches())
         return FloorMeasurement(seconds: Double(end.0 - start.wall) / 1e9, cpuSeconds: Double(end.1 - start.cpu) / 1e9,
                                 voluntary: end.2.voluntary - start.switches.voluntary,
@@ -281,7 +234,7 @@ private final class FloorPoller {
             let rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil)
             if rc == 0 { return }
             guard rc == EINTR else {
-                throw FloorFailure(step: "clock_nanosleep", reason: String(cString: strerror(rc)))
+                throw BaselineFailure(baseline: .floor, step: "clock_nanosleep", reason: String(cString: strerror(rc)))
             }
         }
     }
@@ -289,16 +242,16 @@ private final class FloorPoller {
     private func connectModbus() throws -> OpaquePointer {
         guard let context = modbus_new_tcp("127.0.0.1", Int32(settings.modbusPort)) else {
             let code = errno
-            throw FloorFailure(step: "modbus_new_tcp 127.0.0.1:\(settings.modbusPort)", reason: String(cString: modbus_strerror(code)))
+            throw BaselineFailure(baseline: .floor, step: "modbus_new_tcp 127.0.0.1:\(settings.modbusPort)", reason: String(cString: modbus_strerror(code)))
         }
         modbus = context
         guard modbus_set_slave(context, 1) == 0 else {
             let code = errno
-            throw FloorFailure(step: "modbus_set_slave 1", reason: String(cString: modbus_strerror(code)))
+            throw BaselineFailure(baseline: .floor, step: "modbus_set_slave 1", reason: String(cString: modbus_strerror(code)))
         }
         guard modbus_connect(context) == 0 else {
             let code = errno
-            throw FloorFailure(step: "modbus_connect 127.0.0.1:\(settings.modbusPort)", reason: String(cString: modbus_strerror(code)))
+            throw BaselineFailure(baseline: .floor, step: "modbus_connect 127.0.0.1:\(settings.modbusPort)", reason: String(cString: modbus_strerror(code)))
         }
         return context
     }
@@ -309,12 +262,12 @@ private final class FloorPoller {
         let rc = sqlite3_open_v2(path, &opened, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nil)
         database = opened
         guard rc == SQLITE_OK, let opened else {
-            throw FloorFailure(step: "sqlite3_open_v2 \(path)", reason: String(cString: sqlite3_errstr(rc)))
+            throw BaselineFailure(baseline: .floor, step: "sqlite3_open_v2 \(path)", reason: String(cString: sqlite3_errstr(rc)))
         }
         let journal = try prepare(opened, "PRAGMA journal_mode = WAL")
         guard sqlite3_step(journal) == SQLITE_ROW, let mode = sqlite3_column_text(journal, 0),
               String(cString: mode) == "wal" else {
-            throw FloorFailure(step: "PRAGMA journal_mode = WAL on \(path)", reason: String(cString: sqlite3_errmsg(opened)))
+            throw BaselineFailure(baseline: .floor, step: "PRAGMA journal_mode = WAL on \(path)", reason: String(cString: sqlite3_errmsg(opened)))
         }
         sqlite3_reset(journal)
         let sql = """
@@ -327,7 +280,7 @@ private final class FloorPoller {
                 size INTEGER NOT NULL, payload BLOB NOT NULL);
             """
         guard sqlite3_exec(opened, sql, nil, nil, nil) == SQLITE_OK else {
-            throw FloorFailure(step: "pragmas and CREATE TABLE on \(path)", reason: String(cString: sqlite3_errmsg(opened)))
+            throw BaselineFailure(baseline: .floor, step: "pragmas and CREATE TABLE on \(path)", reason: String(cString: sqlite3_errmsg(opened)))
         }
         return opened
     }
@@ -335,7 +288,7 @@ private final class FloorPoller {
     private func prepare(_ database: OpaquePointer, _ sql: String) throws -> OpaquePointer {
         var statement: OpaquePointer?
         guard sqlite3_prepare_v2(database, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw FloorFailure(step: "sqlite3_prepare_v2 \(sql)", reason: String(cString: sqlite3_errmsg(database)))
+            throw BaselineFailure(baseline: .floor, step: "sqlite3_prepare_v2 \(sql)", reason: String(cString: sqlite3_errmsg(database)))
         }
         statements.append(statement)
         return statement
@@ -346,61 +299,23 @@ private final class FloorPoller {
         guard rc == SQLITE_DONE else {
             let message = String(cString: sqlite3_errmsg(database))
             sqlite3_reset(statement)
-            throw FloorFailure(step: "sqlite3_step \(what) on \(settings.databasePath)", reason: "\(message) (\(rc))")
+            throw BaselineFailure(baseline: .floor, step: "sqlite3_step \(what) on \(settings.databasePath)", reason: "\(message) (\(rc))")
         }
         sqlite3_reset(statement)
     }
 
-    private func connectMQTT() throws -> OpaquePointer {
-        let clientID = "bench-floor-\(settings.pollsPerSecond)-\(settings.synchronousFull ? "full" : "normal")"
-        guard let client = mosquitto_new(clientID, true, Unmanaged.passUnretained(events).toOpaque()) else {
-            let code = errno
-            throw FloorFailure(step: "mosquitto_new", reason: String(cString: strerror(code)))
-        }
-        mosquitto = client
-        _ = mosquitto_int_option(client, MOSQ_OPT_TCP_NODELAY, 1)
-        mosquitto_connect_callback_set(client, floorOnConnect)
-        mosquitto_publish_callback_set(client, floorOnPublish)
-        let broker = "127.0.0.1:\(settings.brokerPort)"
-        let rc = mosquitto_connect(client, "127.0.0.1", Int32(settings.brokerPort), 60)
-        let code = errno
-        try checkMosquitto(rc, errno: code, "mosquitto_connect \(broker)")
-        let deadline = nanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
-        while events.connack == nil {
-            let rc = mosquitto_loop(client, 100, 1)
-            let code = errno
-            try checkMosquitto(rc, errno: code, "mosquitto_loop waiting for the CONNACK of \(broker)")
-            guard nanoseconds(CLOCK_MONOTONIC) < deadline else {
-                throw FloorFailure(step: "waiting for the CONNACK of \(broker)", reason: "none within 10 s")
-            }
-        }
-        guard events.connack == 0 else {
-            throw FloorFailure(step: "connecting to \(broker)",
-                               reason: String(cString: mosquitto_connack_string(events.connack ?? -1)))
-        }
+    private func connectMQTT() throws(BaselineFailure) -> RawMosquittoClient {
+        let client = try RawMosquittoClient(
+            id: "bench-floor-\(settings.pollsPerSecond)-\(settings.synchronousFull ? "full" : "normal")",
+            port: settings.brokerPort, baseline: .floor)
+        try client.connect()
         return client
     }
 
-    private func publish(_ client: OpaquePointer, _ payload: [UInt8]) throws {
-        var mid: Int32 = 0
-        let (rc, code) = payload.withUnsafeBytes { bytes in
-            let rc = mosquitto_publish(client, &mid, topic, Int32(bytes.count), bytes.baseAddress, 1, false)
-            return (rc, errno)
-        }
-        try checkMosquitto(rc, errno: code, "mosquitto_publish to \(topic)")
-        let deadline = nanoseconds(CLOCK_MONOTONIC) + 10_000_000_000
-        while events.lastAcknowledged != mid {
-            let rc = mosquitto_loop(client, 1000, 1)
-            let code = errno
-            try checkMosquitto(rc, errno: code, "mosquitto_loop waiting for the PUBACK of mid \(mid)")
-            guard nanoseconds(CLOCK_MONOTONIC) < deadline else {
-                throw FloorFailure(step: "waiting for the PUBACK of mid \(mid) on \(topic)", reason: "none within 10 s")
-            }
-        }
-    }
-
-    private func checkMosquitto(_ rc: Int32, errno code: Int32, _ step: String) throws {
-        guard rc != MOSQ_ERR_SUCCESS.rawValue else { return }
-        throw FloorFailure(step: step, reason: mosquittoReason(rc, errno: code))
+    /// Publishes at QoS 1 and drives the loop on this thread until that mid's PUBACK.
+    private func publish(_ client: RawMosquittoClient, _ payload: [UInt8]) throws(BaselineFailure) {
+        let mid = try client.publish(topic, payload)
+        try client.loop(until: { client.lastAcknowledged == mid }, timeout: .seconds(10),
+                        waitingFor: "the PUBACK of mid \(mid) on \(topic)")
     }
 }

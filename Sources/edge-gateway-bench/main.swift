@@ -195,7 +195,7 @@ func replayBaseline(port: Int, total: Int, window: Int) async throws -> (Duratio
     }
     if let problem = failure.withLock({ $0 }) {
         await uplink.stop()
-        throw RawReplayFailure(step: "through MQTTUplink from a thread", reason: problem)
+        throw BaselineFailure(baseline: .replay, step: "through MQTTUplink from a thread", reason: problem)
     }
     let baselineTime = clock.now - baselineStart
     let cpu = processCPUSeconds() - cpuStart

@@ -30,6 +30,11 @@ final class FakeUplink: UplinkPublishing {
     }
 
     private let state = Mutex(State())
+    let mqtt5: Bool
+
+    init(mqtt5: Bool = false) {
+        self.mqtt5 = mqtt5
+    }
 
     func connect(session: Int) { state.withLock { $0.session = session } }
     func disconnect() { state.withLock { $0.session = nil } }
@@ -232,7 +237,7 @@ final class ForwarderHarness {
     static let identity = GatewayIdentity(id: "gw-test", statsInterval: .seconds(3600))
     static let dataTopic = identity.dataTopic(device: "boiler-1")
 
-    let uplink = FakeUplink()
+    let uplink: FakeUplink
     let outbox = FakeOutbox()
     let logs = LogRecorder()
     private let clock = Clock()
@@ -263,12 +268,13 @@ final class ForwarderHarness {
 
     init(replay: ReplaySettings = ReplaySettings(), maxInflight: Int = 10, shutdownGrace: Duration = .seconds(2),
          timeSource: any TimeSource = KernelClock(), sealer: Sealer? = nil, sparkplug: SparkplugEdge? = nil,
-         userProperties: Bool = false) {
+         mqtt5: Bool = false) {
+        uplink = FakeUplink(mqtt5: mqtt5)
         let clock = clock
         let queue = queue
         loop = ForwardingLoop(
             settings: .init(identity: Self.identity, replay: replay, maxInflight: maxInflight, shutdownGrace: shutdownGrace,
-                            sealer: sealer, sparkplug: sparkplug, userProperties: userProperties),
+                            sealer: sealer, sparkplug: sparkplug),
             uplink: uplink, outbox: outbox, newestCommitted: 0, pubacks: PubackQueue(),
             counters: counters, pollCounters: PollCounters(), devices: { [] },
             outlets: .init(lease: { queue.leases.append($0) }, delete: { queue.deletes.append($0) },

@@ -9,11 +9,12 @@ import Outbox
 import Testing
 
 @Suite struct ForwardingLoopTests {
-    /// MQTT 5: every data message carries its (boot, seq) as user properties; MQTT 3.1.1
-    /// has none, so none are built.
+    /// The uplink's protocol decides (the loop has no setting of its own): under MQTT 5
+    /// every data message carries its (boot, seq) as user properties; MQTT 3.1.1 has
+    /// none, so none are built.
     @Test(arguments: [true, false])
     func dataMessagesCarryBootAndSeqAsUserPropertiesUnderMQTT5(mqtt5: Bool) async throws {
-        let forwarder = ForwarderHarness(maxInflight: 10, userProperties: mqtt5)
+        let forwarder = ForwarderHarness(maxInflight: 10, mqtt5: mqtt5)
         try await forwarder.commit(3)
         try await forwarder.connect(session: 1)
         let data = forwarder.uplink.sent.filter { $0.message.topic == ForwarderHarness.dataTopic }
