@@ -238,6 +238,8 @@ public final class Outbox: Sendable {
     /// drops the oldest messages (reason `disk_full`) until the batch fits. It throws only when
     /// nothing of the batch could be committed; that loss is counted and recorded as a gap
     /// (in the next transaction that succeeds, if the disk has no room even for that).
+    /// It throws `CancellationError` when the calling task is cancelled before the batch
+    /// commits: then nothing of it is committed or counted.
     public func append(_ drafts: [OutboxDraft]) async throws -> [OutboxMessage] {
         guard !drafts.isEmpty else { return [] }
         var dropRounds = 0
@@ -261,6 +263,7 @@ public final class Outbox: Sendable {
                 return committed
             } catch {
                 putBackUnrecordedLoss(loss)
+                if error is CancellationError { throw error }  // nothing committed, nothing counted
                 guard let reason = Self.storageFailure(error) else {
                     throw Self.operationError(error, path: settings.path, doing: "committing \(drafts.count) messages")
                 }
@@ -577,15 +580,7 @@ public final class Outbox: Sendable {
     /// Counts `count` messages that could not be committed: they get seqs and a gap record
     /// now if the file takes it, else in the next transaction that succeeds.
     private func recordLoss(_ count: Int64, reason: DropReason) async {
-        noteDrops(total: count, reasons: [reason], appendSucceeded: false)
-        state.withLock { state in
-            if let last = state.unrecordedLoss.last, last.reason == reason {
-                state.unrecordedLoss[state.unrecordedLoss.count - 1].count += count
-            } else {
-                state.unrecordedLoss.append((reason, count))
-            }
-        }
-        let loss = takeUnrecordedLoss()
+        let loss = noteLoss(count, reason: reason)
         do {
             try await database.write { db in
                 var meta = try Meta.fetch(db)
@@ -598,6 +593,47 @@ public final class Outbox: Sendable {
         } catch {
             await countInMetaAlone(loss)
         }
+    }
+
+    /// Counts `count` messages that were never offered to ``append(_:)`` and never will be
+    /// (the gateway is shutting down and nobody can commit them any more): their seqs are
+    /// consumed and a gap with `reason` is recorded, in one transaction on the calling thread.
+    /// It blocks like ``appendOnCallingThread(_:)``: call it from a thread of your own. Returns
+    /// false when the file did not take it: the loss then waits in memory (and counts in
+    /// ``statistics()``) for the next transaction that succeeds.
+    @discardableResult
+    public func recordLossOnCallingThread(_ count: Int, reason: DropReason) -> Bool {
+        guard count > 0 else { return true }
+        let loss = noteLoss(Int64(count), reason: reason)
+        do {
+            let ledger = try database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+                try meta.save(db)
+                return ledger
+            }
+            gapObserver.committed(ledger)
+            return true
+        } catch {
+            putBackUnrecordedLoss(loss)
+            return false
+        }
+    }
+
+    /// Logs the loss of `count` messages (once per drop episode) and adds it to the losses
+    /// not yet written; returns all of those, taken for the caller to write.
+    private func noteLoss(_ count: Int64, reason: DropReason) -> [(reason: DropReason, count: Int64)] {
+        noteDrops(total: count, reasons: [reason], appendSucceeded: false)
+        state.withLock { state in
+            if let last = state.unrecordedLoss.last, last.reason == reason {
+                state.unrecordedLoss[state.unrecordedLoss.count - 1].count += count
+            } else {
+                state.unrecordedLoss.append((reason, count))
+            }
+        }
+        return takeUnrecordedLoss()
     }
 
     /// No room for gap records: counts `loss` and consumes its seqs in the meta row alone (one
