@@ -69,6 +69,9 @@ public final class Outbox: Sendable {
         /// `synchronous = FULL` could not be set back after a delete (see `deleteAcknowledgedRelaxed`):
         /// the next append sets it before committing.
         var fullSyncPending = false
+        /// The reserve file cannot be made for a reason other than space (permissions, a
+        /// read-only filesystem): the outbox runs without it, at its configured limits.
+        var reserveProblem: ReserveFile.Failure?
     }
 
     /// Opens (creating if needed) the outbox at `settings.path`.
@@ -86,11 +89,23 @@ public final class Outbox: Sendable {
     ///   rows of the current kernel boot by boottime, not by a wall clock that may have stepped.
     /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory,
     ///   `.inUse` with the pid of the process holding the outbox, …).
-    public init(
+    public convenience init(
         settings: OutboxSettings,
         logger: Logger,
         now: @escaping @Sendable () -> Date = { Date() },
         measuring: (@Sendable () -> MeasuredAt)? = nil
+    ) throws {
+        try self.init(settings: settings, logger: logger, now: now, measuring: measuring, reserveBesides: settings.path)
+    }
+
+    /// As the public init, with the reserve file beside `reserveBesides` instead of beside
+    /// the outbox (tests put it where it cannot be made).
+    init(
+        settings: OutboxSettings,
+        logger: Logger,
+        now: @escaping @Sendable () -> Date,
+        measuring: (@Sendable () -> MeasuredAt)?,
+        reserveBesides: String
     ) throws {
         var logger = logger
         logger[metadataKey: "outbox"] = "\(settings.path)"
@@ -105,7 +120,7 @@ public final class Outbox: Sendable {
         // Before anything touches the file: a second process stops here.
         let lock = try OutboxLock(outboxPath: path)
         self.lock = lock
-        let reserve = ReserveFile(besides: path)
+        let reserve = ReserveFile(besides: reserveBesides)
         self.reserve = reserve
         let bootFile = BootFile(besides: lock.resolvedOutboxPath)
         let recordedBoot = bootFile.read() ?? 0
@@ -157,7 +172,16 @@ public final class Outbox: Sendable {
             throw Self.openError(error, path: path)
         }
         let reserveOutcome = reserve.ensure()
-        if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
+        if case let .failed(failure) = reserveOutcome, !failure.isLackOfSpace {
+            // Not a full disk: holding the outbox at its size would only drop data.
+            state.withLock { $0.reserveProblem = failure }
+            logger.error("""
+                outbox: cannot create the reserve file \(reserve.path) (\(failure)); this is not a full disk. \
+                The outbox keeps buffering within its configured limits, without the reserve: should the disk \
+                ever fill up, it may not be able to drop old messages to make room. Fix: \(failure.remedy); \
+                the outbox tries again at every stats interval and makes the reserve by itself
+                """)
+        } else if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
             // The disk is (nearly) full: stay at the current size until there is room.
             state.withLock { $0.diskFullCeiling = meta.bufferedBytes }
             logger.warning("""
@@ -186,7 +210,29 @@ public final class Outbox: Sendable {
         switch outcome {
         case .present: "present"
         case let .noRoom(free): "\(free) bytes free, it needs \(2 * reserve.size)"
-        case let .failed(reason): reason
+        case let .failed(failure): "\(failure)"
+        }
+    }
+
+    /// Why the outbox runs without its reserve file although the disk is not full (it could
+    /// not be made: permissions, a read-only filesystem, ...), with the fix; nil when the
+    /// reserve is there or missing only for lack of space (a full disk, handled by itself).
+    /// For the gateway's status line.
+    public var reserveProblem: String? {
+        state.withLock { $0.reserveProblem }.map { "no reserve file \(reserve.path) (\($0)): \($0.remedy)" }
+    }
+
+    /// Tries again to make a reserve that could not be made for a reason other than space.
+    private func retryReserveIfUnavailable() {
+        guard state.withLock({ $0.reserveProblem != nil }) else { return }
+        switch reserve.ensure() {
+        case .present:
+            state.withLock { $0.reserveProblem = nil }
+            logger.info("outbox: made the reserve file \(reserve.path); a full disk is handled again")
+        case let .failed(failure) where !failure.isLackOfSpace:
+            state.withLock { $0.reserveProblem = failure }
+        case .noRoom, .failed:
+            break  // now short of space: a full disk's recovery makes it once there is room
         }
     }
 
@@ -305,13 +351,15 @@ public final class Outbox: Sendable {
     ///
     /// Returns ``ImmediateAppend/needsAppend`` (nothing of `drafts` committed, no seq
     /// consumed, nothing counted) when the outbox holds itself below a full disk, gap records
-    /// wait to be written, its reserve file is gone, the WAL is over its limit, or the commit
+    /// wait to be written, its reserve file is gone (given back on a full disk; a reserve that
+    /// cannot be made at all, ``reserveProblem``, does not count), the WAL is over its limit, or the commit
     /// failed: pass the same drafts to
     /// ``append(_:)``, which truncates the WAL, makes room and counts losses.
     public func appendOnCallingThread(_ drafts: [OutboxDraft]) -> ImmediateAppend {
         guard !drafts.isEmpty else { return .committed([]) }
         // Gap records a full disk kept from being written go with the async append only.
-        guard state.withLock({ $0.diskFullCeiling == nil && $0.unwrittenGaps.total == 0 }), reserve.exists,
+        guard state.withLock({ $0.diskFullCeiling == nil && $0.unwrittenGaps.total == 0 }),
+              reserve.exists || state.withLock({ $0.reserveProblem != nil }),
               walSize() <= reserve.walLimitBytes || integrity == .checking
         else { return .needsAppend }
         let loss = takeUnrecordedLoss()
@@ -946,8 +994,11 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The counters, read from the file (exact, including this boot's).
+    /// The counters, read from the file (exact, including this boot's). Called at every stats
+    /// interval, it also tries again to make a reserve file that could not be made
+    /// (``reserveProblem``).
     public func statistics() async throws -> OutboxStatistics {
+        retryReserveIfUnavailable()
         let now = now().outboxMilliseconds
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         // Rows already acknowledged but waiting for the next append to delete them are not
