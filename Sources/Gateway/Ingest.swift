@@ -86,10 +86,11 @@ public final class IngestService: Service, Sendable {
                 wakeUp.yield()
                 return
             case let .countAsLost(polls):
-                countAsLost(polls.count, why: "handed over by a thread that must not block after the ingest task ended")
+                countAsLost(polls.count, writingNow: false,
+                            why: "handed over by a thread that must not block after the ingest task ended")
                 return
             case let .countBatchAsLost(count):
-                countAsLost(count, why: "the outbox needed its recovery after the ingest task ended")
+                countAsLost(count, writingNow: true, why: "the outbox needed its recovery after the ingest task ended")
                 step = committer.withLock { $0.busThreadCommitted(round: round) }
                 round += 1
             case let .commit(polls):
@@ -110,14 +111,16 @@ public final class IngestService: Service, Sendable {
     }
 
     /// Polls nobody can commit any more (the ingest task has ended): counted as dropped in
-    /// the outbox with reason `shutting_down` (a gap record, reported upstream at the next
-    /// start), and logged once per batch with why. On the calling thread.
-    private func countAsLost(_ count: Int, why: String) {
+    /// the outbox with reason `shutting_down` (a gap record, reported upstream), and logged
+    /// once per batch with why. Written at once on a bus thread (`writingNow`); a thread that
+    /// must not block leaves it in memory for the outbox's next transaction (a bus thread's
+    /// commit), and the log says so.
+    private func countAsLost(_ count: Int, writingNow: Bool, why: String) {
         exceptions.withLock { $0.forget() }  // these values never reached the outbox
-        let recorded = outbox.recordLossOnCallingThread(count, reason: .shuttingDown)
+        let written = outbox.recordLossOnCallingThread(count, reason: .shuttingDown, writingNow: writingNow)
         logger.error("polls handed over while the gateway shuts down could not be committed; counted as dropped", metadata: [
             "polls": "\(count)", "reason": "\(DropReason.shuttingDown.rawValue)", "why": "\(why)",
-            "recorded": "\(recorded ? "in the outbox" : "in memory only: the outbox could not write it")",
+            "recorded": "\(written ? "in the outbox" : "in memory, written with the outbox's next commit")",
         ])
     }
 

@@ -646,13 +646,18 @@ public final class Outbox: Sendable {
     /// Counts `count` messages that were never offered to ``append(_:)`` and never will be
     /// (the gateway is shutting down and nobody can commit them any more): their seqs are
     /// consumed and a gap with `reason` is recorded, in one transaction on the calling thread.
-    /// It blocks like ``appendOnCallingThread(_:)``: call it from a thread of your own. Returns
-    /// false when the file did not take it: the loss then waits in memory (and counts in
-    /// ``statistics()``) for the next transaction that succeeds.
+    /// It blocks like ``appendOnCallingThread(_:)``: call it from a thread of your own; a
+    /// caller that must not block passes `writingNow: false`. Returns false when the loss was
+    /// not written (not asked to, or the file did not take it): it then waits in memory,
+    /// counted by ``statistics()``, for the next transaction that succeeds.
     @discardableResult
-    public func recordLossOnCallingThread(_ count: Int, reason: DropReason) -> Bool {
+    public func recordLossOnCallingThread(_ count: Int, reason: DropReason, writingNow: Bool = true) -> Bool {
         guard count > 0 else { return true }
         let loss = noteLoss(Int64(count), reason: reason)
+        guard writingNow else {
+            putBackUnrecordedLoss(loss)
+            return false
+        }
         do {
             let ledger = try database.write { db in
                 var meta = try Meta.fetch(db)

@@ -280,9 +280,28 @@ struct IngestBusCommitTests {
             let statistics = try await outbox.statistics()
             #expect(statistics.committedThisBoot == 1)
             #expect(statistics.droppedThisBoot == 1, "the poll nobody could commit is counted")
+            // Written (seq and gap record) with the next commit, a bus thread's.
+            await Task(executorPreference: bus) {
+                ingest.queue(Self.poll("dev-1", 2))
+                ingest.commitOnBusThread()
+            }.value
+            #expect(commits.rows.map(\.seq) == [1, 3])
             let gaps = try await outbox.pendingGaps()
             #expect(gaps.map(\.reason) == [.shuttingDown])
             #expect(gaps.map(\.firstSeq) == [2], "its seq is consumed: consumers see the gap")
+            #expect(try await outbox.statistics().droppedThisBoot == 1, "counted once")
+            // A batch the outbox cannot take on the calling thread (its reserve file is gone,
+            // as on a full disk) has nobody left to recover it: counted, and written at once.
+            #expect(unlink(outbox.settings.path + "-reserve") == 0)
+            await Task(executorPreference: bus) {
+                ingest.queue(Self.poll("dev-1", 3))
+                ingest.commitOnBusThread()
+            }.value
+            #expect(commits.rows.count == 2)
+            let gapsAfter = try await outbox.pendingGaps()
+            #expect(gapsAfter.map(\.reason) == [.shuttingDown, .shuttingDown])
+            #expect(gapsAfter.map(\.firstSeq) == [2, 4])
+            #expect(try await outbox.statistics().droppedThisBoot == 2)
         }
     }
 }
