@@ -283,7 +283,8 @@ public final class Outbox: Sendable {
     /// On a full disk or an I/O error the outbox checkpoints the WAL and, with `drop_oldest`,
     /// drops the oldest messages (reason `disk_full`) until the batch fits. It throws only when
     /// nothing of the batch could be committed; that loss is counted and recorded as a gap
-    /// (in the next transaction that succeeds, if the disk has no room even for that).
+    /// (in the next transaction that succeeds, if the disk has no room even for that), with
+    /// reason `io_error` also when the commit failed for another reason (a lock, a read-only file).
     /// It throws `CancellationError` when the calling task is cancelled before the batch
     /// commits: then nothing of it is committed or counted.
     public func append(_ drafts: [OutboxDraft]) async throws -> [OutboxMessage] {
@@ -311,6 +312,9 @@ public final class Outbox: Sendable {
                 putBackUnrecordedLoss(loss)
                 if error is CancellationError { throw error }  // nothing committed, nothing counted
                 guard let reason = Self.storageFailure(error) else {
+                    // Not the disk (locked by another writer, read-only, ...), no recovery to
+                    // try: the batch is lost all the same, and counted.
+                    await recordLoss(Int64(drafts.count), reason: .ioError)
                     throw Self.operationError(error, path: settings.path, doing: "committing \(drafts.count) messages")
                 }
                 if !truncatedWAL {
