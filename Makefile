@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 # prometheus brings promtool (alert rule tests), chromium the browser for the monitor page's tests,
 # libcurl4-openssl-dev the libcurl.so that the static edge-monitor (Foundation's URLSession) links.
-APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev \
+APT_PACKAGES := pkg-config libmodbus-dev libmosquitto-dev libssl-dev libsqlite3-dev sqlite3 \
                 mosquitto mosquitto-clients socat openssl iproute2 procps \
                 prometheus chromium libcurl4-openssl-dev \
                 systemd wireguard-tools wireguard-go python3 python3-cryptography \

@@ -182,7 +182,9 @@ public struct GatewayRuntime: Sendable {
             let uplink = counters.connected
                 ? "forwarding to \(endpoint)"
                 : "buffering, not connected to \(endpoint)\(counters.uplinkProblem.map { ": \($0)" } ?? "")"
-            return "\(uplink); polling \(buses) bus(es); boot \(outbox.boot), \(counters.published) published"
+            // Not a full disk, but a full disk later would find no way out: on the status line.
+            let reserve = outbox.reserveProblem.map { "; WARNING: outbox has \($0)" } ?? ""
+            return "\(uplink); polling \(buses) bus(es); boot \(outbox.boot), \(counters.published) published\(reserve)"
         }
     }
 }

@@ -74,8 +74,9 @@ public final class IngestService: Service, Sendable {
     /// block), or when a commit is not expected to end before `nextPollDue` (the bus's
     /// next poll), it leaves the polls to the ingest task.
     public func commitOnBusThread(nextPollDue: ContinuousClock.Instant? = nil) {
-        let mayBlock = BusExecutor.isCurrentThreadABus && fits(before: nextPollDue)
-        var step = committer.withLock { $0.takeForBusThread(onBusThread: mayBlock) }
+        let onBus = BusExecutor.isCurrentThreadABus
+        let inTime = onBus && fits(before: nextPollDue)
+        var step = committer.withLock { $0.takeForBusThread(onBusThread: onBus, inTime: inTime) }
         var round = 1
         while true {
             switch step {
@@ -84,6 +85,14 @@ public final class IngestService: Service, Sendable {
             case .wakeIngestTask:
                 wakeUp.yield()
                 return
+            case let .countAsLost(polls):
+                countAsLost(polls.count, writingNow: false,
+                            why: "handed over by a thread that must not block after the ingest task ended")
+                return
+            case let .countBatchAsLost(count):
+                countAsLost(count, writingNow: true, why: "the outbox needed its recovery after the ingest task ended")
+                step = committer.withLock { $0.busThreadCommitted(round: round) }
+                round += 1
             case let .commit(polls):
                 let drafts = drafts(for: polls)
                 let started = ContinuousClock.now
@@ -101,14 +110,31 @@ public final class IngestService: Service, Sendable {
         }
     }
 
+    /// Polls nobody can commit any more (the ingest task has ended): counted as dropped in
+    /// the outbox with reason `shutting_down` (a gap record, reported upstream), and logged
+    /// once per batch with why. Written at once on a bus thread (`writingNow`); a thread that
+    /// must not block leaves it in memory for the outbox's next transaction (a bus thread's
+    /// commit), and the log says so.
+    private func countAsLost(_ count: Int, writingNow: Bool, why: String) {
+        exceptions.withLock { $0.forget() }  // these values never reached the outbox
+        let written = outbox.recordLossOnCallingThread(count, reason: .shuttingDown, writingNow: writingNow)
+        logger.error("polls handed over while the gateway shuts down could not be committed; counted as dropped", metadata: [
+            "polls": "\(count)", "reason": "\(DropReason.shuttingDown.rawValue)", "why": "\(why)",
+            "recorded": "\(written ? "in the outbox" : "in memory, written with the outbox's next commit")",
+        ])
+    }
+
     public func run() async {
         await withGracefulShutdownHandler {
             for await _ in wakeUps {
                 if await commitPending() { return }
             }
-            // Cancelled: commit what is in hand.
-            committer.withLock { $0.stop() }
-            _ = await commitPending()
+            // Cancelled (not stopped gracefully): commit what is in hand without waiting for
+            // anybody, until `.end`; a bus thread still committing keeps the rest
+            // (IngestCommitter). In a task of its own, awaited here, which is not cancelled:
+            // GRDB's async writes fail at once in a cancelled task.
+            committer.withLock { $0.cancel() }
+            await Task { _ = await self.commitPending() }.value
         } onGracefulShutdown: {
             self.beginShutdown()
         }
@@ -133,20 +159,21 @@ public final class IngestService: Service, Sendable {
         }
     }
 
-    /// The ingest task's turn: commits until nothing waits or a bus thread commits.
-    /// Returns true when the service is stopping and everything handed over is committed.
+    /// The ingest task's turn: commits until nothing waits or a bus thread commits, or the
+    /// task is cancelled during a commit. Returns true when the ingest task has ended
+    /// (`IngestCommitter.TaskStep.end`).
     private func commitPending() async -> Bool {
         while true {
             let step = committer.withLock { $0.takeForIngestTask() }
             switch step {
-            case .done:
-                return committer.withLock { $0.lifecycle == .stopping }
-            case .leaveToBusThread:
+            case .done, .leaveToBusThread:
                 return false
+            case .end:
+                return true
             case let .commitDrafts(drafts):
-                await commit(drafts)
+                guard await commit(drafts) else { return false }
             case let .commitPolls(polls):
-                await commit(drafts(for: polls))
+                guard await commit(drafts(for: polls)) else { return false }
             }
         }
     }
@@ -156,12 +183,19 @@ public final class IngestService: Service, Sendable {
         commitTime.withLock { $0.fits(now: .now, before: deadline) }
     }
 
-    private func commit(_ drafts: [OutboxDraft]) async {
+    /// Commits `drafts` (or the outbox counts their loss); false when the task was
+    /// cancelled first: then they wait, first, for the cancelled task's last turn.
+    private func commit(_ drafts: [OutboxDraft]) async -> Bool {
         do {
             let started = ContinuousClock.now
             let committed = try await outbox.append(drafts)
             commitTime.withLock { $0.record(ContinuousClock.now - started) }
             if !committed.isEmpty { onCommit(committed) }
+        } catch is CancellationError {
+            // Cancelled during the commit: nothing of it was committed or counted; the
+            // cancelled ingest task commits it again (`run()`), first.
+            committer.withLock { $0.ingestTaskWasCancelled(committing: drafts) }
+            return false
         } catch {
             exceptions.withLock { $0.forget() }  // the host's values are unknown: send whole polls next
             // The outbox has applied its drop policy and counted the loss.
@@ -169,6 +203,7 @@ public final class IngestService: Service, Sendable {
                 "polls": "\(drafts.count)", "error": "\(error)",
             ])
         }
+        return true
     }
 
     /// The outbox drafts of `polls`, in order. Only the committer calls it.

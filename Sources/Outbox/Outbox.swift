@@ -69,6 +69,9 @@ public final class Outbox: Sendable {
         /// `synchronous = FULL` could not be set back after a delete (see `deleteAcknowledgedRelaxed`):
         /// the next append sets it before committing.
         var fullSyncPending = false
+        /// The reserve file cannot be made for a reason other than space (permissions, a
+        /// read-only filesystem): the outbox runs without it, at its configured limits.
+        var reserveProblem: ReserveFile.Failure?
     }
 
     /// Opens (creating if needed) the outbox at `settings.path`.
@@ -86,11 +89,23 @@ public final class Outbox: Sendable {
     ///   rows of the current kernel boot by boottime, not by a wall clock that may have stepped.
     /// - Throws: ``OutboxError`` naming the path and the fix (permissions, missing directory,
     ///   `.inUse` with the pid of the process holding the outbox, …).
-    public init(
+    public convenience init(
         settings: OutboxSettings,
         logger: Logger,
         now: @escaping @Sendable () -> Date = { Date() },
         measuring: (@Sendable () -> MeasuredAt)? = nil
+    ) throws {
+        try self.init(settings: settings, logger: logger, now: now, measuring: measuring, reserveBesides: settings.path)
+    }
+
+    /// As the public init, with the reserve file beside `reserveBesides` instead of beside
+    /// the outbox (tests put it where it cannot be made).
+    init(
+        settings: OutboxSettings,
+        logger: Logger,
+        now: @escaping @Sendable () -> Date,
+        measuring: (@Sendable () -> MeasuredAt)?,
+        reserveBesides: String
     ) throws {
         var logger = logger
         logger[metadataKey: "outbox"] = "\(settings.path)"
@@ -105,7 +120,7 @@ public final class Outbox: Sendable {
         // Before anything touches the file: a second process stops here.
         let lock = try OutboxLock(outboxPath: path)
         self.lock = lock
-        let reserve = ReserveFile(besides: path)
+        let reserve = ReserveFile(besides: reserveBesides)
         self.reserve = reserve
         let bootFile = BootFile(besides: lock.resolvedOutboxPath)
         let recordedBoot = bootFile.read() ?? 0
@@ -157,7 +172,16 @@ public final class Outbox: Sendable {
             throw Self.openError(error, path: path)
         }
         let reserveOutcome = reserve.ensure()
-        if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
+        if case let .failed(failure) = reserveOutcome, !failure.isLackOfSpace {
+            // Not a full disk: holding the outbox at its size would only drop data.
+            state.withLock { $0.reserveProblem = failure }
+            logger.error("""
+                outbox: cannot create the reserve file \(reserve.path) (\(failure)); this is not a full disk. \
+                The outbox keeps buffering within its configured limits, without the reserve: should the disk \
+                ever fill up, it may not be able to drop old messages to make room. Fix: \(failure.remedy); \
+                the outbox tries again at every stats interval and makes the reserve by itself
+                """)
+        } else if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
             // The disk is (nearly) full: stay at the current size until there is room.
             state.withLock { $0.diskFullCeiling = meta.bufferedBytes }
             logger.warning("""
@@ -186,7 +210,29 @@ public final class Outbox: Sendable {
         switch outcome {
         case .present: "present"
         case let .noRoom(free): "\(free) bytes free, it needs \(2 * reserve.size)"
-        case let .failed(reason): reason
+        case let .failed(failure): "\(failure)"
+        }
+    }
+
+    /// Why the outbox runs without its reserve file although the disk is not full (it could
+    /// not be made: permissions, a read-only filesystem, ...), with the fix; nil when the
+    /// reserve is there or missing only for lack of space (a full disk, handled by itself).
+    /// For the gateway's status line.
+    public var reserveProblem: String? {
+        state.withLock { $0.reserveProblem }.map { "no reserve file \(reserve.path) (\($0)): \($0.remedy)" }
+    }
+
+    /// Tries again to make a reserve that could not be made for a reason other than space.
+    private func retryReserveIfUnavailable() {
+        guard state.withLock({ $0.reserveProblem != nil }) else { return }
+        switch reserve.ensure() {
+        case .present:
+            state.withLock { $0.reserveProblem = nil }
+            logger.info("outbox: made the reserve file \(reserve.path); a full disk is handled again")
+        case let .failed(failure) where !failure.isLackOfSpace:
+            state.withLock { $0.reserveProblem = failure }
+        case .noRoom, .failed:
+            break  // now short of space: a full disk's recovery makes it once there is room
         }
     }
 
@@ -237,7 +283,10 @@ public final class Outbox: Sendable {
     /// On a full disk or an I/O error the outbox checkpoints the WAL and, with `drop_oldest`,
     /// drops the oldest messages (reason `disk_full`) until the batch fits. It throws only when
     /// nothing of the batch could be committed; that loss is counted and recorded as a gap
-    /// (in the next transaction that succeeds, if the disk has no room even for that).
+    /// (in the next transaction that succeeds, if the disk has no room even for that), with
+    /// reason `io_error` also when the commit failed for another reason (a lock, a read-only file).
+    /// It throws `CancellationError` when the calling task is cancelled before the batch
+    /// commits: then nothing of it is committed or counted.
     public func append(_ drafts: [OutboxDraft]) async throws -> [OutboxMessage] {
         guard !drafts.isEmpty else { return [] }
         var dropRounds = 0
@@ -261,7 +310,11 @@ public final class Outbox: Sendable {
                 return committed
             } catch {
                 putBackUnrecordedLoss(loss)
+                if error is CancellationError { throw error }  // nothing committed, nothing counted
                 guard let reason = Self.storageFailure(error) else {
+                    // Not the disk (locked by another writer, read-only, ...), no recovery to
+                    // try: the batch is lost all the same, and counted.
+                    await recordLoss(Int64(drafts.count), reason: .ioError)
                     throw Self.operationError(error, path: settings.path, doing: "committing \(drafts.count) messages")
                 }
                 if !truncatedWAL {
@@ -302,13 +355,15 @@ public final class Outbox: Sendable {
     ///
     /// Returns ``ImmediateAppend/needsAppend`` (nothing of `drafts` committed, no seq
     /// consumed, nothing counted) when the outbox holds itself below a full disk, gap records
-    /// wait to be written, its reserve file is gone, the WAL is over its limit, or the commit
+    /// wait to be written, its reserve file is gone (given back on a full disk; a reserve that
+    /// cannot be made at all, ``reserveProblem``, does not count), the WAL is over its limit, or the commit
     /// failed: pass the same drafts to
     /// ``append(_:)``, which truncates the WAL, makes room and counts losses.
     public func appendOnCallingThread(_ drafts: [OutboxDraft]) -> ImmediateAppend {
         guard !drafts.isEmpty else { return .committed([]) }
         // Gap records a full disk kept from being written go with the async append only.
-        guard state.withLock({ $0.diskFullCeiling == nil && $0.unwrittenGaps.total == 0 }), reserve.exists,
+        guard state.withLock({ $0.diskFullCeiling == nil && $0.unwrittenGaps.total == 0 }),
+              reserve.exists || state.withLock({ $0.reserveProblem != nil }),
               walSize() <= reserve.walLimitBytes || integrity == .checking
         else { return .needsAppend }
         let loss = takeUnrecordedLoss()
@@ -577,15 +632,7 @@ public final class Outbox: Sendable {
     /// Counts `count` messages that could not be committed: they get seqs and a gap record
     /// now if the file takes it, else in the next transaction that succeeds.
     private func recordLoss(_ count: Int64, reason: DropReason) async {
-        noteDrops(total: count, reasons: [reason], appendSucceeded: false)
-        state.withLock { state in
-            if let last = state.unrecordedLoss.last, last.reason == reason {
-                state.unrecordedLoss[state.unrecordedLoss.count - 1].count += count
-            } else {
-                state.unrecordedLoss.append((reason, count))
-            }
-        }
-        let loss = takeUnrecordedLoss()
+        let loss = noteLoss(count, reason: reason)
         do {
             try await database.write { db in
                 var meta = try Meta.fetch(db)
@@ -598,6 +645,52 @@ public final class Outbox: Sendable {
         } catch {
             await countInMetaAlone(loss)
         }
+    }
+
+    /// Counts `count` messages that were never offered to ``append(_:)`` and never will be
+    /// (the gateway is shutting down and nobody can commit them any more): their seqs are
+    /// consumed and a gap with `reason` is recorded, in one transaction on the calling thread.
+    /// It blocks like ``appendOnCallingThread(_:)``: call it from a thread of your own; a
+    /// caller that must not block passes `writingNow: false`. Returns false when the loss was
+    /// not written (not asked to, or the file did not take it): it then waits in memory,
+    /// counted by ``statistics()``, for the next transaction that succeeds.
+    @discardableResult
+    public func recordLossOnCallingThread(_ count: Int, reason: DropReason, writingNow: Bool = true) -> Bool {
+        guard count > 0 else { return true }
+        let loss = noteLoss(Int64(count), reason: reason)
+        guard writingNow else {
+            putBackUnrecordedLoss(loss)
+            return false
+        }
+        do {
+            let ledger = try database.write { db in
+                var meta = try Meta.fetch(db)
+                var ledger = DropLedger()
+                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+                try OutboxStore.recordGaps(db, ledger: ledger, now: self.now().outboxMilliseconds)
+                try meta.save(db)
+                return ledger
+            }
+            gapObserver.committed(ledger)
+            return true
+        } catch {
+            putBackUnrecordedLoss(loss)
+            return false
+        }
+    }
+
+    /// Logs the loss of `count` messages (once per drop episode) and adds it to the losses
+    /// not yet written; returns all of those, taken for the caller to write.
+    private func noteLoss(_ count: Int64, reason: DropReason) -> [(reason: DropReason, count: Int64)] {
+        noteDrops(total: count, reasons: [reason], appendSucceeded: false)
+        state.withLock { state in
+            if let last = state.unrecordedLoss.last, last.reason == reason {
+                state.unrecordedLoss[state.unrecordedLoss.count - 1].count += count
+            } else {
+                state.unrecordedLoss.append((reason, count))
+            }
+        }
+        return takeUnrecordedLoss()
     }
 
     /// No room for gap records: counts `loss` and consumes its seqs in the meta row alone (one
@@ -910,8 +1003,11 @@ public final class Outbox: Sendable {
         }
     }
 
-    /// The counters, read from the file (exact, including this boot's).
+    /// The counters, read from the file (exact, including this boot's). Called at every stats
+    /// interval, it also tries again to make a reserve file that could not be made
+    /// (``reserveProblem``).
     public func statistics() async throws -> OutboxStatistics {
+        retryReserveIfUnavailable()
         let now = now().outboxMilliseconds
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         // Rows already acknowledged but waiting for the next append to delete them are not

@@ -157,7 +157,7 @@ public struct OutboxGap: Sendable, Equatable {
 
 /// Why messages were dropped. The raw value is the text stored in the `gap` table's
 /// `reason` column and sent upstream in the gap report (`max_messages`, `max_bytes`,
-/// `max_age`, `disk_full`, `io_error`, `unpublishable`).
+/// `max_age`, `disk_full`, `io_error`, `unpublishable`, `shutting_down`).
 public enum DropReason: RawRepresentable, Sendable, Hashable {
     case maxMessages
     case maxBytes
@@ -166,6 +166,9 @@ public enum DropReason: RawRepresentable, Sendable, Hashable {
     case ioError
     /// MQTT cannot carry the message (a topic or payload beyond the protocol's limits).
     case unpublishable
+    /// Read from a device while the gateway was shutting down, after its ingest had ended,
+    /// and not committed: nobody could commit it any more.
+    case shuttingDown
     /// A stored reason this version does not know (a record written by another version of
     /// the gateway into the same outbox file). The outbox never records it; it reads such a
     /// record as it is, so the counted loss is still reported upstream with its original text
@@ -173,7 +176,9 @@ public enum DropReason: RawRepresentable, Sendable, Hashable {
     case unrecognized(String)
 
     /// Every reason the outbox records, i.e. all but ``unrecognized(_:)``.
-    public static let recorded: [DropReason] = [.maxMessages, .maxBytes, .maxAge, .diskFull, .ioError, .unpublishable]
+    public static let recorded: [DropReason] = [
+        .maxMessages, .maxBytes, .maxAge, .diskFull, .ioError, .unpublishable, .shuttingDown,
+    ]
 
     /// The reason for a stored or sent text; never fails (unknown text is ``unrecognized(_:)``).
     public init(rawValue: String) {
@@ -188,6 +193,7 @@ public enum DropReason: RawRepresentable, Sendable, Hashable {
         case .diskFull: "disk_full"
         case .ioError: "io_error"
         case .unpublishable: "unpublishable"
+        case .shuttingDown: "shutting_down"
         case let .unrecognized(text): text
         }
     }

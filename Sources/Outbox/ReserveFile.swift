@@ -43,10 +43,55 @@ struct ReserveFile: Sendable {
     enum Outcome: Equatable {
         /// The reserve is there (it was, or it was made now).
         case present
-        /// The filesystem has less than twice the reserve free: not made.
+        /// The filesystem has less than twice the reserve free (or ran out while the reserve
+        /// was allocated): not made.
         case noRoom(freeBytes: Int64)
-        /// The filesystem could not be asked, or the file could not be made: `errno`'s text.
-        case failed(String)
+        /// The filesystem could not be asked, or the file could not be made, for `Failure`.
+        case failed(Failure)
+    }
+
+    /// Why the reserve could not be made: the call that failed and its errno, taken right
+    /// after the call.
+    struct Failure: Error, Equatable, CustomStringConvertible {
+        enum Call: String {
+            case statvfs
+            case open
+            case posixFallocate = "posix_fallocate"
+        }
+
+        /// The reserve file (or, for `statvfs`, the directory asked).
+        let path: String
+        let call: Call
+        let code: Int32
+
+        /// The filesystem has no room for this user (the disk quota): a full disk, not a fault.
+        var isLackOfSpace: Bool { code == ENOSPC || code == EDQUOT }
+
+        /// The failing call with its path and errno's text.
+        var description: String {
+            "\(call.rawValue)(\(path)): \(String(cString: strerror(code))) (errno \(code))"
+        }
+
+        /// What to do about it, for the operator.
+        var remedy: String {
+            let directory = (path as NSString).deletingLastPathComponent
+            switch code {
+            case EACCES, EPERM:
+                return "give the gateway's user write access to \(directory) (chown or chmod it), or allow it in "
+                    + "SELinux/AppArmor if a policy denies it (journalctl -k, ausearch -m avc)"
+            case EROFS:
+                return "\(directory) is on a read-only filesystem: remount it read-write (mount -o remount,rw); "
+                    + "if the kernel made it read-only after I/O errors (dmesg), check the disk and run fsck first"
+            case ENOENT, ENOTDIR:
+                return "a part of \(directory) is missing or is not a directory: point buffer.path at a directory"
+            case EDQUOT:
+                return "the gateway's user is over its disk quota on that filesystem: raise the quota or free space"
+            case ENOSPC:
+                return "free space on the filesystem holding \(directory)"
+            default:
+                return "check the filesystem holding \(directory) (dmesg, mount options)"
+            }
+        }
     }
 
     /// Creates the reserve if it is missing and the filesystem has room for it twice over.
@@ -56,18 +101,26 @@ struct ReserveFile: Sendable {
         let free: Int64
         switch freeBytes() {
         case let .success(bytes): free = bytes
-        case let .failure(failure): return .failed(String(cString: strerror(failure.code)))
+        case let .failure(failure):
+            let directory = (path as NSString).deletingLastPathComponent
+            return .failed(Failure(path: directory, call: .statvfs, code: failure.code))
         }
         guard free >= 2 * size else { return .noRoom(freeBytes: free) }
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard descriptor >= 0 else { return .failed(String(cString: strerror(errno))) }
+        guard descriptor >= 0 else { return outcome(of: Failure(path: path, call: .open, code: errno), free: free) }
         let allocation = posix_fallocate(descriptor, 0, off_t(size))  // returns the error, not errno
         close(descriptor)
         guard allocation == 0 else {
             unlink(path)
-            return .failed(String(cString: strerror(allocation)))
+            return outcome(of: Failure(path: path, call: .posixFallocate, code: allocation), free: free)
         }
         return .present
+    }
+
+    /// A failure to make the file: no room if the filesystem ran out meanwhile.
+    private func outcome(of failure: Failure, free: Int64) -> Outcome {
+        guard failure.code == ENOSPC else { return .failed(failure) }
+        return .noRoom(freeBytes: (try? freeBytes().get()) ?? free)
     }
 
     /// Bytes free for the gateway on the filesystem holding the reserve (and the outbox),

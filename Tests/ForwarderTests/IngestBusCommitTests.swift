@@ -178,4 +178,130 @@ struct IngestBusCommitTests {
             #expect(commits.callsElsewhere >= 1, "the ingest task committed bus b's polls")
         }
     }
+
+    /// Cancelled (not stopped gracefully) while a bus thread commits: the polls another bus
+    /// hands over meanwhile and afterwards are committed, by the bus threads themselves, not
+    /// left for an ingest task that is gone.
+    @Test func cancelledWhileABusThreadCommitsLosesNothingHandedOverMeanwhileOrAfter() async throws {
+        try await Self.withOutbox { outbox in
+            let commits = Commits()
+            let gate = DispatchSemaphore(value: 0)
+            let entered = Count()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+                                       onCommit: { rows in
+                                           commits.record(rows)
+                                           entered.add()
+                                           if entered.value == 1 { gate.wait() }
+                                       })
+            let running = Task { await ingest.run() }
+            let busA = BusExecutor(name: "bus a")
+            let busB = BusExecutor(name: "bus b")
+            defer {
+                busA.shutdown()
+                busB.shutdown()
+            }
+            let committing = Task(executorPreference: busA) {
+                ingest.queue(Self.poll("dev-a", 0))
+                ingest.commitOnBusThread()
+            }
+            try await Self.waitFor("bus a inside its commit") { entered.value > 0 }
+            await Task(executorPreference: busB) {
+                for index in 0..<10 {
+                    ingest.queue(Self.poll("dev-b", index))
+                    ingest.commitOnBusThread()
+                }
+            }.value
+            #expect(commits.rows.count == 1, "bus b's polls wait while bus a commits")
+            running.cancel()
+            await running.value  // the cancelled ingest task ends without waiting for bus a
+            gate.signal()
+            await committing.value
+            // A bus hands polls over after the ingest task ended (pollers stop after it).
+            await Task(executorPreference: busB) {
+                for index in 10..<15 {
+                    ingest.queue(Self.poll("dev-b", index))
+                    ingest.commitOnBusThread()
+                }
+            }.value
+            let rows = commits.rows
+            #expect(rows.map(\.seq) == Array(1...16), "every poll handed over committed, seqs consecutive")
+            #expect(rows.dropFirst().map { $0.measured?.boottime ?? -1 } == Array(0..<15), "bus b's polls in order")
+            #expect(commits.callsElsewhere == 0, "committed on the bus threads: the ingest task had ended")
+            let statistics = try await outbox.statistics()
+            #expect(statistics.committedThisBoot == 16)
+            #expect(statistics.droppedThisBoot == 0)
+        }
+    }
+
+    /// Cancelled with a poll in hand, before it could commit it: GRDB's async write fails at
+    /// once in a cancelled task, yet the poll is committed before `run()` returns.
+    @Test func anIngestTaskCancelledWithAPollInHandCommitsItBeforeItEnds() async throws {
+        try await Self.withOutbox { outbox in
+            let commits = Commits()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+                                       onCommit: commits.record)
+            // Off a bus thread: the poll waits for the ingest task, which wakes cancelled.
+            ingest.queue(Self.poll("dev-1", 0))
+            ingest.commitOnBusThread()
+            await Task {
+                withUnsafeCurrentTask { $0?.cancel() }
+                await ingest.run()
+            }.value
+            #expect(commits.rows.map(\.seq) == [1], "the poll in hand committed")
+            let statistics = try await outbox.statistics()
+            #expect(statistics.committedThisBoot == 1)
+            #expect(statistics.droppedThisBoot == 0)
+        }
+    }
+
+    /// After the ingest task ended (graceful stop), a poll handed over from a thread that
+    /// must not block cannot be committed by anyone: it is counted as dropped, with a gap
+    /// record `shutting_down`, not lost without a trace. A bus thread commits its own.
+    @Test func aPollHandedOverAfterTheIngestTaskEndedIsCommittedOrCounted() async throws {
+        try await Self.withOutbox { outbox in
+            let commits = Commits()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+                                       onCommit: commits.record)
+            let running = Task { await ingest.run() }
+            ingest.beginShutdown()
+            await running.value
+            let bus = BusExecutor(name: "bus late")
+            defer { bus.shutdown() }
+            await Task(executorPreference: bus) {
+                ingest.queue(Self.poll("dev-1", 0))
+                ingest.commitOnBusThread()
+            }.value
+            #expect(commits.rows.map(\.seq) == [1], "the bus thread committed its own poll")
+            #expect(commits.callsOnBusThreads == 1)
+            // On Swift's cooperative pool: must not block, and nobody else commits.
+            ingest.queue(Self.poll("dev-1", 1))
+            ingest.commitOnBusThread()
+            #expect(commits.rows.count == 1)
+            let statistics = try await outbox.statistics()
+            #expect(statistics.committedThisBoot == 1)
+            #expect(statistics.droppedThisBoot == 1, "the poll nobody could commit is counted")
+            // Written (seq and gap record) with the next commit, a bus thread's.
+            await Task(executorPreference: bus) {
+                ingest.queue(Self.poll("dev-1", 2))
+                ingest.commitOnBusThread()
+            }.value
+            #expect(commits.rows.map(\.seq) == [1, 3])
+            let gaps = try await outbox.pendingGaps()
+            #expect(gaps.map(\.reason) == [.shuttingDown])
+            #expect(gaps.map(\.firstSeq) == [2], "its seq is consumed: consumers see the gap")
+            #expect(try await outbox.statistics().droppedThisBoot == 1, "counted once")
+            // A batch the outbox cannot take on the calling thread (its reserve file is gone,
+            // as on a full disk) has nobody left to recover it: counted, and written at once.
+            #expect(unlink(outbox.settings.path + "-reserve") == 0)
+            await Task(executorPreference: bus) {
+                ingest.queue(Self.poll("dev-1", 3))
+                ingest.commitOnBusThread()
+            }.value
+            #expect(commits.rows.count == 2)
+            let gapsAfter = try await outbox.pendingGaps()
+            #expect(gapsAfter.map(\.reason) == [.shuttingDown, .shuttingDown])
+            #expect(gapsAfter.map(\.firstSeq) == [2, 4])
+            #expect(try await outbox.statistics().droppedThisBoot == 2)
+        }
+    }
 }

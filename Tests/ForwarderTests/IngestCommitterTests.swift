@@ -44,6 +44,16 @@ struct IngestCommitterTests {
         return false
     }
 
+    static func isEnd(_ step: IngestCommitter.TaskStep) -> Bool {
+        if case .end = step { return true }
+        return false
+    }
+
+    static func lostPolls(_ step: IngestCommitter.BusStep) -> [String]? {
+        if case let .countAsLost(polls) = step { return names(polls) }
+        return nil
+    }
+
     @Test func aLoneBusThreadCommitsItsOwnPollAndLeavesTheCommitterIdle() {
         var committer = IngestCommitter(maxBatch: 100)
         committer.queue(Self.poll("a", 1))
@@ -190,16 +200,16 @@ struct IngestCommitterTests {
         // Done with nothing left, the bus thread still wakes the task (it waits for that).
         let step36 = committer.busThreadCommitted(round: 1)
         #expect(Self.isWake(step36))
-        let step37 = committer.takeForIngestTask()
-        #expect(Self.isDone(step37))
         // A poll handed over while stopping is the task's, never a bus thread's.
         committer.queue(Self.poll("b", 1))
         let step38 = committer.takeForBusThread()
-        #expect(Self.isWake(step38))
+        #expect(Self.isNothing(step38), "the woken task takes it")
         let step39 = committer.takeForIngestTask()
         #expect(Self.taskPolls(step39) == ["b#1"])
+        // Nothing left: the stopping task ends, and says so.
         let step40 = committer.takeForIngestTask()
-        #expect(Self.isDone(step40))
+        #expect(Self.isEnd(step40))
+        #expect(committer.lifecycle == .ended)
     }
 
     @Test func stoppingWithPollsWaitingHandsThemAllOverAfterTheFirstRound() {
@@ -214,7 +224,87 @@ struct IngestCommitterTests {
         let step43 = committer.takeForIngestTask()
         #expect(Self.taskPolls(step43) == ["b#1"])
         let step44 = committer.takeForIngestTask()
-        #expect(Self.isDone(step44))
+        #expect(Self.isEnd(step44))
+    }
+
+    /// After the ingest task ended (stopped gracefully), a poll a bus thread hands over
+    /// (a bus that came back late) is committed by that bus thread, not left waiting for a
+    /// task that is gone; one from a thread that must not block is counted as lost.
+    @Test func afterTheIngestTaskEndedABusThreadCommitsWhatItHandsOverItself() {
+        var committer = IngestCommitter(maxBatch: 2)
+        committer.stop()
+        #expect(Self.isEnd(committer.takeForIngestTask()))
+        committer.queue(Self.poll("a", 1))
+        let own = committer.takeForBusThread(onBusThread: true, inTime: false)
+        #expect(Self.commitBatch(own) == ["a#1"], "committed however late: nobody else will")
+        committer.queue(Self.poll("b", 1))
+        committer.queue(Self.poll("b", 2))
+        committer.queue(Self.poll("b", 3))
+        // Every round, beyond `busRounds`, until nothing waits.
+        #expect(Self.commitBatch(committer.busThreadCommitted(round: 1, mayCommitAgain: false)) == ["b#1", "b#2"])
+        #expect(Self.commitBatch(committer.busThreadCommitted(round: 2, mayCommitAgain: false)) == ["b#3"])
+        #expect(Self.isNothing(committer.busThreadCommitted(round: 3, mayCommitAgain: false)))
+        // A batch the outbox could not take on the calling thread has nobody to go to.
+        committer.queue(Self.poll("c", 1))
+        #expect(Self.commitBatch(committer.takeForBusThread()) == ["c#1"])
+        committer.queue(Self.poll("c", 2))
+        let draft = OutboxDraft(topic: "t", qos: 1) { _, _ in [] }
+        guard case .countBatchAsLost(1) = committer.busThreadCouldNotCommit([draft]) else {
+            Issue.record("a batch the bus thread could not commit went to an ended ingest task: \(committer.state)")
+            return
+        }
+        #expect(Self.commitBatch(committer.busThreadCommitted(round: 1)) == ["c#2"], "the next batch is tried")
+        #expect(Self.isNothing(committer.busThreadCommitted(round: 2)))
+        // A thread that must not block cannot commit, and nobody else will: counted as lost.
+        committer.queue(Self.poll("d", 1))
+        #expect(Self.lostPolls(committer.takeForBusThread(onBusThread: false)) == ["d#1"])
+        guard case let .idle(waiting) = committer.state, waiting.isEmpty else {
+            Issue.record("polls left waiting after the ingest task ended: \(committer.state)")
+            return
+        }
+    }
+
+    /// Cancelled while a bus thread commits: the task ends at once (it can no longer wait to
+    /// be woken) and that bus thread commits what waits, every round, itself.
+    @Test func aCancelledIngestTaskLeavesWhatWaitsToTheCommittingBusThread() {
+        var committer = IngestCommitter(maxBatch: 100)
+        committer.queue(Self.poll("a", 1))
+        #expect(Self.commitBatch(committer.takeForBusThread()) == ["a#1"])
+        committer.queue(Self.poll("b", 1))
+        #expect(Self.isNothing(committer.takeForBusThread()))
+        committer.cancel()
+        #expect(Self.isEnd(committer.takeForIngestTask()))
+        #expect(committer.lifecycle == .ended)
+        committer.queue(Self.poll("b", 2))
+        #expect(Self.commitBatch(committer.busThreadCommitted(round: 1)) == ["b#1", "b#2"])
+        committer.queue(Self.poll("b", 3))
+        #expect(Self.commitBatch(committer.busThreadCommitted(round: 2)) == ["b#3"])
+        #expect(Self.isNothing(committer.busThreadCommitted(round: 3)))
+    }
+
+    /// Cancelled with polls in hand: the task commits them (and its deferred batches, a batch
+    /// its own cancelled commit handed back first) before it ends.
+    @Test func aCancelledIngestTaskCommitsWhatItHoldsThenEnds() {
+        var committer = IngestCommitter(maxBatch: 100)
+        committer.queue(Self.poll("a", 1))
+        #expect(Self.isWake(committer.takeForBusThread(onBusThread: false)))
+        #expect(Self.taskPolls(committer.takeForIngestTask()) == ["a#1"])
+        committer.queue(Self.poll("a", 2))
+        #expect(Self.isNothing(committer.takeForBusThread(onBusThread: false)))
+        // Its commit of a#1 failed for the cancellation: the batch comes first again.
+        committer.ingestTaskWasCancelled(committing: [])
+        committer.cancel()
+        guard case .commitDrafts = committer.takeForIngestTask() else {
+            Issue.record("the batch the cancelled commit handed back was not taken first: \(committer.state)")
+            return
+        }
+        // A bus thread handing over meanwhile leaves its poll to the finishing task.
+        committer.queue(Self.poll("b", 1))
+        #expect(Self.isNothing(committer.takeForBusThread()))
+        #expect(Self.taskPolls(committer.takeForIngestTask()) == ["a#2", "b#1"])
+        #expect(Self.isEnd(committer.takeForIngestTask()))
+        committer.queue(Self.poll("c", 1))
+        #expect(Self.commitBatch(committer.takeForBusThread()) == ["c#1"])
     }
     @Test func aBusThreadWithoutTimeForASecondRoundHandsOver() {
         var committer = IngestCommitter(maxBatch: 100)
