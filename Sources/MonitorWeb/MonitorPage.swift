@@ -154,7 +154,7 @@ footer { color: var(--muted); font-size: 11px; padding: 0 18px 16px; }
   <aside id="detail" hidden aria-live="polite"></aside>
 </main>
 <footer>Problems first: data lost, offline, stale, then online; ties by gateway id. Updates every 2 s.
-Dropped = reported by the gateway (its buffer was full). Lost = a seq the gateway committed, neither received nor
+Dropped = counted and reported by the gateway (buffer limits, full disk, I/O error, shutdown; each with its reason in the gateway's history). Lost = a seq the gateway committed, neither received nor
 reported dropped, after the gateway reported an empty backlog.</footer>
 <script>
 "use strict";
