@@ -62,7 +62,8 @@ public struct ClockStatus: Sendable, Equatable {
 /// sync status comes from here, so tests can substitute a clock.
 public protocol TimeSource: Sendable {
     /// Wall time, boottime, boot id and sync status. Cheap: two vDSO clock reads;
-    /// the sync status is refreshed at most about once a second.
+    /// the sync status is reused between reads (`KernelClock`: after a step of the wall
+    /// clock it is read again at once, otherwise every 10 s).
     func now() -> ClockReading
     /// The current status, for the birth and the meta.
     func status() -> ClockStatus

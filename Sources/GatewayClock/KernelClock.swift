@@ -7,17 +7,16 @@ import Synchronization
 
 /// The real clock. Never sets anything: `ntp_adjtime` is called with `modes = 0`.
 ///
-/// The sync status is read at most once per `refresh` of boottime (a syscall and a
-/// `stat`); between refreshes `now()` costs two vDSO clock reads.
+/// The sync status (a syscall and a `stat` or two) is read again when the wall clock was
+/// stepped and otherwise at most every `SyncStatusRefresh.period` (see there); between
+/// reads `now()` costs two vDSO clock reads.
 public final class KernelClock: TimeSource {
     /// systemd-timesyncd's runtime directory; while it exists, `synchronized` in it must too.
     public static let timesyncDirectory = "/run/systemd/timesync"
     static let bootIDPath = "/proc/sys/kernel/random/boot_id"
-    /// How often the sync status is read again.
-    static let refresh: Int64 = 1_000_000_000
 
     private struct Cached {
-        var checkedAt: Int64
+        var checked: SyncStatusRefresh.Check
         var sync: ClockSync
         var maxErrorMilliseconds: Int64?
         var timesyncd: Bool
@@ -33,30 +32,36 @@ public final class KernelClock: TimeSource {
     public func now() -> ClockReading {
         let wall = Self.read(CLOCK_REALTIME)
         let boottime = Self.read(CLOCK_BOOTTIME)
-        let sync = cachedStatus(at: boottime).sync
+        let sync = cachedStatus(at: SyncStatusRefresh.Check(wall: wall, boottime: boottime)).sync
         return ClockReading(wall: Date(timeIntervalSince1970: Double(wall) / 1e9), boottime: boottime,
                             bootID: bootID, sync: sync)
     }
 
     public func status() -> ClockStatus {
-        let cached = cachedStatus(at: Self.read(CLOCK_BOOTTIME))
+        let check = SyncStatusRefresh.Check(wall: Self.read(CLOCK_REALTIME), boottime: Self.read(CLOCK_BOOTTIME))
+        let cached = cachedStatus(at: check)
         return ClockStatus(source: cached.timesyncd ? "ntp_adjtime+timesyncd" : "ntp_adjtime", sync: cached.sync,
                            maxErrorMilliseconds: cached.maxErrorMilliseconds, bootID: bootID)
     }
 
-    private func cachedStatus(at boottime: Int64) -> Cached {
-        if let cached = cache.withLock({ $0 }), boottime - cached.checkedAt < Self.refresh, boottime >= cached.checkedAt {
+    private func cachedStatus(at check: SyncStatusRefresh.Check) -> Cached {
+        if let cached = cache.withLock({ $0 }), !SyncStatusRefresh.isDue(last: cached.checked, now: check) {
             return cached
         }
         let kernel = Self.kernelStatus()
-        let timesyncd = FileManager.default.fileExists(atPath: Self.timesyncDirectory)
-        let timesyncdSynchronised = !timesyncd
-            || FileManager.default.fileExists(atPath: Self.timesyncDirectory + "/synchronized")
-        let fresh = Cached(checkedAt: boottime,
+        let timesyncd = Self.exists(Self.timesyncDirectory)
+        let timesyncdSynchronised = !timesyncd || Self.exists(Self.timesyncDirectory + "/synchronized")
+        let fresh = Cached(checked: check,
                            sync: kernel.synchronised && timesyncdSynchronised ? .synchronised : .unsynchronised,
                            maxErrorMilliseconds: kernel.maxErrorMilliseconds, timesyncd: timesyncd)
         cache.withLock { $0 = fresh }
         return fresh
+    }
+
+    /// Whether `path` exists: one `stat`, without FileManager's path conversions.
+    private static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0
     }
 
     /// The kernel's NTP state: synchronised when `STA_UNSYNC` is clear and `maxerror`

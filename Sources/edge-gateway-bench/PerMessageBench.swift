@@ -7,7 +7,8 @@
 //     summed over all the gateway's threads (/proc/<pid>/task/*/status), sampled every
 //     100 ms so a thread that ends during the run keeps what it counted up to its last
 //     sample; involuntary switches (preemptions: the machine's load, not the gateway's
-//     wakeups) are printed beside them. At 1 poll/s that is the idle figure.
+//     wakeups) are printed beside them. At 1 poll/s that is the idle figure, also split
+//     by kind of thread (bus, MQTT network, libdispatch's manager and workers, other).
 //   - poll → subscriber latency: the message's `ts` (poll time, UTC ms, rounded down)
 //     vs the wall clock when a subscriber's network thread receives it
 //   against a plain write + fsync of 200 bytes on the same file system, in the same run.
@@ -82,6 +83,8 @@ private func contextSwitches(pid: pid_t) -> [String: ThreadCounts] {
     for task in tasks {
         guard let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { continue }
         var entry = ThreadCounts()
+        entry.name = ((try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8)) ?? "")
+            .trimmingCharacters(in: .newlines)
         if let schedstat = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/schedstat", encoding: .utf8) {
             entry.cpuNanoseconds = Int(schedstat.split(separator: " ").first ?? "0") ?? 0
         }
@@ -101,6 +104,18 @@ private struct ThreadCounts {
     var voluntary = 0
     var involuntary = 0
     var cpuNanoseconds = 0
+    /// The thread's name (`comm`).
+    var name = ""
+
+    /// Which of the gateway's threads this is, by its name: a bus thread (`bus <key>`), the
+    /// MQTT network thread (`mqtt-<client id>`), libdispatch's (its manager thread and
+    /// workers, named after a root queue: `…default-qos`, `…qos.overcommit`), or another.
+    var kind: String {
+        if name.hasPrefix("bus ") { return "bus" }
+        if name.hasPrefix("mqtt-") { return "MQTT network" }
+        if name.hasSuffix("qos") || name.hasSuffix("overcommit") { return "libdispatch" }
+        return "other"
+    }
 }
 
 /// Context switches and CPU time of all threads of a process over a run, threads that
@@ -127,6 +142,17 @@ private final class SwitchCounter: Sendable {
                 state.last[task] = counts
                 if state.first[task] == nil { state.first[task] = ThreadCounts() }  // started during the run
             }
+        }
+    }
+
+    /// Voluntary switches since the start by kind of thread (`ThreadCounts.kind`).
+    var voluntaryByKind: [String: Int] {
+        state.withLock { state in
+            var byKind: [String: Int] = [:]
+            for (task, last) in state.last {
+                byKind[last.kind, default: 0] += last.voluntary - (state.first[task]?.voluntary ?? 0)
+            }
+            return byKind
         }
     }
 
@@ -176,6 +202,8 @@ private struct PerMessageRun {
     /// From the threads' nanosecond run times (see `contextSwitches`).
     var cpuPerPollPrecise: Double
     var wakeupsPerSecond: Double
+    /// The same by kind of thread (`ThreadCounts.kind`).
+    var wakeupsPerSecondByKind: [String: Double]
     var preemptionsPerSecond: Double
     var threads: Int
     var latencies: [Double]
@@ -250,6 +278,7 @@ private func runGateway(directory: TemporaryDirectory, broker: MosquittoBroker, 
         cpuPerPoll: cpu * 1000 / polls,
         cpuPerPollPrecise: switchesEnd.cpuSeconds * 1000 / polls,
         wakeupsPerSecond: Double(switchesEnd.voluntary) / elapsed,
+        wakeupsPerSecondByKind: switches.voluntaryByKind.mapValues { Double($0) / elapsed },
         preemptionsPerSecond: Double(switchesEnd.involuntary) / elapsed,
         threads: switchesEnd.threads, latencies: recorder.latencies.withLock { $0 })
 }
@@ -337,6 +366,9 @@ func benchPerMessage(directory: TemporaryDirectory) async throws {
     if let idle = runs.first {
         print(String(format: "  idle (1 poll/s): %.1f wakeups/s beyond the poll (target <= 5), %.2f ms CPU per poll (target <= 0.3; %.2f ms in 10 ms ticks)",
                      idle.wakeupsPerSecond - 1, idle.cpuPerPollPrecise, idle.cpuPerPoll))
+        let byKind = idle.wakeupsPerSecondByKind.sorted { $0.value > $1.value }
+            .map { String(format: "%@ %.1f", $0.key, $0.value) }.joined(separator: ", ")
+        print("  idle wakeups/s by thread: \(byKind)")
         if let floor = floor(1, "full") {
             print(String(format: "  idle floor (1 poll/s, one thread): %.3f ms CPU per poll (the gateway's target <= 0.3), %.1f wakeups per poll",
                          floor.cpuPerPoll * 1000, floor.wakeupsPerPoll))
