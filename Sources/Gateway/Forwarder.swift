@@ -200,7 +200,13 @@ public final class ForwarderService: Service, Sendable {
                            },
                            reconnect: { [uplink] in uplink.reconnect() },
                            awaitingDelete: { [acknowledged] in acknowledged.outstanding },
-                           wakeWhenDeleted: { [acknowledged] in acknowledged.wakeWhenFinished(whileAtLeast: $0) }),
+                           wakeWhenDeleted: { [acknowledged, outbox] outstanding in
+                               // Held back by them: delete them now, not once a tenth of a
+                               // window waits (the PUBACKs that would bring it may not come
+                               // before the window frees).
+                               outbox.deleteQueuedAcknowledgementsSoon()
+                               return acknowledged.wakeWhenFinished(whileAtLeast: outstanding)
+                           }),
             logger: loopLogger, timeSource: timeSource)
         heartbeat.idle()  // alive: the outbox answered; waiting for events
         let sink = eventSink

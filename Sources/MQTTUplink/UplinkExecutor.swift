@@ -25,6 +25,9 @@ public final class UplinkExecutor: TaskExecutor, Sendable {
 
     private struct Queue {
         var jobs: [UnownedJob] = []
+        /// The buffer of the last batch `runJobs` ran, emptied and handed back: the next
+        /// batch swaps it in, so taking the queue allocates nothing.
+        var spare: [UnownedJob] = []
         /// The eventfd was written and the thread has not taken the queue since.
         var signalled = false
         var ended = false
@@ -96,20 +99,22 @@ public final class UplinkExecutor: TaskExecutor, Sendable {
     /// Runs no job: `runJobs()` does, after the socket's turn.
     func wait(socket: Int32, wantWrite: Bool, timeout: Duration) -> Readiness {
         let jobsWaiting = queue.withLock { !$0.jobs.isEmpty }
-        var fds = [pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0)]
-        if socket >= 0 {
-            fds.append(pollfd(fd: socket, events: Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0), revents: 0))
-        }
+        // A tuple on the stack, not an array: no allocation per turn.
+        var fds = (pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+                   pollfd(fd: socket, events: Int16(POLLIN) | (wantWrite ? Int16(POLLOUT) : 0), revents: 0))
+        let watched: nfds_t = socket >= 0 ? 2 : 1
         // Rounded up: a turn that ends before its timeout only loops.
         let milliseconds = jobsWaiting ? 0 : Int32(min(max(0, (timeout / .milliseconds(1)).rounded(.up)), Double(Int32.max)))
-        let count = poll(&fds, nfds_t(fds.count), milliseconds)
+        let count = withUnsafeMutableBytes(of: &fds) { bytes in
+            poll(bytes.baseAddress!.assumingMemoryBound(to: pollfd.self), watched, milliseconds)
+        }
         guard count > 0 else { return Readiness() }  // timeout, or EINTR: the caller's turn just ends
-        if fds[0].revents & Int16(POLLIN) != 0 {
+        if fds.0.revents & Int16(POLLIN) != 0 {
             var value: UInt64 = 0
             _ = read(wakeFD, &value, 8)
         }
-        guard fds.count == 2 else { return Readiness() }
-        let events = fds[1].revents
+        guard watched == 2 else { return Readiness() }
+        let events = fds.1.revents
         // An error or hang-up is read, so libmosquitto reports it (as its own loop does).
         return Readiness(readable: events & Int16(POLLIN | POLLERR | POLLHUP) != 0,
                          writable: events & Int16(POLLOUT) != 0)
@@ -119,13 +124,24 @@ public final class UplinkExecutor: TaskExecutor, Sendable {
     /// that yields for ever must not starve the socket: the next `wait` then only polls).
     func runJobs() {
         for _ in 0..<16 {
-            let batch = queue.withLock { queue -> [UnownedJob] in
+            // The queue's buffer is taken whole and the spare (empty) put in its place; once
+            // run, the batch's buffer, the only reference left, is emptied in place and
+            // becomes the spare. (Copying the queue out and emptying it kept two references
+            // to one buffer, so each turn allocated a new one.)
+            var batch = queue.withLock { queue -> [UnownedJob] in
                 queue.signalled = false
-                defer { queue.jobs.removeAll(keepingCapacity: true) }
-                return queue.jobs
+                let taken = queue.jobs
+                queue.jobs = queue.spare
+                queue.spare = []
+                return taken
             }
-            if batch.isEmpty { return }
+            if batch.isEmpty {
+                queue.withLock { $0.spare = batch }
+                return
+            }
             for job in batch { job.runSynchronously(on: asUnownedTaskExecutor()) }
+            batch.removeAll(keepingCapacity: true)
+            queue.withLock { $0.spare = batch }
         }
     }
 

@@ -8,6 +8,7 @@
 import Dispatch
 import Foundation
 import GRDB
+import Logging
 import Synchronization
 
 /// The acknowledged ids not yet deleted, when the oldest of them came, and whether a
@@ -112,6 +113,16 @@ final class PendingAcknowledgements: Sendable {
         }
     }
 
+    /// Marks a delete of their own as queued when ids wait and none is under way; says
+    /// whether the caller is to run it (`Outbox.deleteQueuedAcknowledgementsSoon`).
+    func startFlush() -> Bool {
+        state.withLock { state in
+            guard !state.ids.isEmpty, state.flush == .idle else { return false }
+            state.flush = .queued
+            return true
+        }
+    }
+
     /// A delete of their own ended; says whether another is due already, or the timer.
     func flushEnded() -> Next {
         state.withLock { state in
@@ -161,6 +172,8 @@ extension Outbox {
     /// append came for `delay` (an id then waits less than `2 × delay`). Unknown ids are
     /// ignored (duplicate acks, acks of rows dropped meanwhile). Never blocks; the caller
     /// learns that ids went through a transaction from ``whenAcknowledgementsWritten(_:)``.
+    /// When `flushAt` is reached here and the file's write lock is free, that delete is done
+    /// before this returns, on the calling thread (`AcknowledgementConnection`).
     ///
     /// Until then the rows stay in the outbox and in its counters: a crash sends them
     /// again (a duplicate, never a loss). Deleted inside an append, they are fsynced with it
@@ -169,10 +182,23 @@ extension Outbox {
     public func acknowledgeWithNextWrite(_ ids: [Int64], flushAt: Int, delay: Duration) {
         guard !ids.isEmpty else { return }
         let settings = PendingAcknowledgements.Settings(flushAt: Swift.max(1, flushAt), delay: delay)
-        follow(pendingAcknowledgements.add(ids, settings: settings) { [weak self] in
+        let next = pendingAcknowledgements.add(ids, settings: settings) { [weak self] in
             guard let self else { return }
             self.follow(self.pendingAcknowledgements.timerFired())
-        })
+        }
+        // On this thread when the file's write lock is free: no hop to the writer's thread
+        // and back, so a forwarder whose window these ids hold is free again at once.
+        if next == .flush, deleteOnCallingThread() { return }
+        follow(next)
+    }
+
+    /// Deletes the waiting ids now, however few (on the calling thread when the file's write
+    /// lock is free, else on the writer's queue), unless a delete is under way already: for
+    /// a forwarder whose window they hold while rows wait to be sent. Never blocks.
+    public func deleteQueuedAcknowledgementsSoon() {
+        guard pendingAcknowledgements.startFlush() else { return }
+        if deleteOnCallingThread() { return }
+        follow(.flush)
     }
 
     /// Calls `observer` with the number of ids queued by ``acknowledgeWithNextWrite(_:flushAt:delay:)``
@@ -203,6 +229,31 @@ extension Outbox {
         }
     }
 
+    /// A delete of their own is due (`PendingAcknowledgements.Next.flush`, the flush marked
+    /// queued): tries it on the calling thread with ``acknowledgementConnection``. Returns
+    /// false when that could not be done (no such connection, the write lock taken, an
+    /// error): the ids are queued again, untouched, and the caller hands the flush to the
+    /// writer's queue (`follow(.flush)`), which deletes them or logs why it cannot.
+    func deleteOnCallingThread() -> Bool {
+        guard let connection = acknowledgementConnection else { return false }
+        let ids = pendingAcknowledgements.take()
+        if !ids.isEmpty {
+            guard connection.delete(ranges: Self.contiguousRanges(ids)) else {
+                _ = pendingAcknowledgements.putBack(ids)  // the flush stays queued: no second one
+                return false
+            }
+            pendingAcknowledgements.finished(ids.count)
+            if connection.checkpointDue() {
+                // The writer's connection checkpoints (and syncs the file) on its queue: this
+                // connection never does, and without appends the WAL would only grow.
+                database.asyncWriteWithoutTransaction { db in _ = try? db.checkpoint(.passive) }
+            }
+        }
+        // More came meanwhile (another thread): the writer's queue takes them.
+        follow(pendingAcknowledgements.flushEnded())
+        return true
+    }
+
     /// On the writer, outside a transaction: deletes the queued ids in a transaction of their
     /// own. Returns how many ids it took. A failed delete is logged; its rows are sent again.
     func deleteQueued(_ db: Database) -> Int {
@@ -216,5 +267,94 @@ extension Outbox {
             ])
         }
         return ids.count
+    }
+}
+
+/// A second connection to the outbox file, only for deleting acknowledged rows on the
+/// thread that hands them over (the forwarder's, the MQTT network thread) instead of on the
+/// writer's queue: in a replay the broker's acknowledgements free the window only once their
+/// rows are deleted (see `ForwardingLoop.fill`), and a hop to the writer's thread and back
+/// per delete held a fifth of the window.
+///
+/// It never waits: `BEGIN IMMEDIATE` fails at once with `SQLITE_BUSY` while any other
+/// connection writes (an append, the queue's own deletes, a checkpoint), and a second caller
+/// while one deletes is turned away by `busy`; the ids then go to the writer's queue as
+/// before. Reads (the forwarder's leases) do not hold the write lock in WAL mode: a delete
+/// runs beside them. The commit writes the WAL without an fsync (`synchronous = NORMAL`, as
+/// `deleteAcknowledgedRelaxed` does on the writer): a crash of the process loses nothing of
+/// it, and a power cut can only undo it until the next append syncs the WAL, which sends those
+/// messages again, a duplicate, never a loss. It never checkpoints (`wal_autocheckpoint = 0`:
+/// a checkpoint syncs the file): every `checkpointEvery` of its commits it asks the writer's
+/// connection to (`checkpointDue`), as the writer's own commits would have by themselves.
+final class AcknowledgementConnection: Sendable {
+    private let database: DatabaseQueue
+    /// Set while a caller deletes: a second caller returns false instead of waiting for
+    /// the queue's `sync`.
+    private let busy = Atomic<Bool>(false)
+    private let logger: Logger
+    /// Commits since the last checkpoint asked for.
+    private let commits = Atomic<Int>(0)
+    /// About `wal_autocheckpoint` pages of WAL, at a few pages per delete of a tenth window
+    /// (the leaf pages of the rows, the meta row's page, a freed page now and then).
+    private let checkpointEvery: Int
+
+    /// Nil (logged) when the connection cannot be opened: every delete then takes the
+    /// writer's queue.
+    init?(path: String, reserve: ReserveFile, logger: Logger) {
+        var configuration = Configuration()
+        configuration.label = "outbox-acknowledgements"
+        configuration.busyMode = .immediateError
+        let walLimit = reserve.walLimitBytes
+        checkpointEvery = max(1, reserve.walAutocheckpointPages / 4)
+        configuration.prepareDatabase { db in
+            // journal_size_limit as the writer's: this connection may be the one that
+            // starts the WAL over after a checkpoint (and truncates it then).
+            try db.execute(sql: """
+                PRAGMA synchronous = NORMAL;
+                PRAGMA wal_autocheckpoint = 0;
+                PRAGMA journal_size_limit = \(walLimit);
+                PRAGMA cache_size = -256;
+                """)
+        }
+        do {
+            database = try DatabaseQueue(path: path, configuration: configuration)
+        } catch {
+            logger.warning("outbox: cannot open a second connection for deleting acknowledged rows; they are deleted on the writer's queue", metadata: [
+                "error": "\(error)",
+            ])
+            return nil
+        }
+        self.logger = logger
+    }
+
+    /// Deletes the rows of `ranges` (and books them) in a transaction of its own, now, on
+    /// the calling thread. False, with nothing changed, when another connection holds the
+    /// write lock, another caller is deleting, or the delete failed.
+    func delete(ranges: [ClosedRange<Int64>]) -> Bool {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+        defer { busy.store(false, ordering: .releasing) }
+        do {
+            // The queue's `sync` runs the block on this thread: only callers that passed
+            // `busy` use this queue, one at a time.
+            try database.writeWithoutTransaction { db in
+                try db.inCachedTransaction { try Outbox.deleteAcknowledged(db, ranges: ranges) }
+            }
+            commits.add(1, ordering: .relaxed)
+            return true
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
+            return false  // the writer is writing: its queue takes the ids
+        } catch {
+            logger.debug("outbox: deleting acknowledged rows on the second connection failed; the writer's queue tries", metadata: [
+                "error": "\(error)",
+            ])
+            return false
+        }
+    }
+
+    /// True once every `checkpointEvery` commits: the caller asks the writer for a checkpoint.
+    func checkpointDue() -> Bool {
+        guard commits.load(ordering: .relaxed) >= checkpointEvery else { return false }
+        commits.store(0, ordering: .relaxed)
+        return true
     }
 }

@@ -47,6 +47,9 @@ public final class Outbox: Sendable {
     let gapObserver = GapObserver()
     /// Acknowledged ids deleted with the next append (DeferredAcknowledgements.swift).
     let pendingAcknowledgements = PendingAcknowledgements()
+    /// The second connection that deletes acknowledged rows on the forwarder's thread when
+    /// the file's write lock is free (DeferredAcknowledgements.swift); nil if it did not open.
+    let acknowledgementConnection: AcknowledgementConnection?
 
     /// The little state kept in memory: the current drop episode (for logging once per
     /// episode) and losses that could not yet be written to the file (disk full).
@@ -171,6 +174,7 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.openError(error, path: path)
         }
+        acknowledgementConnection = AcknowledgementConnection(path: path, reserve: reserve, logger: logger)
         let reserveOutcome = reserve.ensure()
         if case let .failed(failure) = reserveOutcome, !failure.isLackOfSpace {
             // Not a full disk: holding the outbox at its size would only drop data.
@@ -891,7 +895,7 @@ public final class Outbox: Sendable {
     }
 
     /// Deletes the rows of `ranges` and books them as acknowledged in the meta row.
-    private static func deleteAcknowledged(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
+    static func deleteAcknowledged(_ db: Database, ranges: [ClosedRange<Int64>]) throws {
         var meta = try Meta.fetch(db)
         guard try deleteAcknowledged(db, ranges: ranges, meta: &meta) else { return }
         try meta.save(db)
