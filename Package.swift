@@ -49,6 +49,7 @@ let package = Package(
         ]),
         .target(name: "Outbox", dependencies: [
             .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "MQTTUplink", dependencies: [

@@ -4,11 +4,21 @@
 /// A peak of recent commit times that decays: each commit either raises it to its own
 /// time or lowers it by an eighth. One slow fsync keeps bus threads from committing for
 /// the next few commits; a disk that stays slow keeps them from it for good.
+///
+/// Kept in whole nanoseconds: `Duration`'s own division goes through its 128-bit
+/// generic arithmetic, a measurable cost when it runs for every commit.
 struct CommitTimeEstimate {
-    private(set) var expected: Duration = .zero
+    private var expectedNanoseconds: Int64 = 0
+
+    var expected: Duration {
+        Duration(secondsComponent: expectedNanoseconds / 1_000_000_000,
+                 attosecondsComponent: expectedNanoseconds % 1_000_000_000 * 1_000_000_000)
+    }
 
     mutating func record(_ took: Duration) {
-        expected = max(took, expected - expected / 8)
+        let (seconds, attoseconds) = took.components
+        let nanoseconds = seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000
+        expectedNanoseconds = max(nanoseconds, expectedNanoseconds - expectedNanoseconds / 8)
     }
 
     /// Whether a commit started at `now` is expected to end before `deadline` (nil: no deadline).

@@ -44,6 +44,9 @@ public final class IngestService: Service, Sendable {
     /// What of an `on_change` poll changed (Sparkplug only); used by the committer alone
     /// (one at a time, `IngestCommitter`), in commit order.
     private let exceptions: Mutex<SparkplugReportByException>
+    /// The data topic of each configured device, built once: a poll's topic is looked up,
+    /// not interpolated anew for every poll.
+    private let dataTopics: [String: String]
 
     /// - Parameter sealer: seals every data payload before it is committed.
     /// - Parameter sparkplug: commits polls as the node's stored DDATA instead of JSON.
@@ -53,6 +56,8 @@ public final class IngestService: Service, Sendable {
         self.sealer = sealer
         self.sparkplug = sparkplug
         exceptions = Mutex(SparkplugReportByException(devices: devices))
+        dataTopics = Dictionary(devices.map { ($0.name, identity.dataTopic(device: $0.name)) },
+                                uniquingKeysWith: { first, _ in first })
         self.identity = identity
         self.qos = UInt8(qos)
         self.outbox = outbox
@@ -221,7 +226,7 @@ public final class IngestService: Service, Sendable {
                     node.storedDData(poll, boot: boot, seq: seq)
                 }
             }
-            let topic = identity.dataTopic(device: poll.device)
+            let topic = dataTopics[poll.device] ?? identity.dataTopic(device: poll.device)
             return OutboxDraft(topic: topic, qos: qos, measured: measured) { boot, seq in
                 let plain = MessageEncoding.dataMessage(gateway: gateway, poll: poll, boot: boot, seq: seq)
                 return sealer.map { Self.seal(plain, topic: topic, with: $0) } ?? plain

@@ -145,6 +145,9 @@ public struct BusPoller: Sendable {
         var plan: RegisterPlan
         var filter: ChangeFilter
         var nextDue: ContinuousClock.Instant
+        /// The values of the last poll by tag index (see `poll`): kept, so a poll does not
+        /// allocate this array anew.
+        var results: [Result<TagValue, TagError>] = []
     }
 
     /// The plans the poller starts with: per device, per poll group (shortest interval first).
@@ -376,7 +379,16 @@ public struct BusPoller: Sendable {
         -> Result<(readings: [DevicePoll.Reading], malformed: Bool), ModbusError> {
         // By tag index; every tag of the group's plan is set, the rest stay "not read". Not
         // optional: asking an optional of this enum for its case is a runtime call per tag.
-        var results = [Result<TagValue, TagError>](repeating: .failure(TagError("not read")), count: device.tags.count)
+        // The slot's array from the last poll, its group's tags reset: no allocation per poll.
+        var results: [Result<TagValue, TagError>] = []
+        swap(&results, &slot.results)
+        defer { swap(&results, &slot.results) }
+        let notRead = Result<TagValue, TagError>.failure(TagError("not read"))
+        if results.count == device.tags.count {
+            for index in slot.tagIndices { results[index] = notRead }
+        } else {
+            results = Array(repeating: notRead, count: device.tags.count)
+        }
         var malformed = false
         var queue = slot.plan.blocks[...]
         var plan: [RegisterBlock] = []

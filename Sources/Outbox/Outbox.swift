@@ -39,6 +39,10 @@ public final class Outbox: Sendable {
     /// The in-memory state beside SQLite, touched from GRDB's queue and from callers' tasks.
     private let state = Mutex(MemoryState())
     private let reserve: ReserveFile
+    /// Whether the reserve is there, asked before every append (ReservePresence.swift).
+    private let reservePresence: ReservePresence
+    /// The WAL's size after each commit, from SQLite (WALSize.swift): no `stat` per append.
+    let walSize: WALSize  // internal: tests read it
     /// Held while the outbox is open: no second process uses the file.
     private let lock: OutboxLock
     /// The check of a file too big to check before opening; nil when it was checked first.
@@ -125,6 +129,9 @@ public final class Outbox: Sendable {
         self.lock = lock
         let reserve = ReserveFile(besides: reserveBesides)
         self.reserve = reserve
+        reservePresence = ReservePresence(reserve)
+        let walSize = WALSize(outboxPath: path, autocheckpointPages: reserve.walAutocheckpointPages)
+        self.walSize = walSize
         let bootFile = BootFile(besides: lock.resolvedOutboxPath)
         let recordedBoot = bootFile.read() ?? 0
         var floor = (boot: recordedBoot, source: BootSource.stateFile)
@@ -132,7 +139,7 @@ public final class Outbox: Sendable {
         let marker = FailedCheckMarker(besides: path)
         var checkingFirst = Self.checksBeforeOpening(settings, marker: marker)
         do {
-            (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot,
+            (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, walSize: walSize, bootFloor: floor.boot,
                                                               checkingFirst: checkingFirst)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
@@ -144,7 +151,7 @@ public final class Outbox: Sendable {
                 floor = (quarantinedBoot, .quarantinedOutbox)
             }
             do {
-                (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, bootFloor: floor.boot,
+                (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, walSize: walSize, bootFloor: floor.boot,
                                                                   checkingFirst: true)
                 checkingFirst = true
             } catch {
@@ -175,7 +182,7 @@ public final class Outbox: Sendable {
             throw Self.openError(error, path: path)
         }
         acknowledgementConnection = AcknowledgementConnection(path: path, reserve: reserve, logger: logger)
-        let reserveOutcome = reserve.ensure()
+        let reserveOutcome = reservePresence.ensure()
         if case let .failed(failure) = reserveOutcome, !failure.isLackOfSpace {
             // Not a full disk: holding the outbox at its size would only drop data.
             state.withLock { $0.reserveProblem = failure }
@@ -229,7 +236,7 @@ public final class Outbox: Sendable {
     /// Tries again to make a reserve that could not be made for a reason other than space.
     private func retryReserveIfUnavailable() {
         guard state.withLock({ $0.reserveProblem != nil }) else { return }
-        switch reserve.ensure() {
+        switch reservePresence.ensure() {
         case .present:
             state.withLock { $0.reserveProblem = nil }
             logger.info("outbox: made the reserve file \(reserve.path); a full disk is handled again")
@@ -307,7 +314,7 @@ public final class Outbox: Sendable {
                 appended(ledger, unrecordedLoss: loss, acknowledged: acknowledged)
                 // A background integrity check holds a snapshot: the WAL cannot reset until
                 // it ends, and a truncating checkpoint would only wait for it.
-                if walSize() > reserve.walLimitBytes, integrity != .checking {
+                if walSize.bytes > reserve.walLimitBytes, integrity != .checking {
                     // SQLite's own checkpoints are failing: the disk is filling up.
                     await truncateWAL(releasingReserveIfNeeded: true)
                 }
@@ -367,8 +374,8 @@ public final class Outbox: Sendable {
         guard !drafts.isEmpty else { return .committed([]) }
         // Gap records a full disk kept from being written go with the async append only.
         guard state.withLock({ $0.diskFullCeiling == nil && $0.unwrittenGaps.total == 0 }),
-              reserve.exists || state.withLock({ $0.reserveProblem != nil }),
-              walSize() <= reserve.walLimitBytes || integrity == .checking
+              reservePresence.isPresent || state.withLock({ $0.reserveProblem != nil }),
+              walSize.bytes <= reserve.walLimitBytes || integrity == .checking
         else { return .needsAppend }
         let loss = takeUnrecordedLoss()
         do {
@@ -406,6 +413,7 @@ public final class Outbox: Sendable {
             }
             return (committed, ledger, acknowledged.count)
         } catch {
+            walSize.writeFailed()
             follow(pendingAcknowledgements.putBack(acknowledged))
             throw error
         }
@@ -554,9 +562,8 @@ public final class Outbox: Sendable {
 
     /// Lifts the disk-full ceiling once the reserve file could be made again.
     private func liftDiskFullCeilingIfRoom() {
-        guard state.withLock({ $0.diskFullCeiling != nil }) || !reserve.exists else { return }
-        reserve.ensure()
-        guard reserve.exists else { return }
+        guard state.withLock({ $0.diskFullCeiling != nil }) || !reservePresence.isPresent else { return }
+        guard reservePresence.ensure() == .present else { return }
         let lifted = state.withLock { state in
             defer { state.diskFullCeiling = nil }
             return state.diskFullCeiling != nil
@@ -566,20 +573,13 @@ public final class Outbox: Sendable {
         }
     }
 
-    private func walSize() -> Int64 {
-        var info = stat()
-        return stat(settings.path + "-wal", &info) == 0 ? Int64(info.st_size) : 0
-    }
-
     /// Checkpoints the WAL into the database file and truncates it. When the disk has no room
     /// for that, gives back the reserve file first (see `ReserveFile`).
     private func truncateWAL(releasingReserveIfNeeded: Bool) async {
         do {
-            try await database.writeWithoutTransaction { db in
-                _ = try db.checkpoint(.truncate)
-            }
+            try await database.writeWithoutTransaction { db in try self.truncatingCheckpoint(db) }
         } catch {
-            guard releasingReserveIfNeeded, Self.storageFailure(error) != nil, reserve.release() else {
+            guard releasingReserveIfNeeded, Self.storageFailure(error) != nil, reservePresence.release() else {
                 logger.debug("outbox checkpoint failed", metadata: ["error": "\(error)"])
                 return
             }
@@ -593,11 +593,20 @@ public final class Outbox: Sendable {
 
     private func checkpoint() async {
         do {
-            try await database.writeWithoutTransaction { db in
-                _ = try db.checkpoint(.truncate)
-            }
+            try await database.writeWithoutTransaction { db in try self.truncatingCheckpoint(db) }
         } catch {
             logger.debug("outbox checkpoint failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// On the writer: checkpoints the whole WAL and truncates it to nothing.
+    private func truncatingCheckpoint(_ db: Database) throws {
+        do {
+            _ = try db.checkpoint(.truncate)
+            walSize.truncated()
+        } catch {
+            walSize.writeFailed()
+            throw error
         }
     }
 

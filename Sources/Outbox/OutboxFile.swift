@@ -65,13 +65,12 @@ extension Outbox {
     /// Opens the queue, checks integrity, migrates, starts a new boot above `bootFloor`.
     /// Returns the queue, the new boot and the file's previous boot.
     /// With `checkingFirst` false the integrity check is left to `BackgroundIntegrityCheck`.
-    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile, bootFloor: Int64,
+    static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile, walSize: WALSize, bootFloor: Int64,
                             checkingFirst: Bool) throws -> (DatabaseQueue, boot: Int64, previous: Int64) {
         var configuration = Configuration()
         configuration.label = "outbox"
         configuration.busyMode = .timeout(5)
         let synchronous = settings.synchronous == .full ? "FULL" : "NORMAL"
-        let autocheckpoint = reserve.walAutocheckpointPages
         let walLimit = reserve.walLimitBytes
         configuration.prepareDatabase { db in
             // Set here rather than with `journalMode = .wal`, which forces synchronous=NORMAL.
@@ -80,14 +79,15 @@ extension Outbox {
                 throw DatabaseError(resultCode: .SQLITE_ERROR, message: "could not switch to WAL (journal_mode is \(mode ?? "?"))")
             }
             // A modest page cache (4 MiB) keeps the process small with a million buffered
-            // messages. WAL size limits: see ReserveFile.
+            // messages. WAL size limits: see ReserveFile; the auto-checkpoint is `walSize`'s
+            // WAL hook (every `reserve.walAutocheckpointPages` frames).
             try db.execute(sql: """
                 PRAGMA synchronous = \(synchronous);
                 PRAGMA cache_size = -4096;
                 PRAGMA journal_size_limit = \(walLimit);
-                PRAGMA wal_autocheckpoint = \(autocheckpoint);
                 PRAGMA temp_store = MEMORY;
                 """)
+            try walSize.install(on: db)
         }
         let queue = try DatabaseQueue(path: settings.path, configuration: configuration)
         do {

@@ -3,6 +3,7 @@
 // Migrations are never edited once landed; a schema change is a new named migration.
 
 import GRDB
+import GRDBSQLite
 
 enum OutboxSchema {
     /// All migrations of the outbox file, in order.
@@ -114,17 +115,16 @@ struct Meta: Sendable {
                    acknowledged_total, dropped_this_boot, committed_this_boot, acknowledged_this_boot
             FROM meta WHERE id = 1
             """)
-        // Read from the cursor's live row (no copy of the row in every transaction); the
-        // cursor resets the statement when it goes, so it stays until the columns are read.
-        let rows = try Row.fetchCursor(statement)
-        return try withExtendedLifetime(rows) {
-            guard let row = try rows.next() else {
+        // Read straight from SQLite (DirectStatement.swift): every column is NOT NULL.
+        return try statement.stepDirectly(db) { row, result in
+            guard result == SQLITE_ROW else {
                 throw DatabaseError(resultCode: .SQLITE_CORRUPT, message: "outbox meta row is missing")
             }
+            func column(_ index: Int32) -> Int64 { sqlite3_column_int64(row, index) }
             return Meta(
-                boot: row[0], nextSeq: row[1], bufferedMessages: row[2], bufferedBytes: row[3],
-                droppedTotal: row[4], committedTotal: row[5], acknowledgedTotal: row[6],
-                droppedThisBoot: row[7], committedThisBoot: row[8], acknowledgedThisBoot: row[9])
+                boot: column(0), nextSeq: column(1), bufferedMessages: column(2), bufferedBytes: column(3),
+                droppedTotal: column(4), committedTotal: column(5), acknowledgedTotal: column(6),
+                droppedThisBoot: column(7), committedThisBoot: column(8), acknowledgedThisBoot: column(9))
         }
     }
 
@@ -135,11 +135,13 @@ struct Meta: Sendable {
                 dropped_this_boot = ?, committed_this_boot = ?, acknowledged_this_boot = ?
             WHERE id = 1
             """)
-        statement.setUncheckedArguments([
+        let values = [
             boot, nextSeq, bufferedMessages, bufferedBytes, droppedTotal, committedTotal,
             acknowledgedTotal, droppedThisBoot, committedThisBoot, acknowledgedThisBoot,
-        ])
-        try statement.execute()
+        ]
+        try statement.stepDirectly(db, bind: { statement in
+            for (index, value) in values.enumerated() { bindValue(statement, value, at: Int32(index + 1)) }
+        }) { _, _ in }
     }
 
     /// Counts `count` dropped messages.

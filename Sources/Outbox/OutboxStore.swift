@@ -3,6 +3,7 @@
 
 import Foundation
 import GRDB
+import GRDBSQLite
 
 /// Collects dropped (boot, seq) pairs, in the order they were dropped, as runs of
 /// consecutive seqs with one reason: the gap records to be written.
@@ -74,11 +75,21 @@ enum OutboxStore {
             INSERT INTO message (boot, seq, topic, qos, created_at, size, payload,
                                  boottime_ns, kernel_boot_id, clock_synchronised) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
-        statement.setUncheckedArguments([boot, seq, topic, Int64(qos), createdAt, size, Data(payload),
-                                         measured?.boottime, measured?.kernelBootID,
-                                         measured.map { $0.synchronised ? 1 : 0 } as Int64?])
-        try statement.execute()
-        return db.lastInsertedRowID
+        // Bound directly (DirectStatement.swift): the payload is not copied before SQLite writes it.
+        return try payload.withUnsafeBytes { bytes in
+            try statement.stepDirectly(db, bind: { statement in
+                bindValue(statement, boot, at: 1)
+                bindValue(statement, seq, at: 2)
+                bindValue(statement, topic, at: 3)
+                bindValue(statement, Int64(qos), at: 4)
+                bindValue(statement, createdAt, at: 5)
+                bindValue(statement, size, at: 6)
+                bindValue(statement, blob: bytes, at: 7)
+                bindValue(statement, measured?.boottime, at: 8)
+                bindValue(statement, measured?.kernelBootID, at: 9)
+                bindValue(statement, measured.map { $0.synchronised ? 1 : 0 }, at: 10)
+            }) { _, _ in db.lastInsertedRowID }
+        }
     }
 
     /// The measurement columns of a row (all NULL in rows from before "v3-timestamps").

@@ -144,9 +144,6 @@ struct ReserveFile: Sendable {
         return .success(stats)
     }
 
-    /// Asked before every append: one `access(2)`, not FileManager's path handling.
-    var exists: Bool { access(path, F_OK) == 0 }
-
     /// Gives the reserved space back to the filesystem; true if there was a reserve.
     @discardableResult
     func release() -> Bool {
