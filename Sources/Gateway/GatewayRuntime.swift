@@ -184,7 +184,11 @@ public struct GatewayRuntime: Sendable {
                 : "buffering, not connected to \(endpoint)\(counters.uplinkProblem.map { ": \($0)" } ?? "")"
             // Not a full disk, but a full disk later would find no way out: on the status line.
             let reserve = outbox.reserveProblem.map { "; WARNING: outbox has \($0)" } ?? ""
-            return "\(uplink); polling \(buses) bus(es); boot \(outbox.boot), \(counters.published) published\(reserve)"
+            // Commits failing (a read-only filesystem, a foreign lock, a full disk): not hidden
+            // behind "forwarding".
+            let dropping = outbox.dropping.map { "; outbox \($0)" } ?? ""
+            return "\(uplink); polling \(buses) bus(es); boot \(outbox.boot), \(counters.published) published"
+                + "\(dropping)\(reserve)"
         }
     }
 }

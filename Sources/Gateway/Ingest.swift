@@ -83,6 +83,9 @@ public final class IngestService: Service, Sendable {
         let inTime = onBus && fits(before: nextPollDue)
         var step = committer.withLock { $0.takeForBusThread(onBusThread: onBus, inTime: inTime) }
         var round = 1
+        /// The polls of the batch this thread commits (a reference, no copy): their devices
+        /// name a loss.
+        var inHand: [DevicePoll] = []
         while true {
             switch step {
             case .nothing:
@@ -91,14 +94,14 @@ public final class IngestService: Service, Sendable {
                 wakeUp.yield()
                 return
             case let .countAsLost(polls):
-                countAsLost(polls.count, writingNow: false,
-                            why: "handed over by a thread that must not block after the ingest task ended")
+                countAsLost(polls.count, of: polls, writingNow: false, why: .mustNotBlock)
                 return
             case let .countBatchAsLost(count):
-                countAsLost(count, writingNow: true, why: "the outbox needed its recovery after the ingest task ended")
+                countAsLost(count, of: inHand, writingNow: true, why: .outboxNeedsRecovery)
                 step = committer.withLock { $0.busThreadCommitted(round: round) }
                 round += 1
             case let .commit(polls):
+                inHand = polls
                 let drafts = drafts(for: polls)
                 let started = ContinuousClock.now
                 switch outbox.appendOnCallingThread(drafts) {
@@ -115,18 +118,57 @@ public final class IngestService: Service, Sendable {
         }
     }
 
+    /// Why polls handed over after the ingest task ended could not be committed.
+    private enum LateLoss {
+        /// Handed over by a thread that must not block (not a bus thread).
+        case mustNotBlock
+        /// The bus thread's synchronous append handed the batch back: the outbox needs its
+        /// async recovery (full disk, I/O error, a WAL to truncate), which nobody runs now.
+        case outboxNeedsRecovery
+    }
+
     /// Polls nobody can commit any more (the ingest task has ended): counted as dropped in
     /// the outbox with reason `shutting_down` (a gap record, reported upstream), and logged
-    /// once per batch with why. Written at once on a bus thread (`writingNow`); a thread that
-    /// must not block leaves it in memory for the outbox's next transaction (a bus thread's
-    /// commit), and the log says so.
-    private func countAsLost(_ count: Int, writingNow: Bool, why: String) {
+    /// once per batch with the devices, why and the fix. Written at once on a bus thread
+    /// (`writingNow`: the gap record, or on a full disk the count alone); a thread that must
+    /// not block leaves it in memory for the outbox's next transaction. Where it is not in the
+    /// file, the log line says that it is the only record.
+    private func countAsLost(_ count: Int, of polls: [DevicePoll], writingNow: Bool, why: LateLoss) {
         exceptions.withLock { $0.forget() }  // these values never reached the outbox
-        let written = outbox.recordLossOnCallingThread(count, reason: .shuttingDown, writingNow: writingNow)
-        logger.error("polls handed over while the gateway shuts down could not be committed; counted as dropped", metadata: [
-            "polls": "\(count)", "reason": "\(DropReason.shuttingDown.rawValue)", "why": "\(why)",
-            "recorded": "\(written ? "in the outbox" : "in memory, written with the outbox's next commit")",
-        ])
+        let record = outbox.recordLossOnCallingThread(count, reason: .shuttingDown, writingNow: writingNow)
+        let devices = Set(polls.map(\.device)).sorted().joined(separator: ", ")
+        let cause = switch why {
+        case .mustNotBlock:
+            "they were handed over after the ingest task had ended, by a thread that must not block (not a bus thread)"
+        case .outboxNeedsRecovery:
+            "a bus handed them over after the ingest task had ended, and the outbox could not take them on the bus "
+                + "thread (it needs its recovery: full disk or I/O error, see its log)"
+        }
+        let fix = switch why {
+        case .mustNotBlock:
+            "none for the stop: nothing but a bus thread hands polls over in the running gateway"
+        case .outboxNeedsRecovery:
+            "free space on the filesystem holding buffer.path, or check the storage device (dmesg); the stop's "
+                + "limits are fixed (GatewayRuntime: 4 s graceful, 4.5 s in all, within the unit's TimeoutStopSec=15s): "
+                + "raising TimeoutStopSec does not lengthen them"
+        }
+        let recorded = switch record {
+        case .gapRecorded:
+            "in the outbox: a gap record shutting_down, reported upstream (after the next start if the gateway stops now)"
+        case .countedWithoutGapRecord:
+            "in the outbox's counters and seqs only (no room for its gap record): the next start's birth "
+                + "(previous_boot_last_seq) and the dropped counter show it"
+        case .inMemoryOnly where !writingNow:
+            "in memory, written with the outbox's next commit; if the gateway exits first, only in this log line"
+        case .inMemoryOnly:
+            "NOWHERE but this log line: the outbox took nothing, not even its counters"
+        }
+        logger.error("""
+            \(count) polls of \(devices) read while the gateway shuts down could not be committed; counted as \
+            dropped (\(DropReason.shuttingDown.rawValue)), recorded \(recorded). Why: \(cause). Fix: \(fix)
+            """, metadata: [
+                "polls": "\(count)", "devices": "\(devices)", "reason": "\(DropReason.shuttingDown.rawValue)",
+            ])
     }
 
     public func run() async {
@@ -139,7 +181,7 @@ public final class IngestService: Service, Sendable {
             // (IngestCommitter). In a task of its own, awaited here, which is not cancelled:
             // GRDB's async writes fail at once in a cancelled task.
             committer.withLock { $0.cancel() }
-            await Task { _ = await self.commitPending() }.value
+            await Task { await self.lastTurn() }.value
         } onGracefulShutdown: {
             self.beginShutdown()
         }
@@ -179,6 +221,25 @@ public final class IngestService: Service, Sendable {
                 guard await commit(drafts) else { return false }
             case let .commitPolls(polls):
                 guard await commit(drafts(for: polls)) else { return false }
+            }
+        }
+    }
+
+    /// The cancelled ingest task's last turn: commits what it holds and returns only at
+    /// `.end` (`IngestCommitter.takeForLastTurn`), so the lifecycle is `ended` afterwards and
+    /// a poll handed over later is committed or counted by whoever hands it over, never left
+    /// for a task that is gone. A commit of this turn that reports itself cancelled (it
+    /// cannot: this runs in a task nobody cancels) has handed its batch back first, and the
+    /// loop takes it again.
+    private func lastTurn() async {
+        while true {
+            switch committer.withLock({ $0.takeForLastTurn() }) {
+            case .end:
+                return
+            case let .commitDrafts(drafts):
+                _ = await commit(drafts)
+            case let .commitPolls(polls):
+                _ = await commit(drafts(for: polls))
             }
         }
     }

@@ -94,6 +94,17 @@ struct IngestCommitter {
         case end
     }
 
+    /// What the cancelled ingest task does next in its last turn (after `cancel()`): nothing
+    /// to wait for, since no wake-up can come any more.
+    enum LastTurnStep {
+        /// Commit these drafts, then take again.
+        case commitDrafts([OutboxDraft])
+        /// Commit these polls, then take again.
+        case commitPolls([DevicePoll])
+        /// Return: the lifecycle is `ended`.
+        case end
+    }
+
     /// Batches a bus thread commits in a row before it hands the rest to the ingest task.
     static let busRounds = 2
 
@@ -222,6 +233,20 @@ struct IngestCommitter {
             let batch = Self.take(&waiting, max: maxBatch)
             state = .committing(.ingestTask(deferred: []), waiting: waiting)
             return .commitPolls(batch)
+        }
+    }
+
+    /// The cancelled ingest task's last turn: what it commits next, or `.end`. Cancelled,
+    /// `takeForIngestTask` never asks it to wait (`.done`, `.leaveToBusThread`): nothing
+    /// left ends the task (`nothingLeft`), and so does a bus thread committing.
+    mutating func takeForLastTurn() -> LastTurnStep {
+        precondition(lifecycle == .cancelled, "the last turn is the cancelled ingest task's: \(lifecycle)")
+        switch takeForIngestTask() {
+        case let .commitDrafts(drafts): return .commitDrafts(drafts)
+        case let .commitPolls(polls): return .commitPolls(polls)
+        case .end: return .end
+        case .done, .leaveToBusThread:
+            preconditionFailure("a cancelled ingest task was asked to wait for a wake-up that cannot come: \(state)")
         }
     }
 

@@ -195,13 +195,7 @@ public final class Outbox: Sendable {
         } else if reserveOutcome != .present, let meta = try? database.read({ db in try Meta.fetch(db) }) {
             // The disk is (nearly) full: stay at the current size until there is room.
             state.withLock { $0.diskFullCeiling = meta.bufferedBytes }
-            logger.warning("""
-                outbox: cannot create the reserve file \(reserve.path) (\(reserve.size) bytes; \
-                \(Self.describe(reserveOutcome, reserve: reserve))): holding the outbox at its current size, \
-                and without the reserve a full disk may stop even the drops that make room. Fix: free at least \
-                \(2 * reserve.size) bytes on the filesystem holding the outbox; the outbox then creates the \
-                reserve and lifts the limit by itself
-                """, metadata: ["bytes": "\(meta.bufferedBytes)"])
+            logger.warning(Self.holdingWarning(reserve, reserveOutcome), metadata: ["bytes": "\(meta.bufferedBytes)"])
         }
         logger.info("outbox open", metadata: [
             "boot": "\(boot)", "synchronous": "\(settings.synchronous.rawValue)",
@@ -233,17 +227,53 @@ public final class Outbox: Sendable {
         state.withLock { $0.reserveProblem }.map { "no reserve file \(reserve.path) (\($0)): \($0.remedy)" }
     }
 
+    /// The disk is (nearly) full and the reserve could not be made (`outcome`): stay at the
+    /// current size, `bufferedBytes`, until there is room (``liftDiskFullCeilingIfRoom()``).
+    private func holdAtCurrentSize(_ bufferedBytes: Int64, noReserveBecause outcome: ReserveFile.Outcome) {
+        state.withLock { $0.diskFullCeiling = bufferedBytes }
+        logger.warning(Self.holdingWarning(reserve, outcome), metadata: ["bytes": "\(bufferedBytes)"])
+    }
+
+    /// The warning of an outbox held at its size for want of room for its reserve.
+    private static func holdingWarning(_ reserve: ReserveFile, _ outcome: ReserveFile.Outcome) -> Logger.Message {
+        """
+        outbox: cannot create the reserve file \(reserve.path) (\(reserve.size) bytes; \
+        \(describe(outcome, reserve: reserve))): holding the outbox at its current size, \
+        and without the reserve a full disk may stop even the drops that make room. Fix: free at least \
+        \(2 * reserve.size) bytes on the filesystem holding the outbox; the outbox then creates the \
+        reserve and lifts the limit by itself
+        """
+    }
+
+    /// While a drop episode is open (messages are being dropped, and no append has
+    /// succeeded without dropping since): `DROPPING (<reasons>) since <UTC time>`, for the
+    /// gateway's status line; nil otherwise.
+    public var dropping: String? {
+        state.withLock { $0.episode }.map { episode in
+            "DROPPING (\(episode.reasons.map(\.rawValue).joined(separator: ","))) since "
+                + "\(Self.utcTimestamp(episode.started)), \(episode.dropped) dropped"
+        }
+    }
+
     /// Tries again to make a reserve that could not be made for a reason other than space.
-    private func retryReserveIfUnavailable() {
+    private func retryReserveIfUnavailable() async {
         guard state.withLock({ $0.reserveProblem != nil }) else { return }
-        switch reservePresence.ensure() {
+        let outcome = reservePresence.ensure()
+        switch outcome {
         case .present:
             state.withLock { $0.reserveProblem = nil }
             logger.info("outbox: made the reserve file \(reserve.path); a full disk is handled again")
         case let .failed(failure) where !failure.isLackOfSpace:
             state.withLock { $0.reserveProblem = failure }
         case .noRoom, .failed:
-            break  // now short of space: a full disk's recovery makes it once there is room
+            // The old cause is fixed, but the disk is now short of space: from here on as a
+            // start on a (nearly) full disk, whose recovery makes the reserve once there is
+            // room. The old cause's text must not stay on the status line.
+            state.withLock { $0.reserveProblem = nil }
+            let buffered = (try? await database.read { db in try Meta.fetch(db) })?.bufferedBytes
+            if let buffered, state.withLock({ $0.diskFullCeiling == nil }) {
+                holdAtCurrentSize(buffered, noReserveBecause: outcome)
+            }
         }
     }
 
@@ -560,10 +590,21 @@ public final class Outbox: Sendable {
         ])
     }
 
-    /// Lifts the disk-full ceiling once the reserve file could be made again.
+    /// Lifts the disk-full ceiling once the reserve file could be made again. Without a
+    /// reserve that cannot be made for another reason than space (``reserveProblem``): once
+    /// the outbox's filesystem has the room making it would ask for (twice its size), and
+    /// without trying to make it here, on every append on Swift's pool (``statistics()``
+    /// tries again at every stats interval).
     private func liftDiskFullCeilingIfRoom() {
-        guard state.withLock({ $0.diskFullCeiling != nil }) || !reservePresence.isPresent else { return }
-        guard reservePresence.ensure() == .present else { return }
+        let (ceiling, cannotBeMade) = state.withLock { ($0.diskFullCeiling != nil, $0.reserveProblem != nil) }
+        if cannotBeMade {
+            guard ceiling, case let .success(free) = ReserveFile.freeBytes(onFilesystemHolding: settings.path),
+                  free >= 2 * reserve.size
+            else { return }
+        } else {
+            guard ceiling || !reservePresence.isPresent else { return }
+            guard reservePresence.ensure() == .present else { return }
+        }
         let lifted = state.withLock { state in
             defer { state.diskFullCeiling = nil }
             return state.diskFullCeiling != nil
@@ -662,18 +703,19 @@ public final class Outbox: Sendable {
 
     /// Counts `count` messages that were never offered to ``append(_:)`` and never will be
     /// (the gateway is shutting down and nobody can commit them any more): their seqs are
-    /// consumed and a gap with `reason` is recorded, in one transaction on the calling thread.
-    /// It blocks like ``appendOnCallingThread(_:)``: call it from a thread of your own; a
-    /// caller that must not block passes `writingNow: false`. Returns false when the loss was
-    /// not written (not asked to, or the file did not take it): it then waits in memory,
+    /// consumed and a gap with `reason` is recorded, in one transaction on the calling thread;
+    /// with no room for the gap record, the count and the seqs go into the meta row alone
+    /// (as `append` does on a full disk). It blocks like ``appendOnCallingThread(_:)``: call
+    /// it from a thread of your own; a caller that must not block passes `writingNow: false`.
+    /// Returns where the loss is (``LossRecord``): with ``LossRecord/inMemoryOnly`` it waits,
     /// counted by ``statistics()``, for the next transaction that succeeds.
     @discardableResult
-    public func recordLossOnCallingThread(_ count: Int, reason: DropReason, writingNow: Bool = true) -> Bool {
-        guard count > 0 else { return true }
+    public func recordLossOnCallingThread(_ count: Int, reason: DropReason, writingNow: Bool = true) -> LossRecord {
+        guard count > 0 else { return .gapRecorded }
         let loss = noteLoss(Int64(count), reason: reason)
         guard writingNow else {
             putBackUnrecordedLoss(loss)
-            return false
+            return .inMemoryOnly
         }
         do {
             let ledger = try database.write { db in
@@ -685,10 +727,16 @@ public final class Outbox: Sendable {
                 return ledger
             }
             gapObserver.committed(ledger)
-            return true
+            return .gapRecorded
         } catch {
-            putBackUnrecordedLoss(loss)
-            return false
+            do {
+                let ledger = try database.write { db in try Self.countInMeta(db, loss) }
+                state.withLock { $0.unwrittenGaps.append(ledger) }
+                return .countedWithoutGapRecord
+            } catch {
+                putBackUnrecordedLoss(loss)
+                return .inMemoryOnly
+            }
         }
     }
 
@@ -713,17 +761,21 @@ public final class Outbox: Sendable {
     /// If even that fails, the loss waits in memory for the next transaction that succeeds.
     private func countInMetaAlone(_ loss: [(reason: DropReason, count: Int64)]) async {
         do {
-            let ledger = try await database.write { db in
-                var meta = try Meta.fetch(db)
-                var ledger = DropLedger()
-                Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
-                try meta.save(db)
-                return ledger
-            }
+            let ledger = try await database.write { db in try Self.countInMeta(db, loss) }
             state.withLock { $0.unwrittenGaps.append(ledger) }
         } catch {
             putBackUnrecordedLoss(loss)
         }
+    }
+
+    /// In a write: consumes the seqs of `loss` and counts it in the meta row, nothing else;
+    /// returns the gap records still to write.
+    private static func countInMeta(_ db: Database, _ loss: [(reason: DropReason, count: Int64)]) throws -> DropLedger {
+        var meta = try Meta.fetch(db)
+        var ledger = DropLedger()
+        consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
+        try meta.save(db)
+        return ledger
     }
 
     /// Writes the gap records `countInMetaAlone` could not, in a transaction of their own;
@@ -1020,7 +1072,7 @@ public final class Outbox: Sendable {
     /// interval, it also tries again to make a reserve file that could not be made
     /// (``reserveProblem``).
     public func statistics() async throws -> OutboxStatistics {
-        retryReserveIfUnavailable()
+        await retryReserveIfUnavailable()
         let now = now().outboxMilliseconds
         let unrecorded = state.withLock { Self.total($0.unrecordedLoss) }
         // Rows already acknowledged but waiting for the next append to delete them are not

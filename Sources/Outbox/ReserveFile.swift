@@ -126,7 +126,12 @@ struct ReserveFile: Sendable {
     /// Bytes free for the gateway on the filesystem holding the reserve (and the outbox),
     /// or why it cannot be asked.
     func freeBytes() -> Result<Int64, StatvfsFailure> {
-        Self.filesystem(holding: path).map { Int64($0.f_bavail) * Int64($0.f_frsize) }
+        Self.freeBytes(onFilesystemHolding: path)
+    }
+
+    /// Bytes free for the gateway on the filesystem holding `file`, or why it cannot be asked.
+    static func freeBytes(onFilesystemHolding file: String) -> Result<Int64, StatvfsFailure> {
+        filesystem(holding: file).map { Int64($0.f_bavail) * Int64($0.f_frsize) }
     }
 
     /// `statvfs` failed; `code` is its errno, taken right after the call.

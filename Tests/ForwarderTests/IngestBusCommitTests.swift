@@ -260,7 +260,8 @@ struct IngestBusCommitTests {
     @Test func aPollHandedOverAfterTheIngestTaskEndedIsCommittedOrCounted() async throws {
         try await Self.withOutbox { outbox in
             let commits = Commits()
-            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: Self.logger,
+            let logs = LogRecorder()
+            let ingest = IngestService(identity: Self.identity, qos: 1, outbox: outbox, logger: logs.logger,
                                        onCommit: commits.record)
             let running = Task { await ingest.run() }
             ingest.beginShutdown()
@@ -277,6 +278,10 @@ struct IngestBusCommitTests {
             ingest.queue(Self.poll("dev-1", 1))
             ingest.commitOnBusThread()
             #expect(commits.rows.count == 1)
+            let inMemory = logs.lines(containing: "could not be committed")
+            #expect(inMemory.count == 1)
+            #expect(inMemory.first?.message.contains("1 polls of dev-1") == true, "names the device: \(inMemory)")
+            #expect(inMemory.first?.message.contains("in memory") == true, "says where the loss is: \(inMemory)")
             let statistics = try await outbox.statistics()
             #expect(statistics.committedThisBoot == 1)
             #expect(statistics.droppedThisBoot == 1, "the poll nobody could commit is counted")
@@ -294,10 +299,14 @@ struct IngestBusCommitTests {
             // as on a full disk) has nobody left to recover it: counted, and written at once.
             #expect(unlink(outbox.settings.path + "-reserve") == 0)
             await Task(executorPreference: bus) {
-                ingest.queue(Self.poll("dev-1", 3))
+                ingest.queue(Self.poll("dev-2", 3))
                 ingest.commitOnBusThread()
             }.value
             #expect(commits.rows.count == 2)
+            let recorded = logs.lines(containing: "could not be committed").last?.message ?? ""
+            #expect(recorded.contains("1 polls of dev-2"), "names the device: \(recorded)")
+            #expect(recorded.contains("a gap record shutting_down"), "says where the loss is: \(recorded)")
+            #expect(recorded.contains("Fix: free space on the filesystem holding buffer.path"), "says the fix: \(recorded)")
             let gapsAfter = try await outbox.pendingGaps()
             #expect(gapsAfter.map(\.reason) == [.shuttingDown, .shuttingDown])
             #expect(gapsAfter.map(\.firstSeq) == [2, 4])

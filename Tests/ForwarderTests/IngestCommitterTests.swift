@@ -306,6 +306,35 @@ struct IngestCommitterTests {
         committer.queue(Self.poll("c", 1))
         #expect(Self.commitBatch(committer.takeForBusThread()) == ["c#1"])
     }
+    /// The cancelled task's last turn never gets a step that waits for a wake-up (none can
+    /// come): it commits what it holds until `.end`, also while a bus thread commits.
+    @Test func theLastTurnOfACancelledIngestTaskEndsWithoutWaiting() {
+        var committer = IngestCommitter(maxBatch: 100)
+        committer.queue(Self.poll("a", 1))
+        #expect(Self.isWake(committer.takeForBusThread(onBusThread: false)))
+        committer.cancel()
+        guard case let .commitPolls(polls) = committer.takeForLastTurn() else {
+            Issue.record("the last turn did not take the poll it holds: \(committer.state)")
+            return
+        }
+        #expect(Self.names(polls) == ["a#1"])
+        guard case .end = committer.takeForLastTurn() else {
+            Issue.record("the last turn did not end with nothing left: \(committer.state)")
+            return
+        }
+        #expect(committer.lifecycle == .ended)
+
+        var busy = IngestCommitter(maxBatch: 100)
+        busy.queue(Self.poll("b", 1))
+        #expect(Self.commitBatch(busy.takeForBusThread()) == ["b#1"])
+        busy.cancel()
+        guard case .end = busy.takeForLastTurn() else {
+            Issue.record("the last turn waited for a committing bus thread: \(busy.state)")
+            return
+        }
+        #expect(busy.lifecycle == .ended)
+    }
+
     @Test func aBusThreadWithoutTimeForASecondRoundHandsOver() {
         var committer = IngestCommitter(maxBatch: 100)
         committer.queue(Self.poll("a", 1))

@@ -35,6 +35,8 @@ struct OutboxCommitFailureTests {
                 _ = try await outbox.append(drafts(3))
             }
             #expect(try await outbox.statistics().droppedThisBoot == 3, "the lost batch is counted")
+            // For the status line: the drop episode shows while it lasts.
+            #expect(outbox.dropping?.hasPrefix("DROPPING (io_error) since ") == true, "\(outbox.dropping ?? "nil")")
 
             input.fileHandleForWriting.write(Data("ROLLBACK;\n.quit\n".utf8))
             try input.fileHandleForWriting.close()
@@ -43,6 +45,7 @@ struct OutboxCommitFailureTests {
             // The next commit writes the loss down: seqs 3...5 in a gap, then seq 6.
             let next = try await outbox.append(drafts(1))
             #expect(next.map(\.seq) == [6])
+            #expect(outbox.dropping == nil, "the episode ended with a commit that dropped nothing")
             let gaps = try await outbox.pendingGaps()
             #expect(gaps.map { [$0.firstSeq, $0.lastSeq] } == [[3, 5]])
             #expect(gaps.map(\.reason) == [.ioError])

@@ -294,4 +294,46 @@ struct OutboxDiskFullTests {
             }
         }
     }
+
+    /// A loss counted on the calling thread (a bus thread's batch at shutdown, after the
+    /// ingest task ended) on a disk with room for the meta row but not for its gap record: the
+    /// count and the seqs go into the meta row alone, as `append` does, so the loss survives
+    /// the exit that follows. With no room at all, the caller learns it is in memory only.
+    @Test func aLossRecordedOnTheCallingThreadWithoutRoomForItsGapRecordSurvivesARestart() async throws {
+        guard requireRoot() else { return }
+        try await withTemporaryDirectory { dir in
+            let mount = try Tmpfs(at: dir.file("small"), size: "512k")
+            defer { mount.unmount() }
+            let path = mount.path + "/outbox.sqlite"
+            let filler = mount.path + "/filler"
+            do {
+                let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
+                _ = try await outbox.append(drafts(100))
+            }
+            do {
+                // Opened anew: its WAL holds little more than the boot's write, with no
+                // spare room inside the file.
+                let outbox = try Outbox(settings: .init(path: path), logger: quietLogger)
+                #expect(unlink(path + "-reserve") == 0)
+                // The synchronous append finds the reserve gone (and lets go of its blocks).
+                let handedBack = await onDedicatedThread { outbox.appendOnCallingThread(drafts(1)) }
+                #expect(committedRows(handedBack) == nil)
+                try fill(filler)
+                let nothingWritten = await onDedicatedThread {
+                    outbox.recordLossOnCallingThread(3, reason: .shuttingDown)
+                }
+                #expect(nothingWritten == .inMemoryOnly, "no room at all: the caller must say it is in memory only")
+                // Two pages free: room for the meta row's frame in the WAL (4 KiB and a little),
+                // not for the gap record's three (the gap table, sqlite_sequence, the meta row).
+                try shrink(filler, by: 8192)
+                let counted = await onDedicatedThread { outbox.recordLossOnCallingThread(4, reason: .shuttingDown) }
+                #expect(counted == .countedWithoutGapRecord)
+            }
+            // The process ended (its memory is gone); started again: the loss is in the file.
+            try FileManager.default.removeItem(atPath: filler)
+            let again = try Outbox(settings: .init(path: path), logger: quietLogger)
+            #expect(try await again.statistics().dropped == 7, "both losses counted in the file")
+            #expect(again.previousBoot == OutboxBootEnd(boot: 2, lastSeq: 7), "their seqs consumed")
+        }
+    }
 }
