@@ -37,6 +37,8 @@ final class PendingAcknowledgements: Sendable {
         var settings = Settings(flushAt: 1, delay: .zero)
         /// Told how many ids went through a transaction (committed or failed).
         var observer: (@Sendable (Int) -> Void)?
+        /// Tests only (`onceAfterTake`): called once, after a `take` that took ids.
+        var afterTake: (@Sendable () -> Void)?
     }
     /// The timer is either stopped or repeating every `delay` (the source, to cancel it).
     /// Invariant, under the lock: ids wait ⇒ the timer ticks.
@@ -92,15 +94,31 @@ final class PendingAcknowledgements: Sendable {
         }
     }
 
-    /// Everything waiting, for the transaction about to run on the writer.
+    /// Everything waiting, for the transaction that deletes it.
+    ///
+    /// Invariant: a taken id is deleted before any drop can see its row. So only two kinds of
+    /// caller take: the writer's queue (every drop runs there, serialised with the taker's
+    /// delete) and a transaction that already holds the file's write lock (the second
+    /// connection's, `AcknowledgementConnection.delete(taking:)`): until it commits no other
+    /// connection writes. An id taken anywhere else could be dropped as one of the oldest
+    /// rows meanwhile (counted lost, a gap record) although the broker acknowledged it.
     func take() -> [Int64] {
-        state.withLock { state in
-            defer {
-                state.ids.removeAll(keepingCapacity: true)
-                state.since = nil
-            }
-            return state.ids
+        let (ids, afterTake) = state.withLock { state -> ([Int64], (@Sendable () -> Void)?) in
+            let ids = state.ids
+            state.ids.removeAll(keepingCapacity: true)
+            state.since = nil
+            guard !ids.isEmpty, let afterTake = state.afterTake else { return (ids, nil) }
+            state.afterTake = nil
+            return (ids, afterTake)
         }
+        afterTake?()
+        return ids
+    }
+
+    /// Tests only: `body` runs once, on the taking thread, right after the next `take` that
+    /// takes ids and before their delete: a test makes another thread's write fall there.
+    func onceAfterTake(_ body: @escaping @Sendable () -> Void) {
+        state.withLock { $0.afterTake = body }
     }
 
     /// A transaction that took `ids` rolled back: they wait again, first.
