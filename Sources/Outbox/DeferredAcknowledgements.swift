@@ -248,20 +248,22 @@ extension Outbox {
     }
 
     /// A delete of their own is due (`PendingAcknowledgements.Next.flush`, the flush marked
-    /// queued): tries it on the calling thread with ``acknowledgementConnection``. Returns
-    /// false when that could not be done (no such connection, the write lock taken, an
+    /// queued): tries it on the calling thread with ``acknowledgementConnection``, which takes
+    /// the ids only once it holds the file's write lock (see `PendingAcknowledgements.take`).
+    /// Returns false when that could not be done (no such connection, the write lock taken, an
     /// error): the ids are queued again, untouched, and the caller hands the flush to the
     /// writer's queue (`follow(.flush)`), which deletes them or logs why it cannot.
     func deleteOnCallingThread() -> Bool {
         guard let connection = acknowledgementConnection else { return false }
-        let ids = pendingAcknowledgements.take()
-        if !ids.isEmpty {
-            guard connection.delete(ranges: Self.contiguousRanges(ids)) else {
-                _ = pendingAcknowledgements.putBack(ids)  // the flush stays queued: no second one
-                return false
-            }
-            pendingAcknowledgements.finished(ids.count)
-            if connection.checkpointDue() {
+        switch connection.delete(taking: pendingAcknowledgements.take) {
+        case .notTaken:
+            return false
+        case let .rolledBack(ids):
+            _ = pendingAcknowledgements.putBack(ids)  // the flush stays queued: no second one
+            return false
+        case let .committed(count):
+            pendingAcknowledgements.finished(count)
+            if count > 0, connection.checkpointDue() {
                 // The writer's connection checkpoints (and syncs the file) on its queue: this
                 // connection never does, and without appends the WAL would only grow.
                 database.asyncWriteWithoutTransaction { db in _ = try? db.checkpoint(.passive) }
@@ -294,6 +296,7 @@ extension Outbox {
 /// rows are deleted (see `ForwardingLoop.fill`), and a hop to the writer's thread and back
 /// per delete held a fifth of the window.
 ///
+/// It takes the waiting ids only once it holds the file's write lock (`delete(taking:)`).
 /// It never waits: `BEGIN IMMEDIATE` fails at once with `SQLITE_BUSY` while any other
 /// connection writes (an append, the queue's own deletes, a checkpoint), and a second caller
 /// while one deletes is turned away by `busy`; the ids then go to the writer's queue as
@@ -306,8 +309,8 @@ extension Outbox {
 /// connection to (`checkpointDue`), as the writer's own commits would have by themselves.
 final class AcknowledgementConnection: Sendable {
     private let database: DatabaseQueue
-    /// Set while a caller deletes: a second caller returns false instead of waiting for
-    /// the queue's `sync`.
+    /// Set while a caller deletes: a second caller takes nothing (`.notTaken`) instead of
+    /// waiting for the queue's `sync`.
     private let busy = Atomic<Bool>(false)
     private let logger: Logger
     /// Commits since the last checkpoint asked for.
@@ -345,27 +348,46 @@ final class AcknowledgementConnection: Sendable {
         self.logger = logger
     }
 
-    /// Deletes the rows of `ranges` (and books them) in a transaction of its own, now, on
-    /// the calling thread. False, with nothing changed, when another connection holds the
-    /// write lock, another caller is deleting, or the delete failed.
-    func delete(ranges: [ClosedRange<Int64>]) -> Bool {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+    /// What a delete on this connection came to.
+    enum Outcome {
+        /// Nothing was taken: another connection holds the write lock, another caller is
+        /// deleting, or the transaction could not begin.
+        case notTaken
+        /// `count` ids were taken and their delete committed.
+        case committed(count: Int)
+        /// These ids were taken but their delete failed and rolled back: queue them again.
+        case rolledBack([Int64])
+    }
+
+    /// Takes the ids to delete with `take` once this connection holds the file's write lock
+    /// (`BEGIN IMMEDIATE`), deletes their rows and books them, and commits, now, on the
+    /// calling thread. Taking them only under the lock is what keeps them from being
+    /// dropped: until the commit no other connection writes, so no append can drop their
+    /// rows (the oldest, at a limit) as lost while they are neither queued nor deleted. When
+    /// the lock is taken, nothing is taken (``Outcome/notTaken``).
+    func delete(taking take: () -> [Int64]) -> Outcome {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return .notTaken }
         defer { busy.store(false, ordering: .releasing) }
+        var taken: [Int64] = []
         do {
             // The queue's `sync` runs the block on this thread: only callers that passed
             // `busy` use this queue, one at a time.
             try database.writeWithoutTransaction { db in
-                try db.inCachedTransaction { try Outbox.deleteAcknowledged(db, ranges: ranges) }
+                try db.inCachedTransaction {
+                    taken = take()  // holding the write lock: see `PendingAcknowledgements.take`
+                    guard !taken.isEmpty else { return }
+                    try Outbox.deleteAcknowledged(db, ranges: Outbox.contiguousRanges(taken))
+                }
             }
-            commits.add(1, ordering: .relaxed)
-            return true
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
-            return false  // the writer is writing: its queue takes the ids
+            if !taken.isEmpty { commits.add(1, ordering: .relaxed) }
+            return .committed(count: taken.count)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && taken.isEmpty {
+            return .notTaken  // the writer is writing: its queue takes the ids
         } catch {
             logger.debug("outbox: deleting acknowledged rows on the second connection failed; the writer's queue tries", metadata: [
                 "error": "\(error)",
             ])
-            return false
+            return taken.isEmpty ? .notTaken : .rolledBack(taken)
         }
     }
 
