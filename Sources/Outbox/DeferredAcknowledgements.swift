@@ -37,6 +37,8 @@ final class PendingAcknowledgements: Sendable {
         var settings = Settings(flushAt: 1, delay: .zero)
         /// Told how many ids went through a transaction (committed or failed).
         var observer: (@Sendable (Int) -> Void)?
+        /// Tests only (`onceAfterTake`): called once, after a `take` that took ids.
+        var afterTake: (@Sendable () -> Void)?
     }
     /// The timer is either stopped or repeating every `delay` (the source, to cancel it).
     /// Invariant, under the lock: ids wait ⇒ the timer ticks.
@@ -92,15 +94,31 @@ final class PendingAcknowledgements: Sendable {
         }
     }
 
-    /// Everything waiting, for the transaction about to run on the writer.
+    /// Everything waiting, for the transaction that deletes it.
+    ///
+    /// Invariant: a taken id is deleted before any drop can see its row. So only two kinds of
+    /// caller take: the writer's queue (every drop runs there, serialised with the taker's
+    /// delete) and a transaction that already holds the file's write lock (the second
+    /// connection's, `AcknowledgementConnection.delete(taking:)`): until it commits no other
+    /// connection writes. An id taken anywhere else could be dropped as one of the oldest
+    /// rows meanwhile (counted lost, a gap record) although the broker acknowledged it.
     func take() -> [Int64] {
-        state.withLock { state in
-            defer {
-                state.ids.removeAll(keepingCapacity: true)
-                state.since = nil
-            }
-            return state.ids
+        let (ids, afterTake) = state.withLock { state -> ([Int64], (@Sendable () -> Void)?) in
+            let ids = state.ids
+            state.ids.removeAll(keepingCapacity: true)
+            state.since = nil
+            guard !ids.isEmpty, let afterTake = state.afterTake else { return (ids, nil) }
+            state.afterTake = nil
+            return (ids, afterTake)
         }
+        afterTake?()
+        return ids
+    }
+
+    /// Tests only: `body` runs once, on the taking thread, right after the next `take` that
+    /// takes ids and before their delete: a test makes another thread's write fall there.
+    func onceAfterTake(_ body: @escaping @Sendable () -> Void) {
+        state.withLock { $0.afterTake = body }
     }
 
     /// A transaction that took `ids` rolled back: they wait again, first.
@@ -230,20 +248,22 @@ extension Outbox {
     }
 
     /// A delete of their own is due (`PendingAcknowledgements.Next.flush`, the flush marked
-    /// queued): tries it on the calling thread with ``acknowledgementConnection``. Returns
-    /// false when that could not be done (no such connection, the write lock taken, an
+    /// queued): tries it on the calling thread with ``acknowledgementConnection``, which takes
+    /// the ids only once it holds the file's write lock (see `PendingAcknowledgements.take`).
+    /// Returns false when that could not be done (no such connection, the write lock taken, an
     /// error): the ids are queued again, untouched, and the caller hands the flush to the
     /// writer's queue (`follow(.flush)`), which deletes them or logs why it cannot.
     func deleteOnCallingThread() -> Bool {
         guard let connection = acknowledgementConnection else { return false }
-        let ids = pendingAcknowledgements.take()
-        if !ids.isEmpty {
-            guard connection.delete(ranges: Self.contiguousRanges(ids)) else {
-                _ = pendingAcknowledgements.putBack(ids)  // the flush stays queued: no second one
-                return false
-            }
-            pendingAcknowledgements.finished(ids.count)
-            if connection.checkpointDue() {
+        switch connection.delete(taking: pendingAcknowledgements.take) {
+        case .notTaken:
+            return false
+        case let .rolledBack(ids):
+            _ = pendingAcknowledgements.putBack(ids)  // the flush stays queued: no second one
+            return false
+        case let .committed(count):
+            pendingAcknowledgements.finished(count)
+            if count > 0, connection.checkpointDue() {
                 // The writer's connection checkpoints (and syncs the file) on its queue: this
                 // connection never does, and without appends the WAL would only grow.
                 database.asyncWriteWithoutTransaction { db in _ = try? db.checkpoint(.passive) }
@@ -276,6 +296,7 @@ extension Outbox {
 /// rows are deleted (see `ForwardingLoop.fill`), and a hop to the writer's thread and back
 /// per delete held a fifth of the window.
 ///
+/// It takes the waiting ids only once it holds the file's write lock (`delete(taking:)`).
 /// It never waits: `BEGIN IMMEDIATE` fails at once with `SQLITE_BUSY` while any other
 /// connection writes (an append, the queue's own deletes, a checkpoint), and a second caller
 /// while one deletes is turned away by `busy`; the ids then go to the writer's queue as
@@ -288,8 +309,8 @@ extension Outbox {
 /// connection to (`checkpointDue`), as the writer's own commits would have by themselves.
 final class AcknowledgementConnection: Sendable {
     private let database: DatabaseQueue
-    /// Set while a caller deletes: a second caller returns false instead of waiting for
-    /// the queue's `sync`.
+    /// Set while a caller deletes: a second caller takes nothing (`.notTaken`) instead of
+    /// waiting for the queue's `sync`.
     private let busy = Atomic<Bool>(false)
     private let logger: Logger
     /// Commits since the last checkpoint asked for.
@@ -327,27 +348,46 @@ final class AcknowledgementConnection: Sendable {
         self.logger = logger
     }
 
-    /// Deletes the rows of `ranges` (and books them) in a transaction of its own, now, on
-    /// the calling thread. False, with nothing changed, when another connection holds the
-    /// write lock, another caller is deleting, or the delete failed.
-    func delete(ranges: [ClosedRange<Int64>]) -> Bool {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
+    /// What a delete on this connection came to.
+    enum Outcome {
+        /// Nothing was taken: another connection holds the write lock, another caller is
+        /// deleting, or the transaction could not begin.
+        case notTaken
+        /// `count` ids were taken and their delete committed.
+        case committed(count: Int)
+        /// These ids were taken but their delete failed and rolled back: queue them again.
+        case rolledBack([Int64])
+    }
+
+    /// Takes the ids to delete with `take` once this connection holds the file's write lock
+    /// (`BEGIN IMMEDIATE`), deletes their rows and books them, and commits, now, on the
+    /// calling thread. Taking them only under the lock is what keeps them from being
+    /// dropped: until the commit no other connection writes, so no append can drop their
+    /// rows (the oldest, at a limit) as lost while they are neither queued nor deleted. When
+    /// the lock is taken, nothing is taken (``Outcome/notTaken``).
+    func delete(taking take: () -> [Int64]) -> Outcome {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return .notTaken }
         defer { busy.store(false, ordering: .releasing) }
+        var taken: [Int64] = []
         do {
             // The queue's `sync` runs the block on this thread: only callers that passed
             // `busy` use this queue, one at a time.
             try database.writeWithoutTransaction { db in
-                try db.inCachedTransaction { try Outbox.deleteAcknowledged(db, ranges: ranges) }
+                try db.inCachedTransaction {
+                    taken = take()  // holding the write lock: see `PendingAcknowledgements.take`
+                    guard !taken.isEmpty else { return }
+                    try Outbox.deleteAcknowledged(db, ranges: Outbox.contiguousRanges(taken))
+                }
             }
-            commits.add(1, ordering: .relaxed)
-            return true
-        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY {
-            return false  // the writer is writing: its queue takes the ids
+            if !taken.isEmpty { commits.add(1, ordering: .relaxed) }
+            return .committed(count: taken.count)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && taken.isEmpty {
+            return .notTaken  // the writer is writing: its queue takes the ids
         } catch {
             logger.debug("outbox: deleting acknowledged rows on the second connection failed; the writer's queue tries", metadata: [
                 "error": "\(error)",
             ])
-            return false
+            return taken.isEmpty ? .notTaken : .rolledBack(taken)
         }
     }
 

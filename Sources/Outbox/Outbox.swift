@@ -878,9 +878,9 @@ public final class Outbox: Sendable {
         // past every acknowledged row, take no extra transaction.
         if pendingAcknowledgements.contains(after: id) { await deleteQueuedAcknowledgements() }
         do {
-            // One SELECT reads one snapshot of the file by itself, and every write runs on
-            // this same serial queue: no read-only transaction is needed around it (GRDB's
-            // `read` adds `PRAGMA query_only` and BEGIN/COMMIT to every lease).
+            // One SELECT reads one snapshot of the file by itself: no read-only transaction
+            // is needed around it (GRDB's `read` adds `PRAGMA query_only` and BEGIN/COMMIT to
+            // every lease).
             return try await database.unsafeRead { db in
                 let statement = try db.cachedStatement(sql: """
                     SELECT id, boot, seq, topic, qos, created_at, payload,
@@ -1080,9 +1080,10 @@ public final class Outbox: Sendable {
         // what is still to be sent (a monitor judges losses on an empty backlog).
         await deleteQueuedAcknowledgements()
         do {
-            // Two statements, on the queue every write of the file runs on (and the lock keeps
-            // other processes from writing): no write can fall between them.
-            var statistics = try await database.unsafeRead { db in try OutboxStore.statistics(db, now: now) }
+            // Two statements, in one read transaction: one snapshot. The second connection
+            // (`AcknowledgementConnection`) deletes beside this queue: without it a delete could
+            // fall between the counters and the oldest row.
+            var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
             statistics.integrity = integrity
             // Losses the full disk did not let us write down yet still count.
             statistics.dropped += unrecorded

@@ -6,7 +6,7 @@ import Testing
 
 /// Runs `body` on a thread of its own (never one of libdispatch's or Swift's pool), as the
 /// forwarder hands ids over on the MQTT network thread; returns once it returned.
-private func onOwnThread(_ body: @escaping @Sendable () -> Void) async {
+func onOwnThread(_ body: @escaping @Sendable () -> Void) async {
     await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let thread = Thread {
             body()
