@@ -129,7 +129,7 @@ public final class Outbox: Sendable {
         self.lock = lock
         let reserve = ReserveFile(besides: reserveBesides)
         self.reserve = reserve
-        reservePresence = ReservePresence(reserve)
+        reservePresence = ReservePresence(reserve, logger: logger)
         let walSize = WALSize(outboxPath: path, autocheckpointPages: reserve.walAutocheckpointPages)
         self.walSize = walSize
         let bootFile = BootFile(besides: lock.resolvedOutboxPath)
