@@ -1046,9 +1046,10 @@ public final class Outbox: Sendable {
         // what is still to be sent (a monitor judges losses on an empty backlog).
         await deleteQueuedAcknowledgements()
         do {
-            // Two statements, on the queue every write of the file runs on (and the lock keeps
-            // other processes from writing): no write can fall between them.
-            var statistics = try await database.unsafeRead { db in try OutboxStore.statistics(db, now: now) }
+            // Two statements (the meta row, the oldest row) in one read transaction: the
+            // acknowledgement connection deletes rows off this queue, and a delete it commits
+            // between them would show a backlog with no oldest age.
+            var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
             statistics.integrity = integrity
             // Losses the full disk did not let us write down yet still count.
             statistics.dropped += unrecorded

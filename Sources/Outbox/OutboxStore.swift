@@ -210,6 +210,8 @@ enum OutboxStore {
         return try Int64.fetchOne(statement)
     }
 
+    /// The counters and the oldest row's age; call it inside a read transaction (both from
+    /// one snapshot of the file).
     static func statistics(_ db: Database, now: Int64) throws -> OutboxStatistics {
         let meta = try Meta.fetch(db)
         let oldest = try oldestCreatedAt(db)

@@ -123,4 +123,34 @@ struct OutboxWriteLockTests {
             #expect(!logs.entries.contains { $0.level >= .error }, "\(logs.entries.filter { $0.level >= .error })")
         }
     }
+
+    /// `statistics()` reads the meta row and the oldest row in one snapshot: a delete the
+    /// second connection commits between the two reads does not give a backlog with no age.
+    @Test func statisticsReadOneSnapshotWhileTheSecondConnectionDeletes() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir.file("outbox.sqlite")
+            let outbox = try open(path, LogRecorder())
+            let committed = try await outbox.append(drafts(10))
+            let connection = try #require(outbox.acknowledgementConnection)
+            let ids = committed.map(\.id)
+
+            // Between the meta read and the oldest row's read, the second connection deletes
+            // every row (as the forwarder's acknowledgements do on the MQTT network thread).
+            let deleted = Mutex(false)
+            try await outbox.database.writeWithoutTransaction { db in
+                db.trace { event in
+                    guard case let .statement(statement) = event, statement.sql.contains("ORDER BY id LIMIT 1"),
+                          !deleted.withLock({ $0 }) else { return }
+                    deleted.withLock { $0 = connection.delete(ranges: [ids.first!...ids.last!]) }
+                }
+            }
+            let statistics = try await outbox.statistics()
+            try await outbox.database.writeWithoutTransaction { db in db.trace(nil) }
+
+            #expect(deleted.withLock { $0 }, "the second connection deleted between the two reads")
+            #expect((statistics.bufferedMessages > 0) == (statistics.oldestAge != nil),
+                    "\(statistics.bufferedMessages) buffered, oldest age \(String(describing: statistics.oldestAge))")
+            #expect(try await outbox.statistics().bufferedMessages == 0, "the delete itself went through")
+        }
+    }
 }
