@@ -276,11 +276,20 @@ extension Outbox {
 
     /// On the writer, outside a transaction: deletes the queued ids in a transaction of their
     /// own. Returns how many ids it took. A failed delete is logged; its rows are sent again.
+    /// A delete that meets the write lock takes none: they stay queued.
     func deleteQueued(_ db: Database) -> Int {
         let ids = pendingAcknowledgements.take()
         guard !ids.isEmpty else { return 0 }
         do {
             try deleteAcknowledgedRelaxed(db, ranges: Self.contiguousRanges(ids))
+        } catch let error where Self.isLockContention(error) {
+            // Another connection holds the write lock past the busy timeout (WriteLockWait.swift):
+            // the ids wait for the next transaction, as if this delete had not run.
+            logger.debug("outbox: the write lock is taken; acknowledged rows are deleted later", metadata: [
+                "count": "\(ids.count)", "error": "\(error)",
+            ])
+            follow(pendingAcknowledgements.putBack(ids))
+            return 0
         } catch {
             logger.error("cannot delete acknowledged messages; they are sent again later", metadata: [
                 "count": "\(ids.count)", "error": "\(error)",

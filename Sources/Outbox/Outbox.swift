@@ -106,13 +106,15 @@ public final class Outbox: Sendable {
     }
 
     /// As the public init, with the reserve file beside `reserveBesides` instead of beside
-    /// the outbox (tests put it where it cannot be made).
+    /// the outbox (tests put it where it cannot be made), and SQLite's busy timeout of the
+    /// writing connection (tests shorten it to see another connection hold the write lock past it).
     init(
         settings: OutboxSettings,
         logger: Logger,
         now: @escaping @Sendable () -> Date,
         measuring: (@Sendable () -> MeasuredAt)?,
-        reserveBesides: String
+        reserveBesides: String,
+        busyTimeout: Duration = .seconds(5)
     ) throws {
         var logger = logger
         logger[metadataKey: "outbox"] = "\(settings.path)"
@@ -129,7 +131,7 @@ public final class Outbox: Sendable {
         self.lock = lock
         let reserve = ReserveFile(besides: reserveBesides)
         self.reserve = reserve
-        reservePresence = ReservePresence(reserve)
+        reservePresence = ReservePresence(reserve, logger: logger)
         let walSize = WALSize(outboxPath: path, autocheckpointPages: reserve.walAutocheckpointPages)
         self.walSize = walSize
         let bootFile = BootFile(besides: lock.resolvedOutboxPath)
@@ -140,7 +142,7 @@ public final class Outbox: Sendable {
         var checkingFirst = Self.checksBeforeOpening(settings, marker: marker)
         do {
             (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, walSize: walSize, bootFloor: floor.boot,
-                                                              checkingFirst: checkingFirst)
+                                                              checkingFirst: checkingFirst, busyTimeout: busyTimeout)
             quarantinedPath = nil
         } catch let error where Self.isCorruption(error) {
             let aside = try Self.quarantine(path, at: now())
@@ -152,7 +154,7 @@ public final class Outbox: Sendable {
             }
             do {
                 (database, boot, fileBoot) = try Self.openChecked(settings, reserve: reserve, walSize: walSize, bootFloor: floor.boot,
-                                                                  checkingFirst: true)
+                                                                  checkingFirst: true, busyTimeout: busyTimeout)
                 checkingFirst = true
             } catch {
                 throw Self.openError(error, path: path)
@@ -325,7 +327,9 @@ public final class Outbox: Sendable {
     /// drops the oldest messages (reason `disk_full`) until the batch fits. It throws only when
     /// nothing of the batch could be committed; that loss is counted and recorded as a gap
     /// (in the next transaction that succeeds, if the disk has no room even for that), with
-    /// reason `io_error` also when the commit failed for another reason (a lock, a read-only file).
+    /// reason `io_error` also when the commit failed for another reason (a read-only file, ...).
+    /// A write lock another connection holds past the busy timeout is waited for, however long
+    /// (logged every 30 s, WriteLockWait.swift): never a loss.
     /// It throws `CancellationError` when the calling task is cancelled before the batch
     /// commits: then nothing of it is committed or counted.
     public func append(_ drafts: [OutboxDraft]) async throws -> [OutboxMessage] {
@@ -335,13 +339,16 @@ public final class Outbox: Sendable {
         var truncatedWAL = false
         liftDiskFullCeilingIfRoom()
         await writeUnwrittenGaps()
+        var lockWait: WriteLockWait?
         while true {
+            let attempt = ContinuousClock.now
             let loss = takeUnrecordedLoss()
             do {
                 let (committed, ledger, acknowledged) = try await database.writeWithoutTransaction { db in
                     try self.appendOnWriter(db, drafts: drafts, unrecordedLoss: loss)
                 }
                 appended(ledger, unrecordedLoss: loss, acknowledged: acknowledged)
+                lockWait?.ended()
                 // A background integrity check holds a snapshot: the WAL cannot reset until
                 // it ends, and a truncating checkpoint would only wait for it.
                 if walSize.bytes > reserve.walLimitBytes, integrity != .checking {
@@ -352,9 +359,19 @@ public final class Outbox: Sendable {
             } catch {
                 putBackUnrecordedLoss(loss)
                 if error is CancellationError { throw error }  // nothing committed, nothing counted
+                if Self.isLockContention(error) {
+                    // Another connection holds the write lock past the busy timeout: wait for
+                    // it, nothing committed, nothing counted (WriteLockWait.swift).
+                    if lockWait == nil {
+                        lockWait = WriteLockWait(doing: "committing \(drafts.count) messages", path: settings.path, logger: logger)
+                    }
+                    lockWait?.busy(since: attempt, error: error)
+                    try await Task.sleep(for: WriteLockWait.pause)
+                    continue
+                }
                 guard let reason = Self.storageFailure(error) else {
-                    // Not the disk (locked by another writer, read-only, ...), no recovery to
-                    // try: the batch is lost all the same, and counted.
+                    // Not the disk (read-only, ...), no recovery to try: the batch is lost
+                    // all the same, and counted.
                     await recordLoss(Int64(drafts.count), reason: .ioError)
                     throw Self.operationError(error, path: settings.path, doing: "committing \(drafts.count) messages")
                 }
@@ -688,7 +705,7 @@ public final class Outbox: Sendable {
     private func recordLoss(_ count: Int64, reason: DropReason) async {
         let loss = noteLoss(count, reason: reason)
         do {
-            try await database.write { db in
+            try await writeWaitingForLock(doing: "recording the loss of \(count) messages") { db in
                 var meta = try Meta.fetch(db)
                 var ledger = DropLedger()
                 Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
@@ -708,7 +725,8 @@ public final class Outbox: Sendable {
     /// (as `append` does on a full disk). It blocks like ``appendOnCallingThread(_:)``: call
     /// it from a thread of your own; a caller that must not block passes `writingNow: false`.
     /// Returns where the loss is (``LossRecord``): with ``LossRecord/inMemoryOnly`` it waits,
-    /// counted by ``statistics()``, for the next transaction that succeeds.
+    /// counted by ``statistics()``, for the next transaction that succeeds. A write lock
+    /// another connection holds is waited for, up to 30 s (WriteLockWait.swift).
     @discardableResult
     public func recordLossOnCallingThread(_ count: Int, reason: DropReason, writingNow: Bool = true) -> LossRecord {
         guard count > 0 else { return .gapRecorded }
@@ -718,7 +736,7 @@ public final class Outbox: Sendable {
             return .inMemoryOnly
         }
         do {
-            let ledger = try database.write { db in
+            let ledger = try writeWaitingForLock(doing: "recording the loss of \(count) messages", patience: .seconds(30)) { db in
                 var meta = try Meta.fetch(db)
                 var ledger = DropLedger()
                 Self.consumeSeqs(for: loss, meta: &meta, ledger: &ledger)
@@ -1080,9 +1098,9 @@ public final class Outbox: Sendable {
         // what is still to be sent (a monitor judges losses on an empty backlog).
         await deleteQueuedAcknowledgements()
         do {
-            // Two statements, in one read transaction: one snapshot. The second connection
-            // (`AcknowledgementConnection`) deletes beside this queue: without it a delete could
-            // fall between the counters and the oldest row.
+            // Two statements (the meta row, the oldest row) in one read transaction: the
+            // acknowledgement connection deletes rows off this queue, and a delete it commits
+            // between them would show a backlog with no oldest age.
             var statistics = try await database.read { db in try OutboxStore.statistics(db, now: now) }
             statistics.integrity = integrity
             // Losses the full disk did not let us write down yet still count.

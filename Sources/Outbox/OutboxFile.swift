@@ -66,10 +66,12 @@ extension Outbox {
     /// Returns the queue, the new boot and the file's previous boot.
     /// With `checkingFirst` false the integrity check is left to `BackgroundIntegrityCheck`.
     static func openChecked(_ settings: OutboxSettings, reserve: ReserveFile, walSize: WALSize, bootFloor: Int64,
-                            checkingFirst: Bool) throws -> (DatabaseQueue, boot: Int64, previous: Int64) {
+                            checkingFirst: Bool, busyTimeout: Duration) throws -> (DatabaseQueue, boot: Int64, previous: Int64) {
         var configuration = Configuration()
         configuration.label = "outbox"
-        configuration.busyMode = .timeout(5)
+        // Past it a write fails with SQLITE_BUSY: the outbox waits on (WriteLockWait.swift).
+        configuration.busyMode = .timeout(Double(busyTimeout.components.seconds)
+            + Double(busyTimeout.components.attoseconds) / 1e18)
         let synchronous = settings.synchronous == .full ? "FULL" : "NORMAL"
         let walLimit = reserve.walLimitBytes
         configuration.prepareDatabase { db in

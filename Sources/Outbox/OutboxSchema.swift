@@ -135,12 +135,18 @@ struct Meta: Sendable {
                 dropped_this_boot = ?, committed_this_boot = ?, acknowledged_this_boot = ?
             WHERE id = 1
             """)
-        let values = [
-            boot, nextSeq, bufferedMessages, bufferedBytes, droppedTotal, committedTotal,
-            acknowledgedTotal, droppedThisBoot, committedThisBoot, acknowledgedThisBoot,
-        ]
+        // Bound one by one: no array built per save.
         try statement.stepDirectly(db, bind: { statement in
-            for (index, value) in values.enumerated() { bindValue(statement, value, at: Int32(index + 1)) }
+            try bindValue(statement, boot, at: 1)
+            try bindValue(statement, nextSeq, at: 2)
+            try bindValue(statement, bufferedMessages, at: 3)
+            try bindValue(statement, bufferedBytes, at: 4)
+            try bindValue(statement, droppedTotal, at: 5)
+            try bindValue(statement, committedTotal, at: 6)
+            try bindValue(statement, acknowledgedTotal, at: 7)
+            try bindValue(statement, droppedThisBoot, at: 8)
+            try bindValue(statement, committedThisBoot, at: 9)
+            try bindValue(statement, acknowledgedThisBoot, at: 10)
         }) { _, _ in }
     }
 

@@ -78,16 +78,16 @@ enum OutboxStore {
         // Bound directly (DirectStatement.swift): the payload is not copied before SQLite writes it.
         return try payload.withUnsafeBytes { bytes in
             try statement.stepDirectly(db, bind: { statement in
-                bindValue(statement, boot, at: 1)
-                bindValue(statement, seq, at: 2)
-                bindValue(statement, topic, at: 3)
-                bindValue(statement, Int64(qos), at: 4)
-                bindValue(statement, createdAt, at: 5)
-                bindValue(statement, size, at: 6)
-                bindValue(statement, blob: bytes, at: 7)
-                bindValue(statement, measured?.boottime, at: 8)
-                bindValue(statement, measured?.kernelBootID, at: 9)
-                bindValue(statement, measured.map { $0.synchronised ? 1 : 0 }, at: 10)
+                try bindValue(statement, boot, at: 1)
+                try bindValue(statement, seq, at: 2)
+                try bindValue(statement, topic, at: 3)
+                try bindValue(statement, Int64(qos), at: 4)
+                try bindValue(statement, createdAt, at: 5)
+                try bindValue(statement, size, at: 6)
+                try bindValue(statement, blob: bytes, at: 7)
+                try bindValue(statement, measured?.boottime, at: 8)
+                try bindValue(statement, measured?.kernelBootID, at: 9)
+                try bindValue(statement, measured.map { $0.synchronised ? 1 : 0 }, at: 10)
             }) { _, _ in db.lastInsertedRowID }
         }
     }
@@ -210,6 +210,8 @@ enum OutboxStore {
         return try Int64.fetchOne(statement)
     }
 
+    /// The counters and the oldest row's age; call it inside a read transaction (both from
+    /// one snapshot of the file).
     static func statistics(_ db: Database, now: Int64) throws -> OutboxStatistics {
         let meta = try Meta.fetch(db)
         let oldest = try oldestCreatedAt(db)

@@ -1,5 +1,6 @@
 // Whether the reserve file (ReserveFile.swift) is still there, asked before every append
 // without a path lookup: one `fstat` of the file the outbox made or found, held open.
+import Logging
 import Synchronization
 
 #if canImport(Glibc)
@@ -21,8 +22,16 @@ final class ReservePresence: Sendable {
     /// The open descriptor of the reserve, or -1 when the outbox knows of none.
     private let descriptor = Mutex<Int32>(-1)
 
-    init(_ file: ReserveFile) {
+    /// Held while the file is made or deleted (``ensure()``, ``release()``): two makers at
+    /// once would see each other's file half made (`O_EXCL` fails). `isPresent` never takes it.
+    private let making = Mutex(())
+    private let logger: Logger
+    /// Whether the failed open of the held descriptor was logged (once, until an open succeeds).
+    private let openFailureLogged = Atomic<Bool>(false)
+
+    init(_ file: ReserveFile, logger: Logger) {
         self.file = file
+        self.logger = logger
     }
 
     /// `O_PATH` (Glibc exports it as `__O_PATH`; `O_PATH` needs `_GNU_SOURCE`): the file
@@ -53,27 +62,57 @@ final class ReservePresence: Sendable {
     }
 
     /// Makes the reserve if it is missing (``ReserveFile/ensure()``) and holds the file
-    /// that is there now.
+    /// that is there now. A reserve that is there but cannot be held open (no descriptor
+    /// left, ...) is a `.failed` reserve problem with the open's errno, logged once: the
+    /// outbox then runs as without a reserve instead of taking it for present.
+    ///
+    /// The file is made (a `posix_fallocate` of up to 8 MiB) under a lock of its own, shared
+    /// with ``release()`` only, not the descriptor's: a bus thread asking ``isPresent``
+    /// meanwhile does not wait for it (it finds no reserve); the descriptor is published after.
     @discardableResult
     func ensure() -> ReserveFile.Outcome {
-        descriptor.withLock { descriptor in
-            if descriptor >= 0 { close(descriptor) }
-            descriptor = -1
-            let outcome = file.ensure()
-            if outcome == .present {
-                descriptor = open(file.path, Self.openFlags)
-            }
-            return outcome
+        making.withLock { _ in ensureMaking() }
+    }
+
+    /// ``ensure()`` under `making`.
+    private func ensureMaking() -> ReserveFile.Outcome {
+        let previous = descriptor.withLock { descriptor in
+            defer { descriptor = -1 }
+            return descriptor
         }
+        if previous >= 0 { close(previous) }
+        let outcome = file.ensure()
+        guard outcome == .present else { return outcome }
+        let opened = open(file.path, Self.openFlags)
+        guard opened >= 0 else {
+            let failure = ReserveFile.Failure(path: file.path, call: .open, code: errno)
+            if !openFailureLogged.exchange(true, ordering: .relaxed) {
+                logger.error("""
+                    outbox: the reserve file \(file.path) is there but cannot be held open (\(failure)); the outbox \
+                    runs as without a reserve until it can. Fix: \(failure.code == EMFILE || failure.code == ENFILE
+                        ? "raise the gateway's limit of open files (LimitNOFILE= in its systemd unit)" : failure.remedy)
+                    """)
+            }
+            return .failed(failure)
+        }
+        openFailureLogged.store(false, ordering: .relaxed)
+        descriptor.withLock { descriptor in
+            if descriptor >= 0 { close(descriptor) }  // none under `making`: closed rather than leaked
+            descriptor = opened
+        }
+        return .present
     }
 
     /// Gives the reserve's room back to the filesystem (``ReserveFile/release()``); true if
     /// there was a reserve.
     @discardableResult
     func release() -> Bool {
-        descriptor.withLock { descriptor in
-            if descriptor >= 0 { close(descriptor) }
-            descriptor = -1
+        making.withLock { _ in
+            let held = descriptor.withLock { descriptor in
+                defer { descriptor = -1 }
+                return descriptor
+            }
+            if held >= 0 { close(held) }
             return file.release()
         }
     }
