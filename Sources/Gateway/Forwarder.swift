@@ -223,7 +223,9 @@ public final class ForwarderService: Service, Sendable {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 // Rows are read ahead beside the forwarding, so a read never stalls the
-                // window; acknowledged rows are deleted by the outbox, with the next append.
+                // window; acknowledged rows are deleted by the outbox: with the next append,
+                // or by themselves (on this thread when the write lock is free) once a tenth
+                // of the window waits, when the loop is held back by them, or after a delay.
                 group.addTask { await self.readAhead() }
                 for await event in events {
                     // Busy from now: a handler stuck on an `await` past the watchdog's

@@ -188,10 +188,12 @@ extension Outbox {
     /// file: the next append's (so no transaction of their own), a lease's (a lease never
     /// returns an acknowledged row), or one of their own once `flushAt` ids wait or when no
     /// append came for `delay` (an id then waits less than `2 × delay`). Unknown ids are
-    /// ignored (duplicate acks, acks of rows dropped meanwhile). Never blocks; the caller
-    /// learns that ids went through a transaction from ``whenAcknowledgementsWritten(_:)``.
-    /// When `flushAt` is reached here and the file's write lock is free, that delete is done
-    /// before this returns, on the calling thread (`AcknowledgementConnection`).
+    /// ignored (duplicate acks, acks of rows dropped meanwhile). Never waits for the file's
+    /// write lock; the caller learns that ids went through a transaction from
+    /// ``whenAcknowledgementsWritten(_:)``. When `flushAt` is reached here and the write lock
+    /// is free, that delete is done before this returns, on the calling thread: a SQLite
+    /// transaction (`AcknowledgementConnection`, without an fsync), then the observer,
+    /// called synchronously on this thread.
     ///
     /// Until then the rows stay in the outbox and in its counters: a crash sends them
     /// again (a duplicate, never a loss). Deleted inside an append, they are fsynced with it
@@ -212,7 +214,8 @@ extension Outbox {
 
     /// Deletes the waiting ids now, however few (on the calling thread when the file's write
     /// lock is free, else on the writer's queue), unless a delete is under way already: for
-    /// a forwarder whose window they hold while rows wait to be sent. Never blocks.
+    /// a forwarder whose window they hold while rows wait to be sent. Never waits for the
+    /// write lock; on the calling thread it runs the transaction and calls the observer.
     public func deleteQueuedAcknowledgementsSoon() {
         guard pendingAcknowledgements.startFlush() else { return }
         if deleteOnCallingThread() { return }
@@ -313,39 +316,41 @@ extension Outbox {
 /// runs beside them. The commit writes the WAL without an fsync (`synchronous = NORMAL`, as
 /// `deleteAcknowledgedRelaxed` does on the writer): a crash of the process loses nothing of
 /// it, and a power cut can only undo it until the next append syncs the WAL, which sends those
-/// messages again, a duplicate, never a loss. It never checkpoints (`wal_autocheckpoint = 0`:
-/// a checkpoint syncs the file): every `checkpointEvery` of its commits it asks the writer's
-/// connection to (`checkpointDue`), as the writer's own commits would have by themselves.
+/// messages again, a duplicate, never a loss. It never checkpoints (a checkpoint syncs the
+/// file): its WAL hook (`WALSize.installWithoutCheckpoint`, in place of SQLite's
+/// auto-checkpoint) records the WAL's size in the outbox's shared `WALSize` after each of its
+/// commits and, once the WAL holds `walAutocheckpointPages` frames, marks a checkpoint wanted,
+/// which the caller hands to the writer's queue (`checkpointDue`), as the writer's own hook
+/// would have run it after a commit of its own.
 final class AcknowledgementConnection: Sendable {
     private let database: DatabaseQueue
     /// Set while a caller deletes: a second caller takes nothing (`.notTaken`) instead of
     /// waiting for the queue's `sync`.
     private let busy = Atomic<Bool>(false)
     private let logger: Logger
-    /// Commits since the last checkpoint asked for.
-    private let commits = Atomic<Int>(0)
-    /// About `wal_autocheckpoint` pages of WAL, at a few pages per delete of a tenth window
-    /// (the leaf pages of the rows, the meta row's page, a freed page now and then).
-    private let checkpointEvery: Int
+    /// The outbox's record of the WAL's size, which this connection's commits update too.
+    private let walSize: WALSize
 
     /// Nil (logged) when the connection cannot be opened: every delete then takes the
     /// writer's queue.
-    init?(path: String, reserve: ReserveFile, logger: Logger) {
+    init?(path: String, reserve: ReserveFile, walSize: WALSize, logger: Logger) {
         var configuration = Configuration()
         configuration.label = "outbox-acknowledgements"
         configuration.busyMode = .immediateError
         let walLimit = reserve.walLimitBytes
-        checkpointEvery = max(1, reserve.walAutocheckpointPages / 4)
         configuration.prepareDatabase { db in
             // journal_size_limit as the writer's: this connection may be the one that
             // starts the WAL over after a checkpoint (and truncates it then).
             try db.execute(sql: """
                 PRAGMA synchronous = NORMAL;
-                PRAGMA wal_autocheckpoint = 0;
                 PRAGMA journal_size_limit = \(walLimit);
                 PRAGMA cache_size = -256;
                 """)
+            // Replaces SQLite's auto-checkpoint hook: this connection never checkpoints.
+            // The closure holds `walSize`, the hook's unretained context, as long as the connection.
+            try walSize.installWithoutCheckpoint(on: db)
         }
+        self.walSize = walSize
         do {
             database = try DatabaseQueue(path: path, configuration: configuration)
         } catch {
@@ -388,7 +393,6 @@ final class AcknowledgementConnection: Sendable {
                     try Outbox.deleteAcknowledged(db, ranges: Outbox.contiguousRanges(taken))
                 }
             }
-            if !taken.isEmpty { commits.add(1, ordering: .relaxed) }
             return .committed(count: taken.count)
         } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY && taken.isEmpty {
             return .notTaken  // the writer is writing: its queue takes the ids
@@ -400,10 +404,19 @@ final class AcknowledgementConnection: Sendable {
         }
     }
 
-    /// True once every `checkpointEvery` commits: the caller asks the writer for a checkpoint.
+    /// True once after a commit of this connection left the WAL at `walAutocheckpointPages`
+    /// frames or more (its WAL hook saw it): the caller asks the writer's queue to checkpoint.
     func checkpointDue() -> Bool {
-        guard commits.load(ordering: .relaxed) >= checkpointEvery else { return false }
-        commits.store(0, ordering: .relaxed)
-        return true
+        walSize.takeCheckpointRequest()
+    }
+
+    /// Closes the connection (the outbox's deinit, before the outbox's lock is let go).
+    /// Waits for a delete under way on another thread.
+    func close() {
+        do {
+            try database.close()
+        } catch {
+            logger.debug("outbox: closing the second connection failed", metadata: ["error": "\(error)"])
+        }
     }
 }

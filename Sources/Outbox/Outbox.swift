@@ -16,8 +16,11 @@ import Synchronization
 /// - `seq` starts at 1 in each boot, is assigned in the committing transaction and is
 ///   consecutive: a missing seq is always either a recorded gap or a message still in
 ///   the outbox.
-/// - All SQLite work runs on GRDB's serial dispatch queue (``appendOnCallingThread(_:)``
-///   holds it from the calling thread), never on Swift's cooperative thread pool.
+/// - SQLite work runs on GRDB's serial dispatch queue (``appendOnCallingThread(_:)``
+///   holds it from the calling thread), or, for deletes of acknowledged rows, on the thread
+///   that hands the ids over (the MQTT network thread) with a second connection
+///   (`AcknowledgementConnection`, only when the write lock is free); never on Swift's
+///   cooperative thread pool.
 public final class Outbox: Sendable {
     /// The boot counter of this run (1 at the first start of a new file with no boot file beside it).
     public let boot: Int64
@@ -183,7 +186,7 @@ public final class Outbox: Sendable {
         } catch {
             throw Self.openError(error, path: path)
         }
-        acknowledgementConnection = AcknowledgementConnection(path: path, reserve: reserve, logger: logger)
+        acknowledgementConnection = AcknowledgementConnection(path: path, reserve: reserve, walSize: walSize, logger: logger)
         let reserveOutcome = reservePresence.ensure()
         if case let .failed(failure) = reserveOutcome, !failure.isLackOfSpace {
             // Not a full disk: holding the outbox at its size would only drop data.
@@ -211,6 +214,9 @@ public final class Outbox: Sendable {
 
     deinit {
         backgroundCheck?.cancel()
+        // Explicitly first: the second connection closes while the outbox's lock is still
+        // held (`lock` is let go only after this body, with the stored properties).
+        acknowledgementConnection?.close()
     }
 
     private static func describe(_ outcome: ReserveFile.Outcome, reserve: ReserveFile) -> String {
@@ -896,9 +902,10 @@ public final class Outbox: Sendable {
         // past every acknowledged row, take no extra transaction.
         if pendingAcknowledgements.contains(after: id) { await deleteQueuedAcknowledgements() }
         do {
-            // One SELECT reads one snapshot of the file by itself: no read-only transaction
-            // is needed around it (GRDB's `read` adds `PRAGMA query_only` and BEGIN/COMMIT to
-            // every lease).
+            // One SELECT reads one snapshot of the file by itself (whatever the second
+            // connection, `AcknowledgementConnection`, commits meanwhile is in it or not,
+            // never half): no read-only transaction is needed around it (GRDB's `read` adds
+            // `PRAGMA query_only` and BEGIN/COMMIT to every lease).
             return try await database.unsafeRead { db in
                 let statement = try db.cachedStatement(sql: """
                     SELECT id, boot, seq, topic, qos, created_at, payload,
