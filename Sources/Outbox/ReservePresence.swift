@@ -1,5 +1,6 @@
 // Whether the reserve file (ReserveFile.swift) is still there, asked before every append
 // without a path lookup: one `fstat` of the file the outbox made or found, held open.
+import Descriptors
 import Synchronization
 
 #if canImport(Glibc)
@@ -61,7 +62,7 @@ final class ReservePresence: Sendable {
             descriptor = -1
             let outcome = file.ensure()
             if outcome == .present {
-                descriptor = open(file.path, Self.openFlags)
+                descriptor = SelectRange.moveAbove(open(file.path, Self.openFlags))
             }
             return outcome
         }
