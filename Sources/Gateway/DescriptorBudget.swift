@@ -9,24 +9,33 @@ public struct DescriptorBudget: Sendable, Equatable {
     /// Descriptors below 1024 the gateway holds before any bus connects.
     public var ownBelowLimit: Int
     public var buses: Int
+    /// The background integrity check was running when `ownBelowLimit` was counted: its
+    /// connection may be in the count already, so the margin does not hold it twice.
+    public var integrityCheckRunning: Bool
 
-    /// Opened later or for a while beside the buses' connections: the background
-    /// integrity check's SQLite connection (database and WAL: 2), the MQTT socket and
-    /// libmosquitto's socket pair (3), and 3 for the rest (a SQLite temporary file, a
-    /// name lookup's socket during a reconnect).
-    public static let margin = 8
+    /// The background integrity check's SQLite connection (database and WAL).
+    public static let integrityCheckDescriptors = 2
+    /// Opened later or for a while beside the buses' connections: the integrity check's
+    /// connection, the MQTT socket and libmosquitto's socket pair (3), and 3 for the rest
+    /// (a SQLite temporary file, a name lookup's socket during a reconnect).
+    public static let margin = integrityCheckDescriptors + 3 + 3
 
-    public init(ownBelowLimit: Int, buses: Int) {
+    public init(ownBelowLimit: Int, buses: Int, integrityCheckRunning: Bool = false) {
         self.ownBelowLimit = ownBelowLimit
         self.buses = buses
+        self.integrityCheckRunning = integrityCheckRunning
     }
 
-    public var needed: Int { ownBelowLimit + buses + Self.margin }
+    public var needed: Int {
+        ownBelowLimit + buses + Self.margin - (integrityCheckRunning ? Self.integrityCheckDescriptors : 0)
+    }
     public var fits: Bool { needed <= Int(SelectRange.limit) }
 
     /// The budget of this process now, for `buses` buses; nil when /proc/self/fd cannot be read.
-    public static func current(buses: Int) -> DescriptorBudget? {
-        SelectRange.openBelowLimit().map { DescriptorBudget(ownBelowLimit: $0, buses: buses) }
+    public static func current(buses: Int, integrityCheckRunning: Bool) -> DescriptorBudget? {
+        SelectRange.openBelowLimit().map {
+            DescriptorBudget(ownBelowLimit: $0, buses: buses, integrityCheckRunning: integrityCheckRunning)
+        }
     }
 
     /// Throws when the buses would not fit below 1024.
@@ -43,7 +52,7 @@ public struct DescriptorBudgetError: Error, CustomStringConvertible {
     public var description: String {
         "\(budget.buses) buses do not fit in the \(SelectRange.limit) file descriptors libmodbus can wait on with select(): "
             + "the gateway holds \(budget.ownBelowLimit) of them itself and keeps \(DescriptorBudget.margin) spare, "
-            + "so at most \(Int(SelectRange.limit) - budget.ownBelowLimit - DescriptorBudget.margin) buses fit. "
+            + "so at most \(Int(SelectRange.limit) - budget.needed + budget.buses) buses fit. "
             + "Poll fewer buses with this gateway (split the devices over two gateways)"
     }
 }

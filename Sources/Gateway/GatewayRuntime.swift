@@ -79,7 +79,7 @@ public struct GatewayRuntime: Sendable {
         self.ingest = ingest
         // The outbox and the uplink are open: what is left below 1024 is the buses'.
         let busCount = Set(configuration.devices.map(\.transport.busKey)).count
-        if let budget = DescriptorBudget.current(buses: busCount) {
+        if let budget = DescriptorBudget.current(buses: busCount, integrityCheckRunning: outbox.integrity == .checking) {
             try budget.check()
             logger.debug("descriptor budget", metadata: [
                 "own_below_1024": "\(budget.ownBelowLimit)", "buses": "\(busCount)", "margin": "\(DescriptorBudget.margin)",

@@ -21,4 +21,12 @@ import Testing
         #expect(error.description.contains("at most \(room - 16) buses fit"), "\(error)")
         #expect(error.description.contains("split the devices over two gateways"), "\(error)")
     }
+
+    /// The integrity check's connection, counted while it runs, is not held twice.
+    @Test func aRunningIntegrityCheckIsCountedOnce() {
+        let room = Int(SelectRange.limit) - DescriptorBudget.margin
+        let own = 15 + DescriptorBudget.integrityCheckDescriptors
+        #expect(DescriptorBudget(ownBelowLimit: own, buses: room - 15, integrityCheckRunning: true).fits)
+        #expect(!DescriptorBudget(ownBelowLimit: own, buses: room - 15, integrityCheckRunning: false).fits)
+    }
 }
