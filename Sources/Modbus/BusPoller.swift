@@ -350,7 +350,7 @@ public struct BusPoller: Sendable {
     static let defaultByteTimeout = Duration.milliseconds(500)
 
     /// How long glibc's resolver can take for one name with default options: 5 s per
-    /// try, 2 tries, up to 3 name servers. libmodbus resolves the host at every connect.
+    /// try, 2 tries, up to 3 name servers. The host is resolved at every connect.
     static let nameResolutionAllowance = Duration.seconds(30)
 
     /// The longest one attempt of `block` can keep the bus thread in libmodbus: a

@@ -398,9 +398,9 @@ public final class ModbusConnection {
         }
     }
 
-    /// Says what a failed TCP connect was. libmodbus 3.1.6 reports a name that
-    /// does not resolve as ECONNREFUSED, and a connect that timed out as the
-    /// EINPROGRESS of its non-blocking connect.
+    /// Says what a failed TCP connect was. `openTCPSocket` reports, as libmodbus 3.1.6
+    /// does, a name that does not resolve as ECONNREFUSED, and a connect that timed out
+    /// as the EINPROGRESS of its non-blocking connect.
     private func connectFailure(_ code: Int32) -> ModbusError {
         let context = "connect to \(endpoint)"
         if code == EINPROGRESS {
