@@ -47,13 +47,16 @@ let package = Package(
             "CModbus", "GatewayClock",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // File descriptors kept clear of libmodbus' select() range (0...1023).
+        .target(name: "Descriptors"),
         .target(name: "Outbox", dependencies: [
+            "Descriptors",
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "GRDBSQLite", package: "GRDB.swift"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "MQTTUplink", dependencies: [
-            "CMosquitto", "COpenSSL",
+            "CMosquitto", "COpenSSL", "Descriptors",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Payload envelopes (AES-256-GCM, HMAC-SHA256) and key files (COpenSSL's libcrypto;
@@ -68,7 +71,7 @@ let package = Package(
         // edge-monitor's web page: one self-contained HTML document, no dependencies.
         .target(name: "MonitorWeb"),
         .target(name: "Gateway", dependencies: [
-            "GatewayConfig", "GatewayClock", "Modbus", "Outbox", "MQTTUplink", "Sealing", "SparkplugB",
+            "GatewayConfig", "GatewayClock", "Modbus", "Outbox", "MQTTUplink", "Sealing", "SparkplugB", "Descriptors",
             .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -124,7 +127,7 @@ let package = Package(
         .testTarget(name: "ModbusTests", dependencies: ["Modbus", "CModbus", "TestSupport"]),
         // The payload bytes of MessageEncoding against the encoder they replaced.
         .testTarget(name: "MessageEncodingTests", dependencies: ["Gateway", "GatewayClock", "Modbus", "TestSupport"]),
-        .testTarget(name: "OutboxTests", dependencies: ["Outbox"]),
+        .testTarget(name: "OutboxTests", dependencies: ["Outbox", "Descriptors"]),
         .testTarget(name: "SealingTests", dependencies: ["Sealing", "TestSupport"]),
         .testTarget(name: "SparkplugBTests", dependencies: [
             "SparkplugB", "GatewayConfig", "Modbus", "TestSupport",
@@ -136,7 +139,7 @@ let package = Package(
         ]),
         // The forwarder's logic in process, against fakes of the uplink and the outbox.
         .testTarget(name: "ForwarderTests", dependencies: [
-            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "Sealing", "SparkplugB",
+            "Gateway", "GatewayClock", "GatewayConfig", "Modbus", "MQTTUplink", "Outbox", "Sealing", "SparkplugB", "Descriptors",
             .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,6 +1,7 @@
 // Wiring: from a configuration to the running system (its services, their order and
 // the stop limits). `edge-gateway run` builds it; the integration tests run that
 // binary as a process, and StopBoundTests holds the unit's TimeoutStopSec to `stopBound`.
+import Descriptors
 import GatewayClock
 import GatewayConfig
 import Logging
@@ -34,6 +35,12 @@ public struct GatewayRuntime: Sendable {
                 timeSource: any TimeSource = KernelClock()) throws {
         self.configuration = configuration
         self.logger = logger
+        // Room above 1023 for the descriptors the gateway moves out of select()'s range.
+        if case let .failure(failure) = SelectRange.raiseOpenFileLimit() {
+            logger.warning("descriptors stay below 1024", metadata: [
+                "error": "\(failure)", "fix": "raise LimitNOFILE of the unit (or ulimit -n)",
+            ])
+        }
         let buffer = configuration.buffer
         outbox = try Outbox(
             settings: OutboxSettings(path: buffer.path, synchronous: buffer.sync == .full ? .full : .normal,
@@ -70,6 +77,14 @@ public struct GatewayRuntime: Sendable {
                                    onCommit: { forwarder.outboxCommitted($0) })
         self.forwarder = forwarder
         self.ingest = ingest
+        // The outbox and the uplink are open: what is left below 1024 is the buses'.
+        let busCount = Set(configuration.devices.map(\.transport.busKey)).count
+        if let budget = DescriptorBudget.current(buses: busCount, integrityCheckRunning: outbox.integrity == .checking) {
+            try budget.check()
+            logger.debug("descriptor budget", metadata: [
+                "own_below_1024": "\(budget.ownBelowLimit)", "buses": "\(busCount)", "margin": "\(DescriptorBudget.margin)",
+            ])
+        }
         forwarder.announce(devices: configuration.devices)
 
         // One bus per transport endpoint, in the order devices first name it.

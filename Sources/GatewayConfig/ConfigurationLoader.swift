@@ -9,7 +9,16 @@ import Yams
 public enum ConfigurationLoader {
     /// The most buses (TCP endpoints and serial lines) one gateway polls: each has its own
     /// thread and connection, and libmodbus waits with select(), which cannot take a file
-    /// descriptor above 1023 (the process would abort when a connection gets one).
+    /// descriptor above 1023 (a connection that gets one fails to connect, see
+    /// `ModbusConnection.selectableLimit`). The budget of the 1,024 numbers: 1,000 buses;
+    /// the gateway's own that cannot move above 1023 (stdio 3, libdispatch's epoll,
+    /// eventfd and timerfd 3, the outbox's two SQLite connections 5 (database, WAL and
+    /// their shared -shm), signalfds and a timerfd about 3); a margin of 8
+    /// (`DescriptorBudget.margin`: the integrity check's connection, the MQTT socket and
+    /// its socket pair, a passing temporary file or lookup). The outbox lock, the reserve
+    /// and the uplink's eventfd sit above 1023 (`SelectRange.moveAbove`). At start the
+    /// gateway counts what it holds below 1024 and refuses to start when the buses do
+    /// not fit (`DescriptorBudget`).
     public static let maximumBuses = 1000
 
     /// Reads and validates the file at `path`.

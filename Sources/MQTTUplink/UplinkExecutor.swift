@@ -2,6 +2,7 @@
 // forwarder) runs between the thread's socket turns, so a PUBACK read and the publishes
 // it frees happen on one thread, with no wake-up of another.
 import CMosquitto
+import Descriptors
 import Foundation
 import Synchronization
 
@@ -19,7 +20,7 @@ public final class UplinkExecutor: TaskExecutor, Sendable {
     // Everything shared is in `queue` (a Mutex) or `owner` (written once, by the network
     // thread before it runs a job); the eventfd is opened here and closed in deinit.
     private let queue = Mutex(Queue())
-    private let wakeFD: Int32
+    let wakeFD: Int32
     /// pthread_self() of the network thread, 0 before it started.
     private let owner = Atomic<UInt>(0)
 
@@ -44,7 +45,7 @@ public final class UplinkExecutor: TaskExecutor, Sendable {
         let code = errno
         // Without an eventfd nothing could wake the thread: a process out of descriptors at start.
         precondition(fd >= 0, "cannot create the uplink's eventfd: \(String(cString: strerror(code)))")
-        wakeFD = fd
+        wakeFD = SelectRange.moveAbove(fd)
     }
 
     deinit { close(wakeFD) }

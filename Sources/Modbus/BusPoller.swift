@@ -134,6 +134,8 @@ public struct BusPoller: Sendable {
     private struct DeviceState {
         var online: Bool?
         var lastError: String?
+        /// The last failure's `ModbusError.episodeKey`: the outage is logged again when it changes.
+        var lastEpisode: String?
         var failures = 0
     }
 
@@ -243,6 +245,7 @@ public struct BusPoller: Sendable {
                 }
                 states[deviceIndex].online = true
                 states[deviceIndex].lastError = nil
+                states[deviceIndex].lastEpisode = nil
                 var reported = false
                 if slots[index].filter.admit(readings, at: clock.now) {
                     reported = report(.poll(DevicePoll(device: device.name, clock: stamp, readings: readings)))
@@ -267,7 +270,7 @@ public struct BusPoller: Sendable {
                 counters.record(ok: false)
                 states[deviceIndex].failures += 1
                 let backoff = backoff(failures: states[deviceIndex].failures, interval: device.pollInterval)
-                if states[deviceIndex].online != false || states[deviceIndex].lastError != error.message {
+                if states[deviceIndex].online != false || states[deviceIndex].lastEpisode != error.episodeKey {
                     logger.warning("device offline", metadata: [
                         "device": "\(device.name)", "bus": "\(busKey)", "error": "\(error.message)",
                         "retry_in": "\(backoff)",
@@ -276,6 +279,7 @@ public struct BusPoller: Sendable {
                 }
                 states[deviceIndex].online = false
                 states[deviceIndex].lastError = error.message
+                states[deviceIndex].lastEpisode = error.episodeKey
                 // Out of the rotation: no group of this device is due before the backoff ends.
                 let retry = clock.now + backoff
                 for other in slots.indices where slots[other].device == deviceIndex {
@@ -346,7 +350,7 @@ public struct BusPoller: Sendable {
     static let defaultByteTimeout = Duration.milliseconds(500)
 
     /// How long glibc's resolver can take for one name with default options: 5 s per
-    /// try, 2 tries, up to 3 name servers. libmodbus resolves the host at every connect.
+    /// try, 2 tries, up to 3 name servers. The host is resolved at every connect.
     static let nameResolutionAllowance = Duration.seconds(30)
 
     /// The longest one attempt of `block` can keep the bus thread in libmodbus: a

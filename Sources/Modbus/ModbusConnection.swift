@@ -22,10 +22,15 @@ public struct ModbusError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var kind: Kind
     public var message: String
+    /// What stays the same while the error repeats, when the message does not (it
+    /// names a descriptor number, say): a bus logs an outage again only when this changes.
+    public var episodeKey: String { episode ?? message }
+    private var episode: String?
 
-    public init(kind: Kind, message: String) {
+    public init(kind: Kind, message: String, episode: String? = nil) {
         self.kind = kind
         self.message = message
+        self.episode = episode
     }
 
     public var description: String { message }
@@ -264,7 +269,11 @@ public final class ModbusConnection {
     public func connect() throws(ModbusError) {
         guard !isConnected else { return }
         guard !abandonment.isAbandoned else { throw Self.abandoned(endpoint) }
-        if modbus_connect(context) == -1 {
+        if case let .tcp(host, port) = transport {
+            // Not modbus_connect: it waits for the handshake with select(), which
+            // aborts the process for a socket above 1023 (see `selectableLimit`).
+            modbus_set_socket(context, try openTCPSocket(host: host, port: port))
+        } else if modbus_connect(context) == -1 {
             let code = errno
             modbus_close(context)
             if let serial {
@@ -274,6 +283,11 @@ public final class ModbusConnection {
             throw connectFailure(code)
         }
         if let serial {
+            let descriptor = modbus_get_socket(context)
+            guard descriptor < Self.selectableLimit else {
+                modbus_close(context)
+                throw Self.descriptorTooHigh(descriptor, endpoint: "open \(serial.port)")
+            }
             // Both need the open port (they are ioctls on it).
             if serial.rs485 {
                 let rc = modbus_rtu_set_serial_mode(context, Int32(MODBUS_RTU_RS485))
@@ -302,9 +316,91 @@ public final class ModbusConnection {
         isConnected = true
     }
 
-    /// Says what a failed TCP connect was. libmodbus 3.1.6 reports a name that
-    /// does not resolve as ECONNREFUSED, and a connect that timed out as the
-    /// EINPROGRESS of its non-blocking connect.
+    /// libmodbus waits for every answer with select(), whose fd_set holds descriptors
+    /// 0...1023 only (glibc's FD_SETSIZE): a higher one makes glibc abort the process
+    /// ("bit out of range 0 - FD_SETSIZE on fd_set"). A connection above it is refused.
+    static let selectableLimit: Int32 = 1024
+
+    /// The failed connect for a connection that got `descriptor`, at or above `selectableLimit`.
+    static func descriptorTooHigh(_ descriptor: Int32, endpoint: String) -> ModbusError {
+        ModbusError(kind: .connection, message: "\(endpoint): the connection got file descriptor \(descriptor), "
+            + "and libmodbus waits with select(), which cannot wait on a descriptor above \(selectableLimit - 1); "
+            + "the gateway has too many files open: poll fewer buses with this gateway (split the devices over two gateways)",
+            episode: "\(endpoint): file descriptor above \(selectableLimit - 1)")
+    }
+
+    /// Opens the TCP connection as libmodbus' modbus_connect would (the host resolved
+    /// at every connect, each address tried in turn; non-blocking, close-on-exec,
+    /// TCP_NODELAY and IPTOS_LOWDELAY over IPv4; the handshake bounded by the response
+    /// timeout), but waits with poll() and refuses a socket libmodbus could not select on.
+    /// Fails with the errno libmodbus would leave (ECONNREFUSED for a name that does
+    /// not resolve, EINPROGRESS for a handshake that timed out), for `connectFailure`.
+    private func openTCPSocket(host: String, port: Int) throws(ModbusError) -> Int32 {
+        var hints = addrinfo()
+        hints.ai_flags = AI_ADDRCONFIG
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0 else { throw connectFailure(ECONNREFUSED) }
+        defer { freeaddrinfo(list) }
+        var code = ECONNREFUSED
+        var next = list
+        while let entry = next {
+            next = entry.pointee.ai_next
+            let socketType = entry.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+            let descriptor = socket(entry.pointee.ai_family, socketType, entry.pointee.ai_protocol)
+            if descriptor == -1 {
+                code = errno
+                continue
+            }
+            guard descriptor < Self.selectableLimit else {
+                Glibc.close(descriptor)
+                throw Self.descriptorTooHigh(descriptor, endpoint: "connect to \(endpoint)")
+            }
+            if entry.pointee.ai_family == AF_INET {
+                var on: Int32 = 1
+                setsockopt(descriptor, Int32(IPPROTO_TCP), TCP_NODELAY, &on, socklen_t(MemoryLayout<Int32>.size))
+                var lowDelay: Int32 = 0x10  // IPTOS_LOWDELAY (netinet/ip.h, not imported)
+                setsockopt(descriptor, Int32(IPPROTO_IP), IP_TOS, &lowDelay, socklen_t(MemoryLayout<Int32>.size))
+            }
+            let failure = handshake(descriptor, address: entry.pointee.ai_addr, length: entry.pointee.ai_addrlen)
+            guard let failure else { return descriptor }
+            code = failure
+            Glibc.close(descriptor)
+        }
+        throw connectFailure(code)
+    }
+
+    /// Connects the non-blocking `descriptor` to `address`, waiting up to the response
+    /// timeout; nil once connected, else the errno (EINPROGRESS when it timed out).
+    private func handshake(_ descriptor: Int32, address: UnsafeMutablePointer<sockaddr>?, length: socklen_t) -> Int32? {
+        if Glibc.connect(descriptor, address, length) == 0 { return nil }
+        let code = errno
+        guard code == EINPROGRESS else { return code }
+        let deadline = ContinuousClock.now + responseTimeout
+        while true {
+            let left = deadline - .now
+            guard left > .zero else { return EINPROGRESS }
+            let (seconds, attoseconds) = left.components
+            let milliseconds = Int32(clamping: seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000)
+            var entry = pollfd(fd: descriptor, events: Int16(POLLOUT), revents: 0)
+            let ready = poll(&entry, 1, milliseconds)
+            let pollErrno = errno
+            if ready == -1 {
+                if pollErrno == EINTR { continue }
+                return pollErrno
+            }
+            if ready == 0 { continue }
+            var result: Int32 = 0
+            var resultLength = socklen_t(MemoryLayout<Int32>.size)
+            guard getsockopt(descriptor, SOL_SOCKET, SO_ERROR, &result, &resultLength) == 0 else { return errno }
+            return result == 0 ? nil : result
+        }
+    }
+
+    /// Says what a failed TCP connect was. `openTCPSocket` reports, as libmodbus 3.1.6
+    /// does, a name that does not resolve as ECONNREFUSED, and a connect that timed out
+    /// as the EINPROGRESS of its non-blocking connect.
     private func connectFailure(_ code: Int32) -> ModbusError {
         let context = "connect to \(endpoint)"
         if code == EINPROGRESS {

@@ -1,6 +1,7 @@
 // One process per outbox: an advisory lock on `<outbox>.lock`, held while the
 // outbox is open. Two gateways on one file would interleave boots and seqs.
 
+import Descriptors
 import Foundation
 
 #if canImport(Glibc)
@@ -56,11 +57,13 @@ final class OutboxLock: Sendable {
                 remedy: "Stop the other gateway (\(who)), or give this one its own buffer.path: "
                     + "two gateways on one outbox would mix their boots and seqs.")
         }
-        self.descriptor = descriptor
+        // flock(2) belongs to the open file description: the lock moves with it.
+        let held = SelectRange.moveAbove(descriptor)
+        self.descriptor = held
         let text = Array("\(getpid())\n".utf8)
         // Best effort: the lock holds whether or not the pid could be written.
-        if ftruncate(descriptor, 0) == 0 {
-            _ = text.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, 0) }
+        if ftruncate(held, 0) == 0 {
+            _ = text.withUnsafeBytes { pwrite(held, $0.baseAddress, $0.count, 0) }
         }
     }
 

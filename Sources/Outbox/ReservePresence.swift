@@ -1,5 +1,6 @@
 // Whether the reserve file (ReserveFile.swift) is still there, asked before every append
 // without a path lookup: one `fstat` of the file the outbox made or found, held open.
+import Descriptors
 import Logging
 import Synchronization
 
@@ -96,9 +97,11 @@ final class ReservePresence: Sendable {
             return .failed(failure)
         }
         openFailureLogged.store(false, ordering: .relaxed)
+        // Above the descriptors libmodbus's select() can take, leaving those to the buses.
+        let held = SelectRange.moveAbove(opened)
         descriptor.withLock { descriptor in
             if descriptor >= 0 { close(descriptor) }  // none under `making`: closed rather than leaked
-            descriptor = opened
+            descriptor = held
         }
         return .present
     }

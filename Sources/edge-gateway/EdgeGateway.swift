@@ -76,6 +76,10 @@ struct Run: AsyncParsableCommand {
         let runtime: GatewayRuntime
         do {
             runtime = try GatewayRuntime(configuration: configuration, logger: logger, timeSource: timeSource)
+        } catch let error as DescriptorBudgetError {
+            // Too many buses for one gateway: a restart cannot help, so EX_CONFIG.
+            logger.critical("cannot start", metadata: ["error": "\(error)"])
+            throw ExitCode(exitConfigurationError)
         } catch let error as OutboxError where error.kind == .inUse {
             // Another gateway runs on this outbox: restarting cannot help until someone
             // stops one of them, so EX_CONFIG, which the unit does not restart.
