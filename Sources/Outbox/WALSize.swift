@@ -46,18 +46,25 @@ final class WALSize: Sendable {
     /// The hook's context is this object unretained: the caller keeps it alive as long as
     /// the connection (the configuration's closure holds it).
     func install(on db: Database) throws {
-        let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
-        frameBytes.store(pageSize + 24, ordering: .relaxed)
-        _ = sqlite3_wal_hook(db.sqliteConnection, walSizeHook, Unmanaged.passUnretained(self).toOpaque())
+        try install(walSizeHook, on: db)
     }
 
     /// In `prepareDatabase` of the `AcknowledgementConnection`: installs the hook that records
     /// the size and, instead of checkpointing, marks a checkpoint wanted. Same lifetime rule
     /// as ``install(on:)``.
     func installWithoutCheckpoint(on db: Database) throws {
+        try install(walSizeHookWithoutCheckpoint, on: db)
+    }
+
+    /// Reads the connection's page size (a frame's size) and installs `hook` with this
+    /// object, unretained, as its context.
+    private func install(
+        _ hook: @convention(c) (UnsafeMutableRawPointer?, OpaquePointer?, UnsafePointer<CChar>?, Int32) -> Int32,
+        on db: Database
+    ) throws {
         let pageSize = try Int.fetchOne(db, sql: "PRAGMA page_size") ?? 4096
         frameBytes.store(pageSize + 24, ordering: .relaxed)
-        _ = sqlite3_wal_hook(db.sqliteConnection, walSizeHookWithoutCheckpoint, Unmanaged.passUnretained(self).toOpaque())
+        _ = sqlite3_wal_hook(db.sqliteConnection, hook, Unmanaged.passUnretained(self).toOpaque())
     }
 
     /// True once after a commit of the second connection left the WAL at
