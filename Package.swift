@@ -44,7 +44,7 @@ let package = Package(
         ]),
         // The device/tag model (DeviceModel.swift), polling and writes over libmodbus.
         .target(name: "Modbus", dependencies: [
-            "CModbus", "GatewayClock",
+            "CModbus", "Descriptors", "GatewayClock",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // File descriptors kept clear of libmodbus' select() range (0...1023).

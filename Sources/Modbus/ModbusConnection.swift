@@ -1,5 +1,6 @@
 // The client side of libmodbus: one `modbus_t` per bus, used only on that bus's thread.
 import CModbus
+import Descriptors
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -317,9 +318,10 @@ public final class ModbusConnection {
     }
 
     /// libmodbus waits for every answer with select(), whose fd_set holds descriptors
-    /// 0...1023 only (glibc's FD_SETSIZE): a higher one makes glibc abort the process
-    /// ("bit out of range 0 - FD_SETSIZE on fd_set"). A connection above it is refused.
-    static let selectableLimit: Int32 = 1024
+    /// 0...1023 only (glibc's FD_SETSIZE, `SelectRange.limit`): a higher one makes glibc
+    /// abort the process ("bit out of range 0 - FD_SETSIZE on fd_set"). A connection above
+    /// it is refused.
+    static let selectableLimit = SelectRange.limit
 
     /// The failed connect for a connection that got `descriptor`, at or above `selectableLimit`.
     static func descriptorTooHigh(_ descriptor: Int32, endpoint: String) -> ModbusError {
